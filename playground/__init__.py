@@ -1,0 +1,1 @@
+"""Gradio playground for Gemma-2-9b-it on OpenVINO."""

@@ -1,0 +1,620 @@
+"""Gemma-2 chat prompts as text: rendering, checking, parsing and budgeting.
+
+This module owns everything between a list of chat messages and the exact prompt string that
+Gemma-2-9b-it sees:
+
+* parsing a conversation from JSON or Python data (``parse_conversation``),
+* checking it against the rules of Gemma-2's chat template (``check_messages``),
+* handling a system message, which Gemma-2 does not support (``apply_system_policy``),
+* rendering it with the model's own Jinja chat template (``render``),
+* warning about control-token text inside messages (``find_control_text``),
+* dropping the oldest exchanges until the prompt fits the context (``fit_budget``),
+* parsing a rendered prompt back into messages (``parse_prompt``).
+
+It deliberately does not own a tokenizer, gradio or openvino: it imports none of them, so it
+stays fast to test without a model. Where tokens must be counted, the caller injects a
+``count_tokens(text) -> int`` callable.
+
+Messages are plain ``{"role": str, "content": str}`` dicts everywhere. Every failure a user can
+cause is raised as ``ChatFormatError`` with a one-line message meant to be shown as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, TypedDict, Unpack
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = [
+    "BOS",
+    "CONTROL_TOKEN_TEXTS",
+    "END_OF_TURN",
+    "EOS",
+    "GEMMA2_CHAT_TEMPLATE",
+    "ROLES",
+    "START_OF_TURN",
+    "SYSTEM_POLICIES",
+    "Budget",
+    "ChatFormatError",
+    "ParsedPrompt",
+    "RenderOptions",
+    "RenderedPrompt",
+    "apply_system_policy",
+    "check_messages",
+    "find_control_text",
+    "fit_budget",
+    "parse_conversation",
+    "parse_prompt",
+    "render",
+]
+
+# The chat_template of google/gemma-2-9b-it's tokenizer_config.json, verbatim. Raw strings keep
+# the Jinja string literals' "\n" as backslash-n, exactly as in the JSON-decoded template.
+GEMMA2_CHAT_TEMPLATE: str = (
+    r"{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    r"{{ raise_exception('System role not supported') }}{% endif %}"
+    r"{% for message in messages %}"
+    r"{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    r"{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    r"{% endif %}"
+    r"{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    r"{% else %}{% set role = message['role'] %}{% endif %}"
+    r"{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    r"{% endfor %}"
+    r"{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+BOS = "<bos>"
+EOS = "<eos>"
+START_OF_TURN = "<start_of_turn>"
+END_OF_TURN = "<end_of_turn>"
+CONTROL_TOKEN_TEXTS: tuple[str, ...] = (
+    "<bos>",
+    "<eos>",
+    "<pad>",
+    "<unk>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+)
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+SYSTEM_POLICIES: tuple[str, ...] = ("fold", "error", "drop")
+
+# Gemma calls the assistant "model" inside the prompt.
+_PROMPT_ROLES = {"user": "user", "model": "assistant"}
+_GENERATION_PROMPT = f"{START_OF_TURN}model\n"
+
+Message = dict[str, str]
+
+
+class ChatFormatError(ValueError):
+    """A conversation or prompt that cannot be used; str() is a one-line, user-facing message."""
+
+    def __init__(self, message: str) -> None:
+        # The message goes straight into the UI, so it must stay on one line whatever the
+        # source (a Jinja message, a JSON decoder message) put into it.
+        super().__init__(" ".join(part.strip() for part in str(message).splitlines()).strip())
+
+
+class RenderOptions(TypedDict, total=False):
+    """The keyword options of ``render``, as forwarded by ``fit_budget``."""
+
+    template: str
+    system_policy: str
+    add_generation_prompt: bool
+    prefill: str
+    bos_token: str
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered prompt, the messages it was rendered from and what the user should know."""
+
+    text: str
+    # The messages after the system policy, i.e. what the template actually saw.
+    messages: tuple[dict[str, str], ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A prompt that fits the context window, and what had to go to make it fit."""
+
+    rendered: RenderedPrompt
+    prompt_tokens: int
+    # 1-based positions in the messages given to fit_budget, not in the rendered messages.
+    dropped_turns: tuple[int, ...]
+    remaining_tokens: int
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A Gemma prompt read back into messages."""
+
+    messages: list[dict[str, str]]
+    add_generation_prompt: bool
+    prefill: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and shape checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _json_type_name(value: object) -> str:
+    # Users write JSON, so errors name JSON types rather than Python ones.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _normalize_message(position: int, item: object) -> Message:
+    if not isinstance(item, Mapping):
+        raise ChatFormatError(
+            f"message {position}: expected an object with 'role' and 'content', "
+            f"got {_json_type_name(item)}"
+        )
+    normalized: Message = {}
+    for key in ("role", "content"):
+        if key not in item:
+            raise ChatFormatError(f"message {position}: missing {key!r}")
+        value = item[key]
+        if not isinstance(value, str):
+            raise ChatFormatError(
+                f"message {position}: {key!r} must be a string, got {_json_type_name(value)}"
+            )
+        normalized[key] = value
+    return normalized
+
+
+def _normalize_messages(messages: Iterable[object]) -> list[Message]:
+    return [_normalize_message(position, item) for position, item in enumerate(messages, 1)]
+
+
+def parse_conversation(data: object) -> list[dict[str, str]]:
+    """Read a conversation from a list of messages, ``{"messages": [...]}``, or their JSON text.
+
+    Only ``role`` and ``content`` are kept from each message; other keys (such as ``name``) are
+    ignored because the Gemma-2 template has no use for them.
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ChatFormatError(
+                f"the conversation is not valid JSON: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.colno})"
+            ) from exc
+    if isinstance(data, Mapping):
+        if "messages" not in data:
+            raise ChatFormatError(
+                "expected a list of messages or an object with a 'messages' list, "
+                "got an object without 'messages'"
+            )
+        data = data["messages"]
+        if not isinstance(data, list | tuple):
+            raise ChatFormatError(f"'messages' must be an array, got {_json_type_name(data)}")
+    elif not isinstance(data, list | tuple):
+        raise ChatFormatError(
+            "expected a list of messages or an object with a 'messages' list, "
+            f"got {_json_type_name(data)}"
+        )
+    return _normalize_messages(data)
+
+
+def check_messages(
+    messages: Sequence[Mapping[str, str]],
+    *,
+    add_generation_prompt: bool = True,
+    prefill: str = "",
+) -> None:
+    """Raise ``ChatFormatError`` unless the conversation can be rendered for Gemma-2.
+
+    A system message is accepted as the first message only; what happens to it is the system
+    policy's business (see ``apply_system_policy``).
+    """
+    checked = _normalize_messages(messages)
+    if not checked:
+        raise ChatFormatError("the conversation is empty: add at least one user message")
+
+    expected = "user"
+    previous: str | None = None
+    for position, message in enumerate(checked, 1):
+        role = message["role"]
+        if role not in ROLES:
+            allowed = ", ".join(repr(name) for name in ROLES)
+            raise ChatFormatError(f"message {position}: unknown role {role!r} (allowed: {allowed})")
+        if role == "system":
+            if position != 1:
+                raise ChatFormatError(
+                    f"message {position}: got 'system' after {previous!r}; "
+                    "a system message is only allowed as the first message"
+                )
+            previous = role
+            continue
+        if role != expected:
+            if previous is None:
+                raise ChatFormatError(
+                    f"message {position}: expected 'user' as the first message, got {role!r}"
+                )
+            raise ChatFormatError(
+                f"message {position}: expected {expected!r} after {previous!r}, got {role!r}"
+            )
+        previous = role
+        expected = "assistant" if role == "user" else "user"
+
+    last_role = checked[-1]["role"]
+    if last_role == "system":
+        raise ChatFormatError(
+            "the conversation has only a system message: add a user message after it"
+        )
+    if prefill and not add_generation_prompt:
+        raise ChatFormatError(
+            "a prefill continues the generation prompt: turn the generation prompt on, "
+            "or clear the prefill"
+        )
+    if last_role == "assistant":
+        if prefill:
+            raise ChatFormatError(
+                "the conversation ends with an assistant message and a prefill is given; "
+                "the prefill starts a new model turn: remove the last assistant message, "
+                "or clear the prefill"
+            )
+        if add_generation_prompt:
+            raise ChatFormatError(
+                "the conversation ends with an assistant message; the generation prompt would "
+                "open a second model turn in a row: remove it, or use prefill (move its text "
+                "there) / turn off the generation prompt"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# System policy
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in SYSTEM_POLICIES:
+        allowed = ", ".join(repr(name) for name in SYSTEM_POLICIES)
+        raise ChatFormatError(f"unknown system policy {policy!r} (allowed: {allowed})")
+
+
+def apply_system_policy(
+    messages: Sequence[Mapping[str, str]], policy: str
+) -> tuple[list[dict[str, str]], list[str]]:
+    """Deal with a leading system message, which the Gemma-2 template refuses.
+
+    ``fold`` prepends its content to the first user message (``system + "\\n\\n" + user``),
+    ``error`` refuses it, ``drop`` leaves it out with a warning. Returns new message dicts and
+    the warnings; the input is not modified.
+    """
+    _check_policy(policy)
+    result = [dict(message) for message in messages]
+    if not result or result[0].get("role") != "system":
+        return result, []
+
+    system = result.pop(0)
+    if policy == "error":
+        raise ChatFormatError(
+            "System role not supported: Gemma-2 was trained without a system turn, so choose "
+            "the 'fold' system policy or put the instructions in the first user message."
+        )
+    if policy == "drop":
+        warning = (
+            "message 1 (system) was left out by the 'drop' system policy: "
+            "the model does not see those instructions."
+        )
+        return result, [warning]
+    if not result or result[0].get("role") != "user":
+        raise ChatFormatError(
+            "message 1: the system message has no user message right after it to fold into"
+        )
+    result[0]["content"] = system["content"] + "\n\n" + result[0]["content"]
+    return result, []
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise ChatFormatError(message)
+
+
+# The same environment settings transformers' apply_chat_template uses, so a template renders
+# here exactly as it would there. Immutable and sandboxed because templates are user input.
+_ENVIRONMENT = ImmutableSandboxedEnvironment(
+    trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+)
+_ENVIRONMENT.globals["raise_exception"] = _raise_exception
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(template: str) -> jinja2.Template:
+    try:
+        return _ENVIRONMENT.from_string(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ChatFormatError(
+            f"the chat template has a syntax error on line {exc.lineno}: {exc.message}"
+        ) from exc
+
+
+def _render_template(
+    template: str, messages: list[Message], *, bos_token: str, add_generation_prompt: bool
+) -> str:
+    compiled = _compile(template)
+    try:
+        return compiled.render(
+            messages=messages,
+            bos_token=bos_token,
+            eos_token=EOS,
+            add_generation_prompt=add_generation_prompt,
+        )
+    except ChatFormatError:
+        raise
+    except jinja2.TemplateError as exc:
+        raise ChatFormatError(
+            f"the chat template failed: {exc.message or type(exc).__name__}"
+        ) from exc
+    except Exception as exc:
+        # A custom template can fail in plain Python (e.g. adding a string to a number); the
+        # user still gets one line instead of a traceback.
+        raise ChatFormatError(f"the chat template failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _control_texts_in(content: str) -> list[str]:
+    return [token for token in CONTROL_TOKEN_TEXTS if token in content]
+
+
+def _control_warning(subject: str, found: list[str]) -> str:
+    listed = " and ".join(repr(token) for token in found)
+    if len(found) == 1:
+        return (
+            f"{subject} contains {listed}: the tokenizer reads it as a control token, not as "
+            "text, so it can fake a turn boundary."
+        )
+    return (
+        f"{subject} contains {listed}: the tokenizer reads them as control tokens, not as "
+        "text, so they can fake a turn boundary."
+    )
+
+
+def _control_warnings(positioned: Iterable[tuple[int, Mapping[str, str]]]) -> list[str]:
+    warnings = []
+    for position, message in positioned:
+        found = _control_texts_in(message["content"])
+        if found:
+            warnings.append(_control_warning(f"message {position} ({message['role']})", found))
+    return warnings
+
+
+def find_control_text(messages: Sequence[Mapping[str, str]]) -> list[str]:
+    """One warning per message whose content contains text of a Gemma control token."""
+    return _control_warnings(enumerate(messages, 1))
+
+
+def _render_positioned(
+    messages: Sequence[Mapping[str, str]],
+    positions: Sequence[int],
+    *,
+    template: str = GEMMA2_CHAT_TEMPLATE,
+    system_policy: str = "fold",
+    add_generation_prompt: bool = True,
+    prefill: str = "",
+    bos_token: str = BOS,
+) -> RenderedPrompt:
+    # positions[i] is the 1-based position of messages[i] as the user knows it, so warnings
+    # still point at the right message after fit_budget has dropped some.
+    _check_policy(system_policy)
+    check_messages(messages, add_generation_prompt=add_generation_prompt, prefill=prefill)
+    folded, warnings = apply_system_policy(messages, system_policy)
+    text = _render_template(
+        template, folded, bos_token=bos_token, add_generation_prompt=add_generation_prompt
+    )
+    text += prefill
+    warnings.extend(_control_warnings(zip(positions, messages, strict=True)))
+    found = _control_texts_in(prefill)
+    if found:
+        warnings.append(_control_warning("the prefill", found))
+    return RenderedPrompt(text=text, messages=tuple(folded), warnings=tuple(warnings))
+
+
+def render(
+    messages: Sequence[Mapping[str, str]],
+    *,
+    template: str = GEMMA2_CHAT_TEMPLATE,
+    system_policy: str = "fold",
+    add_generation_prompt: bool = True,
+    prefill: str = "",
+    bos_token: str = BOS,
+) -> RenderedPrompt:
+    """Check the conversation, apply the system policy and render it with the chat template.
+
+    A non-empty ``prefill`` is appended after the generation prompt with no ``<end_of_turn>``,
+    so the model continues it as the start of its own reply.
+    """
+    return _render_positioned(
+        messages,
+        range(1, len(messages) + 1),
+        template=template,
+        system_policy=system_policy,
+        add_generation_prompt=add_generation_prompt,
+        prefill=prefill,
+        bos_token=bos_token,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgeting
+# ---------------------------------------------------------------------------------------------
+
+
+def _describe_positions(positions: Sequence[int]) -> str:
+    if len(positions) == 1:
+        return f"message {positions[0]}"
+    if list(positions) == list(range(positions[0], positions[-1] + 1)):
+        return f"messages {positions[0]}-{positions[-1]}"
+    return "messages " + ", ".join(str(position) for position in positions)
+
+
+def fit_budget(
+    messages: Sequence[Mapping[str, str]],
+    *,
+    count_tokens: Callable[[str], int],
+    context_size: int,
+    max_new_tokens: int,
+    **render_kwargs: Unpack[RenderOptions],
+) -> Budget:
+    """Render the conversation, dropping the oldest exchanges until it fits the context.
+
+    ``count_tokens`` gets the whole rendered text, ``<bos>`` included, so with a Hugging Face
+    tokenizer it should encode without adding special tokens again. A prompt fits when
+    ``prompt_tokens + max_new_tokens <= context_size``. Only whole user/assistant exchanges
+    before the newest user message are dropped, oldest first; a leading system message is kept,
+    so under ``fold`` its text moves to the first remaining user message.
+    """
+    if context_size <= 0:
+        raise ChatFormatError(f"the context size must be positive, got {context_size}")
+    if max_new_tokens < 0:
+        raise ChatFormatError(f"max_new_tokens must not be negative, got {max_new_tokens}")
+
+    original = _normalize_messages(messages)
+    positions = list(range(1, len(original) + 1))
+    rendered = _render_positioned(original, positions, **render_kwargs)
+    prompt_tokens = count_tokens(rendered.text)
+
+    # render() has checked the order, so after an optional system message the roles alternate
+    # user/assistant and every index pair (i, i + 1) before the newest user message is an
+    # exchange.
+    start = 1 if original[0]["role"] == "system" else 0
+    newest_user = max(i for i, message in enumerate(original) if message["role"] == "user")
+    exchanges = [(i, i + 1) for i in range(start, newest_user, 2)]
+
+    dropped: list[int] = []
+    while prompt_tokens + max_new_tokens > context_size:
+        if not exchanges:
+            kept = ["the system message"] if start else []
+            kept.append("the newest user message")
+            if newest_user < len(original) - 1:
+                kept.append("the reply after it")
+            if render_kwargs.get("prefill"):
+                kept.append("the prefill")
+            left = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
+            raise ChatFormatError(
+                f"the prompt needs {prompt_tokens} tokens and max_new_tokens is "
+                f"{max_new_tokens}: together more than the context size of {context_size}, "
+                f"even with only {left} left; shorten it or lower max_new_tokens"
+            )
+        user_index, reply_index = exchanges.pop(0)
+        dropped.extend((user_index + 1, reply_index + 1))
+        keep = [i for i in range(len(original)) if i + 1 not in dropped]
+        rendered = _render_positioned(
+            [original[i] for i in keep], [i + 1 for i in keep], **render_kwargs
+        )
+        prompt_tokens = count_tokens(rendered.text)
+
+    if dropped:
+        count = len(dropped) // 2
+        exchanges_text = "the oldest exchange" if count == 1 else f"the {count} oldest exchanges"
+        note = (
+            f"{_describe_positions(dropped)} ({exchanges_text}) were left out to fit the "
+            f"context of {context_size} tokens."
+        )
+        rendered = RenderedPrompt(
+            text=rendered.text, messages=rendered.messages, warnings=(*rendered.warnings, note)
+        )
+    return Budget(
+        rendered=rendered,
+        prompt_tokens=prompt_tokens,
+        dropped_turns=tuple(dropped),
+        remaining_tokens=context_size - prompt_tokens - max_new_tokens,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a prompt back
+# ---------------------------------------------------------------------------------------------
+
+
+def _snippet(text: str, start: int, length: int = 24) -> str:
+    piece = text[start : start + length]
+    return repr(piece + "...") if len(text) > start + length else repr(piece)
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Read a Gemma prompt back into messages: the reverse of ``render``.
+
+    Accepts an optional leading ``<bos>``, then ``<start_of_turn>ROLE\\n...<end_of_turn>\\n``
+    turns with ROLE ``user`` or ``model``, then optionally an open ``<start_of_turn>model\\n``
+    whose remaining text is the prefill. Contents are kept as written, not trimmed. The order of
+    roles is not checked here; ``check_messages`` does that. Errors give the 1-based turn number
+    and the 0-based character offset.
+    """
+    messages: list[Message] = []
+    position = len(BOS) if text.startswith(BOS) else 0
+    turn = 0
+    while position < len(text):
+        if not text.startswith(START_OF_TURN, position):
+            raise ChatFormatError(
+                f"text outside any turn at character {position}: {_snippet(text, position)} "
+                f"(expected {START_OF_TURN})"
+            )
+        turn += 1
+        turn_start = position
+        role_start = position + len(START_OF_TURN)
+        role_end = text.find("\n", role_start)
+        if role_end == -1:
+            raise ChatFormatError(
+                f"turn {turn} at character {turn_start}: the role is not followed by a newline"
+            )
+        role = text[role_start:role_end]
+        if role not in _PROMPT_ROLES:
+            raise ChatFormatError(
+                f"turn {turn} at character {turn_start}: unknown role {role!r} "
+                "(expected 'user' or 'model')"
+            )
+        content_start = role_end + 1
+        end = text.find(END_OF_TURN, content_start)
+        next_start = text.find(START_OF_TURN, content_start)
+        if next_start != -1 and (end == -1 or next_start < end):
+            raise ChatFormatError(
+                f"turn {turn} at character {turn_start} is not closed: a new {START_OF_TURN} "
+                f"at character {next_start} comes before its {END_OF_TURN}"
+            )
+        if end == -1:
+            if role != "model":
+                raise ChatFormatError(
+                    f"turn {turn} ({role}) at character {turn_start} is missing {END_OF_TURN}: "
+                    "only a model turn may stay open at the end, as the generation prompt"
+                )
+            return ParsedPrompt(
+                messages=messages, add_generation_prompt=True, prefill=text[content_start:]
+            )
+        messages.append({"role": _PROMPT_ROLES[role], "content": text[content_start:end]})
+        position = end + len(END_OF_TURN)
+        if not text.startswith("\n", position):
+            found = "the end of the prompt" if position >= len(text) else _snippet(text, position)
+            raise ChatFormatError(
+                f"turn {turn}: expected a newline after {END_OF_TURN} at character {position}, "
+                f"found {found}"
+            )
+        position += 1
+    if not messages:
+        raise ChatFormatError("the prompt contains no turns")
+    return ParsedPrompt(messages=messages, add_generation_prompt=False, prefill="")

@@ -1,0 +1,148 @@
+"""The command line: `python -m playground generate|render`.
+
+Owns: argument parsing, reading conversation files, printing (streamed text or one JSON object),
+and turning every expected error into exit status 2 with a one-line message on stderr.
+Does not own: any of the logic it calls (engine, chat_format, inspection, settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
+from playground.engine import ENGINE_KINDS, EngineError, open_engine
+from playground.models import ModelUnavailableError, resolve_model
+from playground.sampling import ParamError, SamplingParams
+from playground.settings import SettingsError, load_settings
+from playground.tokens import Tokenizer
+
+EXPECTED_ERRORS = (
+    ChatFormatError,
+    EngineError,
+    ModelUnavailableError,
+    ParamError,
+    SettingsError,
+    OSError,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: also one line, status 2
+        raise SystemExit(_fail(message))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m playground", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = commands.add_parser("generate", help="generate from raw text or a conversation")
+    gen.add_argument("--model", help="HF repo id, local folder, tiny-random or mid-random")
+    gen.add_argument("--engine", choices=ENGINE_KINDS)
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="raw text, sent with no template")
+    source.add_argument("--messages", type=Path, help="JSON list of {role, content}")
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--stop", nargs="+", default=[], metavar="STR")
+    gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+    ren = commands.add_parser("render", help="render a conversation with the chat template")
+    ren.add_argument("conversation", type=Path, help="JSON list of messages or {messages: [...]}")
+    ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default="fold")
+    ren.add_argument("--no-generation-prompt", action="store_true")
+    ren.add_argument("--prefill", default="")
+    ren.add_argument("--model", help="use this model's template and tokenizer")
+    ren.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _generate(args) if args.command == "generate" else _render(args)
+    except EXPECTED_ERRORS as error:
+        return _fail(str(error).replace("\n", " "))
+
+
+def _read_conversation(path: Path) -> list[dict[str, str]]:
+    return parse_conversation(path.read_text(encoding="utf-8"))
+
+
+def _generate(args: argparse.Namespace) -> int:
+    settings = load_settings(model=args.model, engine=args.engine)
+    params = SamplingParams.checked(
+        settings.ranges,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=args.stop,
+    )
+    engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
+    if args.messages is not None:
+        messages = _read_conversation(args.messages)
+        prompt = render(messages, template=engine.tokenizer.chat_template).text
+    else:
+        prompt = args.prompt
+    generation = engine.generate(prompt, params)
+    for chunk in generation:
+        if not args.json:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    result = generation.result
+    if args.json:
+        out = {
+            "text": result.text,
+            "token_ids": result.token_ids,
+            "stop_reason": result.stop_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "new_tokens": result.new_tokens,
+            "ttft_s": result.ttft_s,
+            "tokens_per_s": result.tokens_per_s,
+            "engine": engine.kind,
+            "model": engine.info.model,
+        }
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from playground.inspection import inspect_messages
+
+    messages = _read_conversation(args.conversation)
+    options = dict(
+        system_policy=args.system_policy,
+        add_generation_prompt=not args.no_generation_prompt,
+        prefill=args.prefill,
+    )
+    if not args.json and args.model is None:
+        # Text only: the canonical template, no model needed.
+        sys.stdout.write(render(messages, **options).text)
+        return 0
+    settings = load_settings(model=args.model)
+    folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
+    inspection = inspect_messages(
+        messages, Tokenizer(folder), context_size=settings.context_size, **options
+    )
+    if args.json:
+        print(json.dumps(inspection.as_json(), ensure_ascii=False))
+    else:
+        sys.stdout.write(inspection.prompt)
+    return 0

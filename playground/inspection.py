@@ -1,0 +1,170 @@
+"""A prompt explained: rendered text, its tokens, warnings, the double-BOS trap and code export.
+
+Owns: joining `chat_format` (text) with `tokens` (ids) into what the template inspector and the
+`render` command show, and the export of a prompt plus sampling values as runnable Python.
+Does not own: the template rules (`chat_format`), the tokenizer (`tokens`), the UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from playground.chat_format import BOS, Budget, fit_budget, render
+from playground.sampling import SamplingParams
+from playground.tokens import Token, Tokenizer
+
+
+@dataclass(frozen=True)
+class Inspection:
+    prompt: str
+    tokens: list[Token]
+    bos_count: int
+    warnings: list[str]
+    dropped_turns: tuple[int, ...]
+    naive_ids: list[int]  # the ids of tokenizing with special tokens added: the double-BOS trap
+
+    @property
+    def token_count(self) -> int:
+        return len(self.tokens)
+
+    def as_json(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "tokens": [{"id": t.id, "piece": t.piece, "special": t.special} for t in self.tokens],
+            "token_count": self.token_count,
+            "bos_count": self.bos_count,
+            "warnings": self.warnings,
+            "dropped_turns": list(self.dropped_turns),
+        }
+
+
+def inspect_messages(
+    messages: Sequence[Mapping[str, str]],
+    tokenizer: Tokenizer,
+    *,
+    system_policy: str = "fold",
+    add_generation_prompt: bool = True,
+    prefill: str = "",
+    context_size: int | None = None,
+    max_new_tokens: int = 0,
+) -> Inspection:
+    """Render with the model's template (fitting the context when `context_size` is given)."""
+    options = dict(
+        template=tokenizer.chat_template,
+        system_policy=system_policy,
+        add_generation_prompt=add_generation_prompt,
+        prefill=prefill,
+    )
+    if context_size is None:
+        rendered = render(messages, **options)
+        budget = Budget(rendered, 0, (), 0)
+    else:
+        budget = fit_budget(
+            messages,
+            count_tokens=tokenizer.count,
+            context_size=context_size,
+            max_new_tokens=max_new_tokens,
+            **options,
+        )
+    warnings = list(budget.rendered.warnings)
+    if budget.dropped_turns:
+        warnings.append(
+            f"To fit the context of {context_size} tokens, messages "
+            f"{', '.join(map(str, budget.dropped_turns))} (the oldest exchanges) were left out."
+        )
+    return inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
+
+
+def inspect_text(
+    prompt: str,
+    tokenizer: Tokenizer,
+    warnings: list[str] | None = None,
+    dropped_turns: tuple[int, ...] = (),
+) -> Inspection:
+    """The token view of any prompt, as the engine will receive it (exactly one `<bos>`)."""
+    tokens = tokenizer.tokens(prompt)
+    bos_count = next((i for i, t in enumerate(tokens) if t.id != tokenizer.bos_id), len(tokens))
+    return Inspection(
+        prompt, tokens, bos_count, warnings or [], dropped_turns, tokenizer.encode_naively(prompt)
+    )
+
+
+def double_bos_note(inspection: Inspection, tokenizer: Tokenizer) -> str:
+    """One paragraph on the double-BOS trap for this prompt."""
+    naive = inspection.naive_ids
+    doubled = naive[:2] == [tokenizer.bos_id, tokenizer.bos_id]
+    if doubled:
+        return (
+            f"The rendered text already starts with {BOS}. Tokenizing it with special tokens added "
+            f"(the default of most tokenizers) gives {naive[:4]}…: two {BOS} tokens, which "
+            f"degrades Gemma's answers. The playground tokenizes without adding them, so the "
+            f"model gets {[t.id for t in inspection.tokens[:4]]}…: exactly one."
+        )
+    return (
+        f"Tokenizing this text with special tokens added gives {naive[:4]}…; the playground "
+        f"sends {[t.id for t in inspection.tokens[:4]]}…: exactly one {BOS} either way."
+    )
+
+
+def export_code(prompt: str, params: SamplingParams, model: str) -> dict[str, str]:
+    """Python that reproduces `prompt` with `params`: one snippet per library, runnable as is."""
+    if not prompt.startswith(BOS):
+        prompt = BOS + prompt  # what the engine sends for raw text
+    sampling = (
+        "do_sample=False"
+        if params.greedy
+        else (
+            f"do_sample=True, temperature={params.temperature}, top_p={params.top_p}, "
+            f"top_k={params.top_k or 'None'}"
+        )
+    )
+    genai_sampling = (
+        ""
+        if params.greedy
+        else (
+            f"config.do_sample = True\nconfig.temperature = {params.temperature}\n"
+            f"config.top_p = {params.top_p}\nconfig.rng_seed = {params.seed}\n"
+            + (f"config.top_k = {params.top_k}\n" if params.top_k else "")
+        )
+    )
+    stop = f"config.stop_strings = {set(params.stop)!r}\n" if params.stop else ""
+    genai = f"""import openvino_genai as ov_genai
+
+model_dir = {model!r}  # a local OpenVINO IR folder
+prompt = {prompt!r}
+
+pipe = ov_genai.LLMPipeline(model_dir, "CPU")
+config = ov_genai.GenerationConfig()
+config.max_new_tokens = {params.max_new_tokens}
+config.repetition_penalty = {params.repetition_penalty}
+config.stop_token_ids = {{1, 107}}  # <eos>, <end_of_turn>
+{genai_sampling}{stop}# The prompt already starts with <bos>: add no second one.
+tokenizer = pipe.get_tokenizer()
+inputs = tokenizer.encode(prompt, add_special_tokens=False)
+result = pipe.generate(inputs.input_ids, config)
+print(tokenizer.decode(result.tokens[0], skip_special_tokens=True))
+"""
+    seed = "" if params.greedy else f"torch.manual_seed({params.seed})\n"
+    optimum = f"""import torch
+from optimum.intel import OVModelForCausalLM
+from transformers import AutoTokenizer
+
+model_dir = {model!r}  # a local OpenVINO IR folder
+prompt = {prompt!r}
+
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+model = OVModelForCausalLM.from_pretrained(model_dir)
+# The prompt already starts with <bos>: add no second one.
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+{seed}output = model.generate(
+    **inputs,
+    max_new_tokens={params.max_new_tokens},
+    repetition_penalty={params.repetition_penalty},
+    eos_token_id=[1, 107],  # <eos>, <end_of_turn>
+    {sampling},
+)
+new = output[0, inputs["input_ids"].shape[1]:]
+print(tokenizer.decode(new, skip_special_tokens=True))
+"""
+    return {"openvino_genai": genai, "optimum": optimum}

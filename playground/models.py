@@ -1,0 +1,279 @@
+"""Model resolution: turn a model spec into a local OpenVINO IR folder.
+
+Owns: the three kinds of spec (a Hugging Face repo id, a local folder, the built-in synthetic
+models `tiny-random` and `mid-random`), the offline build of those synthetic Gemma-2 models, and
+the one-time conversion of a folder's Hugging Face tokenizer to OpenVINO tokenizer IRs.
+Does not own: running a model (see `engine`), reading settings or the environment (the cache
+folder is passed in), or chat templates (see `chat_format`).
+
+Heavy imports (torch, transformers, optimum) happen only inside the build functions, so resolving
+an existing folder stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from playground.chat_format import GEMMA2_CHAT_TEMPLATE
+
+OV_TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
+MODEL_XML = "openvino_model.xml"
+
+# Gemma-2's special tokens at the real model's ids, so that id-level tests hold for the real
+# model too (google/gemma-2-9b-it tokenizer.json: <pad> 0, <eos> 1, <bos> 2, <unk> 3, <mask> 4,
+# [@BOS@] 5, <unused0..98> 6-104, <start_of_turn> 106, <end_of_turn> 107).
+PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
+START_OF_TURN_ID, END_OF_TURN_ID = 106, 107
+_LEADING_TOKENS = (
+    ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[@BOS@]"]
+    + [f"<unused{i}>" for i in range(100)]
+    + ["<start_of_turn>", "<end_of_turn>"]
+)
+_CONTROL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Shape of a random-weight Gemma-2 the project builds itself."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    sliding_window: int
+    group_size: int
+
+
+SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
+    # Exports cleanly and builds in seconds; the default group size 128 fails on a 64-wide model.
+    "tiny-random": SyntheticSpec(1024, 64, 128, 2, 4, 2, 16, 32, 32),
+    # Large enough that a token costs real compute (~250M params), for the benchmark.
+    "mid-random": SyntheticSpec(32768, 1024, 4096, 12, 8, 4, 128, 512, 128),
+}
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model spec that cannot be turned into a local folder; the message is for people."""
+
+
+def resolve_model(spec: str, cache_dir: Path) -> Path:
+    """Return a local OpenVINO IR folder for `spec`, building or fetching it if needed."""
+    if spec in SYNTHETIC_MODELS:
+        folder = build_synthetic_model(spec, cache_dir)
+    elif Path(spec).expanduser().is_dir():
+        folder = Path(spec).expanduser().resolve()
+    elif _looks_like_repo_id(spec):
+        folder = _download(spec)
+    else:
+        raise ModelUnavailableError(
+            f"Model {spec!r} is neither a local folder, a Hugging Face repo id (owner/name) "
+            f"nor one of the built-in models ({', '.join(SYNTHETIC_MODELS)})."
+        )
+    if not (folder / MODEL_XML).is_file():
+        raise ModelUnavailableError(
+            f"{folder} holds no {MODEL_XML}: it is not an OpenVINO IR export. Export one with "
+            "`optimum-cli export openvino --weight-format int4 ...` or pass another folder."
+        )
+    ensure_ov_tokenizers(folder)
+    return folder
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def _download(repo_id: str) -> Path:
+    # huggingface_hub honours HF_HOME and HF_HUB_OFFLINE itself, and returns the cached snapshot
+    # when the hub is unreachable but a copy exists.
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, etag_timeout=10))
+    except Exception as error:  # ConnectError, LocalEntryNotFoundError, RepositoryNotFound, ...
+        raise ModelUnavailableError(
+            f"Could not get the model {repo_id!r}: neither the Hugging Face Hub nor a cached copy "
+            f"could be reached ({type(error).__name__}). Ways forward: download it ahead with "
+            f"`huggingface-cli download {repo_id}` on a machine with network (or set HF_HOME to a "
+            "cache that holds it), pass a local folder with --model PATH, or try the playground "
+            "with --model tiny-random."
+        ) from error
+
+
+def ensure_ov_tokenizers(folder: Path) -> Path:
+    """Make sure `folder` has OpenVINO tokenizer IRs, converting its HF tokenizer once if not.
+
+    Older exports lack them. The IRs are written beside the model, so the conversion happens once.
+    """
+    if all((folder / name).is_file() for name in OV_TOKENIZER_FILES):
+        return folder
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(folder)
+    ov_tokenizer, ov_detokenizer = convert_tokenizer(hf_tokenizer, with_detokenizer=True)
+    ov.save_model(ov_tokenizer, folder / OV_TOKENIZER_FILES[0])
+    ov.save_model(ov_detokenizer, folder / OV_TOKENIZER_FILES[1])
+    return folder
+
+
+def build_synthetic_model(name: str, cache_dir: Path) -> Path:
+    """Build the random-weight Gemma-2 `name` once, offline and deterministically; return it."""
+    target = cache_dir / "models" / name
+    if (target / MODEL_XML).is_file() and all((target / f).is_file() for f in OV_TOKENIZER_FILES):
+        return target
+    spec = SYNTHETIC_MODELS[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a sibling temp folder and rename, so a concurrent or interrupted build never
+    # leaves a half-written model where a reader looks.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        work = Path(tmp)
+        _build(spec, work / "hf", work / "ov")
+        try:
+            os.replace(work / "ov", target)
+        except OSError:
+            if not (target / MODEL_XML).is_file():  # lost a race only if the winner finished
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(work / "ov", target)
+    return target
+
+
+def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
+    import torch
+    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
+
+    tokenizer = _train_tokenizer(spec.vocab_size)
+    config = Gemma2Config(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        query_pre_attn_scalar=spec.head_dim,
+        sliding_window=spec.sliding_window,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        bos_token_id=BOS_ID,
+    )
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=BOS_ID, eos_token_id=[EOS_ID, END_OF_TURN_ID], pad_token_id=PAD_ID
+    )
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+
+    ov_model = OVModelForCausalLM.from_pretrained(
+        hf_dir,
+        export=True,
+        compile=False,
+        quantization_config=OVWeightQuantizationConfig(
+            bits=4, sym=False, group_size=spec.group_size, ratio=1.0
+        ),
+    )
+    ov_model.save_pretrained(ov_dir)
+    tokenizer.save_pretrained(ov_dir)
+    ensure_ov_tokenizers(ov_dir)
+
+
+def _corpus() -> list[str]:
+    """Local, fixed training text: varied samples (prose, code, unicode, chat markup)."""
+    samples = [
+        "Beautiful is better than ugly. Explicit is better than implicit.",
+        "Simple is better than complex. Complex is better than complicated.",
+        "Readability counts. Errors should never pass silently, unless explicitly silenced.",
+        "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n",
+        "<start_of_turn>model\nThe capital of France is Paris.<end_of_turn>\n",
+        "The quick brown fox jumps over the lazy dog.",
+        "Hello! How are you today? I am a helpful assistant.",
+        "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+        "for i in range(10):\n\tif i % 2 == 0:\n\t\tprint(i)",
+        "Write a short poem about the sea, the wind and the stars.",
+        "Explain how the chat format of Gemma works, turn by turn.",
+        "Les élèves étudient à l'école. Größe, Straße, naïve café.",
+        "日本語のテキスト、中文文本、한국어 텍스트.",
+        "Emoji: 😀 🚀 ✨ 👍🏽 — and symbols: © ® ™ € £ ¥ → ← ∑ ∞.",
+        'JSON: {"role": "user", "content": "Hi"} [1, 2, 3]',
+        "user model system assistant question answer",
+    ]
+    return samples * 8
+
+
+def _train_tokenizer(vocab_size: int):
+    """A small Gemma-like BPE: byte fallback, spaces as '▁', real special ids, real template."""
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    learned_budget = vocab_size - len(_LEADING_TOKENS) - len(byte_tokens)
+    trainer = trainers.BpeTrainer(vocab_size=learned_budget, show_progress=False, special_tokens=[])
+    # No whitespace pre-tokenizer, as in Gemma: with one, the converted OpenVINO tokenizer dropped
+    # repeated spaces and the HF and OpenVINO ids diverged.
+    draft = Tokenizer(models.BPE())
+    draft.normalizer = normalizers.Replace(" ", "▁")
+    draft.train_from_iterator(_corpus(), trainer=trainer)
+    learned = sorted(draft.get_vocab().items(), key=lambda item: item[1])
+    vocab = {token: i for i, token in enumerate(_LEADING_TOKENS + byte_tokens)}
+    for token, _ in learned:
+        if token not in vocab and len(vocab) < vocab_size:
+            vocab[token] = len(vocab)
+    merges = [
+        (left, right)
+        for left, right in _merges_of(draft)
+        if left in vocab and right in vocab and left + right in vocab
+    ]
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True)
+    )
+    tokenizer.normalizer = normalizers.Replace(" ", "▁")
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in _CONTROL_TOKENS]
+    )
+    # Gemma's tokenizer.json adds <bos> through its post-processor.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", BOS_ID)]
+    )
+    hf_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        padding_side="left",
+    )
+    hf_tokenizer.chat_template = GEMMA2_CHAT_TEMPLATE
+    return hf_tokenizer
+
+
+def _merges_of(tokenizer) -> list[tuple[str, str]]:
+    import json
+
+    model = json.loads(tokenizer.to_str())["model"]
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]

@@ -1,0 +1,115 @@
+"""Sampling parameters: one validated, frozen dataclass and the ranges it is checked against.
+
+Owns: the names, types, hard limits and defaults of the sampling controls, and the error that
+names a bad field and its allowed range. space.yaml may narrow the ranges (see `settings`); the
+sliders, the API and the command line all go through `SamplingParams.checked`.
+Does not own: how an engine maps these onto OpenVINO or transformers (see `engine`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+MAX_STOP_STRINGS = 8
+MAX_STOP_LENGTH = 100
+
+
+class ParamError(ValueError):
+    """A sampling value out of range or of the wrong type; the message is for people."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one numeric control, and its default."""
+
+    low: float
+    high: float
+    default: float
+    step: float
+    integer: bool = False
+
+    def check(self, name: str, value: Any) -> int | float:
+        kind = "a whole number" if self.integer else "a number"
+        allowed = f"{name} must be {kind} from {_fmt(self.low)} to {_fmt(self.high)}"
+        # bool is an int subclass; True as a temperature is a client bug, not 1.0.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamError(f"{allowed}, got {value!r} ({type(value).__name__}).")
+        if not math.isfinite(value):
+            raise ParamError(f"{allowed}, got {value}.")
+        if self.integer and value != int(value):
+            raise ParamError(f"{allowed}, got {value}.")
+        if not self.low <= value <= self.high:
+            raise ParamError(f"{allowed}, got {_fmt(value)}.")
+        return int(value) if self.integer else float(value)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# Hard limits. Temperature 0 means greedy; top_k 0 means off (no top-k cut).
+RANGES: dict[str, Range] = {
+    "max_new_tokens": Range(1, 8192, 512, 1, integer=True),
+    "temperature": Range(0.0, 2.0, 0.6, 0.05),
+    "top_p": Range(0.05, 1.0, 0.9, 0.05),
+    "top_k": Range(0, 1000, 50, 1, integer=True),
+    "repetition_penalty": Range(1.0, 2.0, 1.2, 0.05),
+    "seed": Range(0, 2**31 - 1, 42, 1, integer=True),
+}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = int(RANGES["max_new_tokens"].default)
+    temperature: float = RANGES["temperature"].default
+    top_p: float = RANGES["top_p"].default
+    top_k: int = int(RANGES["top_k"].default)
+    repetition_penalty: float = RANGES["repetition_penalty"].default
+    seed: int = int(RANGES["seed"].default)
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        checked = _check_all(vars(self), RANGES)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def checked(cls, ranges: dict[str, Range] | None = None, **values: Any) -> SamplingParams:
+        """Build from untrusted values (API, sliders, CLI), within `ranges` (space.yaml's)."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ParamError(f"Unknown sampling parameter(s): {', '.join(sorted(unknown))}.")
+        values = {k: v for k, v in values.items() if v is not None}
+        return cls(**_check_all(values, ranges or RANGES))
+
+    def with_(self, **changes: Any) -> SamplingParams:
+        return replace(self, **changes)
+
+
+def _check_all(values: dict[str, Any], ranges: dict[str, Range]) -> dict[str, Any]:
+    checked = {
+        name: ranges[name].check(name, value) for name, value in values.items() if name in ranges
+    }
+    if "stop" in values:
+        checked["stop"] = _check_stop(values["stop"])
+    return checked
+
+
+def _check_stop(stop: Any) -> tuple[str, ...]:
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
+        raise ParamError("stop must be a list of strings.")
+    stop = tuple(s for s in stop if s)
+    if len(stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in stop):
+        raise ParamError(
+            f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_LENGTH} "
+            "characters each."
+        )
+    return stop

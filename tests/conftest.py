@@ -1,0 +1,56 @@
+"""Shared fixtures: the tiny random Gemma-2 built offline, and engines on it.
+
+The model cache lives in the repo's git-ignored `.cache/` unless PLAYGROUND_CACHE says otherwise,
+so a fresh clone builds the tiny model once (seconds) and every test reuses it.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PLAYGROUND_CACHE", str(ROOT / ".cache"))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+# Greedy ids of the two engines match only in f32 (this CPU defaults to bf16 and a u8 KV cache).
+F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from playground.settings import load_settings
+
+    return load_settings(model="tiny-random", ov_config=F32)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(settings) -> Path:
+    from playground.models import resolve_model
+
+    return resolve_model("tiny-random", settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_folder):
+    from playground.tokens import Tokenizer
+
+    return Tokenizer(tiny_folder)
+
+
+def _engine(settings, kind):
+    from playground.engine import open_engine
+
+    engine, notice = open_engine(settings.with_(engine=kind))
+    assert notice is None
+    return engine
+
+
+@pytest.fixture(scope="session")
+def genai_engine(settings, tiny_folder):
+    return _engine(settings, "genai")
+
+
+@pytest.fixture(scope="session")
+def optimum_engine(settings, tiny_folder):
+    return _engine(settings, "optimum")
