@@ -1,8 +1,34 @@
-"""The playground app: a placeholder until the UI lands."""
+"""The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
-from playground.engine import open_engine
+`python app.py [--model M] [--engine genai|optimum] [--host H] [--port P]`. Hugging Face Spaces
+imports the module-level `demo`.
+"""
+
+import argparse
+import logging
+
+from playground.engine import ENGINE_KINDS, open_engine
 from playground.settings import load_settings
+from playground.ui import build_demo, launch_options
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("app")
+
+parser = argparse.ArgumentParser(description="Gemma-2 OpenVINO Playground")
+parser.add_argument("--model", help="HF repo id, local OpenVINO IR folder, or tiny-random")
+parser.add_argument("--engine", choices=ENGINE_KINDS)
+parser.add_argument("--host", default="127.0.0.1")
+parser.add_argument("--port", type=int, default=7860)
+# parse_known_args: Spaces and test runners may pass arguments of their own.
+args, _ = parser.parse_known_args()
+
+settings = load_settings(model=args.model, engine=args.engine)
+engine, notice = open_engine(settings)
+if notice:
+    log.warning(notice)
+log.info("serving %s with the %s engine (loaded in %.2f s)", engine.info.model, engine.kind,
+         engine.info.load_s)  # fmt: skip
+demo = build_demo(engine, settings, notice)
 
 if __name__ == "__main__":
-    engine, notice = open_engine(load_settings())
-    print(engine.info, notice or "")
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options(settings))

@@ -1,0 +1,644 @@
+"""The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings)`.
+
+Owns: the components of the Chat, Raw prompt, Template inspector and Model tabs, the shared
+sampling controls, the event handlers (`on_<event>`), the named API endpoints (/chat, /complete,
+/render), the engine concurrency group and the queue. It is the only module that imports gradio.
+Per-visitor state lives in gr.State and component values; the engine is shared and stateless.
+Does not own: prompt rules (`chat_format`, `inspection`), generation (`engine`), markup
+(`display`), or reading settings (`settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from playground import display
+from playground.chat_format import (
+    SYSTEM_POLICIES,
+    Budget,
+    ChatFormatError,
+    fit_budget,
+    parse_conversation,
+    parse_prompt,
+)
+from playground.engine import Engine, EngineError, GenerationResult
+from playground.inspection import double_bos_note, export_code, inspect_messages
+from playground.sampling import ParamError, SamplingParams
+from playground.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
+SAMPLING_NAMES = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+USER_ERRORS = (ChatFormatError, EngineError, ParamError)
+
+CSS = """
+.prompt { white-space: pre-wrap; word-break: break-word; font-size: 0.9em; }
+.prompt .ctl { background: #fde68a; color: #7c2d12; border-radius: 3px; padding: 0 2px; }
+.prompt .nl { color: #9ca3af; }
+.meter progress { width: 12em; vertical-align: middle; }
+"""
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Expected errors become gr.Error with their message; anything else a short message
+    (the traceback goes to the server log, never to the visitor)."""
+
+    def translate(error: Exception) -> gr.Error:
+        if isinstance(error, gr.Error):
+            return error
+        if isinstance(error, USER_ERRORS):
+            return gr.Error(str(error))
+        log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error("Something went wrong on the server; please try again.")
+
+    if _is_generator(fn):
+
+        @wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise translate(error) from None
+
+        return stream
+
+    @wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise translate(error) from None
+
+    return call
+
+
+def _is_generator(fn: Callable) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(fn)
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]]:
+    """Example conversations, by title: each file is {title, messages} or a list of messages."""
+    examples = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        title = data.get("title", path.stem) if isinstance(data, dict) else path.stem
+        examples[title] = parse_conversation(data)
+    return examples
+
+
+def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
+    """The whole playground around `engine`; `notice` is shown as a banner (model fallback)."""
+    tokenizer = engine.tokenizer
+    ranges = settings.ranges
+    examples = load_examples()
+
+    def check_text(text: str, what: str) -> str:
+        if not isinstance(text, str):
+            raise ParamError(f"{what} must be text.")
+        limit = settings.max_input_tokens * 8
+        if len(text) > limit:
+            raise ParamError(f"{what} has {len(text)} characters; the limit is {limit}.")
+        return text
+
+    def params_from(*values: Any, stop: str = "") -> SamplingParams:
+        named = dict(zip(SAMPLING_NAMES, values, strict=True))
+        stops = [s for s in (stop or "").splitlines() if s]
+        return SamplingParams.checked(dict(ranges), **named, stop=stops)
+
+    def chat_budget(
+        history: list[dict[str, str]], system: str, policy: str, prefill: str, max_new: int
+    ) -> Budget:
+        """What the chat tab sends: the same call the inspector's "Use the current chat" uses."""
+        messages = ([{"role": "system", "content": system}] if system.strip() else []) + history
+        return fit_budget(
+            messages,
+            count_tokens=tokenizer.count,
+            context_size=engine.context_size,
+            max_new_tokens=max_new,
+            template=tokenizer.chat_template,
+            system_policy=policy,
+            prefill=prefill,
+        )
+
+    def stream_reply(
+        history: list[dict[str, str]],
+        system: str,
+        policy: str,
+        prefill: str,
+        params: SamplingParams,
+    ) -> Iterator[tuple[str, GenerationResult | None, Budget]]:
+        """Yield (reply so far, result at the end, budget) for the chat tab and /chat."""
+        check_text(system, "The system prompt")
+        check_text(prefill, "The prefill")
+        budget = chat_budget(history, system, policy, prefill, params.max_new_tokens)
+        generation = engine.generate(budget.rendered.text, params)
+        reply = prefill
+        try:
+            for chunk in generation:
+                reply += chunk
+                yield reply, None, budget
+        finally:
+            generation.cancel()  # a closed page or Stop: end the native loop now
+        yield reply, generation.result, budget
+
+    with gr.Blocks(title="Gemma-2 OpenVINO Playground") as demo:
+        history = gr.State([])  # this visitor's messages, {"role", "content"}
+        figures = gr.State([])  # per message: its figures line (replies) or None
+
+        gr.Markdown(
+            "# Gemma-2 OpenVINO Playground\n"
+            "Chat with Gemma-2-9b-it on a CPU (OpenVINO int4), send raw prompts, and see "
+            "exactly how its chat format works."
+        )
+        gr.Markdown(
+            f"⚠️ {display.escape(notice)}" if notice else "", visible=bool(notice), elem_id="banner"
+        )
+
+        with gr.Sidebar(label="Sampling", open=True):
+            preset = gr.Dropdown(
+                ["Custom", *settings.presets], value="Custom", label="Preset", elem_id="preset"
+            )
+            sliders = {
+                name: gr.Slider(
+                    ranges[name].low,
+                    ranges[name].high,
+                    value=ranges[name].default,
+                    step=ranges[name].step,
+                    label=name,
+                    elem_id=f"slider-{name}",
+                )
+                for name in SAMPLING_NAMES
+                if name != "seed"
+            }
+            with gr.Row():
+                sliders["seed"] = gr.Number(
+                    value=ranges["seed"].default, precision=0, label="seed", elem_id="seed"
+                )
+                dice = gr.Button("🎲", scale=0, min_width=40)
+            stop_box = gr.Textbox(
+                label="Stop strings (one per line)", lines=2, elem_id="stop-strings"
+            )
+        sampling = [sliders[name] for name in SAMPLING_NAMES]
+
+        with gr.Tabs() as tabs:
+            with gr.Tab("Chat", id="chat"):
+                with gr.Accordion("System prompt and reply start", open=False):
+                    system_box = gr.Textbox(label="System prompt", lines=2, elem_id="system")
+                    policy_box = gr.Radio(
+                        list(SYSTEM_POLICIES),
+                        value="fold",
+                        label="System policy (Gemma-2 has no system role)",
+                        info="fold: put it before the first user message · error: refuse, as "
+                        "the official template does · drop: leave it out",
+                        elem_id="policy",
+                    )
+                    prefill_box = gr.Textbox(label="Start the reply with", elem_id="prefill")
+                chatbot = gr.Chatbot(
+                    label="Gemma-2", height=460, elem_id="chatbot", sanitize_html=True
+                )
+                meter = gr.HTML(display.context_meter(0, engine.context_size), elem_id="meter")
+                chat_notice = gr.Markdown(elem_id="chat-notice")
+                with gr.Row():
+                    message_box = gr.Textbox(
+                        placeholder="Message Gemma-2…",
+                        show_label=False,
+                        scale=5,
+                        elem_id="message",
+                        max_length=settings.max_input_tokens * 8,
+                    )
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                with gr.Row():
+                    stop_chat = gr.Button("Stop", variant="stop", elem_id="stop")
+                    regenerate = gr.Button("Regenerate", elem_id="regenerate")
+                    undo = gr.Button("Undo", elem_id="undo")
+                    clear = gr.Button("Clear", elem_id="clear")
+                example_box = gr.Dropdown(
+                    list(examples), value=None, label="Examples", elem_id="examples"
+                )
+
+            with gr.Tab("Raw prompt", id="raw"):
+                gr.Markdown(
+                    "Text sent as is: no chat template. One `<bos>` is added unless it starts "
+                    "with one."
+                )
+                raw_box = gr.Textbox(label="Prompt", lines=8, elem_id="raw-prompt")
+                with gr.Row():
+                    raw_run = gr.Button("Generate", variant="primary", elem_id="raw-generate")
+                    raw_stop = gr.Button("Stop", variant="stop", elem_id="raw-stop")
+                    raw_load = gr.Button("Load the inspector's prompt", elem_id="raw-load")
+                    raw_inspect = gr.Button("Open in the inspector", elem_id="raw-inspect")
+                raw_out = gr.Textbox(
+                    label="Continuation", lines=8, interactive=False, elem_id="raw-output"
+                )
+                raw_figures = gr.Markdown(elem_id="raw-figures")
+
+            with gr.Tab("Template inspector", id="inspector"):
+                with gr.Row():
+                    with gr.Column():
+                        conversation_box = gr.Code(
+                            json.dumps(
+                                [{"role": "user", "content": "Hello!"}],
+                                indent=2,
+                                ensure_ascii=False,
+                            ),
+                            language="json",
+                            label="Conversation (JSON list of {role, content})",
+                            elem_id="conversation",
+                        )
+                        with gr.Row():
+                            gen_prompt_box = gr.Checkbox(
+                                True, label="Add generation prompt", elem_id="gen-prompt"
+                            )
+                            inspect_policy = gr.Radio(
+                                list(SYSTEM_POLICIES), value="fold", label="System policy"
+                            )
+                        inspect_prefill = gr.Textbox(label="Start the reply with")
+                        with gr.Row():
+                            use_chat = gr.Button("Use the current chat", elem_id="use-chat")
+                            to_raw = gr.Button("Send to raw prompt", elem_id="to-raw")
+                    with gr.Column():
+                        checks = gr.Markdown(elem_id="checks")
+                        counts = gr.Markdown(elem_id="counts")
+                        marked = gr.HTML(elem_id="marked-prompt")
+                        prompt_text = gr.Textbox(
+                            label="Exact prompt text",
+                            lines=4,
+                            interactive=False,
+                            buttons=["copy"],
+                            elem_id="prompt-text",
+                        )
+                with gr.Accordion("Tokens", open=True):
+                    token_table = gr.Dataframe(
+                        headers=["#", "id", "text", "special"],
+                        datatype=["number", "number", "str", "str"],
+                        interactive=False,
+                        elem_id="tokens",
+                    )
+                with gr.Accordion("The double-BOS trap", open=False):
+                    bos_note = gr.Markdown(elem_id="bos-note")
+                with gr.Accordion("Code export", open=False):
+                    code_genai = gr.Code(language="python", label="openvino_genai")
+                    code_optimum = gr.Code(language="python", label="optimum-intel")
+
+            with gr.Tab("Model", id="model"):
+                info = engine.info
+                gr.Markdown(
+                    "\n".join(
+                        [
+                            f"- **Model:** `{display.escape(info.model)}`",
+                            f"- **Engine:** {info.kind}",
+                            f"- **Device:** {display.escape(info.device)}",
+                            f"- **OpenVINO:** {display.escape(info.openvino_version)}",
+                            f"- **Load time:** {info.load_s:.2f} s",
+                            "- **Compiled-model cache:** "
+                            + ("used" if info.cache_used else "empty at start (now filled)"),
+                            f"- **Context size:** {engine.context_size} tokens",
+                        ]
+                        + ([f"- **Note:** {display.escape(notice)}"] if notice else [])
+                    ),
+                    elem_id="model-info",
+                )
+
+        # ---- sampling controls ------------------------------------------------------------
+        def on_preset(name: str) -> list[Any]:
+            values = settings.presets.get(name, {})
+            return [
+                gr.update(value=values[n]) if n in values else gr.update() for n in SAMPLING_NAMES
+            ]
+
+        preset.change(on_preset, preset, sampling, api_visibility="private")
+        dice.click(
+            lambda: random.randint(0, int(ranges["seed"].high)),
+            None,
+            sliders["seed"],
+            api_visibility="private",
+        )
+
+        # ---- chat ----------------------------------------------------------------------------
+        def on_submit(text: str, messages: list, figs: list):
+            if not text or not text.strip():
+                raise gr.Error("Type a message first.")
+            check_text(text, "The message")
+            messages = [*messages, {"role": "user", "content": text}]
+            figs = [*figs, None]
+            return "", messages, figs, display.chat_display(messages, figs)
+
+        @user_errors
+        def on_respond(messages: list, figs: list, system: str, policy: str, prefill: str, *values):
+            if not messages or messages[-1]["role"] != "user":
+                return
+            params = params_from(*values[:-1], stop=values[-1])
+            shown = display.chat_display(messages, figs)
+            for reply, result, budget in stream_reply(messages, system, policy, prefill, params):
+                dropped = budget.dropped_turns
+                note = (
+                    f"To fit the context, the oldest messages were left out of the prompt: "
+                    f"{', '.join(map(str, dropped))}."
+                    if dropped
+                    else ""
+                )
+                figures_line = display.figures_line(result) if result else None
+                current = [*messages, {"role": "assistant", "content": reply}]
+                current_figs = [*figs, figures_line]
+                used = budget.prompt_tokens + (result.new_tokens if result else 0)
+                shown = display.chat_display(current, current_figs)
+                yield (
+                    shown,
+                    current,
+                    current_figs,
+                    display.context_meter(used, engine.context_size),
+                    display.escape(note),
+                )
+
+        respond_inputs = [
+            history,
+            figures,
+            system_box,
+            policy_box,
+            prefill_box,
+            *sampling,
+            stop_box,
+        ]
+        respond_outputs = [chatbot, history, figures, meter, chat_notice]
+        submit_outputs = [message_box, history, figures, chatbot]
+
+        def respond_after(event: Any) -> Any:
+            return event.then(
+                on_respond,
+                respond_inputs,
+                respond_outputs,
+                concurrency_id=ENGINE_GROUP,
+                concurrency_limit=1,
+                api_visibility="private",
+            )
+
+        chat_events = [
+            respond_after(
+                trigger(on_submit, [message_box, history, figures], submit_outputs,
+                        api_visibility="private")
+            )
+            for trigger in (message_box.submit, send.click)
+        ]  # fmt: skip
+
+        def on_regenerate(messages: list, figs: list):
+            while messages and messages[-1]["role"] == "assistant":
+                messages, figs = messages[:-1], figs[:-1]
+            return messages, figs, display.chat_display(messages, figs)
+
+        chat_events.append(
+            respond_after(
+                regenerate.click(
+                    on_regenerate, [history, figures], [history, figures, chatbot],
+                    api_visibility="private",
+                )
+            )
+        )  # fmt: skip
+
+        def on_undo(messages: list, figs: list):
+            text = ""
+            while messages and messages[-1]["role"] == "assistant":
+                messages, figs = messages[:-1], figs[:-1]
+            if messages:
+                text = messages[-1]["content"]
+                messages, figs = messages[:-1], figs[:-1]
+            return text, messages, figs, display.chat_display(messages, figs)
+
+        undo.click(on_undo, [history, figures], submit_outputs, api_visibility="private")
+        clear.click(
+            lambda: ([], [], [], display.context_meter(0, engine.context_size), ""),
+            None,
+            [history, figures, chatbot, meter, chat_notice],
+            api_visibility="private",
+        )
+        stop_chat.click(None, cancels=chat_events, api_visibility="private")
+
+        def on_example(title: str | None):
+            messages = examples.get(title or "", [])
+            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+            rest = messages[1:] if system else messages
+            last = rest[-1]["content"] if rest and rest[-1]["role"] == "user" else ""
+            rest = rest[:-1] if last else rest
+            figs = [None] * len(rest)
+            return system, last, rest, figs, display.chat_display(rest, figs)
+
+        example_box.change(
+            on_example,
+            example_box,
+            [system_box, message_box, history, figures, chatbot],
+            api_visibility="private",
+        )
+
+        # ---- raw prompt ----------------------------------------------------------------------
+        def run_complete(prompt: str, params: SamplingParams) -> Iterator[tuple[str, str]]:
+            check_text(prompt, "The prompt")
+            if not prompt.strip():
+                raise ParamError("The prompt is empty.")
+            generation = engine.generate(prompt, params)
+            text = ""
+            try:
+                for chunk in generation:
+                    text += chunk
+                    yield text, ""
+            finally:
+                generation.cancel()
+            yield text, display.escape(display.figures_line(generation.result))
+
+        @user_errors
+        def on_raw(prompt: str, *values):
+            params = params_from(*values[:-1], stop=values[-1])
+            yield from run_complete(prompt, params)
+
+        raw_event = raw_run.click(
+            on_raw,
+            [raw_box, *sampling, stop_box],
+            [raw_out, raw_figures],
+            concurrency_id=ENGINE_GROUP,
+            concurrency_limit=1,
+            api_visibility="private",
+        )
+        raw_stop.click(None, cancels=[raw_event], api_visibility="private")
+
+        # ---- template inspector --------------------------------------------------------------
+        def on_inspect(conversation: str, add_gen: bool, policy: str, prefill: str, max_new):
+            try:
+                messages = parse_conversation(check_text(conversation, "The conversation"))
+                inspection = inspect_messages(
+                    messages,
+                    tokenizer,
+                    system_policy=policy,
+                    add_generation_prompt=add_gen,
+                    prefill=prefill,
+                    context_size=engine.context_size,
+                    max_new_tokens=int(max_new),
+                )
+            except (ChatFormatError, ParamError) as error:
+                empty = ("", "", None, "", "", "")
+                return (display.notes_markdown([str(error)], []), "", *empty)
+            params = SamplingParams.checked(dict(ranges), max_new_tokens=int(max_new))
+            code = export_code(inspection.prompt, params, model=str(engine.folder))
+            counts_text = (
+                f"**{inspection.token_count} tokens**, {inspection.bos_count} `<bos>` at the "
+                f"start, {len(inspection.prompt)} characters."
+            )
+            return (
+                display.notes_markdown([], inspection.warnings),
+                counts_text,
+                display.marked_prompt(inspection.prompt),
+                inspection.prompt,
+                display.token_rows(inspection.tokens),
+                display.escape(double_bos_note(inspection, tokenizer)),
+                code["openvino_genai"],
+                code["optimum"],
+            )
+
+        inspect_inputs = [
+            conversation_box,
+            gen_prompt_box,
+            inspect_policy,
+            inspect_prefill,
+            sliders["max_new_tokens"],
+        ]
+        inspect_outputs = [
+            checks,
+            counts,
+            marked,
+            prompt_text,
+            token_table,
+            bos_note,
+            code_genai,
+            code_optimum,
+        ]
+        for trigger in (conversation_box.change, gen_prompt_box.change, inspect_policy.change,
+                        inspect_prefill.change, demo.load):  # fmt: skip
+            trigger(on_inspect, inspect_inputs, inspect_outputs, api_visibility="private")
+
+        def on_use_chat(messages: list, system: str, policy: str, prefill: str):
+            conversation = ([{"role": "system", "content": system}] if system.strip() else []) + [
+                *messages
+            ]
+            return json.dumps(conversation, indent=2, ensure_ascii=False), True, policy, prefill
+
+        use_chat.click(
+            on_use_chat,
+            [history, system_box, policy_box, prefill_box],
+            [conversation_box, gen_prompt_box, inspect_policy, inspect_prefill],
+            api_visibility="private",
+        )
+        to_raw.click(
+            lambda text: (text, gr.Tabs(selected="raw")),
+            prompt_text,
+            [raw_box, tabs],
+            api_visibility="private",
+        )
+        raw_load.click(lambda text: text, prompt_text, raw_box, api_visibility="private")
+
+        def on_raw_to_inspector(prompt: str):
+            try:
+                parsed = parse_prompt(prompt)
+            except ChatFormatError as error:
+                raise gr.Error(str(error)) from None
+            return (
+                json.dumps(parsed.messages, indent=2, ensure_ascii=False),
+                parsed.add_generation_prompt,
+                parsed.prefill,
+                gr.Tabs(selected="inspector"),
+            )
+
+        raw_inspect.click(
+            on_raw_to_inspector,
+            raw_box,
+            [conversation_box, gen_prompt_box, inspect_prefill, tabs],
+            api_visibility="private",
+        )
+
+        # ---- named API endpoints -------------------------------------------------------------
+        defaults = settings.defaults()
+
+        @user_errors
+        def complete(
+            prompt: str,
+            max_new_tokens: int = int(defaults["max_new_tokens"]),
+            temperature: float = defaults["temperature"],
+            top_p: float = defaults["top_p"],
+            top_k: int = int(defaults["top_k"]),
+            repetition_penalty: float = defaults["repetition_penalty"],
+            seed: int = int(defaults["seed"]),
+        ) -> Iterator[str]:
+            """Stream the continuation of raw text (no template; one <bos> is added)."""
+            params = params_from(
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
+            )
+            for text, _ in run_complete(prompt, params):
+                yield text
+
+        @user_errors
+        def chat(
+            message: str,
+            history: str = "[]",
+            system_prompt: str = "",
+            system_policy: str = "fold",
+            prefill: str = "",
+            max_new_tokens: int = int(defaults["max_new_tokens"]),
+            temperature: float = defaults["temperature"],
+            top_p: float = defaults["top_p"],
+            top_k: int = int(defaults["top_k"]),
+            repetition_penalty: float = defaults["repetition_penalty"],
+            seed: int = int(defaults["seed"]),
+        ) -> Iterator[str]:
+            """Stream the reply to `message` after `history` (JSON list of {role, content})."""
+            params = params_from(
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
+            )
+            if not isinstance(message, str) or not message.strip():
+                raise ParamError("The message is empty.")
+            messages = parse_conversation(check_text(history or "[]", "The history"))
+            messages.append({"role": "user", "content": check_text(message, "The message")})
+            for reply, _, _ in stream_reply(
+                messages, system_prompt, system_policy, prefill, params
+            ):
+                yield reply
+
+        @user_errors
+        def render(
+            conversation: str, system_policy: str = "fold", add_generation_prompt: bool = True
+        ) -> tuple[str, str]:
+            """The exact prompt for a conversation (JSON), and its token view as JSON."""
+            messages = parse_conversation(check_text(conversation, "The conversation"))
+            inspection = inspect_messages(
+                messages,
+                tokenizer,
+                system_policy=system_policy,
+                add_generation_prompt=bool(add_generation_prompt),
+            )
+            return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
+
+        gr.api(complete, api_name="complete", concurrency_id=ENGINE_GROUP, concurrency_limit=1)
+        gr.api(chat, api_name="chat", concurrency_id=ENGINE_GROUP, concurrency_limit=1)
+        gr.api(render, api_name="render")
+
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=4)
+    return demo
+
+
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Hardened launch settings for a public Space."""
+    return {
+        "max_file_size": "1mb",  # nothing here takes uploads; refuse big bodies anyway
+        "enable_monitoring": False,
+        "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
+        "ssr_mode": False,
+        "css": CSS,
+        "theme": gr.themes.Soft(),
+    }
