@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from playground.engine import ENGINE_KINDS, open_engine
+from playground.models import ModelUnavailableError
 from playground.settings import load_settings
 from playground.ui import build_demo, launch_options
 
@@ -23,7 +24,10 @@ parser.add_argument("--port", type=int, default=7860)
 args, _ = parser.parse_known_args()
 
 settings = load_settings(model=args.model, engine=args.engine)
-engine, notice = open_engine(settings)
+try:
+    engine, notice = open_engine(settings)
+except ModelUnavailableError as error:
+    raise SystemExit(f"error: {error}") from None
 if notice:
     log.warning(notice)
 log.info("serving %s with the %s engine (loaded in %.2f s)", engine.info.model, engine.kind,

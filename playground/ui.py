@@ -186,7 +186,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 sliders["seed"] = gr.Number(
                     value=ranges["seed"].default, precision=0, label="seed", elem_id="seed"
                 )
-                dice = gr.Button("🎲", scale=0, min_width=40)
+                dice = gr.Button("Random seed", scale=0, min_width=90, elem_id="dice")
             stop_box = gr.Textbox(
                 label="Stop strings (one per line)", lines=2, elem_id="stop-strings"
             )
@@ -327,7 +327,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
 
         # ---- chat ----------------------------------------------------------------------------
-        def on_submit(text: str, messages: list, figs: list):
+        @user_errors
+        def on_submit(text: str | None, messages: list, figs: list):
             if not text or not text.strip():
                 raise gr.Error("Type a message first.")
             check_text(text, "The message")
@@ -340,8 +341,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             if not messages or messages[-1]["role"] != "user":
                 return
             params = params_from(*values[:-1], stop=values[-1])
-            shown = display.chat_display(messages, figs)
-            for reply, result, budget in stream_reply(messages, system, policy, prefill, params):
+            replies = stream_reply(messages, system or "", policy, prefill or "", params)
+            for reply, result, budget in replies:
                 dropped = budget.dropped_turns
                 note = (
                     f"To fit the context, the oldest messages were left out of the prompt: "
@@ -422,7 +423,17 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             [history, figures, chatbot, meter, chat_notice],
             api_visibility="private",
         )
-        stop_chat.click(None, cancels=chat_events, api_visibility="private")
+
+        def on_stop(messages: list, figs: list):
+            """Cancelling closes the reply's stream (which stops the engine); mark the reply."""
+            if messages and messages[-1]["role"] == "assistant" and not figs[-1]:
+                figs = [*figs[:-1], "stopped by you"]
+            return figs, display.chat_display(messages, figs)
+
+        stop_chat.click(
+            on_stop, [history, figures], [figures, chatbot], cancels=chat_events,
+            api_visibility="private",
+        )  # fmt: skip
 
         def on_example(title: str | None):
             messages = examples.get(title or "", [])
@@ -456,9 +467,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             yield text, display.escape(display.figures_line(generation.result))
 
         @user_errors
-        def on_raw(prompt: str, *values):
+        def on_raw(prompt: str | None, *values):
             params = params_from(*values[:-1], stop=values[-1])
-            yield from run_complete(prompt, params)
+            yield from run_complete(prompt or "", params)
 
         raw_event = raw_run.click(
             on_raw,
@@ -471,15 +482,16 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         raw_stop.click(None, cancels=[raw_event], api_visibility="private")
 
         # ---- template inspector --------------------------------------------------------------
-        def on_inspect(conversation: str, add_gen: bool, policy: str, prefill: str, max_new):
+        @user_errors
+        def on_inspect(conversation: str, add_gen: bool, policy: str, prefill: str | None, max_new):
             try:
-                messages = parse_conversation(check_text(conversation, "The conversation"))
+                messages = parse_conversation(check_text(conversation or "", "The conversation"))
                 inspection = inspect_messages(
                     messages,
                     tokenizer,
                     system_policy=policy,
-                    add_generation_prompt=add_gen,
-                    prefill=prefill,
+                    add_generation_prompt=bool(add_gen),
+                    prefill=prefill or "",
                     context_size=engine.context_size,
                     max_new_tokens=int(max_new),
                 )
@@ -524,11 +536,17 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                         inspect_prefill.change, demo.load):  # fmt: skip
             trigger(on_inspect, inspect_inputs, inspect_outputs, api_visibility="private")
 
-        def on_use_chat(messages: list, system: str, policy: str, prefill: str):
+        def on_use_chat(messages: list, system: str | None, policy: str, prefill: str | None):
+            system = system or ""
             conversation = ([{"role": "system", "content": system}] if system.strip() else []) + [
                 *messages
             ]
-            return json.dumps(conversation, indent=2, ensure_ascii=False), True, policy, prefill
+            return (
+                json.dumps(conversation, indent=2, ensure_ascii=False),
+                True,
+                policy,
+                prefill or "",
+            )
 
         use_chat.click(
             on_use_chat,
@@ -544,11 +562,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
         raw_load.click(lambda text: text, prompt_text, raw_box, api_visibility="private")
 
-        def on_raw_to_inspector(prompt: str):
-            try:
-                parsed = parse_prompt(prompt)
-            except ChatFormatError as error:
-                raise gr.Error(str(error)) from None
+        @user_errors
+        def on_raw_to_inspector(prompt: str | None):
+            parsed = parse_prompt(prompt or "")
             return (
                 json.dumps(parsed.messages, indent=2, ensure_ascii=False),
                 parsed.add_generation_prompt,

@@ -54,3 +54,43 @@ def genai_engine(settings, tiny_folder):
 @pytest.fixture(scope="session")
 def optimum_engine(settings, tiny_folder):
     return _engine(settings, "optimum")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(demo, settings):
+    """Launch `demo` on 127.0.0.1 (a real Gradio server, in this process); return its URL."""
+    from playground.ui import launch_options
+
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_options(settings),
+    )
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def app_url(settings, genai_engine):
+    """The real app on the tiny model, served over HTTP for gradio_client and the browser."""
+    from playground.ui import build_demo
+
+    demo = build_demo(genai_engine, settings)
+    yield serve(demo, settings)
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

@@ -1,0 +1,179 @@
+"""The real app on the tiny model, over HTTP with gradio_client: every named endpoint."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from playground.chat_format import render
+from playground.sampling import SamplingParams
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
+CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+def complete(client, prompt, max_new_tokens=20, **sampling):
+    values = {**GREEDY, **sampling}
+    job = client.submit(
+        prompt,
+        max_new_tokens,
+        values["temperature"],
+        values["top_p"],
+        values["top_k"],
+        values["repetition_penalty"],
+        values["seed"],
+        api_name="/complete",
+    )
+    outputs = list(job)
+    return outputs, job.outputs()[-1]
+
+
+def test_named_endpoints_and_their_parameters(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/chat", "/complete", "/render"}
+
+    def names(endpoint):
+        return [p["parameter_name"] for p in api[endpoint]["parameters"]]
+
+    assert names("/render") == ["conversation", "system_policy", "add_generation_prompt"]
+    assert names("/complete") == [
+        "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+    ]  # fmt: skip
+    assert names("/chat")[:5] == ["message", "history", "system_prompt", "system_policy", "prefill"]
+
+
+def test_render_returns_the_exact_prompt_first(client):
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        *CHAT,
+        {"role": "user", "content": "<b>x</b>"},
+    ]
+    prompt, details = client.predict(json.dumps(conversation), "fold", True, api_name="/render")
+    assert prompt == render(conversation).text
+    assert prompt.startswith("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n")
+    view = json.loads(details)
+    assert view["bos_count"] == 1 and view["token_count"] == len(view["tokens"])
+    no_gen, _ = client.predict(json.dumps(CHAT), "fold", False, api_name="/render")
+    assert not no_gen.endswith("<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize(
+    "conversation, policy, message",
+    [
+        ('[{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]', "error",
+         "System role not supported"),
+        ('[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]', "fold",
+         "message 2"),
+        ('[{"role": "robot", "content": "a"}]', "fold", "robot"),
+        ("[{", "fold", "not valid JSON"),
+        ("[]", "fold", "empty"),
+    ],
+)  # fmt: skip
+def test_render_errors_come_back_as_messages(client, conversation, policy, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(conversation, policy, True, api_name="/render")
+
+
+def test_complete_streams_and_matches_the_engine(client, genai_engine):
+    outputs, final = complete(client, "Hello", max_new_tokens=200)
+    assert len(outputs) >= 2  # streamed, not one answer at the end
+    assert all(final.startswith(partial) for partial in outputs)
+    params = SamplingParams(max_new_tokens=200, **GREEDY)
+    assert final == genai_engine.generate("Hello", params).run().text
+
+
+def test_sliders_reach_the_engine(client, genai_engine):
+    sampled = dict(temperature=1.0, top_p=0.95, top_k=0, repetition_penalty=1.0)
+    _, first = complete(client, "Hello", 30, **sampled, seed=3)
+    _, again = complete(client, "Hello", 30, **sampled, seed=3)
+    _, other = complete(client, "Hello", 30, **sampled, seed=4)
+    assert first == again != other
+    _, short = complete(client, "Hello", 5)
+    result = genai_engine.generate("Hello", SamplingParams(max_new_tokens=5, **GREEDY)).run()
+    assert short == result.text and result.new_tokens == 5
+
+
+def test_chat_renders_with_the_template_and_streams(client, genai_engine):
+    job = client.submit(
+        "How are you?", json.dumps(CHAT), "Be brief.", "fold", "Sure,", 16, *GREEDY.values(),
+        api_name="/chat",
+    )  # fmt: skip
+    reply = job.result()
+    assert reply.startswith("Sure,")
+    messages = [{"role": "system", "content": "Be brief."}, *CHAT,
+                {"role": "user", "content": "How are you?"}]  # fmt: skip
+    prompt = render(messages, prefill="Sure,").text
+    expected = genai_engine.generate(prompt, SamplingParams(max_new_tokens=16, **GREEDY)).run()
+    assert reply == "Sure," + expected.text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("Hello", 20, 5.0, 0.9, 50, 1.0, 1), "temperature must be a number from 0 to 2"),
+        (("Hello", 0, 0.5, 0.9, 50, 1.0, 1), "max_new_tokens must be"),
+        (("Hello", 20, 0.5, 0.9, 50, 1.0, -1), "seed must be"),
+        (("", 20, 0.5, 0.9, 50, 1.0, 1), "empty"),
+        (("   ", 20, 0.5, 0.9, 50, 1.0, 1), "empty"),
+    ],
+)
+def test_complete_errors_come_back_as_messages(client, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/complete")
+
+
+def test_chat_errors_come_back_as_messages(client):
+    with pytest.raises(AppError, match="robot"):
+        client.predict("Hi", '[{"role": "robot", "content": "x"}]', api_name="/chat")
+    with pytest.raises(AppError, match="System role not supported"):
+        client.predict("Hi", "[]", "Be brief.", "error", api_name="/chat")
+
+
+def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
+    """`python app.py` with the default model unreachable: starts on tiny-random, says why."""
+    port = free_port()
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env.pop("PLAYGROUND_MODEL", None)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        page = _wait_for_page(f"http://127.0.0.1:{port}/", server)
+        assert "tiny-random" in page and "fakezeta/gemma-2-9b-it-ov-int4" in page
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=60)[0]
+    assert "Serving 'tiny-random'" in log
+
+
+def test_explicit_model_never_falls_back(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "app.py", "--model", "fakezeta/gemma-2-9b-it-ov-int4",
+         "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Could not get the model 'fakezeta/gemma-2-9b-it-ov-int4'" in done.stderr
+
+
+def _wait_for_page(url, server, seconds=240):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"app.py exited: {server.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    pytest.fail("app.py did not start")
