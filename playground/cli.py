@@ -8,9 +8,11 @@ Does not own: any of the logic it calls (engine, chat_format, inspection, settin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
@@ -77,8 +79,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error).replace("\n", " "))
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to stdout meanwhile to stderr, at the file-descriptor level.
+
+    Building or converting a model logs to stdout (NNCF's tables, progress bars) from loggers
+    and native code that hold their own reference to it; stdout must carry only the output.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1: nothing to protect
+        saved = None
+    if saved is None:
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _read_conversation(path: Path) -> list[dict[str, str]]:
-    return parse_conversation(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ChatFormatError(f"{path} is not UTF-8 text: {error.reason}") from None
+    return parse_conversation(text)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -93,7 +123,8 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         stop=args.stop,
     )
-    engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
+    with _stdout_to_stderr():
+        engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
     if args.messages is not None:
         messages = _read_conversation(args.messages)
         prompt = render(messages, template=engine.tokenizer.chat_template).text
@@ -137,9 +168,11 @@ def _render(args: argparse.Namespace) -> int:
         sys.stdout.write(render(messages, **options).text)
         return 0
     settings = load_settings(model=args.model)
-    folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
+    with _stdout_to_stderr():
+        folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
+        tokenizer = Tokenizer(folder)
     inspection = inspect_messages(
-        messages, Tokenizer(folder), context_size=settings.context_size, **options
+        messages, tokenizer, context_size=settings.context_size, **options
     )
     if args.json:
         print(json.dumps(inspection.as_json(), ensure_ascii=False))

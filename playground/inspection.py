@@ -67,12 +67,8 @@ def inspect_messages(
             max_new_tokens=max_new_tokens,
             **options,
         )
+    # fit_budget's warnings already name the dropped messages: add no second note.
     warnings = list(budget.rendered.warnings)
-    if budget.dropped_turns:
-        warnings.append(
-            f"To fit the context of {context_size} tokens, messages "
-            f"{', '.join(map(str, budget.dropped_turns))} (the oldest exchanges) were left out."
-        )
     return inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
 
 
@@ -107,10 +103,22 @@ def double_bos_note(inspection: Inspection, tokenizer: Tokenizer) -> str:
     )
 
 
-def export_code(prompt: str, params: SamplingParams, model: str) -> dict[str, str]:
-    """Python that reproduces `prompt` with `params`: one snippet per library, runnable as is."""
+def export_code(
+    prompt: str,
+    params: SamplingParams,
+    model: str,
+    ov_config: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Python that reproduces `prompt` with `params`: one snippet per library, runnable as is.
+
+    Each snippet prints what the playground shows: the new text with special tokens kept (as the
+    engine decodes them), without the end token that stopped it, cut before the first stop
+    string. `ov_config` holds the engine's OpenVINO properties (e.g. an f32 precision hint):
+    without them the CPU's defaults (bf16, a u8 KV cache) can sample other tokens.
+    """
     if not prompt.startswith(BOS):
         prompt = BOS + prompt  # what the engine sends for raw text
+    ov_config = {str(k): str(v) for k, v in (ov_config or {}).items()}
     sampling = (
         "do_sample=False"
         if params.greedy
@@ -128,22 +136,44 @@ def export_code(prompt: str, params: SamplingParams, model: str) -> dict[str, st
             + (f"config.top_k = {params.top_k}\n" if params.top_k else "")
         )
     )
-    stop = f"config.stop_strings = {set(params.stop)!r}\n" if params.stop else ""
+    stop_strings = f"stop_strings = {list(params.stop)!r}\n" if params.stop else ""
+    genai_stop = (
+        "config.stop_strings = set(stop_strings)\n"
+        "config.include_stop_str_in_output = True  # cut below, as the playground does\n"
+        if params.stop
+        else ""
+    )
+    optimum_stop = (
+        "    stop_strings=stop_strings,\n    tokenizer=tokenizer,\n" if params.stop else ""
+    )
+    cut = (
+        "for stop in stop_strings:  # the playground ends the text before the first one found\n"
+        "    if stop in text:\n"
+        "        text = text[: text.index(stop)]\n"
+        "        break\n"
+        if params.stop
+        else ""
+    )
+    ov_config_line = f"ov_config = {ov_config!r}  # the playground's OpenVINO properties\n"
     genai = f"""import openvino_genai as ov_genai
 
 model_dir = {model!r}  # a local OpenVINO IR folder
 prompt = {prompt!r}
-
-pipe = ov_genai.LLMPipeline(model_dir, "CPU")
+{stop_strings}{ov_config_line if ov_config else ""}
+pipe = ov_genai.LLMPipeline(model_dir, "CPU"{", **ov_config" if ov_config else ""})
 config = ov_genai.GenerationConfig()
 config.max_new_tokens = {params.max_new_tokens}
 config.repetition_penalty = {params.repetition_penalty}
 config.stop_token_ids = {{1, 107}}  # <eos>, <end_of_turn>
-{genai_sampling}{stop}# The prompt already starts with <bos>: add no second one.
+{genai_sampling}{genai_stop}# The prompt already starts with <bos>: add no second one.
 tokenizer = pipe.get_tokenizer()
 inputs = tokenizer.encode(prompt, add_special_tokens=False)
 result = pipe.generate(inputs.input_ids, config)
-print(tokenizer.decode(result.tokens[0], skip_special_tokens=True))
+new = list(result.tokens[0])
+if new and new[-1] in (1, 107):  # the end token that stopped generation is not text
+    new.pop()
+text = tokenizer.decode(new, skip_special_tokens=False)
+{cut}print(text)
 """
     seed = "" if params.greedy else f"torch.manual_seed({params.seed})\n"
     optimum = f"""import torch
@@ -152,9 +182,9 @@ from transformers import AutoTokenizer
 
 model_dir = {model!r}  # a local OpenVINO IR folder
 prompt = {prompt!r}
-
+{stop_strings}{ov_config_line if ov_config else ""}
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
-model = OVModelForCausalLM.from_pretrained(model_dir)
+model = OVModelForCausalLM.from_pretrained(model_dir{", ov_config=ov_config" if ov_config else ""})
 # The prompt already starts with <bos>: add no second one.
 inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 {seed}output = model.generate(
@@ -162,9 +192,12 @@ inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     max_new_tokens={params.max_new_tokens},
     repetition_penalty={params.repetition_penalty},
     eos_token_id=[1, 107],  # <eos>, <end_of_turn>
-    {sampling},
+{optimum_stop}    {sampling},
 )
-new = output[0, inputs["input_ids"].shape[1]:]
-print(tokenizer.decode(new, skip_special_tokens=True))
+new = output[0, inputs["input_ids"].shape[1] :].tolist()
+if new and new[-1] in (1, 107):  # the end token that stopped generation is not text
+    new.pop()
+text = tokenizer.decode(new, skip_special_tokens=False)
+{cut}print(text)
 """
     return {"openvino_genai": genai, "optimum": optimum}

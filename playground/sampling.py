@@ -81,12 +81,18 @@ class SamplingParams:
 
     @classmethod
     def checked(cls, ranges: dict[str, Range] | None = None, **values: Any) -> SamplingParams:
-        """Build from untrusted values (API, sliders, CLI), within `ranges` (space.yaml's)."""
+        """Build from untrusted values (API, sliders, CLI), within `ranges` (space.yaml's).
+
+        A value left out or None takes the default of its range in `ranges`, so space.yaml's
+        defaults apply and a narrowed range is never escaped through its default.
+        """
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ParamError(f"Unknown sampling parameter(s): {', '.join(sorted(unknown))}.")
+        ranges = {**RANGES, **(ranges or {})}
         values = {k: v for k, v in values.items() if v is not None}
-        return cls(**_check_all(values, ranges or RANGES))
+        defaults = {name: r.default for name, r in ranges.items() if name not in values}
+        return cls(**_check_all({**defaults, **values}, ranges))
 
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from playground.sampling import RANGES, ParamError, Range
+from playground.sampling import RANGES, ParamError, Range, SamplingParams
 
 SPACE_YAML = Path(__file__).resolve().parent.parent / "space.yaml"
 
@@ -69,7 +69,7 @@ def load_settings(
     values = _from_yaml(path)
     for name, var in ENV.items():
         if env.get(var):
-            values[name] = json.loads(env[var]) if name == "ov_config" else env[var]
+            values[name] = _ov_config_json(var, env[var]) if name == "ov_config" else env[var]
             if name == "model":
                 values["model_given"] = True
     for name, value in overrides.items():
@@ -80,8 +80,27 @@ def load_settings(
     return _build(values)
 
 
+def _ov_config_json(var: str, text: str) -> dict[str, Any]:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"{var} must be a JSON object: {error}") from None
+    if not isinstance(config, dict):
+        raise SettingsError(f"{var} must be a JSON object, got {text!r}.")
+    return config
+
+
 def _from_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        message = " ".join(str(error).split())
+        raise SettingsError(f"{path.name} is not valid YAML: {message}") from None
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{path.name}: expected a mapping at the top level.")
+    for key in ("playground", "parameters"):
+        if not isinstance(data.get(key) or {}, Mapping):
+            raise SettingsError(f"{path.name}: {key} must be a mapping.")
     own = data.get("playground") or {}
     values: dict[str, Any] = {
         "model": (data.get("parameters") or {}).get("model"),
@@ -91,40 +110,74 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         values[key] = own.get(key)
     values["ov_config"] = own.get("ov_config") or {}
     values["ranges"] = _ranges(own.get("sampling") or {})
-    values["presets"] = own.get("presets") or {}
+    values["presets"] = _presets(own.get("presets") or {}, values["ranges"])
     return {k: v for k, v in values.items() if v is not None}
 
 
 def _ranges(sampling: Mapping[str, Mapping[str, float]]) -> dict[str, Range]:
     """space.yaml's slider ranges, each inside the hard limit of `sampling.RANGES`."""
     ranges = dict(RANGES)
+    if not isinstance(sampling, Mapping):
+        raise SettingsError("space.yaml: sampling must be a mapping of controls.")
     for name, spec in sampling.items():
         if name not in RANGES:
             raise SettingsError(f"space.yaml: unknown sampling control {name!r}.")
         hard = RANGES[name]
+        if not isinstance(spec, Mapping):
+            raise SettingsError(
+                f"space.yaml: sampling.{name} must be a mapping of low, high, default and step."
+            )
         try:
             low, high = hard.check(name, spec["low"]), hard.check(name, spec["high"])
             default = hard.check(name, spec["default"])
-        except (KeyError, ParamError) as error:
+        except KeyError as error:
+            raise SettingsError(f"space.yaml: sampling.{name}: missing {error}.") from None
+        except ParamError as error:
             raise SettingsError(f"space.yaml: sampling.{name}: {error}") from None
         if not low <= default <= high:
             raise SettingsError(f"space.yaml: sampling.{name}: default outside low..high.")
-        ranges[name] = Range(low, high, default, spec.get("step", hard.step), hard.integer)
+        step = spec.get("step", hard.step)
+        if isinstance(step, bool) or not isinstance(step, int | float) or not step > 0:
+            raise SettingsError(
+                f"space.yaml: sampling.{name}.step must be a positive number, got {step!r}."
+            )
+        ranges[name] = Range(low, high, default, step, hard.integer)
     return ranges
 
 
+def _presets(presets: Any, ranges: Mapping[str, Range]) -> dict[str, dict[str, Any]]:
+    """space.yaml's presets, each a set of sampling values valid under `ranges`."""
+    if not isinstance(presets, Mapping):
+        raise SettingsError("space.yaml: presets must be a mapping of name to sampling values.")
+    checked = {}
+    for name, values in presets.items():
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"space.yaml: presets.{name} must be a mapping of values.")
+        try:
+            SamplingParams.checked(dict(ranges), **values)
+        except (ParamError, TypeError) as error:
+            raise SettingsError(f"space.yaml: presets.{name}: {error}") from None
+        checked[str(name)] = dict(values)
+    return checked
+
+
 def _build(values: dict[str, Any]) -> Settings:
-    try:
-        for key in ("context_size", "max_input_tokens", "queue_size"):
-            if key in values:
-                values[key] = int(values[key])
-                if values[key] < 1:
-                    raise ValueError(f"{key} must be at least 1")
-        if "cache_dir" in values:
-            values["cache_dir"] = Path(values["cache_dir"]).expanduser()
-        values["ov_config"] = {str(k): str(v) for k, v in dict(values["ov_config"]).items()}
-    except (TypeError, ValueError) as error:
-        raise SettingsError(f"Bad setting: {error}") from None
+    for key in ("context_size", "max_input_tokens", "queue_size"):
+        if key in values:
+            value = values[key]
+            try:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                values[key] = int(value)
+            except (TypeError, ValueError):
+                raise SettingsError(f"{key} must be a whole number, got {value!r}.") from None
+            if values[key] < 1:
+                raise SettingsError(f"{key} must be at least 1, got {values[key]}.")
+    if "cache_dir" in values:
+        values["cache_dir"] = Path(values["cache_dir"]).expanduser()
+    if not isinstance(values.get("ov_config", {}), Mapping):
+        raise SettingsError(f"ov_config must be a mapping, got {values['ov_config']!r}.")
+    values["ov_config"] = {str(k): str(v) for k, v in dict(values.get("ov_config", {})).items()}
     if values.get("engine", "genai") not in ("genai", "optimum"):
         raise SettingsError(f"engine must be genai or optimum, got {values['engine']!r}.")
     return Settings(**values)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -40,6 +41,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
 SAMPLING_NAMES = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 USER_ERRORS = (ChatFormatError, EngineError, ParamError)
+UPDATE_INTERVAL_S = 0.1
 
 CSS = """
 .prompt { white-space: pre-wrap; word-break: break-word; font-size: 0.9em; }
@@ -80,6 +82,22 @@ def user_errors(fn: Callable) -> Callable:
             raise translate(error) from None
 
     return call
+
+
+def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Iterator[Any]:
+    """Pass on at most one item per interval, and always the last: a fast engine must not
+    flood the browser with re-renders of a growing reply."""
+    last_sent = 0.0
+    pending = _NOTHING = object()
+    for item in items:
+        pending = item
+        now = time.monotonic()
+        if now - last_sent >= interval_s:
+            last_sent = now
+            pending = _NOTHING
+            yield item
+    if pending is not _NOTHING:
+        yield pending
 
 
 def _is_generator(fn: Callable) -> bool:
@@ -244,7 +262,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 )
                 raw_figures = gr.Markdown(elem_id="raw-figures")
 
-            with gr.Tab("Template inspector", id="inspector"):
+            with gr.Tab("Template inspector", id="inspector") as inspector_tab:
                 with gr.Row():
                     with gr.Column():
                         conversation_box = gr.Code(
@@ -342,7 +360,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 return
             params = params_from(*values[:-1], stop=values[-1])
             replies = stream_reply(messages, system or "", policy, prefill or "", params)
-            for reply, result, budget in replies:
+            for reply, result, budget in throttle(replies):
                 dropped = budget.dropped_turns
                 note = (
                     f"To fit the context, the oldest messages were left out of the prompt: "
@@ -469,7 +487,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         @user_errors
         def on_raw(prompt: str | None, *values):
             params = params_from(*values[:-1], stop=values[-1])
-            yield from run_complete(prompt or "", params)
+            yield from throttle(run_complete(prompt or "", params))
 
         raw_event = raw_run.click(
             on_raw,
@@ -483,8 +501,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
 
         # ---- template inspector --------------------------------------------------------------
         @user_errors
-        def on_inspect(conversation: str, add_gen: bool, policy: str, prefill: str | None, max_new):
+        def on_inspect(conversation: str, add_gen: bool, policy: str, prefill: str | None, *values):
             try:
+                params = params_from(*values[:-1], stop=values[-1])
                 messages = parse_conversation(check_text(conversation or "", "The conversation"))
                 inspection = inspect_messages(
                     messages,
@@ -493,13 +512,14 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                     add_generation_prompt=bool(add_gen),
                     prefill=prefill or "",
                     context_size=engine.context_size,
-                    max_new_tokens=int(max_new),
+                    max_new_tokens=params.max_new_tokens,
                 )
             except (ChatFormatError, ParamError) as error:
                 empty = ("", "", None, "", "", "")
                 return (display.notes_markdown([str(error)], []), "", *empty)
-            params = SamplingParams.checked(dict(ranges), max_new_tokens=int(max_new))
-            code = export_code(inspection.prompt, params, model=str(engine.folder))
+            code = export_code(
+                inspection.prompt, params, model=str(engine.folder), ov_config=settings.ov_config
+            )
             counts_text = (
                 f"**{inspection.token_count} tokens**, {inspection.bos_count} `<bos>` at the "
                 f"start, {len(inspection.prompt)} characters."
@@ -520,7 +540,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             gen_prompt_box,
             inspect_policy,
             inspect_prefill,
-            sliders["max_new_tokens"],
+            *sampling,
+            stop_box,
         ]
         inspect_outputs = [
             checks,
@@ -533,20 +554,18 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             code_optimum,
         ]
         for trigger in (conversation_box.change, gen_prompt_box.change, inspect_policy.change,
-                        inspect_prefill.change, demo.load):  # fmt: skip
+                        inspect_prefill.change, inspector_tab.select, demo.load):  # fmt: skip
             trigger(on_inspect, inspect_inputs, inspect_outputs, api_visibility="private")
 
         def on_use_chat(messages: list, system: str | None, policy: str, prefill: str | None):
             system = system or ""
-            conversation = ([{"role": "system", "content": system}] if system.strip() else []) + [
-                *messages
-            ]
-            return (
-                json.dumps(conversation, indent=2, ensure_ascii=False),
-                True,
-                policy,
-                prefill or "",
-            )
+            conversation = [{"role": "system", "content": system}] if system.strip() else []
+            conversation += messages
+            # A chat that ends with a reply is shown as it stands (no new model turn opened);
+            # one that ends with the visitor's message is exactly the prompt the chat sends.
+            add_gen = not conversation or conversation[-1]["role"] != "assistant"
+            as_json = json.dumps(conversation, indent=2, ensure_ascii=False)
+            return as_json, add_gen, policy, prefill or ""
 
         use_chat.click(
             on_use_chat,
@@ -596,7 +615,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             params = params_from(
                 max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
             )
-            for text, _ in run_complete(prompt, params):
+            for text, _ in throttle(run_complete(prompt, params)):
                 yield text
 
         @user_errors
@@ -621,9 +640,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 raise ParamError("The message is empty.")
             messages = parse_conversation(check_text(history or "[]", "The history"))
             messages.append({"role": "user", "content": check_text(message, "The message")})
-            for reply, _, _ in stream_reply(
-                messages, system_prompt, system_policy, prefill, params
-            ):
+            replies = stream_reply(messages, system_prompt, system_policy, prefill, params)
+            for reply, _, _ in throttle(replies):
                 yield reply
 
         @user_errors

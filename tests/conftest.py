@@ -94,3 +94,41 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+def pace(engine, seconds_per_token: float):
+    """Slow the real engine's native loop to a real 9B model's pace on a CPU, so a person (or
+    a test) has time to press Stop: each token waits inside the engine's own callback."""
+    import time
+
+    run = engine._run
+
+    def paced_run(ids, params, on_token):
+        def paced(token_id):
+            time.sleep(seconds_per_token)
+            return on_token(token_id)
+
+        return run(ids, params, paced)
+
+    engine._run = paced_run
+    return engine
+
+
+@pytest.fixture(scope="session")
+def paced_engine(settings, tiny_folder):
+    """A second real engine on the tiny model (not the cached one), at about 50 tokens/s."""
+    from playground.engine import load_engine
+
+    engine = load_engine(
+        tiny_folder, "genai", cache_dir=settings.cache_dir, ov_config=dict(settings.ov_config)
+    )
+    return pace(engine, 0.02)
+
+
+@pytest.fixture(scope="session")
+def paced_app_url(settings, paced_engine):
+    from playground.ui import build_demo
+
+    demo = build_demo(paced_engine, settings)
+    yield serve(demo, settings)
+    demo.close()
