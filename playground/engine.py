@@ -14,6 +14,7 @@ A prompt reaches `generate` as text that is already final (a rendered chat promp
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,8 @@ from playground.models import ModelUnavailableError, resolve_model
 from playground.sampling import SamplingParams
 from playground.settings import Settings
 from playground.tokens import Tokenizer
+
+log = logging.getLogger(__name__)
 
 ENGINE_KINDS = ("genai", "optimum")
 StopReason = Literal["eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled"]
@@ -271,7 +274,14 @@ class Engine:
         except EngineError as error:
             updates.put(error)
         except Exception as error:
-            updates.put(EngineError(f"Generation failed: {type(error).__name__}: {error}"))
+            # The details go to the server log; the visitor gets a short message.
+            log.exception("generation failed")
+            updates.put(
+                EngineError(
+                    f"Generation failed inside the engine ({type(error).__name__}); "
+                    "the engine is free again, please retry."
+                )
+            )
 
     def _result(self, ids: list[int], progress: _Progress) -> GenerationResult:
         end = time.perf_counter()

@@ -5,6 +5,7 @@ Screenshots go to the git-ignored `artifacts/` folder.
 
 import json
 import re
+import time
 
 import pytest
 
@@ -171,3 +172,29 @@ def test_hostile_text_is_shown_literally_and_never_runs(page, text, visible):
     page.wait_for_function(
         f"document.querySelector('#marked-prompt').innerText.includes({json.dumps(visible)})"
     )
+
+
+def test_closing_the_page_mid_stream_stops_the_engine(browser, paced_app_url, paced_engine):
+    page = open_page(browser, paced_app_url)
+    set_number(page, "slider-max_new_tokens", 4096)
+    set_number(page, "slider-temperature", 0)
+    send(page, "Tell me a long story")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+    assert paced_engine.active == 1
+    page.close()  # the visitor goes away mid-reply
+    deadline = time.monotonic() + 60
+    while paced_engine.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert paced_engine.active == 0
+
+
+def test_chat_names_the_turns_it_dropped_to_fit(page, tokenizer):
+    long_text = "Hello world. " * 500
+    assert 2000 < tokenizer.count(long_text) < 4000
+    set_number(page, "slider-max_new_tokens", 2500)
+    set_number(page, "slider-temperature", 0)
+    for turn, label in enumerate(("FIRST", "SECOND", "THIRD")):
+        send(page, f"{label} {long_text}")
+        page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={turn}")
+    notice = page.inner_text("#chat-notice")
+    assert "left out" in notice and "1, 2" in notice

@@ -1,0 +1,299 @@
+"""A public page in front of one shared model: bad input, cancellation, concurrency, failures.
+
+Everything here runs against a real Gradio server over HTTP. The engine is the real one on the
+tiny model, paced like the real model where timing matters, or the recording fake where the
+point is that nothing reaches the model.
+"""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from playground import engine as engine_module
+from playground.engine import EngineError
+from playground.sampling import SamplingParams
+from playground.ui import build_demo
+from tests.conftest import serve
+from tests.fakes import RecordingEngine
+
+pytestmark = pytest.mark.slow
+
+GREEDY = [0.0, 1.0, 0, 1.0, 1]  # temperature, top_p, top_k, repetition_penalty, seed
+
+
+def wait_until(condition, seconds=60.0, what="condition"):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def call_raw(url: str, api: str, body: str) -> tuple[str, str]:
+    """POST a raw JSON body (NaN and Infinity included) to an endpoint; return (event, data)."""
+    request = urllib.request.Request(
+        f"{url}gradio_api/call/{api}",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            event_id = json.loads(response.read())["event_id"]
+    except urllib.error.HTTPError as error:
+        return "http_error", f"{error.code} {error.read().decode(errors='replace')}"
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=120) as stream:
+        lines = stream.read().decode().splitlines()
+    events = [line.split(":", 1)[1].strip() for line in lines if line.startswith("event:")]
+    data = [line.split(":", 1)[1].strip() for line in lines if line.startswith("data:")]
+    return events[-1], data[-1]
+
+
+@pytest.fixture(scope="module")
+def recording(tiny_folder, settings):
+    engine = RecordingEngine(tiny_folder)
+    demo = build_demo(engine, settings)
+    yield engine, serve(demo, settings)
+    demo.close()
+
+
+@pytest.fixture
+def paced(paced_engine, paced_app_url):
+    paced_engine.peak_active = 0
+    yield paced_engine, paced_app_url
+    wait_until(lambda: paced_engine.active == 0, what="the engine to be idle")
+
+
+# ---- 1. one generation at a time ------------------------------------------------------------
+
+
+def test_chat_and_completion_from_two_clients_never_overlap(paced):
+    engine, url = paced
+    chat_client, raw_client = Client(url, verbose=False), Client(url, verbose=False)
+    chat = chat_client.submit("Hi", "[]", "", "fold", "", 40, *GREEDY, api_name="/chat")
+    raw = raw_client.submit("Once upon a time", 40, *GREEDY, api_name="/complete")
+    assert chat.result() and raw.result()
+    assert engine.peak_active == 1
+
+
+# ---- 2. stop and client disconnects ---------------------------------------------------------
+
+
+def test_cancelled_client_job_stops_the_native_loop(paced):
+    engine, url = paced
+    client = Client(url, verbose=False)
+    counted = count_tokens(engine)
+    job = client.submit("Once upon a time", 4000, *GREEDY, api_name="/complete")
+    wait_until(lambda: len(job.outputs()) >= 2, what="streaming to start")
+    job.cancel()
+    at_cancel = counted[0]
+    wait_until(lambda: engine.active == 0, what="the native loop to stop")
+    assert counted[0] - at_cancel < 50  # stopped within a second of tokens, not at 4000
+    assert client.predict("Hello", 5, *GREEDY, api_name="/complete")  # the next one runs
+
+
+def count_tokens(engine):
+    """Count the tokens the native loop produces, from now on."""
+    counted = [0]
+    run = engine._run
+
+    def counting_run(ids, params, on_token):
+        def counting(token_id):
+            counted[0] += 1
+            return on_token(token_id)
+
+        return run(ids, params, counting)
+
+    engine._run = counting_run
+    return counted
+
+
+# ---- 3. failures inside generation ----------------------------------------------------------
+
+
+def test_failure_inside_generation_is_reported_and_frees_everything(
+    genai_engine, client, monkeypatch
+):
+    def broken_run(ids, params, on_token):
+        on_token(5)
+        raise RuntimeError("injected failure: /secret/path")
+
+    monkeypatch.setattr(genai_engine, "_run", broken_run)
+    with pytest.raises(AppError) as raised:
+        client.predict("Hello", 10, *GREEDY, api_name="/complete")
+    message = str(raised.value)
+    assert "Generation failed inside the engine" in message
+    assert "/secret/path" not in message and "Traceback" not in message
+    monkeypatch.undo()
+    assert not genai_engine._lock.locked() and genai_engine.active == 0
+    assert client.predict("Hello", 5, *GREEDY, api_name="/complete")
+
+
+def test_an_engine_that_stalls_times_out(tiny_folder, monkeypatch):
+    class StallingEngine(RecordingEngine):
+        def _run(self, ids, params, on_token):
+            time.sleep(1.5)
+
+    engine = StallingEngine(tiny_folder)
+    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 0.3)
+    with pytest.raises(EngineError, match="produced nothing"):
+        engine.generate("Hello", SamplingParams(max_new_tokens=5)).run()
+    # The stalled native call still holds the lock until it returns; then it is free.
+    wait_until(lambda: not engine._lock.locked() and engine.active == 0, what="the lock")
+
+
+# ---- 4. a full queue ------------------------------------------------------------------------
+
+
+def test_full_queue_answers_clearly_and_recovers(paced_engine, settings):
+    demo = build_demo(paced_engine, settings.with_(queue_size=1))
+    url = serve(demo, settings)
+    try:
+        clients = [Client(url, verbose=False) for _ in range(4)]
+        jobs = [c.submit("Hello", 60, *GREEDY, api_name="/complete") for c in clients]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result()
+                outcomes.append("done")
+            except Exception as error:  # the client raises on a full queue
+                outcomes.append(str(error))
+        assert outcomes.count("done") >= 1
+        full = [o for o in outcomes if o != "done"]
+        assert full and all("queue is full" in o.lower() for o in full)
+        assert Client(url, verbose=False).predict("Hello", 5, *GREEDY, api_name="/complete")
+    finally:
+        demo.close()
+
+
+# ---- 5. context overflow --------------------------------------------------------------------
+
+
+def test_context_overflow_is_refused_before_the_model_and_the_limit_is_accepted(
+    recording, tokenizer
+):
+    engine, url = recording
+    client = Client(url, verbose=False)
+    # Each "<start_of_turn>" is exactly one token: with <bos>, n of them make n + 1 tokens.
+    at_limit = "<start_of_turn>" * (8192 - 4096 - 1)
+    assert tokenizer.count(at_limit) + 4096 == 8192
+    calls = len(engine.calls)
+    with pytest.raises(AppError, match=r"4097 tokens and max_new_tokens is 4096.*8192"):
+        client.predict(at_limit + "<start_of_turn>", 4096, *GREEDY, api_name="/complete")
+    assert len(engine.calls) == calls  # refused before any model call
+    assert client.predict(at_limit, 4096, *GREEDY, api_name="/complete") == "Fine, thanks."
+
+
+def test_chat_drops_the_oldest_turns_to_fit(recording, tokenizer):
+    engine, url = recording
+    long_text = "Hello world. " * 500
+    per_message = tokenizer.count(long_text)
+    assert 2000 < per_message < 4000
+    history = [
+        {"role": "user", "content": "FIRST " + long_text},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "SECOND " + long_text},
+        {"role": "assistant", "content": "ok"},
+    ]
+    client = Client(url, verbose=False)
+    reply = client.predict("NEWEST " + long_text, json.dumps(history), "", "fold", "", 2048,
+                           *GREEDY, api_name="/chat")  # fmt: skip
+    assert reply == "Fine, thanks."
+    sent = engine.calls[-1]
+    assert "FIRST" not in sent["prompt"] and "NEWEST" in sent["prompt"]
+    assert len(sent["ids"]) + 2048 <= 8192
+
+
+# ---- 6. bad values past the UI --------------------------------------------------------------
+
+CHAT_REST = ", 20, 0.5, 0.9, 50, 1.0, 1"  # max_new_tokens … seed
+BAD_CALLS = [
+    ("complete", '["Hello", 20, NaN, 0.9, 50, 1.0, 1]', "temperature must be"),
+    ("complete", '["Hello", 20, Infinity, 0.9, 50, 1.0, 1]', "temperature must be"),
+    ("complete", '["Hello", 20, 0.5, -Infinity, 50, 1.0, 1]', "top_p must be"),
+    ("complete", '["Hello", 1e9, 0.5, 0.9, 50, 1.0, 1]', "max_new_tokens must be"),
+    ("complete", '["Hello", 20, 0.5, 0.9, 50, 1.0, 1.5]', "seed must be"),
+    ("complete", '["Hello", "20", 0.5, 0.9, 50, 1.0, 1]', "max_new_tokens must be"),
+    ("complete", '["Hello", 20, 0.5, 0.9, [5], 1.0, 1]', "top_k must be"),
+    ("complete", '["Hello", 20, 0.5, 0.9, 50, "1.0", 1]', "repetition_penalty must be"),
+    ("complete", '["Hello", 20, 0.5, 0.9, 50, true, 1]', "repetition_penalty must be"),
+    ("complete", '[["a"], 20, 0.5, 0.9, 50, 1.0, 1]', "must be text"),
+    ("complete", json.dumps(["x" * 1_000_000, 20, 0.5, 0.9, 50, 1.0, 1]), "characters"),
+    ("complete", '["", 20, 0.5, 0.9, 50, 1.0, 1]', "empty"),
+    ("complete", '["  \\n ", 20, 0.5, 0.9, 50, 1.0, 1]', "empty"),
+    ("chat", '["Hi", "[{", "", "fold", ""' + CHAT_REST + "]", "not valid JSON"),
+    ("chat", '["Hi", "[{\\"role\\": \\"robot\\", \\"content\\": \\"x\\"}]", "", "fold", ""'
+     + CHAT_REST + "]", "robot"),
+    ("chat", '["", "[]", "", "fold", ""' + CHAT_REST + "]", "empty"),
+    ("chat", '["Hi", "[]", "", "bogus", ""' + CHAT_REST + "]", "fold"),
+    ("chat", '["Hi", "[]", "", "fold", ""' + CHAT_REST.replace("0.5", "NaN") + "]",
+     "temperature must be"),
+    ("render", '["[{\\"role\\": \\"wizard\\", \\"content\\": \\"x\\"}]", "fold", true]',
+     "wizard"),
+    ("render", '["{\\"messages\\": 5}", "fold", true]', "array"),
+    ("render", '[5, "fold", true]', "must be text"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("api, data, message", BAD_CALLS)
+def test_bad_values_get_a_clear_error_and_never_reach_the_engine(recording, api, data, message):
+    engine, url = recording
+    calls = len(engine.calls)
+    event, detail = call_raw(url, api, f'{{"data": {data}}}')
+    assert event == "error", detail
+    assert message.lower() in detail.lower()
+    assert "Traceback" not in detail
+    assert len(engine.calls) == calls
+    assert Client(url, verbose=False).predict("Hello", 5, *GREEDY, api_name="/complete")
+
+
+# ---- 8. hardened for a public Space ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "app.py", "../app.py", "space.yaml", "%2e%2e/%2e%2e/etc/passwd"]
+)
+def test_file_route_serves_nothing_of_the_repo_or_system(app_url, path):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{app_url}gradio_api/file={path}", timeout=30)
+    assert refused.value.code in (403, 404)
+
+
+def test_upload_size_is_capped_and_monitoring_is_off(app_url):
+    body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\n'
+    body += b"a" * 2_000_000 + b"\r\n--x--\r\n"
+    request = urllib.request.Request(
+        f"{app_url}gradio_api/upload",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{app_url}gradio_api/monitoring", timeout=30)
+    assert missing.value.code in (403, 404)
+
+
+def test_concurrent_engine_use_from_threads_is_serialised(genai_engine):
+    """The engine lock alone (no Gradio queue) keeps the native pipeline to one generation."""
+    genai_engine.peak_active = 0
+    results = []
+
+    def run():
+        params = SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.0)
+        results.append(genai_engine.generate("Hello", params).run().text)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert genai_engine.peak_active == 1
