@@ -81,7 +81,9 @@ def token_rows(tokens: Sequence[Token]) -> list[list[object]]:
     ]
 
 
-def notes_markdown(errors: Sequence[str], warnings: Sequence[str]) -> str:
+def notes_markdown(
+    errors: Sequence[str], warnings: Sequence[str], empty: str = "No problems found."
+) -> str:
     lines = [f"**Error:** {escape(e)}" for e in errors]
     lines += [f"**Note:** {escape(w)}" for w in warnings]
-    return "\n\n".join(lines) or "No problems found."
+    return "\n\n".join(lines) or empty

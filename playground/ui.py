@@ -361,13 +361,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             params = params_from(*values[:-1], stop=values[-1])
             replies = stream_reply(messages, system or "", policy, prefill or "", params)
             for reply, result, budget in throttle(replies):
-                dropped = budget.dropped_turns
-                note = (
-                    f"To fit the context, the oldest messages were left out of the prompt: "
-                    f"{', '.join(map(str, dropped))}."
-                    if dropped
-                    else ""
-                )
+                # Dropped turns and control-token text: the same notes the inspector shows.
+                note = display.notes_markdown([], budget.rendered.warnings, empty="")
                 figures_line = display.figures_line(result) if result else None
                 current = [*messages, {"role": "assistant", "content": reply}]
                 current_figs = [*figs, figures_line]
@@ -378,7 +373,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                     current,
                     current_figs,
                     display.context_meter(used, engine.context_size),
-                    display.escape(note),
+                    note,
                 )
 
         respond_inputs = [

@@ -1,0 +1,53 @@
+"""Take README's screenshots from the real app (tiny model) in Debian's headless Chromium.
+
+Usage: python docs/take_screenshots.py  (writes docs/*.png)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from playwright.sync_api import sync_playwright
+
+from playground.engine import open_engine
+from playground.settings import load_settings
+from playground.ui import build_demo
+from tests.conftest import serve
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, set_number
+
+DOCS = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    settings = load_settings(model="tiny-random")
+    engine, _ = open_engine(settings)
+    url = serve(build_demo(engine, settings), settings)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.wait_for_selector("#message textarea")
+        set_number(page, "slider-max_new_tokens", 60)
+        page.locator("#examples input").click()
+        page.get_by_text("A system prompt (Gemma-2 has no system role)").click()
+        page.wait_for_function("document.querySelector('#message textarea').value.length > 0")
+        page.click("#send")
+        page.wait_for_selector("#chatbot >> text=prompt tokens")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(DOCS / "chat.png"))
+        page.get_by_role("tab", name="Template inspector").click()
+        page.click("#use-chat")
+        page.wait_for_selector("#marked-prompt >> text=patient teacher")
+        page.screenshot(path=str(DOCS / "inspector.png"), full_page=True)
+        page.get_by_role("tab", name="Raw prompt").click()
+        page.fill("#raw-prompt textarea", "<start_of_turn>user\nWrite a haiku.<end_of_turn>\n")
+        page.click("#raw-generate")
+        page.wait_for_selector("#raw-figures >> text=new tokens")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(DOCS / "raw.png"))
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Soak: 200 requests with random valid values from 4 parallel clients against `python app.py`.
+
+None may fail, and the server's peak memory after warm-up may grow by less than 10%. The
+figures are written to artifacts/soak.json for the closing note.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from gradio_client import Client
+
+from tests.conftest import ROOT, free_port
+from tests.test_app import _wait_for_page
+
+pytestmark = pytest.mark.slow
+
+REQUESTS, CLIENTS, WARM_UP = 200, 4, 20
+
+
+def random_call(client: Client, rng: random.Random) -> object:
+    sampling = [
+        rng.randint(1, 48),  # max_new_tokens
+        round(rng.uniform(0, 1.5), 2),  # temperature
+        round(rng.uniform(0.1, 1.0), 2),  # top_p
+        rng.randint(0, 100),  # top_k
+        round(rng.uniform(1.0, 1.5), 2),  # repetition_penalty
+        rng.randint(0, 2**31 - 1),  # seed
+    ]
+    kind = rng.choice(["complete", "chat", "render"])
+    if kind == "complete":
+        return client.predict(rng.choice(["Hello", "Once upon", "def f("]), *sampling,
+                              api_name="/complete")  # fmt: skip
+    history = json.dumps(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]
+    )
+    if kind == "chat":
+        return client.predict("How are you?", history, rng.choice(["", "Be brief."]), "fold", "",
+                              *sampling, api_name="/chat")  # fmt: skip
+    return client.predict(history, "fold", False, api_name="/render")
+
+
+def test_soak_200_requests_from_4_clients(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PLAYGROUND_QUEUE_SIZE": "64"}
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", "tiny-random", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for_page(url, server)
+        process = psutil.Process(server.pid)
+        warm = Client(url, verbose=False)
+        rng = random.Random(0)
+        for _ in range(WARM_UP):
+            random_call(warm, rng)
+        baseline = process.memory_info().rss
+        peak = [baseline]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.1):
+                peak[0] = max(peak[0], process.memory_info().rss)
+
+        failures: list[str] = []
+        counts = [0] * CLIENTS
+
+        def worker(index: int):
+            client, worker_rng = Client(url, verbose=False), random.Random(index + 1)
+            for _ in range(REQUESTS // CLIENTS):
+                try:
+                    random_call(client, worker_rng)
+                    counts[index] += 1
+                except Exception as error:
+                    failures.append(f"{type(error).__name__}: {error}")
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        start = time.monotonic()
+        workers = [threading.Thread(target=worker, args=(i,)) for i in range(CLIENTS)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        elapsed = time.monotonic() - start
+        done.set()
+        sampler.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    growth = peak[0] / baseline - 1
+    figures = {
+        "requests": sum(counts),
+        "failures": failures,
+        "seconds": round(elapsed, 1),
+        "rss_after_warm_up_mb": round(baseline / 2**20, 1),
+        "peak_rss_mb": round(peak[0] / 2**20, 1),
+        "growth_percent": round(100 * growth, 2),
+    }
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "artifacts" / "soak.json").write_text(json.dumps(figures, indent=2))
+    assert failures == []
+    assert sum(counts) == REQUESTS
+    assert growth < 0.10, figures
