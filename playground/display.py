@@ -21,7 +21,7 @@ STOP_REASONS: dict[StopReason, str] = {
     "end_of_turn": "end of turn",
     "max_new_tokens": "max new tokens reached",
     "stop_string": "stop string",
-    "cancelled": "stopped",
+    "cancelled": "stopped by you",
 }
 _CONTROL = re.compile("|".join(re.escape(html.escape(t)) for t in CONTROL_TOKEN_TEXTS))
 

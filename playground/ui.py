@@ -150,30 +150,47 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             prefill=prefill,
         )
 
+    def stream_text(
+        prompt: str, params: SamplingParams, start: str = "", stop: dict | None = None
+    ) -> Iterator[tuple[str, GenerationResult | None]]:
+        """Yield (text so far, None) while generating, then (text, result).
+
+        `stop` is the visitor's stop flag ({"stop": bool} in gr.State, shared by reference with
+        the Stop button's handler): once set, the engine is cancelled within a token and the
+        stream ends normally, with its figures.
+        """
+        generation = engine.generate(prompt, params)
+        text = start
+        try:
+            for chunk in generation:
+                if stop and stop["stop"]:
+                    generation.cancel()
+                text += chunk
+                yield text, None
+        finally:
+            generation.cancel()  # a closed page or a cancelled job: end the native loop now
+        yield text, generation.result
+
     def stream_reply(
         history: list[dict[str, str]],
         system: str,
         policy: str,
         prefill: str,
         params: SamplingParams,
+        stop: dict | None = None,
     ) -> Iterator[tuple[str, GenerationResult | None, Budget]]:
         """Yield (reply so far, result at the end, budget) for the chat tab and /chat."""
         check_text(system, "The system prompt")
         check_text(prefill, "The prefill")
         budget = chat_budget(history, system, policy, prefill, params.max_new_tokens)
-        generation = engine.generate(budget.rendered.text, params)
-        reply = prefill
-        try:
-            for chunk in generation:
-                reply += chunk
-                yield reply, None, budget
-        finally:
-            generation.cancel()  # a closed page or Stop: end the native loop now
-        yield reply, generation.result, budget
+        for reply, result in stream_text(budget.rendered.text, params, prefill, stop):
+            yield reply, result, budget
 
     with gr.Blocks(title="Gemma-2 OpenVINO Playground") as demo:
         history = gr.State([])  # this visitor's messages, {"role", "content"}
         figures = gr.State([])  # per message: its figures line (replies) or None
+        chat_stop = gr.State({"stop": False})  # this visitor's Stop buttons
+        raw_stop_flag = gr.State({"stop": False})
 
         gr.Markdown(
             "# Gemma-2 OpenVINO Playground\n"
@@ -346,20 +363,23 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
 
         # ---- chat ----------------------------------------------------------------------------
         @user_errors
-        def on_submit(text: str | None, messages: list, figs: list):
+        def on_submit(text: str | None, messages: list, figs: list, stop: dict):
             if not text or not text.strip():
                 raise gr.Error("Type a message first.")
             check_text(text, "The message")
+            stop["stop"] = False
             messages = [*messages, {"role": "user", "content": text}]
             figs = [*figs, None]
             return "", messages, figs, display.chat_display(messages, figs)
 
         @user_errors
-        def on_respond(messages: list, figs: list, system: str, policy: str, prefill: str, *values):
+        def on_respond(
+            messages: list, figs: list, stop: dict, system: str, policy: str, prefill: str, *values
+        ):
             if not messages or messages[-1]["role"] != "user":
                 return
             params = params_from(*values[:-1], stop=values[-1])
-            replies = stream_reply(messages, system or "", policy, prefill or "", params)
+            replies = stream_reply(messages, system or "", policy, prefill or "", params, stop)
             for reply, result, budget in throttle(replies):
                 # Dropped turns and control-token text: the same notes the inspector shows.
                 note = display.notes_markdown([], budget.rendered.warnings, empty="")
@@ -379,6 +399,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         respond_inputs = [
             history,
             figures,
+            chat_stop,
             system_box,
             policy_box,
             prefill_box,
@@ -398,25 +419,22 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 api_visibility="private",
             )
 
-        chat_events = [
+        for trigger in (message_box.submit, send.click):
             respond_after(
-                trigger(on_submit, [message_box, history, figures], submit_outputs,
+                trigger(on_submit, [message_box, history, figures, chat_stop], submit_outputs,
                         api_visibility="private")
-            )
-            for trigger in (message_box.submit, send.click)
-        ]  # fmt: skip
+            )  # fmt: skip
 
-        def on_regenerate(messages: list, figs: list):
+        def on_regenerate(messages: list, figs: list, stop: dict):
+            stop["stop"] = False
             while messages and messages[-1]["role"] == "assistant":
                 messages, figs = messages[:-1], figs[:-1]
             return messages, figs, display.chat_display(messages, figs)
 
-        chat_events.append(
-            respond_after(
-                regenerate.click(
-                    on_regenerate, [history, figures], [history, figures, chatbot],
-                    api_visibility="private",
-                )
+        respond_after(
+            regenerate.click(
+                on_regenerate, [history, figures, chat_stop], [history, figures, chatbot],
+                api_visibility="private",
             )
         )  # fmt: skip
 
@@ -437,16 +455,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             api_visibility="private",
         )
 
-        def on_stop(messages: list, figs: list):
-            """Cancelling closes the reply's stream (which stops the engine); mark the reply."""
-            if messages and messages[-1]["role"] == "assistant" and not figs[-1]:
-                figs = [*figs[:-1], "stopped by you"]
-            return figs, display.chat_display(messages, figs)
+        def on_stop(stop: dict) -> None:
+            # Not in the engine group: it runs at once, beside the reply it stops.
+            stop["stop"] = True
 
-        stop_chat.click(
-            on_stop, [history, figures], [figures, chatbot], cancels=chat_events,
-            api_visibility="private",
-        )  # fmt: skip
+        stop_chat.click(on_stop, chat_stop, None, api_visibility="private")
+        raw_stop.click(on_stop, raw_stop_flag, None, api_visibility="private")
 
         def on_example(title: str | None):
             messages = examples.get(title or "", [])
@@ -465,34 +479,31 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
 
         # ---- raw prompt ----------------------------------------------------------------------
-        def run_complete(prompt: str, params: SamplingParams) -> Iterator[tuple[str, str]]:
+        def run_complete(
+            prompt: str, params: SamplingParams, stop: dict | None = None
+        ) -> Iterator[tuple[str, GenerationResult | None]]:
             check_text(prompt, "The prompt")
             if not prompt.strip():
                 raise ParamError("The prompt is empty.")
-            generation = engine.generate(prompt, params)
-            text = ""
-            try:
-                for chunk in generation:
-                    text += chunk
-                    yield text, ""
-            finally:
-                generation.cancel()
-            yield text, display.escape(display.figures_line(generation.result))
+            return stream_text(prompt, params, stop=stop)
 
         @user_errors
-        def on_raw(prompt: str | None, *values):
+        def on_raw(prompt: str | None, stop: dict, *values):
             params = params_from(*values[:-1], stop=values[-1])
-            yield from throttle(run_complete(prompt or "", params))
+            for text, result in throttle(run_complete(prompt or "", params, stop)):
+                yield text, display.escape(display.figures_line(result)) if result else ""
 
-        raw_event = raw_run.click(
+        def on_raw_start(stop: dict) -> None:
+            stop["stop"] = False  # before queueing, so a Stop pressed while queued still counts
+
+        raw_run.click(on_raw_start, raw_stop_flag, None, api_visibility="private").then(
             on_raw,
-            [raw_box, *sampling, stop_box],
+            [raw_box, raw_stop_flag, *sampling, stop_box],
             [raw_out, raw_figures],
             concurrency_id=ENGINE_GROUP,
             concurrency_limit=1,
             api_visibility="private",
         )
-        raw_stop.click(None, cancels=[raw_event], api_visibility="private")
 
         # ---- template inspector --------------------------------------------------------------
         @user_errors

@@ -198,3 +198,19 @@ def test_chat_names_the_turns_it_dropped_to_fit(page, tokenizer):
         page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={turn}")
     notice = page.inner_text("#chat-notice")
     assert "messages 1-" in notice and "oldest" in notice and "left out" in notice
+
+
+def test_raw_tab_stop_ends_the_stream_with_its_figures(paced_page, paced_engine):
+    page = paced_page
+    set_number(page, "slider-max_new_tokens", 4096)
+    set_number(page, "slider-temperature", 0)
+    page.get_by_role("tab", name="Raw prompt").click()
+    page.fill("#raw-prompt textarea", "Once upon a time")
+    page.click("#raw-generate")
+    page.wait_for_function(
+        "document.querySelector('#raw-output textarea').value.length > 100", timeout=TIMEOUT_MS
+    )
+    page.click("#raw-stop", force=True)
+    page.wait_for_selector("#raw-figures >> text=stopped by you")
+    assert paced_engine.active == 0
+    assert "4096 new tokens" not in page.inner_text("#raw-figures")

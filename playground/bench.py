@@ -1,0 +1,313 @@
+"""Benchmarks: `python -m playground.bench [--model M] [--json OUT] [--quick]`.
+
+Owns: measuring, side by side in one run, engine load (cold and warm compiled-model cache, each
+in a fresh process), time to first token and decode tokens/s of the `genai` and `optimum`
+engines (greedy and sampling), the same through the running app's API, time to first token over
+a 6-turn chat, peak memory per engine, and the machine's memory bandwidth with the roofline it
+implies. It prints a markdown table; `--json` keeps every raw sample.
+Does not own: the engines or the app (it drives them as a user would). Timing lives here and
+only here: the test suite checks behaviour, never speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from playground.chat_format import render
+from playground.sampling import SamplingParams
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ("genai", "optimum")
+PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
+
+
+def _modes(new_tokens: int) -> dict[str, SamplingParams]:
+    return {
+        "greedy": SamplingParams(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0),
+        "sampling": SamplingParams(
+            max_new_tokens=new_tokens, temperature=0.8, top_p=0.95, top_k=50, seed=1
+        ),
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """In a fresh process: load one engine, measure, print one JSON object."""
+    from playground.engine import load_engine
+    from playground.models import resolve_model
+
+    cache_dir = Path(args.cache_dir)
+    folder = resolve_model(args.model, Path(args.model_cache))
+    ov_config = json.loads(args.ov_config)
+    start = time.perf_counter()
+    engine = load_engine(folder, args.worker, cache_dir=cache_dir, ov_config=ov_config)
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+    if not args.load_only:
+        prompt = render([{"role": "user", "content": PROMPT}]).text
+        for mode, params in _modes(args.new_tokens).items():
+            engine.generate(prompt, params.with_(max_new_tokens=8)).run()  # warm-up
+            runs, totals = [], []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                runs.append(engine.generate(prompt, params).run())
+                totals.append(time.perf_counter() - start)
+            out[mode] = {
+                "ttft_s": [r.ttft_s for r in runs],
+                "tokens_per_s": [r.tokens_per_s for r in runs],
+                "new_tokens": [r.new_tokens for r in runs],
+                "total_s": totals,
+            }
+        out["chat_ttft_s"] = _chat_turns(engine, args.turn_words)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def _chat_turns(engine, words: int, turns: int = 6) -> list[float]:
+    """Time to first token at each turn of a chat whose user turns are ~`words` words."""
+    filler = ("The quick brown fox jumps over the lazy dog near the river bank. " * 60).split()
+    history: list[dict[str, str]] = []
+    ttfts = []
+    params = SamplingParams(max_new_tokens=16, temperature=0, repetition_penalty=1.0)
+    for turn in range(turns):
+        text = f"Turn {turn}: " + " ".join(filler[(turn * 7) % 50 :][:words])
+        history.append({"role": "user", "content": text})
+        result = engine.generate(render(history).text, params).run()
+        ttfts.append(result.ttft_s)
+        history.append({"role": "assistant", "content": result.text.strip() or "ok"})
+    return ttfts
+
+
+def _run_worker(kind: str, opts: argparse.Namespace, cache_dir: Path, load_only: bool) -> dict:
+    command = [
+        sys.executable, "-m", "playground.bench", "--worker", kind, "--model", opts.model,
+        "--cache-dir", str(cache_dir), "--model-cache", str(opts.model_cache),
+        "--ov-config", opts.ov_config, "--new-tokens", str(opts.new_tokens),
+        "--repeats", str(opts.repeats), "--turn-words", str(opts.turn_words),
+    ] + (["--load-only"] if load_only else [])  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench worker {kind} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _through_app(opts: argparse.Namespace, direct: dict) -> dict:
+    """The same greedy requests through `python app.py`'s /complete, from this process."""
+    import socket
+    import urllib.request
+
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PLAYGROUND_CACHE": str(opts.model_cache),
+           "PLAYGROUND_OV_CONFIG": opts.ov_config}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", opts.model, "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                urllib.request.urlopen(url + "config", timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the app did not start") from None
+                time.sleep(0.5)
+        client = Client(url, verbose=False)
+        prompt = render([{"role": "user", "content": PROMPT}]).text
+        args = (prompt, opts.new_tokens, 0.0, 1.0, 0, 1.0, 1)
+        client.predict(prompt, 8, 0.0, 1.0, 0, 1.0, 1, api_name="/complete")  # warm-up
+        ttfts, totals = [], []
+        for _ in range(opts.repeats):
+            start = time.perf_counter()
+            first = None
+            for _ in client.submit(*args, api_name="/complete"):
+                first = first or time.perf_counter()
+            end = time.perf_counter()
+            ttfts.append((first or end) - start)
+            totals.append(end - start)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    tokens = statistics.median(direct["greedy"]["new_tokens"])
+    return {
+        "ttft_s": ttfts,
+        "total_s": totals,
+        "tokens_per_s": [tokens / t for t in totals],  # greedy: the same tokens as direct
+    }
+
+
+def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
+    """Copy bandwidth (bytes read + written per second) of a large array, best of `repeats`."""
+    import numpy as np
+
+    source = np.ones(size_mb * 2**20 // 8)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best / 1e9
+
+
+def run(opts: argparse.Namespace) -> dict:
+    from playground.models import resolve_model
+
+    folder = resolve_model(opts.model, Path(opts.model_cache))
+    weight_bytes = (folder / "openvino_model.bin").stat().st_size
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "versions": _versions(),
+        "command": " ".join(["python -m playground.bench", *sys.argv[1:]]),
+        "model": opts.model,
+        "weight_bytes": weight_bytes,
+        "ov_config": json.loads(opts.ov_config),
+        "engines": {},
+    }
+    for kind in ENGINES:
+        with tempfile.TemporaryDirectory() as cache:
+            cold = _run_worker(kind, opts, Path(cache), load_only=False)
+            warm = _run_worker(kind, opts, Path(cache), load_only=True)
+        results["engines"][kind] = {
+            **cold,
+            "cold_load_s": cold["load_s"],
+            "warm_load_s": warm["load_s"],
+        }
+    results["app"] = _through_app(opts, results["engines"]["genai"])
+    bandwidth = memory_bandwidth_gbs()
+    results["memory_bandwidth_gbs"] = bandwidth
+    results["roofline_tokens_per_s"] = bandwidth * 1e9 / weight_bytes
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
+    return {name: version(name) for name in names}
+
+
+def table(results: dict) -> str:
+    """The markdown table of medians (with min–max) from `run`'s results."""
+
+    def cell(values: list[float], fmt: str = "{:.1f}") -> str:
+        s = _summary(values)
+        return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+    roofline = results["roofline_tokens_per_s"]
+    rows = [
+        "| path | mode | time to first token, s | decode tokens/s | of roofline | "
+        "cold / warm load, s | peak memory, MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, data in results["engines"].items():
+        for mode in ("greedy", "sampling"):
+            tps = data[mode]["tokens_per_s"]
+            rows.append(
+                f"| {kind} | {mode} | {cell(data[mode]['ttft_s'], '{:.3f}')} | {cell(tps)} | "
+                f"{100 * statistics.median(tps) / roofline:.0f}% | "
+                f"{data['cold_load_s']:.2f} / {data['warm_load_s']:.2f} | "
+                f"{data['peak_rss_mb']:.0f} |"
+            )
+    app = results["app"]
+    rows.append(
+        f"| app /complete (genai) | greedy | {cell(app['ttft_s'], '{:.3f}')} | "
+        f"{cell(app['tokens_per_s'])} | "
+        f"{100 * statistics.median(app['tokens_per_s']) / roofline:.0f}% | | |"
+    )
+    genai, optimum = results["engines"]["genai"], results["engines"]["optimum"]
+    speedup = statistics.median(genai["greedy"]["tokens_per_s"]) / statistics.median(
+        optimum["greedy"]["tokens_per_s"]
+    )
+    direct_total = statistics.median(genai["greedy"]["total_s"])
+    chat = genai["chat_ttft_s"]
+    lines = [
+        *rows,
+        "",
+        f"- genai / optimum decode, greedy: {speedup:.2f}×",
+        f"- app / direct (whole request, greedy): "
+        f"{direct_total / statistics.median(app['total_s']):.2f}×",
+        "- time to first token over a 6-turn chat (genai): "
+        + ", ".join(f"{t:.3f}" for t in chat)
+        + f" s; turn 6 / turn 1: {chat[-1] / chat[0]:.2f}×",
+        "- time to first token over a 6-turn chat (optimum): "
+        + ", ".join(f"{t:.3f}" for t in optimum["chat_ttft_s"])
+        + f" s; turn 6 / turn 1: {optimum['chat_ttft_s'][-1] / optimum['chat_ttft_s'][0]:.2f}×",
+        f"- memory bandwidth (array copy): {results['memory_bandwidth_gbs']:.1f} GB/s; weights "
+        f"read per token: {results['weight_bytes'] / 1e6:.1f} MB; roofline "
+        f"{roofline:.0f} tokens/s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m playground.bench", description=__doc__)
+    parser.add_argument("--model", default="tiny-random", help="tiny-random, mid-random or PATH")
+    parser.add_argument("--json", type=Path, help="write every raw sample here")
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 32 tokens")
+    parser.add_argument("--ov-config", default="{}", help="OpenVINO properties, JSON")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--turn-words", type=int, default=450, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.model_cache is None:
+        from playground.settings import load_settings
+
+        opts.model_cache = str(load_settings().cache_dir)
+    if opts.worker:
+        _worker(opts)
+        return 0
+    if opts.quick:
+        opts.new_tokens, opts.repeats, opts.turn_words = 32, 2, 60
+    results = run(opts)
+    print(table(results))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
