@@ -76,19 +76,36 @@ def _worker(args: argparse.Namespace) -> None:
                 "new_tokens": [r.new_tokens for r in runs],
                 "total_s": totals,
             }
-        out["chat_ttft_s"] = _chat_turns(engine, args.turn_words)
+        out["chat_ttft_s"] = _chat_turns(engine, args.turn_tokens)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
-def _chat_turns(engine, words: int, turns: int = 6) -> list[float]:
-    """Time to first token at each turn of a chat whose user turns are ~`words` words."""
-    filler = ("The quick brown fox jumps over the lazy dog near the river bank. " * 60).split()
+def _chat_turns(engine, turn_tokens: int, turns: int = 6) -> list[float]:
+    """Time to first token at each turn of a chat whose user turns are ~`turn_tokens` tokens."""
+    words = [
+        "The",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "near",
+        "the",
+        "old",
+        "river",
+        "bank",
+    ]
     history: list[dict[str, str]] = []
     ttfts = []
     params = SamplingParams(max_new_tokens=16, temperature=0, repetition_penalty=1.0)
     for turn in range(turns):
-        text = f"Turn {turn}: " + " ".join(filler[(turn * 7) % 50 :][:words])
+        text = f"Turn {turn}:"
+        while engine.tokenizer.count(text) < turn_tokens:
+            text += " " + " ".join(words[turn % 5 :] + words[: turn % 5])
         history.append({"role": "user", "content": text})
         result = engine.generate(render(history).text, params).run()
         ttfts.append(result.ttft_s)
@@ -101,7 +118,7 @@ def _run_worker(kind: str, opts: argparse.Namespace, cache_dir: Path, load_only:
         sys.executable, "-m", "playground.bench", "--worker", kind, "--model", opts.model,
         "--cache-dir", str(cache_dir), "--model-cache", str(opts.model_cache),
         "--ov-config", opts.ov_config, "--new-tokens", str(opts.new_tokens),
-        "--repeats", str(opts.repeats), "--turn-words", str(opts.turn_words),
+        "--repeats", str(opts.repeats), "--turn-tokens", str(opts.turn_tokens),
     ] + (["--load-only"] if load_only else [])  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -291,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
-    parser.add_argument("--turn-words", type=int, default=450, help=argparse.SUPPRESS)
+    parser.add_argument("--turn-tokens", type=int, default=600, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.model_cache is None:
         from playground.settings import load_settings
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         _worker(opts)
         return 0
     if opts.quick:
-        opts.new_tokens, opts.repeats, opts.turn_words = 32, 2, 60
+        opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
     results = run(opts)
     print(table(results))
     if opts.json:

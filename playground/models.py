@@ -51,6 +51,9 @@ class SyntheticSpec:
     group_size: int
 
 
+# Bumped whenever the build recipe changes, so a cached build of an older recipe is not reused.
+RECIPE = 2
+
 SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
     # Exports cleanly and builds in seconds; the default group size 128 fails on a 64-wide model.
     "tiny-random": SyntheticSpec(1024, 64, 128, 2, 4, 2, 16, 32, 32),
@@ -127,7 +130,7 @@ def ensure_ov_tokenizers(folder: Path) -> Path:
 
 def build_synthetic_model(name: str, cache_dir: Path) -> Path:
     """Build the random-weight Gemma-2 `name` once, offline and deterministically; return it."""
-    target = cache_dir / "models" / name
+    target = cache_dir / "models" / f"{name}-r{RECIPE}"
     if (target / MODEL_XML).is_file() and all((target / f).is_file() for f in OV_TOKENIZER_FILES):
         return target
     spec = SYNTHETIC_MODELS[name]
@@ -240,6 +243,9 @@ def _train_tokenizer(vocab_size: int):
     for token, _ in learned:
         if token not in vocab and len(vocab) < vocab_size:
             vocab[token] = len(vocab)
+    # Fill the rest of the model's vocabulary (no merge reaches these; they only decode).
+    for i in range(vocab_size - len(vocab)):
+        vocab[f"<extra{i}>"] = len(vocab)
     merges = [
         (left, right)
         for left, right in _merges_of(draft)
