@@ -1,15 +1,16 @@
 """The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
-`python app.py [--model M] [--engine genai|optimum] [--host H] [--port P]`. Hugging Face Spaces
-imports the module-level `demo`.
+Owns: the command line of `python app.py [--model M] [--engine genai|optimum] [--host H]
+[--port P]`, logging set-up, and the module-level `demo` that Hugging Face Spaces imports.
+Does not own: anything else; each step is a call into `playground`.
 """
 
 import argparse
 import logging
 
-from playground.engine import ENGINE_KINDS, open_engine
+from playground.engine import ENGINE_KINDS, EngineError, open_engine
 from playground.models import ModelUnavailableError
-from playground.settings import load_settings
+from playground.settings import SettingsError, load_settings
 from playground.ui import build_demo, launch_options
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -18,15 +19,16 @@ log = logging.getLogger("app")
 parser = argparse.ArgumentParser(description="Gemma-2 OpenVINO Playground")
 parser.add_argument("--model", help="HF repo id, local OpenVINO IR folder, or tiny-random")
 parser.add_argument("--engine", choices=ENGINE_KINDS)
-parser.add_argument("--host", default="127.0.0.1")
-parser.add_argument("--port", type=int, default=7860)
+# No default host: Gradio then reads GRADIO_SERVER_NAME (0.0.0.0 on Spaces), else 127.0.0.1.
+parser.add_argument("--host")
+parser.add_argument("--port", type=int)  # likewise GRADIO_SERVER_PORT, else 7860
 # parse_known_args: Spaces and test runners may pass arguments of their own.
 args, _ = parser.parse_known_args()
 
-settings = load_settings(model=args.model, engine=args.engine)
 try:
+    settings = load_settings(model=args.model, engine=args.engine)
     engine, notice = open_engine(settings)
-except ModelUnavailableError as error:
+except (ModelUnavailableError, SettingsError, EngineError) as error:
     raise SystemExit(f"error: {error}") from None
 if notice:
     log.warning(notice)

@@ -1,4 +1,4 @@
-"""`python -m playground`: see `playground.cli`."""
+"""`python -m playground`: runs the command line of `playground.cli`, and owns nothing else."""
 
 import sys
 

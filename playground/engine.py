@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from playground.models import ModelUnavailableError, resolve_model
 from playground.sampling import SamplingParams
@@ -69,6 +69,7 @@ class EngineInfo:
 
 
 _END = object()
+_STARTED = object()
 
 
 @dataclass
@@ -172,7 +173,11 @@ class Engine:
     kind = "base"
 
     def __init__(
-        self, folder: Path, tokenizer: Tokenizer, context_size: int, info: EngineInfo
+        self,
+        folder: Path,
+        tokenizer: Tokenizer,
+        context_size: int,
+        info: EngineInfo | None = None,  # set by load_engine once loading is timed
     ) -> None:
         self.folder = folder
         self.tokenizer = tokenizer
@@ -218,15 +223,22 @@ class Engine:
             target=self._work, args=(ids, params, progress, updates), daemon=True
         )
         worker.start()
+        started = False
         try:
             while True:
+                # Waiting for the lock has its own limit (in the worker); once the engine is
+                # ours, a silence of TOKEN_TIMEOUT_S means it is stuck.
+                timeout = TOKEN_TIMEOUT_S if started else LOCK_TIMEOUT_S + TOKEN_TIMEOUT_S
                 try:
-                    item = updates.get(timeout=TOKEN_TIMEOUT_S)
+                    item = updates.get(timeout=timeout)
                 except queue.Empty:
                     cancel.set()
                     raise EngineError(
-                        f"The engine produced nothing for {TOKEN_TIMEOUT_S:.0f} s; cancelled."
+                        f"The engine produced nothing for {timeout:.0f} s; cancelled."
                     ) from None
+                if item is _STARTED:
+                    started = True
+                    continue
                 if item is _END:
                     break
                 if isinstance(item, BaseException):
@@ -251,16 +263,17 @@ class Engine:
             if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
                 raise EngineError("The engine is busy with another generation; try again.")
             try:
-                if progress.cancel.is_set():
+                updates.put(_STARTED)
+                if progress.cancel.is_set():  # cancelled while waiting for the lock
                     progress.stop_reason = "cancelled"
-                    return
-                self.active += 1
-                self.peak_active = max(self.peak_active, self.active)
-                progress.start = time.perf_counter()
-                try:
-                    self._run(ids, params, on_token)
-                finally:
-                    self.active -= 1
+                else:
+                    self.active += 1
+                    self.peak_active = max(self.peak_active, self.active)
+                    progress.start = time.perf_counter()
+                    try:
+                        self._run(ids, params, on_token)
+                    finally:
+                        self.active -= 1
             finally:
                 self._lock.release()
             progress.flush()
@@ -306,7 +319,7 @@ class Engine:
 class GenAIEngine(Engine):
     kind = "genai"
 
-    def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs) -> None:
+    def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs: Any) -> None:
         import openvino_genai
 
         self._genai = openvino_genai
@@ -350,7 +363,7 @@ class GenAIEngine(Engine):
 class OptimumEngine(Engine):
     kind = "optimum"
 
-    def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs) -> None:
+    def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs: Any) -> None:
         from optimum.intel import OVModelForCausalLM
 
         self.model = OVModelForCausalLM.from_pretrained(
@@ -426,29 +439,50 @@ def load_engine(
 
     if kind not in _ENGINE_CLASSES:
         raise EngineError(f"Unknown engine {kind!r}: choose one of {', '.join(ENGINE_KINDS)}.")
-    ov_cache = cache_dir / "ov_cache"
+    ov_cache = cache_dir / "ov_cache" / folder.resolve().name  # per model: "cache used" is true
     ov_cache.mkdir(parents=True, exist_ok=True)
     cache_used = any(ov_cache.iterdir())
     config = {"CACHE_DIR": str(ov_cache), **(ov_config or {})}
     tokenizer = Tokenizer(folder)
     start = time.perf_counter()
-    engine_class = _ENGINE_CLASSES[kind]
-    info = EngineInfo(model_name or str(folder), kind, device, ov.get_version(), 0.0, cache_used)
-    engine = engine_class(
-        folder, device, config, tokenizer=tokenizer, context_size=context_size, info=info
+    engine = _ENGINE_CLASSES[kind](
+        folder, device, config, tokenizer=tokenizer, context_size=context_size
     )
+    load_s = time.perf_counter() - start
     engine.info = EngineInfo(
-        info.model, kind, device, info.openvino_version, time.perf_counter() - start, cache_used
+        model_name or str(folder), kind, device, ov.get_version(), load_s, cache_used
     )
     return engine
 
 
-def get_engine(folder: Path, kind: str = "genai", device: str = "CPU", **kwargs) -> Engine:
-    """The process's one engine for (folder, kind, device), created lazily and once."""
-    key = (str(Path(folder).resolve()), kind, device)
+def get_engine(
+    folder: Path,
+    kind: str = "genai",
+    device: str = "CPU",
+    *,
+    cache_dir: Path,
+    context_size: int = 8192,
+    ov_config: dict[str, str] | None = None,
+    model_name: str | None = None,
+) -> Engine:
+    """The process's one engine for these arguments, created lazily and once.
+
+    The properties that shape the engine (its OpenVINO config, context size) are part of the
+    key, so a caller asking for other ones never gets this one by mistake.
+    """
+    config = dict(ov_config or {})
+    key = (str(Path(folder).resolve()), kind, device, str(sorted(config.items())), context_size)
     with _engines_lock:
         if key not in _engines:
-            _engines[key] = load_engine(Path(folder), kind, device, **kwargs)
+            _engines[key] = load_engine(
+                Path(folder),
+                kind,
+                device,
+                cache_dir=cache_dir,
+                context_size=context_size,
+                ov_config=config,
+                model_name=model_name,
+            )
         return _engines[key]
 
 

@@ -51,6 +51,12 @@ class Settings:
     ranges: Mapping[str, Range] = field(default_factory=lambda: dict(RANGES))
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
+    @property
+    def max_input_chars(self) -> int:
+        """A cheap cap on one request's text, checked before tokenizing: a text of more than
+        8 characters per allowed token is refused outright (Gemma's tokens average ~4)."""
+        return self.max_input_tokens * 8
+
     def defaults(self) -> dict[str, int | float]:
         """Slider defaults, by control name."""
         return {name: r.default for name, r in self.ranges.items()}

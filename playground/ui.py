@@ -10,6 +10,7 @@ Does not own: prompt rules (`chat_format`, `inspection`), generation (`engine`),
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
@@ -63,7 +64,7 @@ def user_errors(fn: Callable) -> Callable:
         log.exception("unexpected error in %s", fn.__name__)
         return gr.Error("Something went wrong on the server; please try again.")
 
-    if _is_generator(fn):
+    if inspect.isgeneratorfunction(fn):
 
         @wraps(fn)
         def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -100,10 +101,18 @@ def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Ite
         yield pending
 
 
-def _is_generator(fn: Callable) -> bool:
-    import inspect
+def with_system(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation the chat tab sends: its system prompt (if any) first, then the history."""
+    return ([{"role": "system", "content": system}] if system and system.strip() else []) + [
+        *history
+    ]
 
-    return inspect.isgeneratorfunction(fn)
+
+def without_reply(messages: list[dict], figs: list) -> tuple[list[dict], list]:
+    """The history without its trailing reply (for Regenerate and Undo)."""
+    while messages and messages[-1]["role"] == "assistant":
+        messages, figs = messages[:-1], figs[:-1]
+    return messages, figs
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]]:
@@ -125,7 +134,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     def check_text(text: str, what: str) -> str:
         if not isinstance(text, str):
             raise ParamError(f"{what} must be text.")
-        limit = settings.max_input_tokens * 8
+        limit = settings.max_input_chars
         if len(text) > limit:
             raise ParamError(f"{what} has {len(text)} characters; the limit is {limit}.")
         return text
@@ -139,9 +148,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         history: list[dict[str, str]], system: str, policy: str, prefill: str, max_new: int
     ) -> Budget:
         """What the chat tab sends: the same call the inspector's "Use the current chat" uses."""
-        messages = ([{"role": "system", "content": system}] if system.strip() else []) + history
         return fit_budget(
-            messages,
+            with_system(system, history),
             count_tokens=tokenizer.count,
             context_size=engine.context_size,
             max_new_tokens=max_new,
@@ -189,8 +197,10 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     with gr.Blocks(title="Gemma-2 OpenVINO Playground") as demo:
         history = gr.State([])  # this visitor's messages, {"role", "content"}
         figures = gr.State([])  # per message: its figures line (replies) or None
-        chat_stop = gr.State({"stop": False})  # this visitor's Stop buttons
-        raw_stop_flag = gr.State({"stop": False})
+        # This visitor's Stop flags and whether a reply is under way (shared by reference
+        # between the handlers of one session; each session gets its own copy).
+        chat_control = gr.State({"stop": False, "busy": False})
+        raw_control = gr.State({"stop": False, "busy": False})
 
         gr.Markdown(
             "# Gemma-2 OpenVINO Playground\n"
@@ -251,7 +261,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                         show_label=False,
                         scale=5,
                         elem_id="message",
-                        max_length=settings.max_input_tokens * 8,
+                        max_length=settings.max_input_chars,
                     )
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 with gr.Row():
@@ -347,6 +357,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 )
 
         # ---- sampling controls ------------------------------------------------------------
+        @user_errors
         def on_preset(name: str) -> list[Any]:
             values = settings.presets.get(name, {})
             return [
@@ -354,52 +365,66 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             ]
 
         preset.change(on_preset, preset, sampling, api_visibility="private")
-        dice.click(
-            lambda: random.randint(0, int(ranges["seed"].high)),
-            None,
-            sliders["seed"],
-            api_visibility="private",
-        )
+
+        def on_dice() -> int:
+            return random.randint(0, int(ranges["seed"].high))
+
+        dice.click(on_dice, None, sliders["seed"], api_visibility="private")
 
         # ---- chat ----------------------------------------------------------------------------
+        def begin_turn(control: dict) -> None:
+            """One reply at a time per visitor: a send while one streams would be overwritten."""
+            if control["busy"]:
+                raise gr.Error("A reply is still being written (or queued): press Stop first.")
+            control.update(stop=False, busy=True)
+
         @user_errors
-        def on_submit(text: str | None, messages: list, figs: list, stop: dict):
+        def on_submit(text: str | None, messages: list, figs: list, control: dict):
             if not text or not text.strip():
                 raise gr.Error("Type a message first.")
             check_text(text, "The message")
-            stop["stop"] = False
+            begin_turn(control)
+            if messages and messages[-1]["role"] == "user":  # its reply failed: replace it
+                messages, figs = messages[:-1], figs[:-1]
             messages = [*messages, {"role": "user", "content": text}]
             figs = [*figs, None]
             return "", messages, figs, display.chat_display(messages, figs)
 
         @user_errors
         def on_respond(
-            messages: list, figs: list, stop: dict, system: str, policy: str, prefill: str, *values
-        ):
-            if not messages or messages[-1]["role"] != "user":
-                return
-            params = params_from(*values[:-1], stop=values[-1])
-            replies = stream_reply(messages, system or "", policy, prefill or "", params, stop)
-            for reply, result, budget in throttle(replies):
-                # Dropped turns and control-token text: the same notes the inspector shows.
-                note = display.notes_markdown([], budget.rendered.warnings, empty="")
-                figures_line = display.figures_line(result) if result else None
-                current = [*messages, {"role": "assistant", "content": reply}]
-                current_figs = [*figs, figures_line]
-                used = budget.prompt_tokens + (result.new_tokens if result else 0)
-                shown = display.chat_display(current, current_figs)
-                yield (
-                    shown,
-                    current,
-                    current_figs,
-                    display.context_meter(used, engine.context_size),
-                    note,
+            messages: list,
+            figs: list,
+            control: dict,
+            system: str | None,
+            policy: str,
+            prefill: str | None,
+            *values: Any,
+        ) -> Iterator[tuple]:
+            try:
+                params = params_from(*values[:-1], stop=values[-1])
+                replies = stream_reply(
+                    messages, system or "", policy, prefill or "", params, control
                 )
+                for reply, result, budget in throttle(replies):
+                    # Dropped turns and control-token text: the same notes the inspector shows.
+                    note = display.notes_markdown([], budget.rendered.warnings, empty="")
+                    current = [*messages, {"role": "assistant", "content": reply}]
+                    current_figs = [*figs, display.figures_line(result) if result else None]
+                    used = budget.prompt_tokens + (result.new_tokens if result else 0)
+                    yield (
+                        display.chat_display(current, current_figs),
+                        current,
+                        current_figs,
+                        display.context_meter(used, engine.context_size),
+                        note,
+                    )
+            finally:
+                control["busy"] = False
 
         respond_inputs = [
             history,
             figures,
-            chat_stop,
+            chat_control,
             system_box,
             policy_box,
             prefill_box,
@@ -409,8 +434,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         respond_outputs = [chatbot, history, figures, meter, chat_notice]
         submit_outputs = [message_box, history, figures, chatbot]
 
-        def respond_after(event: Any) -> Any:
-            return event.then(
+        def respond_after(event: Any) -> None:
+            # .success: a message refused by on_submit must not trigger a reply.
+            event.success(
                 on_respond,
                 respond_inputs,
                 respond_outputs,
@@ -421,47 +447,60 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
 
         for trigger in (message_box.submit, send.click):
             respond_after(
-                trigger(on_submit, [message_box, history, figures, chat_stop], submit_outputs,
+                trigger(on_submit, [message_box, history, figures, chat_control], submit_outputs,
                         api_visibility="private")
             )  # fmt: skip
 
-        def on_regenerate(messages: list, figs: list, stop: dict):
-            stop["stop"] = False
-            while messages and messages[-1]["role"] == "assistant":
-                messages, figs = messages[:-1], figs[:-1]
+        @user_errors
+        def on_regenerate(messages: list, figs: list, control: dict):
+            messages, figs = without_reply(messages, figs)
+            if not messages:
+                raise gr.Error("Nothing to regenerate yet.")
+            begin_turn(control)
             return messages, figs, display.chat_display(messages, figs)
 
         respond_after(
             regenerate.click(
-                on_regenerate, [history, figures, chat_stop], [history, figures, chatbot],
+                on_regenerate, [history, figures, chat_control], [history, figures, chatbot],
                 api_visibility="private",
             )
         )  # fmt: skip
 
-        def on_undo(messages: list, figs: list):
-            text = ""
-            while messages and messages[-1]["role"] == "assistant":
-                messages, figs = messages[:-1], figs[:-1]
-            if messages:
-                text = messages[-1]["content"]
-                messages, figs = messages[:-1], figs[:-1]
+        @user_errors
+        def on_undo(messages: list, figs: list, control: dict):
+            if control["busy"]:
+                raise gr.Error("A reply is still being written: press Stop first.")
+            messages, figs = without_reply(messages, figs)
+            text = messages[-1]["content"] if messages else ""
+            messages, figs = messages[:-1], figs[:-1]
             return text, messages, figs, display.chat_display(messages, figs)
 
-        undo.click(on_undo, [history, figures], submit_outputs, api_visibility="private")
+        undo.click(
+            on_undo, [history, figures, chat_control], submit_outputs, api_visibility="private"
+        )
+
+        @user_errors
+        def on_clear(control: dict):
+            if control["busy"]:
+                raise gr.Error("A reply is still being written: press Stop first.")
+            return [], [], [], display.context_meter(0, engine.context_size), ""
+
         clear.click(
-            lambda: ([], [], [], display.context_meter(0, engine.context_size), ""),
-            None,
+            on_clear,
+            chat_control,
             [history, figures, chatbot, meter, chat_notice],
             api_visibility="private",
         )
 
-        def on_stop(stop: dict) -> None:
-            # Not in the engine group: it runs at once, beside the reply it stops.
-            stop["stop"] = True
+        def on_stop(control: dict) -> None:
+            # Not in the engine group: it runs at once, beside the reply it stops. It also
+            # frees a turn whose reply never started (say, refused by a full queue).
+            control.update(stop=True, busy=False)
 
-        stop_chat.click(on_stop, chat_stop, None, api_visibility="private")
-        raw_stop.click(on_stop, raw_stop_flag, None, api_visibility="private")
+        stop_chat.click(on_stop, chat_control, None, api_visibility="private")
+        raw_stop.click(on_stop, raw_control, None, api_visibility="private")
 
+        @user_errors
         def on_example(title: str | None):
             messages = examples.get(title or "", [])
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
@@ -496,9 +535,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         def on_raw_start(stop: dict) -> None:
             stop["stop"] = False  # before queueing, so a Stop pressed while queued still counts
 
-        raw_run.click(on_raw_start, raw_stop_flag, None, api_visibility="private").then(
+        raw_run.click(on_raw_start, raw_control, None, api_visibility="private").then(
             on_raw,
-            [raw_box, raw_stop_flag, *sampling, stop_box],
+            [raw_box, raw_control, *sampling, stop_box],
             [raw_out, raw_figures],
             concurrency_id=ENGINE_GROUP,
             concurrency_limit=1,
@@ -563,10 +602,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                         inspect_prefill.change, inspector_tab.select, demo.load):  # fmt: skip
             trigger(on_inspect, inspect_inputs, inspect_outputs, api_visibility="private")
 
+        @user_errors
         def on_use_chat(messages: list, system: str | None, policy: str, prefill: str | None):
-            system = system or ""
-            conversation = [{"role": "system", "content": system}] if system.strip() else []
-            conversation += messages
+            conversation = with_system(system, messages)
             # A chat that ends with a reply is shown as it stands (no new model turn opened);
             # one that ends with the visitor's message is exactly the prompt the chat sends.
             add_gen = not conversation or conversation[-1]["role"] != "assistant"
@@ -579,13 +617,15 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             [conversation_box, gen_prompt_box, inspect_policy, inspect_prefill],
             api_visibility="private",
         )
-        to_raw.click(
-            lambda text: (text, gr.Tabs(selected="raw")),
-            prompt_text,
-            [raw_box, tabs],
-            api_visibility="private",
-        )
-        raw_load.click(lambda text: text, prompt_text, raw_box, api_visibility="private")
+
+        def on_send_to_raw(prompt: str) -> tuple[str, gr.Tabs]:
+            return prompt, gr.Tabs(selected="raw")
+
+        def on_load_inspector_prompt(prompt: str) -> str:
+            return prompt
+
+        to_raw.click(on_send_to_raw, prompt_text, [raw_box, tabs], api_visibility="private")
+        raw_load.click(on_load_inspector_prompt, prompt_text, raw_box, api_visibility="private")
 
         @user_errors
         def on_raw_to_inspector(prompt: str | None):

@@ -92,7 +92,8 @@ def test_chat_streams_a_reply_with_its_figures(page):
     chat = page.inner_text("#chatbot")
     assert "Hello there" in chat
     assert "40 new tokens" in chat and "tokens/s" in chat
-    assert "Context:" in page.inner_text("#meter")
+    meter = page.inner_text("#meter")
+    assert "Context:" in meter and "Context: 0 of" not in meter
 
 
 def test_stop_mid_stream_and_the_next_request_starts(paced_page, paced_engine):
@@ -133,7 +134,7 @@ def test_system_prompt_under_error_policy_shows_the_error_in_words(page):
     send(page, "Hi")
     error = page.get_by_text("System role not supported").first
     error.wait_for()
-    assert "fold" in page.inner_text("body")
+    assert "choose the 'fold' system policy" in error.inner_text()
 
 
 def test_raw_tab_streams_a_continuation(page):
@@ -214,3 +215,35 @@ def test_raw_tab_stop_ends_the_stream_with_its_figures(paced_page, paced_engine)
     page.wait_for_selector("#raw-figures >> text=stopped by you")
     assert paced_engine.active == 0
     assert "4096 new tokens" not in page.inner_text("#raw-figures")
+
+
+def test_a_message_whose_reply_failed_is_replaced_by_the_next(page):
+    set_number(page, "slider-max_new_tokens", 6)
+    page.get_by_text("System prompt and reply start").click()
+    page.fill("#system textarea", "You are a pirate.")
+    page.locator("#policy").get_by_text("error", exact=True).click()
+    send(page, "FIRST-TRY")
+    page.get_by_text("System role not supported").first.wait_for()
+    page.locator("#policy").get_by_text("fold", exact=True).click()
+    send(page, "SECOND-TRY")
+    page.wait_for_selector("#chatbot >> text=6 new tokens")
+    chat = page.inner_text("#chatbot")
+    assert "SECOND-TRY" in chat and "FIRST-TRY" not in chat
+
+
+def test_sending_while_a_reply_streams_is_refused_and_keeps_the_text(paced_page, paced_engine):
+    page = paced_page
+    set_number(page, "slider-max_new_tokens", 4096)
+    set_number(page, "slider-temperature", 0)
+    send(page, "Tell me a long story")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+    page.fill("#message textarea", "NOT-YET")
+    page.click("#send", force=True)
+    page.get_by_text("press Stop first").first.wait_for()
+    assert page.input_value("#message textarea") == "NOT-YET"
+    page.click("#stop", force=True)
+    page.wait_for_selector("#chatbot >> text=stopped by you")
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('NOT-YET')")
+    assert page.inner_text("#chatbot").count("Tell me a long story") == 1
+    page.click("#stop", force=True)

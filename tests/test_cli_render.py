@@ -14,6 +14,7 @@ import pytest
 
 from playground.chat_format import render
 from playground.cli import main
+from playground.models import RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = [
@@ -263,6 +264,7 @@ def test_command_json_stays_clean_while_the_model_is_built(write, tmp_path):
     # stdout, or `--json` is no longer one JSON object.
     done = run(["render", write(CHAT), "--json"], PLAYGROUND_CACHE=str(tmp_path / "fresh-cache"))
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert (tmp_path / "fresh-cache" / "models" / "tiny-random" / "openvino_model.xml").is_file()
+    built = tmp_path / "fresh-cache" / "models" / f"tiny-random-r{RECIPE}" / "openvino_model.xml"
+    assert built.is_file()
     data = json.loads(done.stdout.decode("utf-8"))
     assert list(data) == JSON_KEYS and data["prompt"] == render(CHAT).text

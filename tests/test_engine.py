@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from playground.chat_format import render
-from playground.engine import ContextOverflowError, get_engine
+from playground.engine import ContextOverflowError, get_engine, load_engine
 from playground.sampling import SamplingParams
 
 pytestmark = pytest.mark.slow
@@ -138,22 +138,40 @@ def test_context_overflow_is_refused_with_both_numbers(genai_engine):
     genai_engine.check_fits(n, limit - n)  # exactly at the limit is accepted
 
 
-def test_engine_is_created_once_and_fills_the_compiled_model_cache(settings, genai_engine):
+def test_engine_is_created_once(settings, genai_engine):
     engines = []
-    threads = [
-        threading.Thread(
-            target=lambda: engines.append(
-                get_engine(genai_engine.folder, "genai", "CPU", cache_dir=settings.cache_dir)
+
+    def get():
+        engines.append(
+            get_engine(
+                genai_engine.folder,
+                "genai",
+                "CPU",
+                cache_dir=settings.cache_dir,
+                context_size=settings.context_size,
+                ov_config=dict(settings.ov_config),
             )
         )
-        for _ in range(4)
-    ]
+
+    threads = [threading.Thread(target=get) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(engine is genai_engine for engine in engines)
-    assert any((settings.cache_dir / "ov_cache").iterdir())
+    assert len(engines) == 4 and all(engine is genai_engine for engine in engines)
+    other = get_engine(
+        genai_engine.folder, "genai", "CPU", cache_dir=settings.cache_dir, context_size=2048
+    )
+    assert other is not genai_engine and other.context_size == 2048
+
+
+def test_compiled_model_cache_is_filled_then_used(tiny_folder, tmp_path):
+    first = load_engine(tiny_folder, "genai", cache_dir=tmp_path)
+    compiled = tmp_path / "ov_cache" / tiny_folder.name
+    assert first.info.cache_used is False
+    assert any(compiled.iterdir())
+    second = load_engine(tiny_folder, "genai", cache_dir=tmp_path)
+    assert second.info.cache_used is True
 
 
 def test_tiny_model_holds_int4_weights(tiny_folder):

@@ -297,3 +297,15 @@ def test_concurrent_engine_use_from_threads_is_serialised(genai_engine):
         thread.join()
     assert len(results) == 4 and len(set(results)) == 1
     assert genai_engine.peak_active == 1
+
+
+def test_a_generation_cancelled_while_queued_for_the_lock_ends_as_cancelled(tiny_folder):
+    engine = RecordingEngine(tiny_folder)
+    engine._lock.acquire()  # another generation holds the engine
+    cancel = threading.Event()
+    generation = engine.generate("Hello", SamplingParams(max_new_tokens=5), cancel)
+    cancel.set()  # the visitor leaves while waiting
+    threading.Timer(0.2, engine._lock.release).start()
+    result = generation.run()
+    assert result.stop_reason == "cancelled" and result.new_tokens == 0
+    assert engine.calls == []  # the model never ran

@@ -63,7 +63,7 @@ def test_load_settings_reads_the_repo_space_yaml():
     assert settings.engine == "genai"
     assert settings.device == "CPU"
     assert settings.fallback_model == "tiny-random"
-    assert settings.max_input_tokens == 32768
+    assert settings.max_input_tokens == 8192
     assert settings.queue_size == 16
     assert settings.ov_config == {}
     assert settings.cache_dir == Settings().cache_dir
