@@ -26,6 +26,7 @@ from typing import Any
 
 from playground.chat_format import render
 from playground.sampling import SamplingParams
+from playground.settings import ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("genai", "optimum")
@@ -136,8 +137,7 @@ def _through_app(opts: argparse.Namespace, direct: dict) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PLAYGROUND_CACHE": str(opts.model_cache),
-           "PLAYGROUND_OV_CONFIG": opts.ov_config}  # fmt: skip
+    env = {**os.environ, ENV["cache_dir"]: str(opts.model_cache), ENV["ov_config"]: opts.ov_config}
     server = subprocess.Popen(
         [sys.executable, "app.py", "--model", opts.model, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

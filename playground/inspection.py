@@ -108,6 +108,7 @@ def export_code(
     params: SamplingParams,
     model: str,
     ov_config: Mapping[str, str] | None = None,
+    end_ids: Sequence[int] = (1, 107),  # Gemma-2's <eos> and <end_of_turn>
 ) -> dict[str, str]:
     """Python that reproduces `prompt` with `params`: one snippet per library, runnable as is.
 
@@ -118,6 +119,7 @@ def export_code(
     """
     if not prompt.startswith(BOS):
         prompt = BOS + prompt  # what the engine sends for raw text
+    ids = ", ".join(str(i) for i in sorted(end_ids))
     ov_config = {str(k): str(v) for k, v in (ov_config or {}).items()}
     sampling = (
         "do_sample=False"
@@ -164,13 +166,13 @@ pipe = ov_genai.LLMPipeline(model_dir, "CPU"{", **ov_config" if ov_config else "
 config = ov_genai.GenerationConfig()
 config.max_new_tokens = {params.max_new_tokens}
 config.repetition_penalty = {params.repetition_penalty}
-config.stop_token_ids = {{1, 107}}  # <eos>, <end_of_turn>
+config.stop_token_ids = {{{ids}}}  # the model's end tokens
 {genai_sampling}{genai_stop}# The prompt already starts with <bos>: add no second one.
 tokenizer = pipe.get_tokenizer()
 inputs = tokenizer.encode(prompt, add_special_tokens=False)
 result = pipe.generate(inputs.input_ids, config)
 new = list(result.tokens[0])
-if new and new[-1] in (1, 107):  # the end token that stopped generation is not text
+if new and new[-1] in [{ids}]:  # the end token that stopped generation is not text
     new.pop()
 text = tokenizer.decode(new, skip_special_tokens=False)
 {cut}print(text)
@@ -191,11 +193,11 @@ inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     **inputs,
     max_new_tokens={params.max_new_tokens},
     repetition_penalty={params.repetition_penalty},
-    eos_token_id=[1, 107],  # <eos>, <end_of_turn>
+    eos_token_id=[{ids}],  # the model's end tokens
 {optimum_stop}    {sampling},
 )
 new = output[0, inputs["input_ids"].shape[1] :].tolist()
-if new and new[-1] in (1, 107):  # the end token that stopped generation is not text
+if new and new[-1] in [{ids}]:  # the end token that stopped generation is not text
     new.pop()
 text = tokenizer.decode(new, skip_special_tokens=False)
 {cut}print(text)

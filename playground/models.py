@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.chat_format import GEMMA2_CHAT_TEMPLATE
+from playground.chat_format import CONTROL_TOKEN_TEXTS, GEMMA2_CHAT_TEMPLATE
 
 OV_TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
 MODEL_XML = "openvino_model.xml"
@@ -33,7 +33,6 @@ _LEADING_TOKENS = (
     + [f"<unused{i}>" for i in range(100)]
     + ["<start_of_turn>", "<end_of_turn>"]
 )
-_CONTROL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 
 
 @dataclass(frozen=True)
@@ -259,7 +258,7 @@ def _train_tokenizer(vocab_size: int):
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     )
     tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in _CONTROL_TOKENS]
+        [AddedToken(t, special=True, normalized=False) for t in CONTROL_TOKEN_TEXTS]
     )
     # Gemma's tokenizer.json adds <bos> through its post-processor.
     tokenizer.post_processor = processors.TemplateProcessing(

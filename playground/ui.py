@@ -563,7 +563,11 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 empty = ("", "", None, "", "", "")
                 return (display.notes_markdown([str(error)], []), "", *empty)
             code = export_code(
-                inspection.prompt, params, model=str(engine.folder), ov_config=settings.ov_config
+                inspection.prompt,
+                params,
+                model=str(engine.folder),
+                ov_config=settings.ov_config,
+                end_ids=tokenizer.eos_ids,
             )
             counts_text = (
                 f"**{inspection.token_count} tokens**, {inspection.bos_count} `<bos>` at the "

@@ -249,7 +249,7 @@ def test_snippets_keep_special_tokens_and_drop_the_end_token():
     for code in export_code("Hi", SamplingParams(), model="m").values():
         assert "skip_special_tokens=True" not in code
         assert "skip_special_tokens=False" in code
-        assert "in (1, 107)" in code
+        assert "in [1, 107]" in code
 
 
 # ---------------------------------------------------------------------- export, run for real
