@@ -247,3 +247,26 @@ def test_sending_while_a_reply_streams_is_refused_and_keeps_the_text(paced_page,
     page.wait_for_function("document.querySelector('#chatbot').innerText.includes('NOT-YET')")
     assert page.inner_text("#chatbot").count("Tell me a long story") == 1
     page.click("#stop", force=True)
+
+
+def test_a_second_visitor_sees_their_place_in_the_queue(browser, paced_app_url, paced_engine):
+    first, second = open_page(browser, paced_app_url), open_page(browser, paced_app_url)
+    try:
+        for page in (first, second):
+            set_number(page, "slider-max_new_tokens", 4096)
+            set_number(page, "slider-temperature", 0)
+        send(first, "Tell me a long story")
+        first.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+        send(second, "Me too")
+        second.wait_for_function("/queue/i.test(document.querySelector('#chatbot').innerText)")
+        assert paced_engine.active == 1  # the second waits in Gradio's queue, not in the engine
+        first.click("#stop", force=True)
+        second.wait_for_function(
+            "document.querySelector('#chatbot').innerText.includes('Me too') && "
+            "!/queue/i.test(document.querySelector('#chatbot').innerText)"
+        )
+        second.click("#stop", force=True)
+        second.wait_for_selector("#chatbot >> text=stopped by you")
+    finally:
+        first.close()
+        second.close()
