@@ -85,6 +85,15 @@ def send(page, text):
     page.click("#send")
 
 
+def start_long_reply(page):
+    """Start a reply that streams for a long time: the tiny model's greedy reply to this prompt
+    runs to max_new_tokens (no end token); return once it is visibly streaming."""
+    set_number(page, "slider-max_new_tokens", 4096)
+    set_number(page, "slider-temperature", 0)
+    send(page, "Tell me a long story")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+
+
 def test_chat_streams_a_reply_with_its_figures(page):
     set_number(page, "slider-max_new_tokens", 40)
     send(page, "Hello there")
@@ -98,15 +107,7 @@ def test_chat_streams_a_reply_with_its_figures(page):
 
 def test_stop_mid_stream_and_the_next_request_starts(paced_page, paced_engine):
     page = paced_page
-    # Greedy: the tiny model's greedy reply to this prompt runs to max_new_tokens (no end token).
-    set_number(page, "slider-max_new_tokens", 4096)
-    set_number(page, "slider-temperature", 0)
-    set_number(page, "slider-repetition_penalty", 1)
-    send(page, "Tell me a long story")
-    # Wait until the reply is streaming (some text beyond the user message), then stop.
-    page.wait_for_function(
-        "document.querySelector('#chatbot').innerText.length > 200", timeout=TIMEOUT_MS
-    )
+    start_long_reply(page)
     page.click("#stop", force=True)
     page.wait_for_selector("#chatbot >> text=stopped by you")
     stopped = page.inner_text("#chatbot")
@@ -177,10 +178,7 @@ def test_hostile_text_is_shown_literally_and_never_runs(page, text, visible):
 
 def test_closing_the_page_mid_stream_stops_the_engine(browser, paced_app_url, paced_engine):
     page = open_page(browser, paced_app_url)
-    set_number(page, "slider-max_new_tokens", 4096)
-    set_number(page, "slider-temperature", 0)
-    send(page, "Tell me a long story")
-    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+    start_long_reply(page)
     assert paced_engine.active == 1
     page.close()  # the visitor goes away mid-reply
     deadline = time.monotonic() + 60
@@ -233,10 +231,7 @@ def test_a_message_whose_reply_failed_is_replaced_by_the_next(page):
 
 def test_sending_while_a_reply_streams_is_refused_and_keeps_the_text(paced_page, paced_engine):
     page = paced_page
-    set_number(page, "slider-max_new_tokens", 4096)
-    set_number(page, "slider-temperature", 0)
-    send(page, "Tell me a long story")
-    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+    start_long_reply(page)
     page.fill("#message textarea", "NOT-YET")
     page.click("#send", force=True)
     page.get_by_text("press Stop first").first.wait_for()
@@ -252,11 +247,8 @@ def test_sending_while_a_reply_streams_is_refused_and_keeps_the_text(paced_page,
 def test_a_second_visitor_sees_their_place_in_the_queue(browser, paced_app_url, paced_engine):
     first, second = open_page(browser, paced_app_url), open_page(browser, paced_app_url)
     try:
-        for page in (first, second):
-            set_number(page, "slider-max_new_tokens", 4096)
-            set_number(page, "slider-temperature", 0)
-        send(first, "Tell me a long story")
-        first.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+        start_long_reply(first)
+        set_number(second, "slider-max_new_tokens", 4096)
         send(second, "Me too")
         second.wait_for_function("/queue/i.test(document.querySelector('#chatbot').innerText)")
         assert paced_engine.active == 1  # the second waits in Gradio's queue, not in the engine
