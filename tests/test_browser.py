@@ -262,3 +262,22 @@ def test_a_second_visitor_sees_their_place_in_the_queue(browser, paced_app_url, 
     finally:
         first.close()
         second.close()
+
+
+def test_presets_and_the_random_seed_set_the_sliders(page):
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="Deterministic").click()
+    page.wait_for_function(
+        "document.querySelector('#slider-temperature input[type=number]').value === '0'"
+    )
+    assert page.input_value("#slider-top_k input[type=number]") == "0"
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="Gemma Space defaults").click()
+    page.wait_for_function(
+        "document.querySelector('#slider-temperature input[type=number]').value === '0.6'"
+    )
+    assert page.input_value("#slider-max_new_tokens input[type=number]") == "1024"
+    assert page.input_value("#slider-repetition_penalty input[type=number]") == "1.2"
+    seed = page.input_value("#seed input")
+    page.click("#dice")
+    page.wait_for_function(f"document.querySelector('#seed input').value !== '{seed}'")
