@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -291,3 +292,35 @@ def _varied_strings() -> list[str]:
     for _ in range(300):
         strings.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))))
     return strings
+
+
+def test_a_folder_without_openvino_tokenizers_gets_them_once(tiny_folder, tmp_path, settings):
+    from playground.models import OV_TOKENIZER_FILES, resolve_model
+
+    folder = tmp_path / "older-export"
+    shutil.copytree(tiny_folder, folder)
+    for name in OV_TOKENIZER_FILES:
+        (folder / name).unlink()
+        (folder / name).with_suffix(".bin").unlink()
+    assert resolve_model(str(folder), settings.cache_dir) == folder
+    assert all((folder / name).is_file() for name in OV_TOKENIZER_FILES)
+    engine = load_engine(folder, "genai", cache_dir=tmp_path / "cache")
+    assert engine.generate("Hello", GREEDY.with_(max_new_tokens=3)).run().new_tokens == 3
+
+
+def test_a_hub_id_resolves_from_the_local_cache_offline(tiny_folder, tmp_path):
+    """The hub path for real: a repo id found in HF_HOME's cache, with HF_HUB_OFFLINE=1."""
+    snapshot = tmp_path / "hub" / "models--someone--gemma-ov" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_folder, snapshot)
+    (tmp_path / "hub" / "models--someone--gemma-ov" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--gemma-ov" / "refs" / "main").write_text("0" * 40)
+    code = (
+        "from pathlib import Path; from playground.models import resolve_model;"
+        "print(resolve_model('someone/gemma-ov', Path('.')))"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(snapshot)
