@@ -302,6 +302,15 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                             label="Conversation (JSON list of {role, content})",
                             elem_id="conversation",
                         )
+                        rows_box = gr.Dataframe(
+                            [["user", "Hello!"]],
+                            headers=["role", "content"],
+                            datatype=["str", "str"],
+                            type="array",
+                            interactive=True,
+                            label="…or as rows (role: user, assistant or system)",
+                            elem_id="rows",
+                        )
                         with gr.Row():
                             gen_prompt_box = gr.Checkbox(
                                 True, label="Add generation prompt", elem_id="gen-prompt"
@@ -605,6 +614,28 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         for trigger in (conversation_box.change, gen_prompt_box.change, inspect_policy.change,
                         inspect_prefill.change, inspector_tab.select, demo.load):  # fmt: skip
             trigger(on_inspect, inspect_inputs, inspect_outputs, api_visibility="private")
+
+        # The JSON is the conversation; the rows are a second view of it. Only a visitor's own
+        # edit of the rows (.input) writes the JSON, so the two never update each other in a loop.
+        def on_conversation_change(conversation: str | None) -> Any:
+            try:
+                messages = parse_conversation(conversation or "")
+            except ChatFormatError:
+                return gr.update()  # keep the rows while the JSON is being typed
+            return [[m["role"], m["content"]] for m in messages]
+
+        def on_rows_input(rows: list[list[str]] | None) -> str:
+            messages = [
+                {"role": str(role).strip(), "content": str(content)}
+                for role, content in (rows or [])
+                if str(role).strip() or str(content).strip()
+            ]
+            return json.dumps(messages, indent=2, ensure_ascii=False)
+
+        conversation_box.change(
+            on_conversation_change, conversation_box, rows_box, api_visibility="private"
+        )
+        rows_box.input(on_rows_input, rows_box, conversation_box, api_visibility="private")
 
         @user_errors
         def on_use_chat(messages: list, system: str | None, policy: str, prefill: str | None):

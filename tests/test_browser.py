@@ -281,3 +281,26 @@ def test_presets_and_the_random_seed_set_the_sliders(page):
     seed = page.input_value("#seed input")
     page.click("#dice")
     page.wait_for_function(f"document.querySelector('#seed input').value !== '{seed}'")
+
+
+def test_inspector_rows_and_json_are_two_views_of_one_conversation(page):
+    page.get_by_role("tab", name="Template inspector").click()
+    page.wait_for_selector("#counts >> text=tokens")
+    cell = page.locator("#rows span[data-editable=true]").get_by_text("Hello!", exact=True)
+    cell.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Bonjour <b>")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#marked-prompt').innerText.includes('Bonjour <b>')"
+    )
+    assert "Bonjour <b>" in page.inner_text("#conversation")
+    # And back: a conversation loaded as JSON shows up as rows.
+    page.get_by_role("tab", name="Chat").click()
+    set_number(page, "slider-max_new_tokens", 3)
+    send(page, "ROW-TEST")
+    page.wait_for_selector("#chatbot >> text=3 new tokens")
+    page.get_by_role("tab", name="Template inspector").click()
+    page.click("#use-chat")
+    page.locator("#rows span[data-editable=true]").get_by_text("ROW-TEST").wait_for()
+    assert page.locator("#rows span[data-editable=true]").get_by_text("assistant").count() == 1
