@@ -103,9 +103,9 @@ def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Ite
 
 def with_system(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
     """The conversation the chat tab sends: its system prompt (if any) first, then the history."""
-    return ([{"role": "system", "content": system}] if system and system.strip() else []) + [
-        *history
-    ]
+    if system and system.strip():
+        return [{"role": "system", "content": system}, *history]
+    return list(history)
 
 
 def without_reply(messages: list[dict], figs: list) -> tuple[list[dict], list]:
