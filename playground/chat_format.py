@@ -30,6 +30,8 @@ from typing import NoReturn, TypedDict, Unpack
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from playground.errors import UserError
+
 __all__ = [
     "BOS",
     "CONTROL_TOKEN_TEXTS",
@@ -92,7 +94,7 @@ _GENERATION_PROMPT = f"{START_OF_TURN}model\n"
 Message = dict[str, str]
 
 
-class ChatFormatError(ValueError):
+class ChatFormatError(UserError, ValueError):
     """A conversation or prompt that cannot be used; str() is a one-line, user-facing message."""
 
     def __init__(self, message: str) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from playground.errors import UserError
 from playground.models import ModelUnavailableError, resolve_model
 from playground.sampling import SamplingParams
 from playground.settings import Settings
@@ -39,7 +40,7 @@ LOCK_TIMEOUT_S = 600.0
 TOKEN_TIMEOUT_S = 300.0
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """A generation that could not run or failed; the message is for people."""
 
 
@@ -271,7 +272,7 @@ class Engine:
                     self.peak_active = max(self.peak_active, self.active)
                     progress.start = time.perf_counter()
                     try:
-                        self._run(ids, params, on_token)
+                        self.run_native(ids, params, on_token)
                     finally:
                         self.active -= 1
             finally:
@@ -311,7 +312,9 @@ class Engine:
             tokens_per_s=(new - 1) / decode_s if new > 1 and decode_s > 0 else 0.0,
         )
 
-    def _run(self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]) -> None:
+    def run_native(
+        self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]
+    ) -> None:
         """Run the native generation, calling on_token per new id until it returns True."""
         raise NotImplementedError
 
@@ -326,7 +329,9 @@ class GenAIEngine(Engine):
         self.pipeline = openvino_genai.LLMPipeline(str(folder), device, **ov_config)
         super().__init__(folder, **kwargs)
 
-    def _run(self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]) -> None:
+    def run_native(
+        self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]
+    ) -> None:
         import numpy as np
         import openvino as ov
 
@@ -371,7 +376,9 @@ class OptimumEngine(Engine):
         )
         super().__init__(folder, **kwargs)
 
-    def _run(self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]) -> None:
+    def run_native(
+        self, ids: list[int], params: SamplingParams, on_token: Callable[[int], bool]
+    ) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -420,7 +427,33 @@ class OptimumEngine(Engine):
 
 
 _ENGINE_CLASSES: dict[str, type[Engine]] = {"genai": GenAIEngine, "optimum": OptimumEngine}
-_engines: dict[tuple[str, str, str], Engine] = {}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that shapes an engine, and so the key of the per-process cache: a caller
+    asking for another config or context size never gets this one by mistake."""
+
+    folder: str  # resolved, so two spellings of one folder share an engine
+    kind: str = "genai"
+    device: str = "CPU"
+    ov_config: tuple[tuple[str, str], ...] = ()
+    context_size: int = 8192
+
+    @classmethod
+    def of(
+        cls,
+        folder: Path,
+        kind: str = "genai",
+        device: str = "CPU",
+        ov_config: dict[str, str] | None = None,
+        context_size: int = 8192,
+    ) -> EngineSpec:
+        config = tuple(sorted((str(k), str(v)) for k, v in (ov_config or {}).items()))
+        return cls(str(Path(folder).resolve()), kind, device, config, context_size)
+
+
+_engines: dict[EngineSpec, Engine] = {}
 _engines_lock = threading.Lock()
 
 
@@ -465,25 +498,20 @@ def get_engine(
     ov_config: dict[str, str] | None = None,
     model_name: str | None = None,
 ) -> Engine:
-    """The process's one engine for these arguments, created lazily and once.
-
-    The properties that shape the engine (its OpenVINO config, context size) are part of the
-    key, so a caller asking for other ones never gets this one by mistake.
-    """
-    config = dict(ov_config or {})
-    key = (str(Path(folder).resolve()), kind, device, str(sorted(config.items())), context_size)
+    """The process's one engine for these arguments (their `EngineSpec`), created once."""
+    spec = EngineSpec.of(folder, kind, device, ov_config, context_size)
     with _engines_lock:
-        if key not in _engines:
-            _engines[key] = load_engine(
+        if spec not in _engines:
+            _engines[spec] = load_engine(
                 Path(folder),
                 kind,
                 device,
                 cache_dir=cache_dir,
                 context_size=context_size,
-                ov_config=config,
+                ov_config=dict(spec.ov_config),
                 model_name=model_name,
             )
-        return _engines[key]
+        return _engines[spec]
 
 
 def open_engine(settings: Settings) -> tuple[Engine, str | None]:

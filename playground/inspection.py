@@ -109,13 +109,15 @@ def export_code(
     model: str,
     ov_config: Mapping[str, str] | None = None,
     end_ids: Sequence[int] = (1, 107),  # Gemma-2's <eos> and <end_of_turn>
+    from_hub: bool = False,
 ) -> dict[str, str]:
     """Python that reproduces `prompt` with `params`: one snippet per library, runnable as is.
 
     Each snippet prints what the playground shows: the new text with special tokens kept (as the
     engine decodes them), without the end token that stopped it, cut before the first stop
-    string. `ov_config` holds the engine's OpenVINO properties (e.g. an f32 precision hint):
-    without them the CPU's defaults (bf16, a u8 KV cache) can sample other tokens.
+    string. `model` is a local folder, or with `from_hub` a Hugging Face repo id that the
+    snippet downloads first. `ov_config` holds the engine's OpenVINO properties (e.g. an f32
+    precision hint): without them the CPU's defaults (bf16, a u8 KV cache) can sample other tokens.
     """
     if not prompt.startswith(BOS):
         prompt = BOS + prompt  # what the engine sends for raw text
@@ -157,9 +159,15 @@ def export_code(
         else ""
     )
     ov_config_line = f"ov_config = {ov_config!r}  # the playground's OpenVINO properties\n"
+    model_line = (
+        f"model_dir = snapshot_download({model!r})  # the OpenVINO IR folder, from the Hub"
+        if from_hub
+        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
+    )
+    hub_import = "from huggingface_hub import snapshot_download\n" if from_hub else ""
     genai = f"""import openvino_genai as ov_genai
-
-model_dir = {model!r}  # a local OpenVINO IR folder
+{hub_import}
+{model_line}
 prompt = {prompt!r}
 {stop_strings}{ov_config_line if ov_config else ""}
 pipe = ov_genai.LLMPipeline(model_dir, "CPU"{", **ov_config" if ov_config else ""})
@@ -181,8 +189,8 @@ text = tokenizer.decode(new, skip_special_tokens=False)
     optimum = f"""import torch
 from optimum.intel import OVModelForCausalLM
 from transformers import AutoTokenizer
-
-model_dir = {model!r}  # a local OpenVINO IR folder
+{hub_import}
+{model_line}
 prompt = {prompt!r}
 {stop_strings}{ov_config_line if ov_config else ""}
 tokenizer = AutoTokenizer.from_pretrained(model_dir)

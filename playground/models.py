@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, GEMMA2_CHAT_TEMPLATE
+from playground.errors import UserError
 
 OV_TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
 MODEL_XML = "openvino_model.xml"
@@ -61,7 +62,7 @@ SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
 }
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserError, RuntimeError):
     """A model spec that cannot be turned into a local folder; the message is for people."""
 
 

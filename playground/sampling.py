@@ -9,14 +9,16 @@ Does not own: how an engine maps these onto OpenVINO or transformers (see `engin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
+
+from playground.errors import UserError
 
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 100
 
 
-class ParamError(ValueError):
+class ParamError(UserError, ValueError):
     """A sampling value out of range or of the wrong type; the message is for people."""
 
 
@@ -60,15 +62,55 @@ RANGES: dict[str, Range] = {
 }
 
 
+def _control(name: str, label: str, help: str) -> Any:
+    """A sampling field: its default from RANGES, its label and help text in the metadata."""
+    default = RANGES[name].default
+    value = int(default) if RANGES[name].integer else default
+    return field(default=value, metadata={"label": label, "help": help})
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    max_new_tokens: int = int(RANGES["max_new_tokens"].default)
-    temperature: float = RANGES["temperature"].default
-    top_p: float = RANGES["top_p"].default
-    top_k: int = int(RANGES["top_k"].default)
-    repetition_penalty: float = RANGES["repetition_penalty"].default
-    seed: int = int(RANGES["seed"].default)
-    stop: tuple[str, ...] = ()
+    """The sampling values of one generation. The fields' metadata (label, help) is what the
+    UI controls, the command-line flags and the API page show: the parameters are named here
+    once."""
+
+    max_new_tokens: int = _control(
+        "max_new_tokens",
+        "Max new tokens",
+        "The longest reply, in tokens; prompt plus reply must fit the context.",
+    )
+    temperature: float = _control(
+        "temperature",
+        "Temperature",
+        "Randomness: 0 always picks the likeliest token (greedy); higher is more varied.",
+    )
+    top_p: float = _control(
+        "top_p",
+        "Top-p",
+        "Sample only from the likeliest tokens whose probabilities add up to this.",
+    )
+    top_k: int = _control(
+        "top_k", "Top-k", "Sample only from this many likeliest tokens; 0 means no limit."
+    )
+    repetition_penalty: float = _control(
+        "repetition_penalty",
+        "Repetition penalty",
+        "Above 1 makes tokens already in the text less likely; 1 means off.",
+    )
+    seed: int = _control(
+        "seed",
+        "Seed",
+        "The random seed: the same seed and values give the same reply (unless greedy).",
+    )
+    stop: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "label": "Stop strings",
+            "help": "Generation ends before the first of these texts (at most "
+            f"{MAX_STOP_STRINGS}, each at most {MAX_STOP_LENGTH} characters).",
+        },
+    )
 
     def __post_init__(self) -> None:
         checked = _check_all(vars(self), RANGES)
@@ -96,6 +138,25 @@ class SamplingParams:
 
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
+
+
+# The numeric controls, in the order the UI shows them; `stop` is separate (a text box).
+SAMPLING_FIELDS: tuple[Field, ...] = tuple(f for f in fields(SamplingParams) if f.name in RANGES)
+SAMPLING_NAMES: tuple[str, ...] = tuple(f.name for f in SAMPLING_FIELDS)
+
+
+def describe(name: str, ranges: dict[str, Range] | None = None) -> str:
+    """The help text of a control, with its range and default: for tooltips, --help and the
+    API page."""
+    meta = {f.name: f.metadata for f in fields(SamplingParams)}[name]
+    r = (ranges or RANGES).get(name)
+    if r is None:
+        return meta["help"]
+    return f"{meta['help']} From {_fmt(r.low)} to {_fmt(r.high)}; default {_fmt(r.default)}."
+
+
+def label(name: str) -> str:
+    return {f.name: f.metadata for f in fields(SamplingParams)}[name]["label"]
 
 
 def _check_all(values: dict[str, Any], ranges: dict[str, Range]) -> dict[str, Any]:

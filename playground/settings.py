@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from playground.errors import UserError
 from playground.sampling import RANGES, ParamError, Range, SamplingParams
 
 SPACE_YAML = Path(__file__).resolve().parent.parent / "space.yaml"
@@ -32,7 +33,7 @@ ENV = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A bad space.yaml value, flag or environment variable; the message names it."""
 
 

@@ -101,7 +101,7 @@ def pace(engine, seconds_per_token: float):
     a test) has time to press Stop: each token waits inside the engine's own callback."""
     import time
 
-    run = engine._run
+    run = engine.run_native
 
     def paced_run(ids, params, on_token):
         def paced(token_id):
@@ -110,7 +110,7 @@ def pace(engine, seconds_per_token: float):
 
         return run(ids, params, paced)
 
-    engine._run = paced_run
+    engine.run_native = paced_run
     return engine
 
 

@@ -20,7 +20,7 @@ class RecordingEngine(Engine):
         self.reply_ids = [*tokenizer.encode(reply)[1:], tokenizer.end_of_turn_id]
         self.calls: list[dict] = []
 
-    def _run(self, ids, params, on_token):
+    def run_native(self, ids, params, on_token):
         self.calls.append({"prompt": self.tokenizer.decode(ids), "ids": ids, "params": params})
         for token_id in self.reply_ids[: params.max_new_tokens]:
             if on_token(token_id):

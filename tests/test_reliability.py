@@ -101,7 +101,7 @@ def test_cancelled_client_job_stops_the_native_loop(paced):
 def count_tokens(engine):
     """Count the tokens the native loop produces, from now on."""
     counted = [0]
-    run = engine._run
+    run = engine.run_native
 
     def counting_run(ids, params, on_token):
         def counting(token_id):
@@ -110,7 +110,7 @@ def count_tokens(engine):
 
         return run(ids, params, counting)
 
-    engine._run = counting_run
+    engine.run_native = counting_run
     return counted
 
 
@@ -124,7 +124,7 @@ def test_failure_inside_generation_is_reported_and_frees_everything(
         on_token(5)
         raise RuntimeError("injected failure: /secret/path")
 
-    monkeypatch.setattr(genai_engine, "_run", broken_run)
+    monkeypatch.setattr(genai_engine, "run_native", broken_run)
     with pytest.raises(AppError) as raised:
         client.predict("Hello", 10, *GREEDY, api_name="/complete")
     message = str(raised.value)
@@ -137,7 +137,7 @@ def test_failure_inside_generation_is_reported_and_frees_everything(
 
 def test_an_engine_that_stalls_times_out(tiny_folder, monkeypatch):
     class StallingEngine(RecordingEngine):
-        def _run(self, ids, params, on_token):
+        def run_native(self, ids, params, on_token):
             time.sleep(1.5)
 
     engine = StallingEngine(tiny_folder)

@@ -1,0 +1,363 @@
+"""What a playground turn does, without gradio: the chat's turns, the prompt budget, streaming.
+
+Owns: the list of turns (each `{"role", "content"}`, a reply also carrying its `"figures"`), the
+turn operations (submit, regenerate, undo, edit an earlier message, clear, apply an example), the
+`PromptOptions` and the one `fit_prompt` that both the chat and the inspector call, the figures
+of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the `Playground` object
+that the UI, the named API endpoints and the command line share.
+Does not own: components or events (`ui`), markup (`display`), template rules (`chat_format`),
+generation itself (`engine`). Nothing here imports gradio, so all of it is testable in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from playground.chat_format import Budget, fit_budget, parse_conversation
+from playground.engine import Engine, Generation, GenerationResult
+from playground.inspection import Inspection, export_code, inspect_text
+from playground.sampling import RANGES, ParamError, SamplingParams
+from playground.settings import Settings
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+UPDATE_INTERVAL_S = 0.1
+
+Turn = dict[str, Any]  # {"role", "content"}, and "figures" (see `figures_of`) on a reply
+
+
+# ---- turns ------------------------------------------------------------------------------------
+
+
+def messages_of(turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The turns as plain `{"role", "content"}` messages (what the template sees)."""
+    return [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def without_reply(turns: Sequence[Turn]) -> list[Turn]:
+    """The turns without their trailing reply (for Regenerate and Undo)."""
+    turns = list(turns)
+    while turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    return turns
+
+
+def submit(turns: Sequence[Turn], text: str | None) -> list[Turn]:
+    """The turns with the visitor's new message; a trailing message whose reply failed is
+    replaced by it (a conversation alternates, and the failed one was never answered)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ParamError("Type a message first.")
+    turns = list(turns)
+    if turns and turns[-1]["role"] == "user":
+        turns.pop()
+    return [*turns, {"role": "user", "content": text}]
+
+
+def regenerate(turns: Sequence[Turn]) -> list[Turn]:
+    """The turns ready for a new reply to the last message."""
+    turns = without_reply(turns)
+    if not turns:
+        raise ParamError("Nothing to regenerate yet.")
+    return turns
+
+
+def undo(turns: Sequence[Turn]) -> tuple[str, list[Turn]]:
+    """Take back the last message (and its reply): its text goes back into the message box."""
+    turns = without_reply(turns)
+    if not turns:
+        return "", []
+    return turns[-1]["content"], turns[:-1]
+
+
+def edit(turns: Sequence[Turn], index: int, text: str) -> list[Turn]:
+    """Replace message `index` and forget everything after it (the OpenAI Playground's habit):
+    an edited message of the visitor's is then answered anew."""
+    if not 0 <= index < len(turns):
+        raise ParamError(f"There is no message {index + 1} to edit.")
+    if not isinstance(text, str) or not text.strip():
+        raise ParamError("An edited message cannot be empty.")
+    return [*turns[:index], {"role": turns[index]["role"], "content": text}]
+
+
+def needs_reply(turns: Sequence[Turn]) -> bool:
+    return bool(turns) and turns[-1]["role"] == "user"
+
+
+def apply_example(messages: Sequence[Mapping[str, str]]) -> tuple[str, str, list[Turn]]:
+    """An example as (system prompt, text for the message box, turns already shown)."""
+    messages = list(messages)
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    rest = messages[1:] if system else messages
+    last = rest[-1]["content"] if rest and rest[-1]["role"] == "user" else ""
+    rest = rest[:-1] if last else rest
+    return system, last, [dict(m) for m in rest]
+
+
+def conversation_json(turns: Sequence[Turn], system: str = "") -> str:
+    """The conversation as a JSON file a visitor can download and load back."""
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    messages += [dict(t) for t in turns]
+    return json.dumps({"messages": messages}, indent=2, ensure_ascii=False)
+
+
+def load_conversation(text: str) -> tuple[str, list[Turn]]:
+    """A downloaded conversation read back: (system prompt, turns)."""
+    data = json.loads(text) if isinstance(text, str) else text
+    messages = parse_conversation(text)
+    figures = _figures_by_position(data)
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    offset = 1 if system else 0
+    turns = [dict(m) for m in messages[offset:]]
+    for i, turn in enumerate(turns):
+        if isinstance(figures.get(i + offset), dict) and turn["role"] == "assistant":
+            turn["figures"] = figures[i + offset]
+    return system, turns
+
+
+def _figures_by_position(data: Any) -> dict[int, Any]:
+    items = data.get("messages") if isinstance(data, Mapping) else data
+    if not isinstance(items, list):
+        return {}
+    return {i: m.get("figures") for i, m in enumerate(items) if isinstance(m, Mapping)}
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]]:
+    """Example conversations, by title: each file is {title, messages} or a list of messages."""
+    examples = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        title = data.get("title", path.stem) if isinstance(data, dict) else path.stem
+        examples[title] = parse_conversation(data)
+    return examples
+
+
+# ---- prompts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """How a conversation becomes a prompt: the same options for the chat and the inspector."""
+
+    system: str = ""
+    policy: str = "fold"
+    prefill: str = ""
+    add_generation_prompt: bool = True
+
+    def conversation(self, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        """The messages the template gets: the system prompt (if any) first, then the turns."""
+        system = [{"role": "system", "content": self.system}] if self.system.strip() else []
+        return [*system, *messages_of(turns)]
+
+
+def fit_prompt(
+    turns: Sequence[Mapping[str, Any]],
+    options: PromptOptions,
+    *,
+    engine: Engine,
+    max_new_tokens: int,
+) -> Budget:
+    """The prompt that is sent for `turns`: rendered with the model's template, the oldest
+    exchanges dropped until it fits the context with room for the reply."""
+    return fit_budget(
+        options.conversation(turns),
+        count_tokens=engine.tokenizer.count,
+        context_size=engine.context_size,
+        max_new_tokens=max_new_tokens,
+        template=engine.tokenizer.chat_template,
+        system_policy=options.policy,
+        add_generation_prompt=options.add_generation_prompt,
+        prefill=options.prefill,
+    )
+
+
+# ---- streaming --------------------------------------------------------------------------------
+
+
+def figures_of(result: GenerationResult, seed: int, stop_reason: str | None = None) -> dict:
+    """A reply's figures as data: what the UI shows under it and what the API returns."""
+    return {
+        "stop_reason": stop_reason or result.stop_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "new_tokens": result.new_tokens,
+        "ttft_s": round(result.ttft_s, 3),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "seed": seed,
+    }
+
+
+@dataclass
+class Control:
+    """One visitor's generation in progress (kept in gr.State, so each session has its own):
+    Stop cancels the engine's generation directly, without waiting for the next token to pass
+    through the stream."""
+
+    stop: bool = False
+    busy: bool = False
+    generation: Generation | None = field(default=None, repr=False)
+
+    def begin(self) -> None:
+        """One reply at a time per visitor: a send while one streams would be overwritten."""
+        if self.busy:
+            raise ParamError("A reply is still being written (or queued): press Stop first.")
+        self.stop, self.busy = False, True
+
+    def press_stop(self) -> None:
+        self.stop, self.busy = True, False
+        if self.generation is not None:
+            self.generation.cancel()
+
+    def end(self) -> None:
+        self.busy, self.generation = False, None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply so far; `figures` is set on the last one."""
+
+    text: str
+    figures: dict | None = None
+    budget: Budget | None = None
+
+
+def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Iterator[Any]:
+    """Pass on at most one item per interval, and always the last: a fast engine must not
+    flood the browser with re-renders of a growing reply."""
+    last_sent = 0.0
+    pending = _NOTHING = object()
+    for item in items:
+        pending = item
+        now = time.monotonic()
+        if now - last_sent >= interval_s:
+            last_sent = now
+            pending = _NOTHING
+            yield item
+    if pending is not _NOTHING:
+        yield pending
+
+
+class Playground:
+    """The playground around one shared engine: what the UI, the API and the CLI all call.
+
+    It keeps no visitor's state: turns and `Control` are passed in by the caller.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, examples_dir: Path = EXAMPLES_DIR):
+        self.engine = engine
+        self.settings = settings
+        self.examples = load_examples(examples_dir)
+
+    @property
+    def context_size(self) -> int:
+        return self.engine.context_size
+
+    def check_text(self, text: Any, what: str) -> str:
+        if not isinstance(text, str):
+            raise ParamError(f"{what} must be text.")
+        limit = self.settings.max_input_chars
+        if len(text) > limit:
+            raise ParamError(f"{what} has {len(text)} characters; the limit is {limit}.")
+        return text
+
+    def params(
+        self, values: Mapping[str, Any], stop: str | Sequence[str] = "", new_seed: bool = False
+    ) -> SamplingParams:
+        """Sampling values by name, checked against space.yaml's ranges; `stop` as one text
+        (a string per line) or a list. `new_seed` draws a fresh seed (Regenerate, "new seed
+        each run")."""
+        stops = stop.splitlines() if isinstance(stop, str) else stop
+        values = dict(values)
+        if new_seed:
+            values["seed"] = self.random_seed()
+        return SamplingParams.checked(dict(self.settings.ranges), **values, stop=list(stops))
+
+    def random_seed(self) -> int:
+        high = self.settings.ranges.get("seed", RANGES["seed"]).high
+        return random.randint(0, int(high))
+
+    def fit(self, turns: Sequence[Turn], options: PromptOptions, max_new_tokens: int) -> Budget:
+        return fit_prompt(turns, options, engine=self.engine, max_new_tokens=max_new_tokens)
+
+    def inspect(
+        self, messages: Sequence[Turn], options: PromptOptions, max_new_tokens: int
+    ) -> Inspection:
+        """The inspector's view: exactly the prompt `fit_prompt` gives the chat."""
+        budget = self.fit(messages, options, max_new_tokens)
+        rendered = budget.rendered
+        return inspect_text(
+            rendered.text, self.engine.tokenizer, list(rendered.warnings), budget.dropped_turns
+        )
+
+    def inspect_raw(self, prompt: str) -> Inspection:
+        return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
+
+    def reply(
+        self,
+        turns: Sequence[Turn],
+        options: PromptOptions,
+        params: SamplingParams,
+        control: Control | None = None,
+    ) -> Iterator[Reply]:
+        """Stream the reply to `turns` (they end with the visitor's message)."""
+        self.check_text(options.system, "The system prompt")
+        self.check_text(options.prefill, "The prefill")
+        budget = self.fit(turns, options, params.max_new_tokens)
+        for reply in self._stream(budget.rendered.text, params, options.prefill, control):
+            yield replace(reply, budget=budget)
+
+    def complete(
+        self, prompt: Any, params: SamplingParams, control: Control | None = None
+    ) -> Iterator[Reply]:
+        """Stream the continuation of raw text; the one rule for an empty prompt, everywhere."""
+        self.check_text(prompt, "The prompt")
+        if not prompt.strip():
+            raise ParamError("The prompt is empty.")
+        return self._stream(prompt, params, "", control)
+
+    def _stream(
+        self, prompt: str, params: SamplingParams, start: str, control: Control | None
+    ) -> Iterator[Reply]:
+        generation = self.engine.generate(prompt, params)
+        if control is not None:
+            control.generation = generation
+            if control.stop:  # Stop pressed while this turn was still queued
+                generation.cancel()
+        text = start
+        try:
+            for chunk in generation:
+                text += chunk
+                yield Reply(text)
+        finally:
+            generation.cancel()  # a closed page or a cancelled job: end the native loop now
+        result = generation.result
+        # A Stop that arrives once the engine has finished, but before the visitor was shown
+        # the end, still wins: the visitor pressed it while the reply looked unfinished.
+        stopped = "cancelled" if control is not None and control.stop else None
+        yield Reply(text, figures_of(result, params.seed, stopped))
+
+    def export(self, prompt: str, params: SamplingParams) -> dict[str, str]:
+        """Runnable code for `prompt`, naming the model as a visitor can get it (never this
+        server's folders)."""
+        model, from_hub = exported_model(self.engine.info.model if self.engine.info else "")
+        return export_code(
+            prompt,
+            params,
+            model=model,
+            ov_config=self.settings.ov_config,
+            end_ids=self.engine.tokenizer.eos_ids,
+            from_hub=from_hub,
+        )
+
+
+def exported_model(name: str) -> tuple[str, bool]:
+    """How exported code names the served model: its Hub id (downloaded by the snippet), else
+    a placeholder folder named after it; a server path never leaves the server."""
+    parts = name.split("/")
+    is_path = name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir()
+    if len(parts) == 2 and all(parts) and not is_path:
+        return name, True
+    return f"path/to/{Path(name).name or 'model'}", False
