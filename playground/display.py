@@ -3,7 +3,7 @@
 Owns: how prompts, messages, figures, the context meter and token tables look, and the rule that
 user or model text is never live HTML: every function here escapes what it is given, and marks
 Gemma's control tokens as visible, literal text.
-Does not own: components or events (`ui`, the only module that imports gradio).
+Does not own: components or events (`ui`, the only package that imports gradio).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS
-from playground.engine import GenerationResult, StopReason
+from playground.engine import StopReason
 from playground.tokens import Token
 
 STOP_REASONS: dict[StopReason, str] = {
@@ -31,35 +32,37 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def chat_display(
-    messages: Sequence[Mapping[str, str]], figures: Sequence[str | None]
-) -> list[dict[str, str]]:
+def chat_display(turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Chatbot messages: contents escaped (the Chatbot renders Markdown and hides unknown tags,
     `<start_of_turn>` among them), with each reply's figures under it."""
     shown = []
-    for i, message in enumerate(messages):
-        content = escape(message["content"])
-        if i < len(figures) and figures[i]:
-            content += f"\n\n<sub>{escape(figures[i])}</sub>"
-        shown.append({"role": message["role"], "content": content})
+    for turn in turns:
+        content = escape(turn["content"])
+        if turn.get("figures"):
+            content += f"\n\n<sub>{escape(figures_line(turn['figures']))}</sub>"
+        shown.append({"role": turn["role"], "content": content})
     return shown
 
 
-def figures_line(result: GenerationResult) -> str:
+def figures_line(figures: Mapping[str, Any]) -> str:
+    """One line of a reply's figures (see `session.figures_of`)."""
+    reason = STOP_REASONS.get(figures["stop_reason"], str(figures["stop_reason"]))
     return (
-        f"{result.prompt_tokens} prompt tokens · {result.new_tokens} new tokens · "
-        f"first token {result.ttft_s:.2f} s · {result.tokens_per_s:.1f} tokens/s · "
-        f"{STOP_REASONS[result.stop_reason]}"
+        f"{figures['prompt_tokens']} prompt tokens · {figures['new_tokens']} new tokens · "
+        f"first token {figures['ttft_s']:.2f} s · {figures['tokens_per_s']:.1f} tokens/s · "
+        f"seed {figures['seed']} · {reason}"
     )
 
 
-def context_meter(used: int, context_size: int) -> str:
-    """An HTML meter of the context used; numbers only, nothing from the visitor."""
-    used = max(0, min(used, context_size))
+def context_meter(prompt_tokens: int, reserved: int, context_size: int) -> str:
+    """An HTML meter of the context budget: the prompt plus the tokens reserved for the reply,
+    out of the context size. Numbers only, nothing from the visitor."""
+    used = max(0, min(prompt_tokens + reserved, context_size))
     percent = 100 * used / context_size
     return (
         f'<div class="meter"><progress value="{used}" max="{context_size}"></progress> '
-        f"Context: {used} of {context_size} tokens ({percent:.1f}%)</div>"
+        f"Context: {used} of {context_size} tokens ({percent:.1f}%): {prompt_tokens} in the "
+        f"prompt + {reserved} reserved for the reply</div>"
     )
 
 
@@ -87,3 +90,6 @@ def notes_markdown(
     lines = [f"**Error:** {escape(e)}" for e in errors]
     lines += [f"**Note:** {escape(w)}" for w in warnings]
     return "\n\n".join(lines) or empty
+
+
+TOKEN_LEGEND = "`·` is a space, `↵` a newline and `⇥` a tab inside a token."

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from playground.chat_format import Budget, fit_budget, parse_conversation
+from playground.chat_format import CONTROL_TOKEN_TEXTS, Budget, fit_budget, parse_conversation
 from playground.engine import Engine, Generation, GenerationResult
 from playground.inspection import Inspection, export_code, inspect_text
 from playground.sampling import RANGES, ParamError, SamplingParams
@@ -27,6 +27,7 @@ from playground.settings import Settings
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPDATE_INTERVAL_S = 0.1
+GEMMA2_VOCAB_SIZE = 256000
 
 Turn = dict[str, Any]  # {"role", "content"}, and "figures" (see `figures_of`) on a reply
 
@@ -107,8 +108,8 @@ def conversation_json(turns: Sequence[Turn], system: str = "") -> str:
 
 def load_conversation(text: str) -> tuple[str, list[Turn]]:
     """A downloaded conversation read back: (system prompt, turns)."""
-    data = json.loads(text) if isinstance(text, str) else text
     messages = parse_conversation(text)
+    data = json.loads(text) if isinstance(text, str) else text
     figures = _figures_by_position(data)
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     offset = 1 if system else 0
@@ -198,13 +199,15 @@ class Control:
 
     stop: bool = False
     busy: bool = False
+    fresh_seed: bool = False  # the next reply draws a new seed (Regenerate)
+    refusal: str = ""  # why the last send was refused, for the note beside the input
     generation: Generation | None = field(default=None, repr=False)
 
     def begin(self) -> None:
         """One reply at a time per visitor: a send while one streams would be overwritten."""
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
-        self.stop, self.busy = False, True
+        self.stop, self.busy, self.refusal = False, True, ""
 
     def press_stop(self) -> None:
         self.stop, self.busy = True, False
@@ -212,7 +215,7 @@ class Control:
             self.generation.cancel()
 
     def end(self) -> None:
-        self.busy, self.generation = False, None
+        self.busy, self.generation, self.fresh_seed = False, None, False
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,25 @@ class Playground:
 
     def inspect_raw(self, prompt: str) -> Inspection:
         return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
+
+    def control_token_notes(self, prompt: str) -> list[str]:
+        """Control-token texts in a raw prompt: each becomes one control token, not text."""
+        found = [f"{t} ×{prompt.count(t)}" for t in CONTROL_TOKEN_TEXTS if t in prompt]
+        if not found:
+            return []
+        return [f"Read as control tokens, not text: {', '.join(found)}."]
+
+    def token_note(self) -> str:
+        """Said when the served model's tokenizer is not Gemma-2's, whose token ids and pieces
+        the table would otherwise seem to show."""
+        tokenizer = self.engine.tokenizer
+        if tokenizer.vocab_size == GEMMA2_VOCAB_SIZE:
+            return ""
+        return (
+            f"These are not Gemma-2's tokens: the served model's tokenizer has "
+            f"{tokenizer.vocab_size} entries, Gemma-2's has {GEMMA2_VOCAB_SIZE}, so words split "
+            "differently here than for Gemma-2-9b-it."
+        )
 
     def reply(
         self,

@@ -1,0 +1,121 @@
+"""The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
+
+Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector and Model
+tabs), the wiring between tabs, the queue and the launch options. Each tab is a module of this
+package (`chat`, `raw`, `inspector`, `model`, with `controls` for the sidebar and `api` for the
+named endpoints); this package is the only place that imports gradio. Per-visitor state lives in
+gr.State and component values; the engine is shared and stateless.
+Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engine`),
+markup (`display`), or reading settings (`settings`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from playground.chat_format import parse_prompt
+from playground.engine import Engine
+from playground.session import Playground, PromptOptions
+from playground.settings import Settings
+from playground.ui.api import add_endpoints
+from playground.ui.chat import build_chat, wire_chat
+from playground.ui.common import CSS, user_errors
+from playground.ui.controls import build_controls, wire_controls
+from playground.ui.inspector import as_json, build_inspector, wire_inspector
+from playground.ui.model import build_banner, build_model
+from playground.ui.raw import build_raw, wire_raw
+
+__all__ = ["build_demo", "launch_options"]
+PRIVATE = {"api_visibility": "private"}
+
+
+def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
+    """The whole playground around `engine`; `notice` is shown as a banner (model fallback)."""
+    playground = Playground(engine, settings)
+    with gr.Blocks(title="Gemma-2 OpenVINO Playground") as demo:
+        gr.Markdown(
+            "# Gemma-2 OpenVINO Playground\nChat with Gemma-2-9b-it on a CPU (OpenVINO int4), "
+            "send raw prompts, and see exactly how its chat format works."
+        )
+        build_banner(notice)
+        controls = build_controls(settings)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Chat", id="chat"):
+                chat = build_chat(playground)
+            with gr.Tab("Raw prompt", id="raw"):
+                raw = build_raw()
+            with gr.Tab("Template inspector", id="inspector") as inspector_tab:
+                inspector = build_inspector(inspector_tab, playground)
+            with gr.Tab("Model", id="model"):
+                build_model(engine, notice)
+        wire_controls(controls, settings)
+        wire_chat(chat, controls, playground)
+        wire_raw(raw, controls, playground)
+        wire_inspector(inspector, controls, playground)
+        add_endpoints(playground)
+
+        @user_errors
+        def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
+            conversation = PromptOptions(system or "").conversation(turns)
+            # A chat that ends with a reply is shown as it stands (no new model turn opened);
+            # one that ends with the visitor's message is exactly the prompt the chat sends.
+            add_gen = not conversation or conversation[-1]["role"] != "assistant"
+            return as_json(conversation), add_gen, policy, prefill or ""
+
+        @user_errors
+        def on_raw_to_inspector(prompt: str | None):
+            parsed = parse_prompt(prompt or "")
+            return (
+                as_json(parsed.messages),
+                parsed.add_generation_prompt,
+                parsed.prefill,
+                gr.Tabs(selected="inspector"),
+            )
+
+        inspector.use_chat.click(
+            on_use_chat,
+            [chat.turns, chat.system, chat.policy, chat.prefill],
+            [
+                inspector.conversation,
+                inspector.generation_prompt,
+                inspector.policy,
+                inspector.prefill,
+            ],
+            **PRIVATE,
+        )
+        inspector.to_raw.click(
+            lambda prompt: (prompt, gr.Tabs(selected="raw")),
+            inspector.prompt,
+            [raw.prompt, tabs],
+            **PRIVATE,
+        )
+        raw.load.click(lambda prompt: prompt, inspector.prompt, raw.prompt, **PRIVATE)
+        raw.inspect.click(
+            on_raw_to_inspector,
+            raw.prompt,
+            [inspector.conversation, inspector.generation_prompt, inspector.prefill, tabs],
+            **PRIVATE,
+        )
+        demo.load(
+            lambda: json.dumps([{"role": "user", "content": "Hello!"}], indent=2),
+            None,
+            inspector.conversation,
+            **PRIVATE,
+        )
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=4)
+    return demo
+
+
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Hardened launch settings for a public Space."""
+    return {
+        "max_file_size": "1mb",  # only conversation files are uploaded; refuse big bodies
+        "enable_monitoring": False,
+        "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
+        "ssr_mode": False,
+        "css": CSS,
+        "theme": gr.themes.Soft(),
+    }

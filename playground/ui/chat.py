@@ -1,0 +1,310 @@
+"""The Chat tab: the conversation, its buttons and the streaming reply.
+
+Owns: the `ChatTab` components and their handlers. A send is checked first by an event with no
+outputs (a refusal then marks nothing as failed: the history stays and the reason shows beside
+the input), and only then accepted and answered. What a turn does is `session`'s.
+Does not own: turn logic or prompts (`session`), markup (`display`), the sampling sidebar.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from playground import display, session
+from playground.chat_format import SYSTEM_POLICIES
+from playground.errors import UserError
+from playground.session import Control, Playground, PromptOptions
+from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.controls import Controls
+
+PRIVATE = {"api_visibility": "private"}
+
+
+@dataclass
+class ChatTab:
+    turns: gr.State  # this visitor's turns: {"role", "content"} and a reply's "figures"
+    control: gr.State  # this visitor's `session.Control`
+    system: gr.Textbox
+    policy: gr.Radio
+    prefill: gr.Textbox
+    chatbot: gr.Chatbot
+    meter: gr.HTML
+    notice: gr.Markdown
+    message: gr.Textbox
+    input_note: gr.Markdown
+    send: gr.Button
+    stop: gr.Button
+    regenerate: gr.Button
+    undo: gr.Button
+    clear: gr.Button
+    examples: gr.Dropdown
+    download: gr.DownloadButton
+    upload: gr.UploadButton
+
+
+def build_chat(playground: Playground) -> ChatTab:
+    turns, control = gr.State([]), gr.State(Control())
+    with gr.Accordion("System prompt and reply start", open=False):
+        system = gr.Textbox(label="System prompt", lines=2, elem_id="system")
+        policy = gr.Radio(
+            list(SYSTEM_POLICIES),
+            value="fold",
+            label="System policy (Gemma-2 has no system role)",
+            info="fold: put it before the first user message · error: refuse, as "
+            "the official template does · drop: leave it out",
+            elem_id="policy",
+        )
+        prefill = gr.Textbox(label="Start the reply with", elem_id="prefill")
+    chatbot = gr.Chatbot(
+        label="Gemma-2", height=460, elem_id="chatbot", sanitize_html=True, editable="user"
+    )
+    meter = gr.HTML(display.context_meter(0, 0, playground.context_size), elem_id="meter")
+    notice = gr.Markdown(elem_id="chat-notice")
+    with gr.Row(equal_height=True):
+        message = gr.Textbox(
+            placeholder="Message Gemma-2…",
+            show_label=False,
+            scale=5,
+            min_width=240,
+            elem_id="message",
+            max_length=playground.settings.max_input_chars,
+        )
+        send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
+    input_note = gr.Markdown(elem_id="input-note")
+    with gr.Row():
+        stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id="stop")
+        regenerate = gr.Button("Regenerate", elem_id="regenerate")
+        undo = gr.Button("Undo", elem_id="undo")
+        clear = gr.Button("Clear", elem_id="clear")
+    with gr.Row():
+        examples = gr.Dropdown(
+            list(playground.examples), value=None, label="Examples", elem_id="examples"
+        )
+        download = gr.DownloadButton("Download conversation", elem_id="download")
+        upload = gr.UploadButton(
+            "Load conversation", file_types=[".json"], type="binary", elem_id="upload"
+        )
+    return ChatTab(
+        turns,
+        control,
+        system,
+        policy,
+        prefill,
+        chatbot,
+        meter,
+        notice,
+        message,
+        input_note,
+        send,
+        stop,
+        regenerate,
+        undo,
+        clear,
+        examples,
+        download,
+        upload,
+    )
+
+
+def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
+    context_size = playground.context_size
+    empty_meter = display.context_meter(0, 0, context_size)
+
+    def on_check_send(text: str | None, control: Control) -> None:
+        try:
+            session.submit([], text)
+            playground.check_text(text, "The message")
+            control.begin()
+        except UserError as error:
+            control.refusal = str(error)
+            raise refuse(error, "send") from None
+
+    def on_refused(control: Control) -> str:
+        return display.escape(control.refusal)
+
+    def on_accept(text: str, turns: list) -> tuple:
+        turns = session.submit(turns, text)
+        return "", turns, display.chat_display(turns), "", gr.update(interactive=True)
+
+    @user_errors
+    def on_respond(data: dict) -> Iterator[tuple]:
+        control, turns = data[tab.control], data[tab.turns]
+        try:
+            values, stop, fresh = controls.read(data)
+            params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
+            options = PromptOptions(
+                data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
+            )
+            for reply in session.throttle(playground.reply(turns, options, params, control)):
+                yield respond_outputs(turns, reply, params.max_new_tokens)
+        except UserError as error:
+            note = display.escape(str(error))
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), note, gr.update(interactive=False)
+        finally:
+            control.end()
+
+    def respond_outputs(turns: list, reply: session.Reply, reserved: int) -> tuple:
+        budget = reply.budget
+        # Dropped turns and control-token text: the same notes the inspector shows.
+        note = display.notes_markdown([], budget.rendered.warnings, empty="")
+        shown = {"role": "assistant", "content": reply.text}
+        if reply.figures:
+            shown["figures"] = reply.figures
+        current = [*turns, shown]
+        meter = display.context_meter(budget.prompt_tokens, reserved, context_size)
+        return (
+            display.chat_display(current),
+            current,
+            meter,
+            note,
+            "",
+            gr.update(interactive=reply.figures is None),
+        )
+
+    respond_inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, *controls.inputs}
+    respond_outputs_ = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
+
+    def answer(event: Any) -> None:
+        event.success(
+            on_respond,
+            respond_inputs,
+            respond_outputs_,
+            concurrency_id=ENGINE_GROUP,
+            concurrency_limit=1,
+            **PRIVATE,
+        )
+
+    for trigger in (tab.message.submit, tab.send.click):
+        check = trigger(on_check_send, [tab.message, tab.control], None, **PRIVATE)
+        check.failure(on_refused, tab.control, tab.input_note, **PRIVATE)
+        answer(
+            check.success(
+                on_accept,
+                [tab.message, tab.turns],
+                [tab.message, tab.turns, tab.chatbot, tab.input_note, tab.stop],
+                **PRIVATE,
+            )
+        )
+
+    def on_check_regenerate(turns: list, control: Control) -> None:
+        try:
+            session.regenerate(turns)
+            control.begin()
+            control.fresh_seed = True  # a regenerated reply is another draw, not the same one
+        except UserError as error:
+            control.refusal = str(error)
+            raise refuse(error, "regenerate") from None
+
+    def on_regenerate(turns: list) -> tuple:
+        turns = session.regenerate(turns)
+        return turns, display.chat_display(turns), "", gr.update(interactive=True)
+
+    check = tab.regenerate.click(on_check_regenerate, [tab.turns, tab.control], None, **PRIVATE)
+    check.failure(on_refused, tab.control, tab.input_note, **PRIVATE)
+    answer(
+        check.success(
+            on_regenerate, tab.turns, [tab.turns, tab.chatbot, tab.input_note, tab.stop], **PRIVATE
+        )
+    )
+
+    def on_check_edit(turns: list, control: Control, edit: gr.EditData) -> None:
+        try:
+            index = edit.index if isinstance(edit.index, int) else edit.index[0]
+            session.edit(turns, index, str(edit.value))
+            control.begin()
+        except UserError as error:
+            control.refusal = str(error)
+            raise refuse(error, "edit") from None
+
+    def on_edit(turns: list, edit: gr.EditData) -> tuple:
+        index = edit.index if isinstance(edit.index, int) else edit.index[0]
+        turns = session.edit(turns, index, str(edit.value))
+        return turns, display.chat_display(turns), "", gr.update(interactive=True)
+
+    check = tab.chatbot.edit(on_check_edit, [tab.turns, tab.control], None, **PRIVATE)
+    check.failure(on_refused, tab.control, tab.input_note, **PRIVATE).then(
+        lambda turns: display.chat_display(turns), tab.turns, tab.chatbot, **PRIVATE
+    )
+    answer(
+        check.success(
+            on_edit, tab.turns, [tab.turns, tab.chatbot, tab.input_note, tab.stop], **PRIVATE
+        )
+    )
+
+    wire_housekeeping(tab, playground, empty_meter)
+
+
+def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) -> None:
+    """Stop, Undo, Clear (the button and the chatbot's own trash icon), examples, files."""
+
+    def on_stop(control: Control) -> None:
+        # Not in the engine group: it runs at once, beside the reply it stops. It also
+        # frees a turn whose reply never started (say, refused by a full queue).
+        control.press_stop()
+
+    tab.stop.click(on_stop, tab.control, None, **PRIVATE)
+
+    def on_undo(turns: list, control: Control) -> tuple:
+        if control.busy:
+            return gr.skip(), gr.skip(), gr.skip(), "Press Stop first: a reply is being written."
+        text, turns = session.undo(turns)
+        return text, turns, display.chat_display(turns), ""
+
+    tab.undo.click(
+        on_undo,
+        [tab.turns, tab.control],
+        [tab.message, tab.turns, tab.chatbot, tab.input_note],
+        **PRIVATE,
+    )
+
+    def on_clear(control: Control) -> tuple:
+        control.press_stop()  # every way of clearing clears the state, streaming or not
+        return [], [], empty_meter, "", ""
+
+    clear_outputs = [tab.turns, tab.chatbot, tab.meter, tab.notice, tab.input_note]
+    tab.clear.click(on_clear, tab.control, clear_outputs, **PRIVATE)
+    tab.chatbot.clear(on_clear, tab.control, clear_outputs, **PRIVATE)
+
+    @user_errors
+    def on_example(title: str | None) -> tuple:
+        system, last, turns = session.apply_example(playground.examples.get(title or "", []))
+        return system, last, turns, display.chat_display(turns), empty_meter
+
+    tab.examples.change(
+        on_example,
+        tab.examples,
+        [tab.system, tab.message, tab.turns, tab.chatbot, tab.meter],
+        **PRIVATE,
+    )
+
+    def on_download_ready(turns: list, system: str | None) -> gr.DownloadButton:
+        folder = Path(tempfile.mkdtemp(prefix="conversation-"))
+        path = folder / "conversation.json"
+        path.write_text(session.conversation_json(turns, system or ""), encoding="utf-8")
+        return gr.DownloadButton(value=str(path))
+
+    for trigger in (tab.turns.change, tab.system.change):
+        trigger(on_download_ready, [tab.turns, tab.system], tab.download, **PRIVATE)
+
+    def on_upload(data: bytes, control: Control) -> tuple:
+        if control.busy:
+            return gr.skip(), gr.skip(), gr.skip(), "Press Stop first: a reply is being written."
+        try:
+            text = data.decode("utf-8")
+            system, turns = session.load_conversation(playground.check_text(text, "The file"))
+        except (UserError, UnicodeDecodeError, ValueError) as error:
+            return gr.skip(), gr.skip(), gr.skip(), display.escape(f"Not loaded: {error}")
+        return system, turns, display.chat_display(turns), ""
+
+    tab.upload.upload(
+        on_upload,
+        [tab.upload, tab.control],
+        [tab.system, tab.turns, tab.chatbot, tab.input_note],
+        **PRIVATE,
+    )

@@ -1,0 +1,89 @@
+"""What every tab shares: the engine's concurrency group, error translation and CSS.
+
+Owns: `user_errors` (expected errors become an escaped gr.Error and one log line; anything else a
+short message, with the traceback in the server log only), `refuse` (a refusal that stops an event
+chain without marking any component as failed), and the page's CSS.
+Does not own: any component or handler of a tab.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+import gradio as gr
+
+from playground.display import escape
+from playground.errors import UserError
+
+log = logging.getLogger("playground.ui")
+
+ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
+
+CSS = """
+.prompt { white-space: pre-wrap; word-break: break-word; font-size: 0.9em; }
+.prompt .ctl { background: #fde68a; color: #7c2d12; border-radius: 3px; padding: 0 2px; }
+.prompt .nl { color: #9ca3af; }
+.meter progress { width: 12em; vertical-align: middle; }
+#banner { background: #fffbeb; border: 1px solid #f59e0b; border-radius: 8px; padding: 4px 8px; }
+#banner .prose { font-size: 0.9em; }
+#banner-close { max-width: 2.5em; min-width: 2.5em; }
+#input-note:empty { display: none; }
+#input-note { color: #b91c1c; }
+@media (max-width: 640px) {
+  #banner .prose { font-size: 0.8em; max-height: 6em; overflow-y: auto; }
+  #message, #send { min-width: 100% !important; }
+  .tab-wrapper .overflow-menu { display: none; }
+  .tab-container { flex-wrap: wrap; height: auto !important; overflow: visible !important; }
+  .tab-container button { visibility: visible !important; position: static !important; }
+}
+"""
+
+
+def user_error(error: Exception) -> gr.Error:
+    """A gr.Error whose message shows as literal text (Gradio renders it as HTML)."""
+    return gr.Error(escape(str(error)), print_exception=False)
+
+
+def _translate(error: Exception, where: str) -> gr.Error:
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, UserError):
+        log.info("refused in %s: %s", where, error)  # expected: one line, no traceback
+        return user_error(error)
+    log.exception("unexpected error in %s", where)
+    return gr.Error("Something went wrong on the server; please try again.", print_exception=False)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Expected errors become gr.Error with their message (escaped); anything else a short
+    message (the traceback goes to the server log, never to the visitor)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise _translate(error, fn.__name__) from None
+
+        return stream
+
+    @wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise _translate(error, fn.__name__) from None
+
+    return call
+
+
+def refuse(error: UserError, where: str) -> gr.Error:
+    """An invisible error: it stops a `.success` chain and marks no component as failed; the
+    caller shows the message itself (beside the input), via `.failure`."""
+    log.info("refused in %s: %s", where, error)
+    return gr.Error(escape(str(error)), visible=False, print_exception=False)

@@ -1,0 +1,99 @@
+"""The sampling sidebar: presets, one control per sampling field, the seed and stop strings.
+
+Owns: the `Controls` dataclass of components, built from `sampling.SAMPLING_FIELDS` (labels and
+help text come from the fields' metadata), the preset and random-seed handlers, and `read`, which
+turns an event's component values into sampling values by name.
+Does not own: checking the values (`session.Playground.params`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from playground.sampling import SAMPLING_NAMES, describe, label
+from playground.settings import Settings
+
+SEED_MODES = ("New seed each run", "Fixed seed")
+CUSTOM = "Custom"
+
+
+@dataclass
+class Controls:
+    preset: gr.Dropdown
+    values: dict[str, gr.Slider | gr.Number]  # by sampling field name
+    seed_mode: gr.Radio
+    dice: gr.Button
+    stop: gr.Textbox
+
+    @property
+    def inputs(self) -> set[gr.components.Component]:
+        return {*self.values.values(), self.seed_mode, self.stop}
+
+    def read(self, data: dict) -> tuple[dict[str, Any], str, bool]:
+        """(sampling values by name, stop strings text, whether to draw a new seed)."""
+        values = {name: data[component] for name, component in self.values.items()}
+        return values, data[self.stop] or "", data[self.seed_mode] == SEED_MODES[0]
+
+
+def build_controls(settings: Settings) -> Controls:
+    ranges = settings.ranges
+    with gr.Sidebar(label="Sampling", open=True, elem_id="sampling"):
+        preset = gr.Dropdown(
+            [CUSTOM, *settings.presets], value=CUSTOM, label="Preset", elem_id="preset"
+        )
+        values: dict[str, Any] = {
+            name: gr.Slider(
+                ranges[name].low,
+                ranges[name].high,
+                value=ranges[name].default,
+                step=ranges[name].step,
+                label=label(name),
+                info=describe(name, dict(ranges)),
+                elem_id=f"slider-{name}",
+            )
+            for name in SAMPLING_NAMES
+            if name != "seed"
+        }
+        seed_mode = gr.Radio(
+            list(SEED_MODES), value=SEED_MODES[1], label="Seed", elem_id="seed-mode"
+        )
+        with gr.Row():
+            values["seed"] = gr.Number(
+                value=ranges["seed"].default,
+                precision=0,
+                label=label("seed"),
+                info=describe("seed", dict(ranges)),
+                elem_id="seed",
+            )
+            dice = gr.Button("Random seed", scale=0, min_width=90, elem_id="dice")
+        stop = gr.Textbox(
+            label="Stop strings (one per line)",
+            info=describe("stop"),
+            lines=2,
+            elem_id="stop-strings",
+        )
+    return Controls(preset, {n: values[n] for n in SAMPLING_NAMES}, seed_mode, dice, stop)
+
+
+def wire_controls(controls: Controls, settings: Settings) -> None:
+    sliders = list(controls.values.values())
+
+    def on_preset(name: str) -> list[Any]:
+        preset = settings.presets.get(name, {})
+        return [gr.update(value=preset[n]) if n in preset else gr.update() for n in controls.values]
+
+    def on_control_input() -> str:
+        # .input fires only on a visitor's own move, never on a preset's update: no loop.
+        return CUSTOM
+
+    def on_dice() -> int:
+        return random.randint(0, int(settings.ranges["seed"].high))
+
+    controls.preset.input(on_preset, controls.preset, sliders, api_visibility="private")
+    for component in sliders:
+        component.input(on_control_input, None, controls.preset, api_visibility="private")
+    controls.dice.click(on_dice, None, controls.values["seed"], api_visibility="private")

@@ -1,0 +1,223 @@
+"""The Template inspector tab: a conversation, the exact prompt it becomes, and its tokens.
+
+Owns: the `InspectorTab` components (the conversation as JSON and as editable rows, kept in step
+without loops), and the handler that shows the prompt, its notes, tokens, the double-BOS note and
+the code export. The prompt comes from `session.fit_prompt`, the very call the chat makes.
+Does not own: rendering or budgeting (`session`, `chat_format`), markup (`display`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from playground import display
+from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation
+from playground.errors import UserError
+from playground.inspection import double_bos_note
+from playground.session import Playground, PromptOptions
+from playground.ui.common import user_errors
+from playground.ui.controls import Controls
+
+PRIVATE = {"api_visibility": "private"}
+START = [{"role": "user", "content": "Hello!"}]
+
+
+@dataclass
+class InspectorTab:
+    tab: gr.Tab
+    conversation: gr.Code
+    rows: gr.Dataframe
+    add_row: gr.Button
+    generation_prompt: gr.Checkbox
+    policy: gr.Radio
+    prefill: gr.Textbox
+    use_chat: gr.Button
+    to_raw: gr.Button
+    checks: gr.Markdown
+    counts: gr.Markdown
+    marked: gr.HTML
+    prompt: gr.Textbox
+    tokens: gr.Dataframe
+    token_note: gr.Markdown
+    bos_note: gr.Markdown
+    code_genai: gr.Code
+    code_optimum: gr.Code
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [
+            self.checks,
+            self.counts,
+            self.marked,
+            self.prompt,
+            self.tokens,
+            self.bos_note,
+            self.code_genai,
+            self.code_optimum,
+        ]
+
+
+def as_json(messages: list[dict[str, str]]) -> str:
+    return json.dumps(messages, indent=2, ensure_ascii=False)
+
+
+def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
+    with gr.Row():
+        with gr.Column():
+            conversation = gr.Code(
+                as_json(START),
+                language="json",
+                elem_id="conversation",
+                label="Conversation (JSON list of {role, content})",
+            )
+            rows = gr.Dataframe(
+                [["user", "Hello!"]],
+                headers=["role", "content"],
+                datatype=["str", "str"],
+                type="array",
+                interactive=True,
+                label="…or as rows (role: user, assistant or system)",
+                elem_id="rows",
+            )
+            add_row = gr.Button("Add message", size="sm", elem_id="add-row")
+            with gr.Row():
+                generation_prompt = gr.Checkbox(
+                    True, label="Add generation prompt", elem_id="gen-prompt"
+                )
+                policy = gr.Radio(list(SYSTEM_POLICIES), value="fold", label="System policy")
+            prefill = gr.Textbox(label="Start the reply with")
+            with gr.Row():
+                use_chat = gr.Button("Use the current chat", elem_id="use-chat")
+                to_raw = gr.Button("Send to raw prompt", elem_id="to-raw")
+        with gr.Column():
+            checks = gr.Markdown(elem_id="checks")
+            counts = gr.Markdown(elem_id="counts")
+            marked = gr.HTML(elem_id="marked-prompt")
+            prompt = gr.Textbox(
+                label="Exact prompt text",
+                lines=4,
+                interactive=False,
+                buttons=["copy"],
+                elem_id="prompt-text",
+            )
+    with gr.Accordion("Tokens", open=True):
+        token_note = gr.Markdown(
+            "\n\n".join(
+                filter(None, [display.escape(playground.token_note()), display.TOKEN_LEGEND])
+            ),
+            elem_id="token-note",
+        )
+        tokens = gr.Dataframe(
+            headers=["#", "id", "text", "special"],
+            datatype=["number", "number", "str", "str"],
+            interactive=False,
+            elem_id="tokens",
+        )
+    with gr.Accordion("The double-BOS trap", open=False):
+        bos_note = gr.Markdown(elem_id="bos-note")
+    with gr.Accordion("Code export", open=False):
+        code_genai = gr.Code(language="python", label="openvino_genai")
+        code_optimum = gr.Code(language="python", label="optimum-intel")
+    return InspectorTab(
+        tab,
+        conversation,
+        rows,
+        add_row,
+        generation_prompt,
+        policy,
+        prefill,
+        use_chat,
+        to_raw,
+        checks,
+        counts,
+        marked,
+        prompt,
+        tokens,
+        token_note,
+        bos_note,
+        code_genai,
+        code_optimum,
+    )
+
+
+def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data: dict) -> tuple:
+    """The inspector's outputs for its current inputs: a bad conversation is a note, not an
+    error, since it is often half-typed."""
+    try:
+        values, stop, _ = controls.read(data)
+        params = playground.params(values, stop)
+        messages = parse_conversation(
+            playground.check_text(data[tab.conversation] or "", "The conversation")
+        )
+        options = PromptOptions(
+            policy=data[tab.policy],
+            prefill=data[tab.prefill] or "",
+            add_generation_prompt=bool(data[tab.generation_prompt]),
+        )
+        inspection = playground.inspect(messages, options, params.max_new_tokens)
+    except UserError as error:
+        return display.notes_markdown([str(error)], []), "", "", "", None, "", "", ""
+    code = playground.export(inspection.prompt, params)
+    counts = (
+        f"**{inspection.token_count} tokens**, {inspection.bos_count} `<bos>` at the "
+        f"start, {len(inspection.prompt)} characters."
+    )
+    return (
+        display.notes_markdown([], inspection.warnings),
+        counts,
+        display.marked_prompt(inspection.prompt),
+        inspection.prompt,
+        display.token_rows(inspection.tokens),
+        display.escape(double_bos_note(inspection, playground.engine.tokenizer)),
+        code["openvino_genai"],
+        code["optimum"],
+    )
+
+
+def wire_inspector(tab: InspectorTab, controls: Controls, playground: Playground) -> None:
+    @user_errors
+    def on_inspect(data: dict) -> tuple:
+        return inspect(playground, tab, controls, data)
+
+    inputs = {tab.conversation, tab.generation_prompt, tab.policy, tab.prefill, *controls.inputs}
+    for trigger in (
+        tab.conversation.change,
+        tab.generation_prompt.change,
+        tab.policy.change,
+        tab.prefill.change,
+        tab.tab.select,
+    ):
+        trigger(on_inspect, inputs, tab.outputs, **PRIVATE)
+
+    # The JSON is the conversation; the rows are a second view of it. Only a visitor's own
+    # edit of the rows (.input) writes the JSON, so the two never update each other in a loop.
+    def on_conversation_change(conversation: str | None) -> Any:
+        try:
+            messages = parse_conversation(conversation or "")
+        except ChatFormatError:
+            return gr.update()  # keep the rows while the JSON is being typed
+        return [[m["role"], m["content"]] for m in messages]
+
+    def on_rows_input(rows: list[list[str]] | None) -> str:
+        messages = [
+            {"role": str(role).strip(), "content": str(content)}
+            for role, content in (rows or [])
+            if str(role).strip() or str(content).strip()
+        ]
+        return as_json(messages)
+
+    def on_add_row(conversation: str | None) -> str:
+        try:
+            messages = parse_conversation(conversation or "[]")
+        except ChatFormatError:
+            return gr.update()
+        role = "assistant" if messages and messages[-1]["role"] == "user" else "user"
+        return as_json([*messages, {"role": role, "content": ""}])
+
+    tab.conversation.change(on_conversation_change, tab.conversation, tab.rows, **PRIVATE)
+    tab.rows.input(on_rows_input, tab.rows, tab.conversation, **PRIVATE)
+    tab.add_row.click(on_add_row, tab.conversation, tab.conversation, **PRIVATE)

@@ -1,0 +1,52 @@
+"""The Model tab and the fallback banner: what is being served, and why if it is not the default.
+
+Owns: the `ModelTab` components, and the banner's presentation (styled, dismissable, small on a
+phone). The notice's wording is `engine.open_engine`'s; every text here is escaped.
+Does not own: loading the model or choosing a fallback (`engine`, `models`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from playground import display
+from playground.engine import Engine
+
+
+@dataclass
+class Banner:
+    row: gr.Row
+    text: gr.Markdown
+    close: gr.Button
+
+
+@dataclass
+class ModelTab:
+    info: gr.Markdown
+
+
+def build_banner(notice: str | None) -> Banner:
+    with gr.Row(visible=bool(notice), elem_id="banner", equal_height=True) as row:
+        text = gr.Markdown(f"⚠️ {display.escape(notice or '')}", elem_id="banner-text")
+        close = gr.Button("✕", size="sm", scale=0, elem_id="banner-close")
+    close.click(lambda: gr.Row(visible=False), None, row, api_visibility="private")
+    return Banner(row, text, close)
+
+
+def build_model(engine: Engine, notice: str | None) -> ModelTab:
+    info = engine.info
+    lines = [
+        f"- **Model:** `{display.escape(info.model)}`",
+        f"- **Engine:** {info.kind}",
+        f"- **Device:** {display.escape(info.device)}",
+        f"- **OpenVINO:** {display.escape(info.openvino_version)}",
+        f"- **Load time:** {info.load_s:.2f} s",
+        "- **Compiled-model cache:** "
+        + ("used" if info.cache_used else "empty at start (now filled)"),
+        f"- **Context size:** {engine.context_size} tokens",
+    ]
+    if notice:
+        lines.append(f"- **Note:** {display.escape(notice)}")
+    return ModelTab(gr.Markdown("\n".join(lines), elem_id="model-info"))

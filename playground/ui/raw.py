@@ -1,0 +1,106 @@
+"""The Raw prompt tab: text sent as is, with the inspector's live checks.
+
+Owns: the `RawTab` components, the streaming of a continuation with its figures, its Stop, and
+the live checks under the prompt (token count, a doubled `<bos>`, control-token text).
+Does not own: the empty-prompt rule and streaming (`session.Playground.complete`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+
+from playground import display
+from playground.errors import UserError
+from playground.session import Control, Playground, throttle
+from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.controls import Controls
+
+PRIVATE = {"api_visibility": "private"}
+
+
+@dataclass
+class RawTab:
+    control: gr.State
+    prompt: gr.Textbox
+    checks: gr.Markdown
+    run: gr.Button
+    stop: gr.Button
+    load: gr.Button
+    inspect: gr.Button
+    output: gr.Textbox
+    figures: gr.Markdown
+
+
+def build_raw() -> RawTab:
+    control = gr.State(Control())
+    gr.Markdown(
+        "Text sent as is: no chat template. One `<bos>` is added unless it starts with one."
+    )
+    prompt = gr.Textbox(label="Prompt", lines=8, elem_id="raw-prompt")
+    checks = gr.Markdown(elem_id="raw-checks")
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", elem_id="raw-generate")
+        stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id="raw-stop")
+        load = gr.Button("Load the inspector's prompt", elem_id="raw-load")
+        inspect = gr.Button("Open in the inspector", elem_id="raw-inspect")
+    output = gr.Textbox(label="Continuation", lines=8, interactive=False, elem_id="raw-output")
+    figures = gr.Markdown(elem_id="raw-figures")
+    return RawTab(control, prompt, checks, run, stop, load, inspect, output, figures)
+
+
+def raw_checks(playground: Playground, prompt: str | None) -> str:
+    """What the engine will receive for this text: its tokens and what to watch out for."""
+    if not prompt:
+        return ""
+    try:
+        inspection = playground.inspect_raw(prompt)
+    except UserError as error:
+        return display.notes_markdown([str(error)], [])
+    notes = list(inspection.warnings)
+    if inspection.bos_count > 1:
+        notes.append(
+            f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all, "
+            "which degrades its replies. Remove the extra ones."
+        )
+    notes += playground.control_token_notes(prompt)
+    counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
+    return "\n\n".join([counts, display.notes_markdown([], notes, empty="")]).strip()
+
+
+def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
+    @user_errors
+    def on_raw(data: dict) -> Iterator[tuple]:
+        control = data[tab.control]
+        try:
+            values, stop, fresh = controls.read(data)
+            params = playground.params(values, stop, new_seed=fresh)
+            for reply in throttle(playground.complete(data[tab.prompt] or "", params, control)):
+                line = display.escape(display.figures_line(reply.figures)) if reply.figures else ""
+                yield reply.text, line, gr.update(interactive=reply.figures is None)
+        finally:
+            control.end()
+
+    def on_raw_start(control: Control) -> gr.Button:
+        # Before queueing, so a Stop pressed while queued still counts.
+        control.stop, control.busy = False, True
+        return gr.update(interactive=True)
+
+    def on_raw_stop(control: Control) -> None:
+        control.press_stop()
+
+    def on_prompt_change(prompt: str | None) -> str:
+        return raw_checks(playground, prompt)
+
+    tab.run.click(on_raw_start, tab.control, tab.stop, **PRIVATE).then(
+        on_raw,
+        {tab.prompt, tab.control, *controls.inputs},
+        [tab.output, tab.figures, tab.stop],
+        concurrency_id=ENGINE_GROUP,
+        concurrency_limit=1,
+        **PRIVATE,
+    ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
+    tab.stop.click(on_raw_stop, tab.control, None, **PRIVATE)
+    tab.prompt.change(on_prompt_change, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE)
