@@ -16,20 +16,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
-from playground.engine import ENGINE_KINDS, EngineError, open_engine
-from playground.models import ModelUnavailableError, resolve_model
-from playground.sampling import ParamError, SamplingParams
-from playground.settings import SettingsError, load_settings
+from playground.engine import ENGINE_KINDS, open_engine
+from playground.errors import UserError
+from playground.models import resolve_model
+from playground.sampling import RANGES, SAMPLING_FIELDS, describe
+from playground.session import Playground, PromptOptions
+from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
-EXPECTED_ERRORS = (
-    ChatFormatError,
-    EngineError,
-    ModelUnavailableError,
-    ParamError,
-    SettingsError,
-    OSError,
-)
+EXPECTED_ERRORS = (UserError, OSError)  # every user-facing error, and unreadable files
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,13 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
     source.add_argument("--messages", type=Path, help="JSON list of {role, content}")
-    gen.add_argument("--max-new-tokens", type=int)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--stop", nargs="+", default=[], metavar="STR")
+    for f in SAMPLING_FIELDS:  # the one list of sampling parameters, with their help text
+        flag = "--" + f.name.replace("_", "-")
+        kind = int if RANGES[f.name].integer else float
+        gen.add_argument(flag, type=kind, dest=f.name, help=describe(f.name))
+    gen.add_argument("--stop", nargs="+", default=[], metavar="STR", help=describe("stop"))
     gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     ren = commands.add_parser("render", help="render a conversation with the chat template")
@@ -113,38 +106,25 @@ def _read_conversation(path: Path) -> list[dict[str, str]]:
 
 def _generate(args: argparse.Namespace) -> int:
     settings = load_settings(model=args.model, engine=args.engine)
-    params = SamplingParams.checked(
-        settings.ranges,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-        stop=args.stop,
-    )
     with _stdout_to_stderr():
         engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
+    playground = Playground(engine, settings)
+    params = playground.params({f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}, args.stop)
     if args.messages is not None:
-        messages = _read_conversation(args.messages)
-        prompt = render(messages, template=engine.tokenizer.chat_template).text
+        replies = playground.reply(_read_conversation(args.messages), PromptOptions(), params)
     else:
-        prompt = args.prompt
-    generation = engine.generate(prompt, params)
-    for chunk in generation:
+        replies = playground.complete(args.prompt, params)  # the UI's rule: no empty prompt
+    shown = ""
+    for reply in replies:
         if not args.json:
-            sys.stdout.write(chunk)
+            sys.stdout.write(reply.text[len(shown) :])
             sys.stdout.flush()
-    result = generation.result
+        shown = reply.text
     if args.json:
         out = {
-            "text": result.text,
-            "token_ids": result.token_ids,
-            "stop_reason": result.stop_reason,
-            "prompt_tokens": result.prompt_tokens,
-            "new_tokens": result.new_tokens,
-            "ttft_s": result.ttft_s,
-            "tokens_per_s": result.tokens_per_s,
+            "text": reply.text,
+            "token_ids": reply.result.token_ids,
+            **reply.figures,
             "engine": engine.kind,
             "model": engine.info.model,
         }

@@ -225,6 +225,7 @@ class Reply:
     text: str
     figures: dict | None = None
     budget: Budget | None = None
+    result: GenerationResult | None = field(default=None, repr=False)
 
 
 def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Iterator[Any]:
@@ -359,7 +360,7 @@ class Playground:
         # A Stop that arrives once the engine has finished, but before the visitor was shown
         # the end, still wins: the visitor pressed it while the reply looked unfinished.
         stopped = "cancelled" if control is not None and control.stop else None
-        yield Reply(text, figures_of(result, params.seed, stopped))
+        yield Reply(text, figures_of(result, params.seed, stopped), result=result)
 
     def export(self, prompt: str, params: SamplingParams) -> dict[str, str]:
         """Runnable code for `prompt`, naming the model as a visitor can get it (never this
