@@ -158,14 +158,9 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
             shown["figures"] = reply.figures
         current = [*turns, shown]
         meter = display.context_meter(budget.prompt_tokens, reserved, context_size)
-        return (
-            display.chat_display(current),
-            current,
-            meter,
-            note,
-            "",
-            gr.update(interactive=reply.figures is None),
-        )
+        # The note beside the input is left alone: a refused send's reason must stay up.
+        stop = gr.update(interactive=reply.figures is None)
+        return display.chat_display(current), current, meter, note, gr.skip(), stop
 
     respond_inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, *controls.inputs}
     respond_outputs_ = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
