@@ -46,6 +46,7 @@ def test_named_endpoints_and_their_parameters(client):
     assert names("/render") == ["conversation", "system_policy", "add_generation_prompt"]
     assert names("/complete") == [
         "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+        "stop", "figures",
     ]  # fmt: skip
     assert names("/chat")[:5] == ["message", "history", "system_prompt", "system_policy", "prefill"]
 

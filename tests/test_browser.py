@@ -4,12 +4,13 @@ Screenshots go to the git-ignored `artifacts/` folder.
 """
 
 import json
+import random
 import re
 import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -304,3 +305,209 @@ def test_inspector_rows_and_json_are_two_views_of_one_conversation(page):
     page.click("#use-chat")
     page.locator("#rows span[data-editable=true]").get_by_text("ROW-TEST").wait_for()
     assert page.locator("#rows span[data-editable=true]").get_by_text("assistant").count() == 1
+
+
+# ---- issue 10: each test names the numbered item it proves --------------------------------
+
+HOSTILE_IMG = "<img src=x onerror=alert(1)>"
+
+
+def chat_text(page):
+    return page.inner_text("#chatbot")
+
+
+def wait_figures(page, nth=0):
+    page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={nth}")
+
+
+def test_1_the_chatbots_trash_icon_clears_the_conversation(page):
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "FORGET-ME")
+    wait_figures(page)
+    page.locator("#chatbot button[aria-label='Clear']").click()
+    page.wait_for_function("document.querySelector('#meter').innerText.includes('Context: 0 of')")
+    send(page, "KEEP-ME")
+    wait_figures(page)
+    assert "FORGET-ME" not in chat_text(page)
+    page.get_by_role("tab", name="Template inspector").click()
+    page.click("#use-chat")
+    page.wait_for_function("document.querySelector('#prompt-text textarea').value.includes('KEEP')")
+    assert "FORGET-ME" not in page.input_value("#prompt-text textarea")
+
+
+def test_2_error_toasts_and_banners_show_hostile_text_literally(browser, settings, genai_engine,
+                                                                request):  # fmt: skip
+    from playground.ui import build_demo
+
+    demo = build_demo(genai_engine, settings, notice=f"Fallback because {HOSTILE_IMG}")
+    page = open_page(browser, serve(demo, settings))
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if r.url.rstrip("/").endswith("/x") else 0)
+    try:
+        assert HOSTILE_IMG in page.inner_text("#banner")
+        page.get_by_role("tab", name="Raw prompt").click()
+        page.fill("#raw-prompt textarea", HOSTILE_IMG)
+        page.click("#raw-inspect")  # not a Gemma prompt: refused with a toast quoting it
+        toast = page.locator(".toast-body").first
+        toast.wait_for()
+        text = toast.inner_text()
+        assert "<img src=x" in text and "(expected <start_of_turn>)" in text
+        page.wait_for_timeout(500)
+        assert page.locator(".toast-body img, #banner img, #raw-checks img").count() == 0
+        assert page.dialogs == [] and fetched == []
+    finally:
+        screenshot(page, request)
+        demo.close()
+
+
+def test_7_a_refused_turn_keeps_the_history_and_says_why_beside_the_input(page):
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "FIRST-TURN")
+    wait_figures(page)
+    page.get_by_text("System prompt and reply start").click()
+    page.fill("#system textarea", "You are a pirate.")
+    page.locator("#policy").get_by_text("error", exact=True).click()
+    send(page, "SECOND-TURN")
+    page.locator("#input-note").get_by_text("System role not supported").wait_for()
+    chat = chat_text(page)
+    assert "FIRST-TURN" in chat and "new tokens" in chat  # the history stays visible
+    assert "SECOND-TURN" in chat
+    assert page.locator("#chatbot .error, #message .error").count() == 0
+
+
+def test_7_sending_while_streaming_keeps_the_typed_text_visible(paced_page):
+    page = paced_page
+    set_number(page, "slider-max_new_tokens", 4096)
+    set_number(page, "slider-temperature", 0)
+    send(page, "Tell me a long story")
+    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+    page.fill("#message textarea", "NOT-YET")
+    page.click("#send")
+    page.locator("#input-note").get_by_text("press Stop first").wait_for()
+    assert page.input_value("#message textarea") == "NOT-YET"
+    assert page.locator("#message .error").count() == 0
+    assert "Tell me a long story" in chat_text(page)
+    page.click("#stop")
+    page.wait_for_selector("#chatbot >> text=stopped by you")
+
+
+def test_8_stop_always_wins_at_20_random_moments_of_a_fast_stream(page):
+    """The real engine unpaced (hundreds of tokens/s): Stop at a random moment; a reply that
+    had not finished when Stop was pressed ends "stopped by you"."""
+    rng = random.Random(10)
+    set_number(page, "slider-max_new_tokens", 300)
+    set_number(page, "slider-temperature", 0)
+    stopped = finished = 0
+    for run in range(20):
+        page.click("#clear")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.length < 20")
+        send(page, "Tell me a long story")
+        page.wait_for_function("!document.querySelector('#stop').disabled")
+        time.sleep(rng.uniform(0.05, 1.5))
+        done_before = "prompt tokens" in chat_text(page)
+        page.click("#stop", force=True)
+        wait_figures(page)
+        if done_before:
+            finished += 1
+        else:
+            assert "stopped by you" in chat_text(page), f"run {run}: Stop lost the race"
+            stopped += 1
+    assert stopped >= 5  # the moments really fell inside streams
+
+
+def test_9_regenerate_draws_a_new_seed_and_shows_it(page):
+    set_number(page, "slider-max_new_tokens", 12)
+    set_number(page, "slider-temperature", 1.0)
+    send(page, "Hello")
+    wait_figures(page)
+    replies = {chat_text(page)}
+    for _ in range(2):
+        page.click("#regenerate")
+        page.wait_for_function("!document.querySelector('#stop').disabled")
+        wait_figures(page)
+        page.wait_for_function("document.querySelector('#stop').disabled")
+        replies.add(chat_text(page))
+    assert len(replies) == 3  # the seed shown in each figures line differs too
+    assert all("seed " in reply for reply in replies)
+
+
+def test_10_13_15_labels_meter_presets_and_stop(page):
+    assert page.get_by_text("Max new tokens").first.is_visible()
+    assert page.locator("#stop").is_disabled()  # enabled only while generating
+    set_number(page, "slider-max_new_tokens", 100)
+    send(page, "Hi")
+    wait_figures(page)
+    meter = page.inner_text("#meter")
+    assert "+ 100 reserved for the reply" in meter and "11 in the prompt" in meter
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="Deterministic").click()
+    page.wait_for_function(
+        "document.querySelector('#slider-temperature input[type=number]').value === '0'"
+    )
+    set_number(page, "slider-top_p", 0.5)
+    page.wait_for_function("document.querySelector('#preset input').value === 'Custom'")
+    page.get_by_role("tab", name="Template inspector").click()
+    assert page.locator("#add-row").is_visible()
+    assert "is a space" in page.inner_text("#token-note")
+    assert "not Gemma-2's tokens" in page.inner_text("#token-note")  # item 11
+
+
+def test_12_raw_prompt_has_live_checks(page):
+    page.get_by_role("tab", name="Raw prompt").click()
+    page.fill("#raw-prompt textarea", "<bos><bos>Hello <start_of_turn>")
+    page.locator("#raw-checks").get_by_text("2 <bos> tokens").wait_for()
+    checks = page.inner_text("#raw-checks")
+    assert "tokens** as sent" in checks or "tokens as sent" in checks
+    assert "<start_of_turn> ×1" in checks
+
+
+def test_16_at_400_px(browser, app_url, request):
+    page = browser.new_page(viewport={"width": 400, "height": 850})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.dialogs = []
+    page.goto(app_url)
+    page.wait_for_selector("#message textarea")
+    try:
+        assert not page.locator("#slider-max_new_tokens").is_visible()  # sidebar starts closed
+        for name in ("Chat", "Raw prompt", "Template inspector", "Model"):
+            assert page.get_by_role("tab", name=name).is_visible()
+        box = page.locator("#message").bounding_box()
+        assert box["width"] > 330  # full width, not squeezed beside Send
+    finally:
+        screenshot(page, request)
+
+
+def test_18_edit_an_earlier_message_and_answer_it_anew(page):
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "FIRST")
+    wait_figures(page)
+    send(page, "SECOND")
+    wait_figures(page, 1)
+    page.locator("#chatbot button[aria-label='Edit']").first.click()
+    editor = page.locator("#chatbot textarea").first
+    editor.fill("EDITED <b>")
+    page.locator("#chatbot button[aria-label='Submit']").first.click()
+    page.wait_for_function(
+        "document.querySelector('#chatbot').innerText.includes('EDITED <b>') && "
+        "!document.querySelector('#chatbot').innerText.includes('SECOND')"
+    )
+    wait_figures(page)
+    assert "FIRST" not in chat_text(page)
+
+
+def test_18_download_and_load_a_conversation(page, tmp_path):
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "SAVE-ME")
+    wait_figures(page)
+    with page.expect_download() as download:
+        page.click("#download")
+    path = tmp_path / "c.json"
+    download.value.save_as(path)
+    saved = json.loads(path.read_text())
+    assert saved["messages"][0] == {"role": "user", "content": "SAVE-ME"}
+    assert saved["messages"][1]["figures"]["new_tokens"] == 4
+    page.click("#clear")
+    page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('SAVE-ME')")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('SAVE-ME')")
+    assert "4 new tokens" in chat_text(page)

@@ -11,7 +11,6 @@ markup (`display`), or reading settings (`settings`).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import gradio as gr
@@ -22,7 +21,7 @@ from playground.session import Playground, PromptOptions
 from playground.settings import Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
-from playground.ui.common import CSS, user_errors
+from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, user_errors
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.inspector import as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model
@@ -42,7 +41,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
         build_banner(notice)
         controls = build_controls(settings)
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat(playground)
             with gr.Tab("Raw prompt", id="raw"):
@@ -54,7 +53,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         wire_controls(controls, settings)
         wire_chat(chat, controls, playground)
         wire_raw(raw, controls, playground)
-        wire_inspector(inspector, controls, playground)
+        wire_inspector(inspector, controls, playground, demo)
         add_endpoints(playground)
 
         @user_errors
@@ -99,12 +98,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             [inspector.conversation, inspector.generation_prompt, inspector.prefill, tabs],
             **PRIVATE,
         )
-        demo.load(
-            lambda: json.dumps([{"role": "user", "content": "Hello!"}], indent=2),
-            None,
-            inspector.conversation,
-            **PRIVATE,
-        )
+        demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=4)
     return demo
 

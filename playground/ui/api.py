@@ -18,10 +18,17 @@ import gradio as gr
 from playground.chat_format import parse_conversation
 from playground.inspection import inspect_messages
 from playground.sampling import SAMPLING_FIELDS, ParamError, describe
-from playground.session import Playground, PromptOptions, throttle
+from playground.session import Playground, PromptOptions, Reply, throttle
 from playground.ui.common import ENGINE_GROUP, user_errors
 
 P = inspect.Parameter
+# After the sampling values, on both generating endpoints (new parameters go last, so
+# positional callers of earlier versions keep working).
+TRAILING = [
+    ("stop", str, "", "Stop strings, one per line: " + describe("stop")),
+    ("figures", bool, False, "Stream JSON objects {text, figures} instead of text; the last "
+     "one has the figures: stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s, seed."),
+]  # fmt: skip
 
 
 def with_sampling(
@@ -40,6 +47,9 @@ def with_sampling(
         kind = int if r.integer else float
         params.append(P(f.name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
         docs.append(f"    {f.name}: {describe(f.name, ranges)}")
+    for name, kind, default, help_text in TRAILING:
+        params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
+        docs.append(f"    {name}: {help_text}")
     signature = inspect.Signature(params, return_annotation=str)
 
     def endpoint(*args: Any, **kwargs: Any) -> Iterator[str]:
@@ -61,12 +71,26 @@ def sampling_of(arguments: dict[str, Any]) -> dict[str, Any]:
     return {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
 
 
+def stop_lines(stop: Any) -> list[str] | Any:
+    if stop is None:
+        return []
+    return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
+
+
+def stream_out(replies: Iterator[Reply], with_figures: Any) -> Iterator[str]:
+    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures."""
+    for reply in throttle(replies):
+        if with_figures is True:
+            yield json.dumps({"text": reply.text, "figures": reply.figures}, ensure_ascii=False)
+        else:
+            yield reply.text
+
+
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
-        params = playground.params(sampling_of(arguments))
-        for reply in throttle(playground.complete(prompt, params)):
-            yield reply.text
+        params = playground.params(sampling_of(arguments), stop_lines(arguments["stop"]))
+        yield from stream_out(playground.complete(prompt, params), arguments["figures"])
 
     def chat(
         message: Any,
@@ -77,7 +101,7 @@ def add_endpoints(playground: Playground) -> None:
         **arguments: Any,
     ) -> Iterator[str]:
         """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-        params = playground.params(sampling_of(arguments))
+        params = playground.params(sampling_of(arguments), stop_lines(arguments["stop"]))
         if not isinstance(message, str) or not message.strip():
             raise ParamError("The message is empty.")
         turns = parse_conversation(playground.check_text(history or "[]", "The history"))
@@ -86,8 +110,7 @@ def add_endpoints(playground: Playground) -> None:
         options = PromptOptions(
             system, system_policy, playground.check_text(prefill or "", "The prefill")
         )
-        for reply in throttle(playground.reply(turns, options, params)):
-            yield reply.text
+        yield from stream_out(playground.reply(turns, options, params), arguments["figures"])
 
     @user_errors
     def render(

@@ -8,6 +8,7 @@ Does not own: turn logic or prompts (`session`), markup (`display`), the samplin
 
 from __future__ import annotations
 
+import html
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def build_chat(playground: Playground) -> ChatTab:
     )
     meter = gr.HTML(display.context_meter(0, 0, playground.context_size), elem_id="meter")
     notice = gr.Markdown(elem_id="chat-notice")
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="message-row"):
         message = gr.Textbox(
             placeholder="Message Gemma-2…",
             show_label=False,
@@ -219,7 +220,8 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
 
     def on_edit(turns: list, edit: gr.EditData) -> tuple:
         index = edit.index if isinstance(edit.index, int) else edit.index[0]
-        turns = session.edit(turns, index, str(edit.value))
+        # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
+        turns = session.edit(turns, index, html.unescape(str(edit.value)))
         return turns, display.chat_display(turns), "", gr.update(interactive=True)
 
     check = tab.chatbot.edit(on_check_edit, [tab.turns, tab.control], None, **PRIVATE)

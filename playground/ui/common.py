@@ -21,6 +21,12 @@ from playground.errors import UserError
 
 log = logging.getLogger("playground.ui")
 
+# On a phone Gradio's sidebar covers the whole page: start with it closed there.
+CLOSE_SIDEBAR_ON_PHONES = """() => {
+  if (window.innerWidth <= 768) {
+    document.querySelector('.sidebar.open .toggle-button')?.click();
+  }
+}"""
 ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
 
 CSS = """
@@ -34,11 +40,9 @@ CSS = """
 #input-note:empty { display: none; }
 #input-note { color: #b91c1c; }
 @media (max-width: 640px) {
-  #banner .prose { font-size: 0.8em; max-height: 6em; overflow-y: auto; }
-  #message, #send { min-width: 100% !important; }
-  .tab-wrapper .overflow-menu { display: none; }
-  .tab-container { flex-wrap: wrap; height: auto !important; overflow: visible !important; }
-  .tab-container button { visibility: visible !important; position: static !important; }
+  #banner .prose { font-size: 0.8em; max-height: 4.5em; overflow-y: auto; }
+  #message-row { flex-wrap: wrap; }
+  #message-row > * { min-width: 100% !important; }
 }
 """
 

@@ -178,7 +178,9 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
     )
 
 
-def wire_inspector(tab: InspectorTab, controls: Controls, playground: Playground) -> None:
+def wire_inspector(
+    tab: InspectorTab, controls: Controls, playground: Playground, demo: gr.Blocks
+) -> None:
     @user_errors
     def on_inspect(data: dict) -> tuple:
         return inspect(playground, tab, controls, data)
@@ -190,6 +192,7 @@ def wire_inspector(tab: InspectorTab, controls: Controls, playground: Playground
         tab.policy.change,
         tab.prefill.change,
         tab.tab.select,
+        demo.load,
     ):
         trigger(on_inspect, inputs, tab.outputs, **PRIVATE)
 
