@@ -1,6 +1,6 @@
 """Take README's screenshots from the real app (tiny model) in Debian's headless Chromium.
 
-Usage: python docs/take_screenshots.py  (writes docs/*.png)
+Usage: python docs/take_screenshots.py  (writes docs/*.png: 1280 px wide, and a 400 px phone)
 """
 
 import sys
@@ -46,6 +46,14 @@ def main() -> None:
         page.wait_for_selector("#raw-figures >> text=new tokens")
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(DOCS / "raw.png"))
+        phone = browser.new_page(viewport={"width": 400, "height": 860})
+        phone.goto(url)
+        phone.wait_for_selector("#message textarea")
+        phone.fill("#message textarea", "Hello from a phone")
+        phone.click("#send")
+        phone.wait_for_selector("#chatbot >> text=prompt tokens")
+        phone.evaluate("window.scrollTo(0, 0)")
+        phone.screenshot(path=str(DOCS / "chat-400.png"), full_page=True)
         browser.close()
 
 

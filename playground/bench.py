@@ -297,11 +297,27 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m playground.bench", description=__doc__)
-    parser.add_argument("--model", default="tiny-random", help="tiny-random, mid-random or PATH")
-    parser.add_argument("--json", type=Path, help="write every raw sample here")
-    parser.add_argument("--quick", action="store_true", help="2 repetitions of 32 tokens")
-    parser.add_argument("--ov-config", default="{}", help="OpenVINO properties, JSON")
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.bench",
+        description="Measure both engines on this machine: load time (cold and warm cache), "
+        "time to first token, tokens per second, the same through the app's API, and peak "
+        "memory. Prints a markdown table. Takes minutes; --quick takes about one.",
+    )
+    parser.add_argument(
+        "--model",
+        default="tiny-random",
+        help="the model to measure: tiny-random (default, seconds to build), mid-random "
+        "(~250M parameters, closer to real costs) or the path of an OpenVINO IR folder",
+    )
+    parser.add_argument("--json", type=Path, help="also write every raw sample to this file")
+    parser.add_argument(
+        "--quick", action="store_true", help="a quick check: 2 repetitions of 32 tokens"
+    )
+    parser.add_argument(
+        "--ov-config",
+        default="{}",
+        help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)

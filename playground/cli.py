@@ -20,7 +20,7 @@ from playground.engine import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe
-from playground.session import Playground, PromptOptions
+from playground.session import Playground, PromptOptions, sampling_params
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
@@ -41,16 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m playground", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    gen = commands.add_parser("generate", help="generate from raw text or a conversation")
+    gen = commands.add_parser(
+        "generate",
+        help="generate from raw text or a conversation",
+        description="Generate from raw text (--prompt, sent with no template) or a conversation "
+        "(--messages, rendered with the model's chat template). Values left out take "
+        "space.yaml's defaults.",
+    )
     gen.add_argument("--model", help="HF repo id, local folder, tiny-random or mid-random")
-    gen.add_argument("--engine", choices=ENGINE_KINDS)
+    gen.add_argument("--engine", choices=ENGINE_KINDS, help="genai (default) or optimum")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
     source.add_argument("--messages", type=Path, help="JSON list of {role, content}")
+    ranges = _ranges_for_help()
     for f in SAMPLING_FIELDS:  # the one list of sampling parameters, with their help text
         flag = "--" + f.name.replace("_", "-")
         kind = int if RANGES[f.name].integer else float
-        gen.add_argument(flag, type=kind, dest=f.name, help=describe(f.name))
+        gen.add_argument(flag, type=kind, dest=f.name, help=describe(f.name, ranges))
     gen.add_argument("--stop", nargs="+", default=[], metavar="STR", help=describe("stop"))
     gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
@@ -62,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
     return parser
+
+
+def _ranges_for_help() -> dict:
+    """space.yaml's ranges and defaults (what a run uses), or the built-in ones if it is bad
+    (the run itself then says what is wrong)."""
+    try:
+        return dict(load_settings().ranges)
+    except UserError:
+        return dict(RANGES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,10 +122,11 @@ def _read_conversation(path: Path) -> list[dict[str, str]]:
 
 def _generate(args: argparse.Namespace) -> int:
     settings = load_settings(model=args.model, engine=args.engine)
+    values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
+    params = sampling_params(settings, values, args.stop)  # refused before loading anything
     with _stdout_to_stderr():
         engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
     playground = Playground(engine, settings)
-    params = playground.params({f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}, args.stop)
     if args.messages is not None:
         replies = playground.reply(_read_conversation(args.messages), PromptOptions(), params)
     else:

@@ -164,8 +164,9 @@ def fit_prompt(
 ) -> Budget:
     """The prompt that is sent for `turns`: rendered with the model's template, the oldest
     exchanges dropped until it fits the context with room for the reply."""
-    return fit_budget(
-        options.conversation(turns),
+    conversation = options.conversation(turns)
+    budget = fit_budget(
+        conversation,
         count_tokens=engine.tokenizer.count,
         context_size=engine.context_size,
         max_new_tokens=max_new_tokens,
@@ -174,6 +175,19 @@ def fit_prompt(
         add_generation_prompt=options.add_generation_prompt,
         prefill=options.prefill,
     )
+    if options.policy == "fold" and conversation and conversation[0]["role"] == "system":
+        # The drop policy says what it did; fold says so too.
+        note = FOLD_NOTE
+        if note not in budget.rendered.warnings:
+            rendered = replace(budget.rendered, warnings=(note, *budget.rendered.warnings))
+            budget = replace(budget, rendered=rendered)
+    return budget
+
+
+FOLD_NOTE = (
+    "The 'fold' system policy put the system text into the first user turn, followed by a "
+    "blank line (Gemma-2 has no system role)."
+)
 
 
 # ---- streaming --------------------------------------------------------------------------------
@@ -244,6 +258,23 @@ def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Ite
         yield pending
 
 
+def sampling_params(
+    settings: Settings,
+    values: Mapping[str, Any],
+    stop: str | Sequence[str] = "",
+    new_seed: bool = False,
+) -> SamplingParams:
+    """Sampling values by name, checked against space.yaml's ranges; `stop` as one text (a
+    string per line) or a list. `new_seed` draws a fresh seed (Regenerate, "new seed each
+    run")."""
+    stops = stop.splitlines() if isinstance(stop, str) else stop
+    values = dict(values)
+    if new_seed:
+        high = settings.ranges.get("seed", RANGES["seed"]).high
+        values["seed"] = random.randint(0, int(high))
+    return SamplingParams.checked(dict(settings.ranges), **values, stop=list(stops))
+
+
 class Playground:
     """The playground around one shared engine: what the UI, the API and the CLI all call.
 
@@ -270,18 +301,7 @@ class Playground:
     def params(
         self, values: Mapping[str, Any], stop: str | Sequence[str] = "", new_seed: bool = False
     ) -> SamplingParams:
-        """Sampling values by name, checked against space.yaml's ranges; `stop` as one text
-        (a string per line) or a list. `new_seed` draws a fresh seed (Regenerate, "new seed
-        each run")."""
-        stops = stop.splitlines() if isinstance(stop, str) else stop
-        values = dict(values)
-        if new_seed:
-            values["seed"] = self.random_seed()
-        return SamplingParams.checked(dict(self.settings.ranges), **values, stop=list(stops))
-
-    def random_seed(self) -> int:
-        high = self.settings.ranges.get("seed", RANGES["seed"]).high
-        return random.randint(0, int(high))
+        return sampling_params(self.settings, values, stop, new_seed)
 
     def fit(self, turns: Sequence[Turn], options: PromptOptions, max_new_tokens: int) -> Budget:
         return fit_prompt(turns, options, engine=self.engine, max_new_tokens=max_new_tokens)

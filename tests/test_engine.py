@@ -232,6 +232,8 @@ def test_cli_messages_streams_text(tmp_path):
         (["--prompt", "hi", "--engine", "torch"], "invalid choice"),
         (["--messages", "/nonexistent.json"], "No such file"),
         ([], "one of the arguments --prompt --messages is required"),
+        (["--prompt", ""], "The prompt is empty"),  # issue 10 #5: the UI's and API's rule
+        (["--prompt", " \n"], "The prompt is empty"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args, message):

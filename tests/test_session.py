@@ -177,3 +177,12 @@ def test_every_user_facing_error_shares_one_base():
 
     for error in (ChatFormatError, ParamError, EngineError, SettingsError, ModelUnavailableError):
         assert issubclass(error, UserError)
+
+
+def test_14_the_fold_policy_says_what_it_did(fake):
+    _, playground = fake
+    options = PromptOptions(system="Be brief.", policy="fold")
+    budget = playground.fit(HI, options, 8)
+    assert budget.rendered.warnings[0] == session.FOLD_NOTE
+    assert "first user turn, followed by a blank line" in session.FOLD_NOTE
+    assert not playground.fit(HI, PromptOptions(), 8).rendered.warnings
