@@ -215,13 +215,35 @@ class Control:
     busy: bool = False
     fresh_seed: bool = False  # the next reply draws a new seed (Regenerate)
     refusal: str = ""  # why the last send was refused, for the note beside the input
+    edit: tuple[int, str] | None = None  # the message edit being answered
+    streaming: bool = False  # a reply is being streamed to the page now
+    shown: list[Turn] | None = None  # the turns last sent to the page by that reply
     generation: Generation | None = field(default=None, repr=False)
 
     def begin(self) -> None:
         """One reply at a time per visitor: a send while one streams would be overwritten."""
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
-        self.stop, self.busy, self.refusal = False, True, ""
+        self.stop, self.busy, self.refusal, self.shown = False, True, "", None
+
+    def stopped_turns(self, wait_s: float = 10.0) -> list[Turn] | None:
+        """After Stop, once the reply has ended: its turns with the reply marked "stopped by
+        you", or None when nothing needs changing.
+
+        A Stop reaches the server only while the page shows an unfinished reply (the button is
+        disabled once the end is shown), so a reply the engine finished while the click was on
+        its way still ends as the visitor's stop: Stop always wins.
+        """
+        deadline = time.monotonic() + wait_s
+        while self.streaming and time.monotonic() < deadline:
+            time.sleep(0.02)
+        turns = self.shown
+        if not turns or not turns[-1].get("figures"):
+            return None
+        if turns[-1]["figures"]["stop_reason"] == "cancelled":
+            return None
+        figures = {**turns[-1]["figures"], "stop_reason": "cancelled"}
+        return [*turns[:-1], {**turns[-1], "figures": figures}]
 
     def press_stop(self) -> None:
         self.stop, self.busy = True, False

@@ -438,7 +438,8 @@ def test_10_13_15_labels_meter_presets_and_stop(page):
     send(page, "Hi")
     wait_figures(page)
     meter = page.inner_text("#meter")
-    assert "+ 100 reserved for the reply" in meter and "11 in the prompt" in meter
+    assert "+ 100 reserved for the reply" in meter and "10 in the prompt" in meter
+    assert "Context: 110 of 8192" in meter
     page.locator("#preset input").click()
     page.get_by_role("option", name="Deterministic").click()
     page.wait_for_function(
@@ -468,7 +469,8 @@ def test_16_at_400_px(browser, app_url, request):
     page.goto(app_url)
     page.wait_for_selector("#message textarea")
     try:
-        assert not page.locator("#slider-max_new_tokens").is_visible()  # sidebar starts closed
+        page.wait_for_function("document.querySelectorAll('.sidebar.open').length === 0")
+        assert page.locator("#slider-max_new_tokens").bounding_box()["x"] < 0  # off screen
         for name in ("Chat", "Raw prompt", "Template inspector", "Model"):
             assert page.get_by_role("tab", name=name).is_visible()
         box = page.locator("#message").bounding_box()
@@ -508,6 +510,8 @@ def test_18_download_and_load_a_conversation(page, tmp_path):
     assert saved["messages"][1]["figures"]["new_tokens"] == 4
     page.click("#clear")
     page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('SAVE-ME')")
-    page.locator("#upload input[type=file]").set_input_files(str(path))
+    with page.expect_file_chooser() as chooser:
+        page.click("#upload")
+    chooser.value.set_files(str(path))
     page.wait_for_function("document.querySelector('#chatbot').innerText.includes('SAVE-ME')")
     assert "4 new tokens" in chat_text(page)

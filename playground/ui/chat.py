@@ -136,6 +136,7 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
     @user_errors
     def on_respond(data: dict) -> Iterator[tuple]:
         control, turns = data[tab.control], data[tab.turns]
+        control.streaming = True
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
@@ -143,11 +144,14 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
                 data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
             )
             for reply in session.throttle(playground.reply(turns, options, params, control)):
-                yield respond_outputs(turns, reply, params.max_new_tokens)
+                outputs = respond_outputs(turns, reply, params.max_new_tokens)
+                control.shown = outputs[1]
+                yield outputs
         except UserError as error:
             note = display.escape(str(error))
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), note, gr.update(interactive=False)
         finally:
+            control.streaming = False
             control.end()
 
     def respond_outputs(turns: list, reply: session.Reply, reserved: int) -> tuple:
@@ -212,16 +216,18 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
     def on_check_edit(turns: list, control: Control, edit: gr.EditData) -> None:
         try:
             index = edit.index if isinstance(edit.index, int) else edit.index[0]
-            session.edit(turns, index, str(edit.value))
+            # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
+            text = html.unescape(str(edit.value))
+            session.edit(turns, index, text)
             control.begin()
+            control.edit = (index, text)  # the event data reaches only this first handler
         except UserError as error:
             control.refusal = str(error)
             raise refuse(error, "edit") from None
 
-    def on_edit(turns: list, edit: gr.EditData) -> tuple:
-        index = edit.index if isinstance(edit.index, int) else edit.index[0]
-        # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
-        turns = session.edit(turns, index, html.unescape(str(edit.value)))
+    def on_edit(turns: list, control: Control) -> tuple:
+        index, text = control.edit
+        turns = session.edit(turns, index, text)
         return turns, display.chat_display(turns), "", gr.update(interactive=True)
 
     check = tab.chatbot.edit(on_check_edit, [tab.turns, tab.control], None, **PRIVATE)
@@ -230,7 +236,10 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
     )
     answer(
         check.success(
-            on_edit, tab.turns, [tab.turns, tab.chatbot, tab.input_note, tab.stop], **PRIVATE
+            on_edit,
+            [tab.turns, tab.control],
+            [tab.turns, tab.chatbot, tab.input_note, tab.stop],
+            **PRIVATE,
         )
     )
 
@@ -245,7 +254,15 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         # frees a turn whose reply never started (say, refused by a full queue).
         control.press_stop()
 
-    tab.stop.click(on_stop, tab.control, None, **PRIVATE)
+    def on_stopped(control: Control) -> tuple:
+        turns = control.stopped_turns()
+        if turns is None:
+            return gr.skip(), gr.skip()
+        return turns, display.chat_display(turns)
+
+    tab.stop.click(on_stop, tab.control, None, **PRIVATE).then(
+        on_stopped, tab.control, [tab.turns, tab.chatbot], **PRIVATE
+    )
 
     def on_undo(turns: list, control: Control) -> tuple:
         if control.busy:
