@@ -38,7 +38,7 @@ def complete(client, prompt, max_new_tokens=20, **sampling):
 
 def test_named_endpoints_and_their_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(api) == {"/chat", "/complete", "/render"}
+    assert set(api) == {"/chat", "/complete", "/render", "/chat_json", "/complete_json"}
 
     def names(endpoint):
         return [p["parameter_name"] for p in api[endpoint]["parameters"]]
@@ -46,8 +46,9 @@ def test_named_endpoints_and_their_parameters(client):
     assert names("/render") == ["conversation", "system_policy", "add_generation_prompt"]
     assert names("/complete") == [
         "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
-        "stop", "figures",
     ]  # fmt: skip
+    assert names("/complete_json") == [*names("/complete"), "stop"]
+    assert names("/chat_json") == [*names("/chat"), "stop"]
     assert names("/chat")[:5] == ["message", "history", "system_prompt", "system_policy", "prefill"]
 
 

@@ -22,34 +22,39 @@ from playground.session import Playground, PromptOptions, Reply, throttle
 from playground.ui.common import ENGINE_GROUP, user_errors
 
 P = inspect.Parameter
-# After the sampling values, on both generating endpoints (new parameters go last, so
-# positional callers of earlier versions keep working).
-TRAILING = [
-    ("stop", str, "", "Stop strings, one per line: " + describe("stop")),
-    ("figures", bool, False, "Stream JSON objects {text, figures} instead of text; the last "
-     "one has the figures: stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s, seed."),
-]  # fmt: skip
+# After the sampling values, on the _json endpoints. /complete and /chat keep their parameter
+# lists, because Gradio refuses a raw HTTP call that leaves out any parameter: adding one would
+# break every existing caller.
+TRAILING = [("stop", str, "", "Stop strings, one per line. " + describe("stop"))]
+JSON_NOTE = (
+    "Streams JSON objects {text, figures}; figures is null until the last one, which has "
+    "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed."
+)
 
 
 def with_sampling(
-    fn: Callable, leading: list[tuple[str, type, Any, str]], playground: Playground
+    fn: Callable,
+    leading: list[tuple[str, type, Any, str]],
+    playground: Playground,
+    trailing: list[tuple[str, type, Any, str]] = (),
+    name: str = "",
 ) -> Callable:
     """Give `fn(*args)` the signature and docstring of its leading parameters followed by the
     sampling fields, so the API page lists (and describes) each one."""
     ranges = dict(playground.settings.ranges)
     params, docs = [], []
-    for name, kind, default, help_text in leading:
-        params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
-        docs.append(f"    {name}: {help_text}")
+    for param, kind, default, help_text in leading:
+        params.append(P(param, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
+        docs.append(f"    {param}: {help_text}")
     for f in SAMPLING_FIELDS:
         r = ranges[f.name]
         default = int(r.default) if r.integer else float(r.default)
         kind = int if r.integer else float
         params.append(P(f.name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
         docs.append(f"    {f.name}: {describe(f.name, ranges)}")
-    for name, kind, default, help_text in TRAILING:
-        params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
-        docs.append(f"    {name}: {help_text}")
+    for param, kind, default, help_text in trailing:
+        params.append(P(param, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
+        docs.append(f"    {param}: {help_text}")
     signature = inspect.Signature(params, return_annotation=str)
 
     def endpoint(*args: Any, **kwargs: Any) -> Iterator[str]:
@@ -58,12 +63,14 @@ def with_sampling(
         except TypeError as error:
             raise ParamError(f"Bad arguments: {error}.") from None
         bound.apply_defaults()
-        yield from fn(**bound.arguments)
+        arguments = {"stop": "", **bound.arguments, "figures": bool(trailing)}
+        yield from fn(**arguments)
 
-    endpoint.__name__ = fn.__name__
+    endpoint.__name__ = name or fn.__name__
     endpoint.__signature__ = signature
     endpoint.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
-    endpoint.__doc__ = f"{fn.__doc__}\n\nArgs:\n" + "\n".join(docs)
+    doc = f"{fn.__doc__} {JSON_NOTE}" if trailing else fn.__doc__
+    endpoint.__doc__ = f"{doc}\n\nArgs:\n" + "\n".join(docs)
     return user_errors(endpoint)
 
 
@@ -77,10 +84,10 @@ def stop_lines(stop: Any) -> list[str] | Any:
     return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
 
 
-def stream_out(replies: Iterator[Reply], with_figures: Any) -> Iterator[str]:
+def stream_out(replies: Iterator[Reply], with_figures: bool) -> Iterator[str]:
     """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures."""
     for reply in throttle(replies):
-        if with_figures is True:
+        if with_figures:
             yield json.dumps({"text": reply.text, "figures": reply.figures}, ensure_ascii=False)
         else:
             yield reply.text
@@ -126,20 +133,19 @@ def add_endpoints(playground: Playground) -> None:
         )
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
-    complete_api = with_sampling(
-        complete, [("prompt", str, P.empty, "raw text, sent with no chat template")], playground
-    )
-    chat_api = with_sampling(
-        chat,
-        [
-            ("message", str, P.empty, "the visitor's new message"),
-            ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
-            ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
-            ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
-            ("prefill", str, "", "text the reply starts with"),
-        ],
-        playground,
-    )
-    gr.api(complete_api, api_name="complete", concurrency_id=ENGINE_GROUP, concurrency_limit=1)
-    gr.api(chat_api, api_name="chat", concurrency_id=ENGINE_GROUP, concurrency_limit=1)
+    prompt = [("prompt", str, P.empty, "raw text, sent with no chat template")]
+    chat_leading = [
+        ("message", str, P.empty, "the visitor's new message"),
+        ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
+        ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
+        ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
+        ("prefill", str, "", "text the reply starts with"),
+    ]
+    engine = {"concurrency_id": ENGINE_GROUP, "concurrency_limit": 1}
+    gr.api(with_sampling(complete, prompt, playground), api_name="complete", **engine)
+    gr.api(with_sampling(chat, chat_leading, playground), api_name="chat", **engine)
+    gr.api(with_sampling(complete, prompt, playground, TRAILING, "complete_json"),
+           api_name="complete_json", **engine)  # fmt: skip
+    gr.api(with_sampling(chat, chat_leading, playground, TRAILING, "chat_json"),
+           api_name="chat_json", **engine)  # fmt: skip
     gr.api(render, api_name="render")
