@@ -71,6 +71,8 @@ def with_sampling(
     endpoint.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
     doc = f"{fn.__doc__} {JSON_NOTE}" if trailing else fn.__doc__
     endpoint.__doc__ = f"{doc}\n\nArgs:\n" + "\n".join(docs)
+    # The API page shows only an endpoint's description: it lists the parameters too.
+    endpoint.api_description = f"{doc} Parameters: " + "; ".join(d.strip() for d in docs)
     return user_errors(endpoint)
 
 
@@ -142,10 +144,12 @@ def add_endpoints(playground: Playground) -> None:
         ("prefill", str, "", "text the reply starts with"),
     ]
     engine = {"concurrency_id": ENGINE_GROUP, "concurrency_limit": 1}
-    gr.api(with_sampling(complete, prompt, playground), api_name="complete", **engine)
-    gr.api(with_sampling(chat, chat_leading, playground), api_name="chat", **engine)
-    gr.api(with_sampling(complete, prompt, playground, TRAILING, "complete_json"),
-           api_name="complete_json", **engine)  # fmt: skip
-    gr.api(with_sampling(chat, chat_leading, playground, TRAILING, "chat_json"),
-           api_name="chat_json", **engine)  # fmt: skip
+    for fn, leading, trailing, name in [
+        (complete, prompt, [], "complete"),
+        (chat, chat_leading, [], "chat"),
+        (complete, prompt, TRAILING, "complete_json"),
+        (chat, chat_leading, TRAILING, "chat_json"),
+    ]:
+        endpoint = with_sampling(fn, leading, playground, trailing, name)
+        gr.api(endpoint, api_name=name, api_description=endpoint.api_description, **engine)
     gr.api(render, api_name="render")
