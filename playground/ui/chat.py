@@ -260,8 +260,8 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
             return gr.skip(), gr.skip()
         return turns, display.chat_display(turns)
 
-    tab.stop.click(on_stop, tab.control, None, **PRIVATE).then(
-        on_stopped, tab.control, [tab.turns, tab.chatbot], **PRIVATE
+    tab.stop.click(on_stop, tab.control, None, show_progress="hidden", **PRIVATE).then(
+        on_stopped, tab.control, [tab.turns, tab.chatbot], show_progress="hidden", **PRIVATE
     )
 
     def on_undo(turns: list, control: Control) -> tuple:
