@@ -217,6 +217,7 @@ class Control:
     refusal: str = ""  # why the last send was refused, for the note beside the input
     edit: tuple[int, str] | None = None  # the message edit being answered
     streaming: bool = False  # a reply is being streamed to the page now
+    discard: bool = False  # the conversation was cleared: the reply must not come back
     shown: list[Turn] | None = None  # the turns last sent to the page by that reply
     generation: Generation | None = field(default=None, repr=False)
 
@@ -225,6 +226,12 @@ class Control:
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
         self.stop, self.busy, self.refusal, self.shown = False, True, "", None
+        self.discard = False
+
+    def clear(self) -> None:
+        """Clear the conversation: stop any reply, and keep it from being written back."""
+        self.press_stop()
+        self.discard, self.shown = True, None
 
     def stopped_turns(self, wait_s: float = 10.0) -> list[Turn] | None:
         """After Stop, once the reply has ended: its turns with the reply marked "stopped by
@@ -238,7 +245,7 @@ class Control:
         while self.streaming and time.monotonic() < deadline:
             time.sleep(0.02)
         turns = self.shown
-        if not turns or not turns[-1].get("figures"):
+        if self.discard or not turns or not turns[-1].get("figures"):
             return None
         if turns[-1]["figures"]["stop_reason"] == "cancelled":
             return None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,24 +115,13 @@ def build_chat(playground: Playground) -> ChatTab:
 
 
 def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
-    context_size = playground.context_size
-    empty_meter = display.context_meter(0, 0, context_size)
+    answer = responder(tab, controls, playground)
+    wire_turn_starts(tab, playground, answer)
+    wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
 
-    def on_check_send(text: str | None, control: Control) -> None:
-        try:
-            session.submit([], text)
-            playground.check_text(text, "The message")
-            control.begin()
-        except UserError as error:
-            control.refusal = str(error)
-            raise refuse(error, "send") from None
 
-    def on_refused(control: Control) -> str:
-        return display.escape(control.refusal)
-
-    def on_accept(text: str, turns: list) -> tuple:
-        turns = session.submit(turns, text)
-        return "", turns, display.chat_display(turns), "", gr.update(interactive=True)
+def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Callable[[Any], None]:
+    """What answers a turn once it is accepted: streams the reply into the chat."""
 
     @user_errors
     def on_respond(data: dict) -> Iterator[tuple]:
@@ -144,6 +134,8 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
                 data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
             )
             for reply in session.throttle(playground.reply(turns, options, params, control)):
+                if control.discard:  # cleared meanwhile: never write the reply back
+                    return
                 outputs = respond_outputs(turns, reply, params.max_new_tokens)
                 control.shown = outputs[1]
                 yield outputs
@@ -162,88 +154,87 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
         if reply.figures:
             shown["figures"] = reply.figures
         current = [*turns, shown]
-        meter = display.context_meter(budget.prompt_tokens, reserved, context_size)
+        meter = display.context_meter(budget.prompt_tokens, reserved, playground.context_size)
         # The note beside the input is left alone: a refused send's reason must stay up.
         stop = gr.update(interactive=reply.figures is None)
         return display.chat_display(current), current, meter, note, gr.skip(), stop
 
-    respond_inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, *controls.inputs}
-    respond_outputs_ = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
+    inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, *controls.inputs}
+    outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
 
-    def answer(event: Any) -> None:
-        event.success(
-            on_respond,
-            respond_inputs,
-            respond_outputs_,
-            concurrency_id=ENGINE_GROUP,
-            concurrency_limit=1,
-            **PRIVATE,
+    def answer(accepted: Any) -> None:
+        accepted.success(
+            on_respond, inputs, outputs, concurrency_id=ENGINE_GROUP, concurrency_limit=1, **PRIVATE
         )
 
-    for trigger in (tab.message.submit, tab.send.click):
-        check = trigger(on_check_send, [tab.message, tab.control], None, **PRIVATE)
-        check.failure(on_refused, tab.control, tab.input_note, **PRIVATE)
-        answer(
-            check.success(
-                on_accept,
-                [tab.message, tab.turns],
-                [tab.message, tab.turns, tab.chatbot, tab.input_note, tab.stop],
-                **PRIVATE,
-            )
-        )
+    return answer
+
+
+def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> None:
+    """Send, Regenerate and an edited message: each is checked first by an event with no
+    outputs; a refusal shows beside the input, an accepted turn is shown and answered."""
+
+    def gate(trigger: Callable, check: Callable, inputs: list, accept: Callable) -> None:
+        checked = trigger(check, [*inputs, tab.control], None, **PRIVATE)
+        checked.failure(on_refused, tab.control, tab.input_note, **PRIVATE).then(
+            display.chat_display, tab.turns, tab.chatbot, show_progress="hidden", **PRIVATE
+        )  # an edit refused in the chatbot's own editor is put back as it was
+        accepted = checked.success(accept, [*inputs, tab.control], accept_outputs, **PRIVATE)
+        answer(accepted)
+
+    accept_outputs = [tab.message, tab.turns, tab.chatbot, tab.input_note, tab.stop]
+
+    def on_refused(control: Control) -> str:
+        return display.escape(control.refusal)
+
+    def shown(turns: list, message: Any = None) -> tuple:
+        message = gr.skip() if message is None else message
+        return message, turns, display.chat_display(turns), "", gr.update(interactive=True)
+
+    def on_check_send(text: str | None, turns: list, control: Control) -> None:
+        with refusals(control, "send"):
+            session.submit(turns, text)
+            playground.check_text(text, "The message")
+            control.begin()
+
+    def on_send(text: str, turns: list, control: Control) -> tuple:
+        return shown(session.submit(turns, text), message="")
 
     def on_check_regenerate(turns: list, control: Control) -> None:
-        try:
+        with refusals(control, "regenerate"):
             session.regenerate(turns)
             control.begin()
             control.fresh_seed = True  # a regenerated reply is another draw, not the same one
-        except UserError as error:
-            control.refusal = str(error)
-            raise refuse(error, "regenerate") from None
 
-    def on_regenerate(turns: list) -> tuple:
-        turns = session.regenerate(turns)
-        return turns, display.chat_display(turns), "", gr.update(interactive=True)
-
-    check = tab.regenerate.click(on_check_regenerate, [tab.turns, tab.control], None, **PRIVATE)
-    check.failure(on_refused, tab.control, tab.input_note, **PRIVATE)
-    answer(
-        check.success(
-            on_regenerate, tab.turns, [tab.turns, tab.chatbot, tab.input_note, tab.stop], **PRIVATE
-        )
-    )
+    def on_regenerate(turns: list, control: Control) -> tuple:
+        return shown(session.regenerate(turns))
 
     def on_check_edit(turns: list, control: Control, edit: gr.EditData) -> None:
-        try:
+        with refusals(control, "edit"):
             index = edit.index if isinstance(edit.index, int) else edit.index[0]
             # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
             text = html.unescape(str(edit.value))
             session.edit(turns, index, text)
             control.begin()
             control.edit = (index, text)  # the event data reaches only this first handler
-        except UserError as error:
-            control.refusal = str(error)
-            raise refuse(error, "edit") from None
 
     def on_edit(turns: list, control: Control) -> tuple:
-        index, text = control.edit
-        turns = session.edit(turns, index, text)
-        return turns, display.chat_display(turns), "", gr.update(interactive=True)
+        return shown(session.edit(turns, *control.edit))
 
-    check = tab.chatbot.edit(on_check_edit, [tab.turns, tab.control], None, **PRIVATE)
-    check.failure(on_refused, tab.control, tab.input_note, **PRIVATE).then(
-        lambda turns: display.chat_display(turns), tab.turns, tab.chatbot, **PRIVATE
-    )
-    answer(
-        check.success(
-            on_edit,
-            [tab.turns, tab.control],
-            [tab.turns, tab.chatbot, tab.input_note, tab.stop],
-            **PRIVATE,
-        )
-    )
+    for trigger in (tab.message.submit, tab.send.click):
+        gate(trigger, on_check_send, [tab.message, tab.turns], on_send)
+    gate(tab.regenerate.click, on_check_regenerate, [tab.turns], on_regenerate)
+    gate(tab.chatbot.edit, on_check_edit, [tab.turns], on_edit)
 
-    wire_housekeeping(tab, playground, empty_meter)
+
+@contextmanager
+def refusals(control: Control, where: str) -> Iterator[None]:
+    """A user error while checking a turn: keep its reason for the note, stop the chain."""
+    try:
+        yield
+    except UserError as error:
+        control.refusal = str(error)
+        raise refuse(error, where) from None
 
 
 def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) -> None:
@@ -278,7 +269,7 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
     )
 
     def on_clear(control: Control) -> tuple:
-        control.press_stop()  # every way of clearing clears the state, streaming or not
+        control.clear()  # every way of clearing clears the state, streaming or not
         return [], [], empty_meter, "", ""
 
     clear_outputs = [tab.turns, tab.chatbot, tab.meter, tab.notice, tab.input_note]
