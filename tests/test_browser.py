@@ -522,3 +522,17 @@ def test_18_download_and_load_a_conversation(page, tmp_path):
     chooser.value.set_files(str(path))
     page.wait_for_function("document.querySelector('#chatbot').innerText.includes('SAVE-ME')")
     assert "4 new tokens" in chat_text(page)
+
+
+def test_1_clearing_while_a_reply_streams_clears_it_for_good(paced_page, paced_engine):
+    page = paced_page
+    start_long_reply(page)
+    page.click("#clear")
+    page.wait_for_function("document.querySelector('#meter').innerText.includes('Context: 0 of')")
+    page.wait_for_timeout(1500)  # the stopped reply must not be written back
+    assert "Tell me a long story" not in chat_text(page)
+    assert paced_engine.active == 0
+    set_number(page, "slider-max_new_tokens", 3)
+    send(page, "AFTER-CLEAR")
+    wait_figures(page)
+    assert "Tell me a long story" not in chat_text(page)
