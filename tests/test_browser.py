@@ -355,6 +355,8 @@ def test_2_error_toasts_and_banners_show_hostile_text_literally(browser, setting
         page.wait_for_timeout(500)
         assert page.locator(".toast-body img, #banner img, #raw-checks img").count() == 0
         assert page.dialogs == [] and fetched == []
+        page.click("#banner-close")  # item 3: the banner can be dismissed
+        page.wait_for_selector("#banner", state="hidden")
     finally:
         screenshot(page, request)
         demo.close()

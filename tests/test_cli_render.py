@@ -268,3 +268,20 @@ def test_command_json_stays_clean_while_the_model_is_built(write, tmp_path):
     assert built.is_file()
     data = json.loads(done.stdout.decode("utf-8"))
     assert list(data) == JSON_KEYS and data["prompt"] == render(CHAT).text
+
+
+def test_19_help_is_written_for_users_with_ranges_and_defaults():
+    bench = subprocess.run(
+        [sys.executable, "-m", "playground.bench", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bench.returncode == 0
+    assert "Owns:" not in bench.stdout and "Does not own" not in bench.stdout
+    assert "mid-random" in bench.stdout and "--quick" in bench.stdout
+    generate = subprocess.run(
+        [sys.executable, "-m", "playground", "generate", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    text = " ".join(generate.stdout.split())
+    assert "Randomness: 0 always picks the likeliest token" in text
+    assert "From 0 to 2; default 0.6" in text and "0 means no limit" in text
