@@ -217,7 +217,9 @@ class Control:
     refusal: str = ""  # why the last send was refused, for the note beside the input
     edit: tuple[int, str] | None = None  # the message edit being answered
     streaming: bool = False  # a reply is being streamed to the page now
-    discard: bool = False  # the conversation was cleared: the reply must not come back
+    cleared: int = 0  # how many times the conversation was cleared: a reply begun before a
+    # clear must not write itself back
+    begun_after: int = 0  # `cleared` when the current turn began
     shown: list[Turn] | None = None  # the turns last sent to the page by that reply
     generation: Generation | None = field(default=None, repr=False)
 
@@ -226,12 +228,16 @@ class Control:
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
         self.stop, self.busy, self.refusal, self.shown = False, True, "", None
-        self.discard = False
+        self.begun_after = self.cleared  # this turn belongs to the conversation as it is now
+
+    def outdated(self) -> bool:
+        """The conversation was cleared since the current turn began."""
+        return self.cleared != self.begun_after
 
     def clear(self) -> None:
         """Clear the conversation: stop any reply, and keep it from being written back."""
         self.press_stop()
-        self.discard, self.shown = True, None
+        self.cleared, self.shown = self.cleared + 1, None
 
     def stopped_turns(self, wait_s: float = 10.0) -> list[Turn] | None:
         """After Stop, once the reply has ended: its turns with the reply marked "stopped by
@@ -245,7 +251,7 @@ class Control:
         while self.streaming and time.monotonic() < deadline:
             time.sleep(0.02)
         turns = self.shown
-        if self.discard or not turns or not turns[-1].get("figures"):
+        if not turns or not turns[-1].get("figures"):
             return None
         if turns[-1]["figures"]["stop_reason"] == "cancelled":
             return None

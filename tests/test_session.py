@@ -186,3 +186,13 @@ def test_14_the_fold_policy_says_what_it_did(fake):
     assert budget.rendered.warnings[0] == session.FOLD_NOTE
     assert "first user turn, followed by a blank line" in session.FOLD_NOTE
     assert not playground.fit(HI, PromptOptions(), 8).rendered.warnings
+
+
+def test_1_a_reply_begun_before_a_clear_is_outdated():
+    control = Control()
+    control.begin()
+    assert not control.outdated()
+    control.clear()
+    assert control.outdated() and control.stop and not control.busy
+    control.begin()
+    assert not control.outdated()

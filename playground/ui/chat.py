@@ -126,6 +126,10 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
     @user_errors
     def on_respond(data: dict) -> Iterator[tuple]:
         control, turns = data[tab.control], data[tab.turns]
+        if control.outdated():  # cleared while this turn waited in the queue
+            control.end()
+            yield cleared_outputs()
+            return
         control.streaming = True
         try:
             values, stop, fresh = controls.read(data)
@@ -134,7 +138,10 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
                 data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
             )
             for reply in session.throttle(playground.reply(turns, options, params, control)):
-                if control.discard:  # cleared meanwhile: never write the reply back
+                if control.outdated():
+                    # Cleared meanwhile: never write the reply back, and clear once more after
+                    # any update of ours that was already on its way.
+                    yield cleared_outputs()
                     return
                 outputs = respond_outputs(turns, reply, params.max_new_tokens)
                 control.shown = outputs[1]
@@ -145,6 +152,10 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         finally:
             control.streaming = False
             control.end()
+
+    def cleared_outputs() -> tuple:
+        meter = display.context_meter(0, 0, playground.context_size)
+        return [], [], meter, "", gr.skip(), gr.update(interactive=False)
 
     def respond_outputs(turns: list, reply: session.Reply, reserved: int) -> tuple:
         budget = reply.budget
