@@ -165,6 +165,9 @@ def test_hostile_text_is_shown_literally_and_never_runs(page, text, visible):
     page.wait_for_timeout(500)
     assert page.dialogs == []
     assert page.locator("#chatbot img, #chatbot script, #marked-prompt img").count() == 0
+    # Every other surface that shows the visitor's text: notes, tables, toasts, the raw output.
+    others = "#tokens, #checks, #chat-notice, #input-note, #raw-checks, #raw-output, .toast-body"
+    assert page.locator(f":is({others}) :is(img, script, a[href^='javascript:'])").count() == 0
     assert page.locator("#injected-link, a[href^='javascript:']").count() == 0
     assert page.locator("#chatbot script, #marked-prompt script").count() == 0
     # The visitor's text stands in the chat and in the inspector as literal characters.
