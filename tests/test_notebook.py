@@ -108,7 +108,7 @@ def test_handout_has_no_live_markup_from_any_cell():
         PromptCell("raw", hostile),
     ]
     page = handout_html(HOSTILE[1], cells, {1: hostile, 2: hostile})
-    for live in ("<script", "<img", "<a ", "onerror=\""):
+    for live in ("<script", "<img", 'href="javascript', 'href="data', 'onerror="'):
         assert live not in page
     assert "default-src 'none'" in page
     assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 4
