@@ -97,12 +97,6 @@ TEMPLATE_ALTERNATION_ERROR = "Conversation roles must alternate user/assistant/u
 
 # Gemma 3's official template joins the system text and the first user text with a blank line.
 DEFAULT_FOLD_SEPARATOR = "\n\n"
-FOLD_NOTE = (
-    "The system message was folded into the first user message, joined with {separator} "
-    "(the fold separator setting). OpenVINO GenAI's template polyfill, llama.cpp's Jinja path, "
-    "minja and Ollama's Gemma template join with a single '\\n' instead, so their prompt differs "
-    "from this one there."
-)
 
 # Gemma calls the assistant "model" inside the prompt.
 _PROMPT_ROLES = {"user": "user", "model": "assistant"}
@@ -355,6 +349,19 @@ def _check_policy(policy: str) -> None:
         raise ChatFormatError(f"unknown system policy {policy!r} (allowed: {allowed})")
 
 
+def _fold_note(separator: str) -> str:
+    # The peers' joins are as measured by running their own tests (issue 13).
+    peers = (
+        "OpenVINO GenAI's own template polyfill, llama.cpp's Jinja path, minja and Ollama's "
+        "Gemma template join with a single '\\n'"
+    )
+    return (
+        f"The system message was folded into the first user message, both trimmed and joined "
+        f"with {separator!r} (the fold_separator setting). "
+        + (f"{peers} too." if separator == "\n" else f"{peers}, so their prompt differs here.")
+    )
+
+
 def apply_system_policy(
     messages: Sequence[Mapping[str, str]],
     policy: str,
@@ -512,7 +519,7 @@ def _render_positioned(
     folded, warnings = apply_system_policy(messages, system_policy, fold_separator=fold_separator)
     notes = []
     if system_policy == "fold" and messages[0]["role"] == "system":
-        notes.append(FOLD_NOTE.format(separator=repr(fold_separator)))
+        notes.append(_fold_note(fold_separator))
     text = _render_template(
         template, folded, bos_token=bos_token, add_generation_prompt=add_generation_prompt
     )

@@ -156,6 +156,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             template=tokenizer.chat_template,
             system_policy=policy,
             prefill=prefill,
+            fold_separator=settings.fold_separator,
         )
 
     def stream_text(
@@ -567,6 +568,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                     prefill=prefill or "",
                     context_size=engine.context_size,
                     max_new_tokens=params.max_new_tokens,
+                    fold_separator=settings.fold_separator,
                 )
             except (ChatFormatError, ParamError) as error:
                 empty = ("", "", None, "", "", "")
@@ -583,7 +585,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 f"start, {len(inspection.prompt)} characters."
             )
             return (
-                display.notes_markdown([], inspection.warnings),
+                display.notes_markdown([], [*inspection.warnings, *inspection.notes]),
                 counts_text,
                 display.marked_prompt(inspection.prompt),
                 inspection.prompt,
@@ -736,6 +738,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 tokenizer,
                 system_policy=system_policy,
                 add_generation_prompt=bool(add_generation_prompt),
+                fold_separator=settings.fold_separator,
             )
             return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
