@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--seed", type=int, help="-1: a random seed, reported")
     gen.add_argument("--stop", nargs="+", default=[], metavar="STR")
     gen.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
     gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -136,8 +136,10 @@ def _generate(args: argparse.Namespace) -> int:
     settings = load_settings(
         model=args.model, engine=args.engine, fold_separator=args.fold_separator
     )
-    params = SamplingParams.checked(
-        settings.ranges,
+    # Anything the engine accepts, as the API does; the sliders' ranges give only the defaults.
+    params, drawn_seed = SamplingParams.from_request(
+        dict(settings.ranges),
+        settings.context_size,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -157,6 +159,8 @@ def _generate(args: argparse.Namespace) -> int:
         ).text
     else:
         prompt = args.prompt
+    if drawn_seed is not None and not args.json:
+        print(f"random seed drawn: {drawn_seed}", file=sys.stderr)
     generation = engine.generate(prompt, params)
     for chunk in generation:
         if not args.json:
@@ -172,6 +176,7 @@ def _generate(args: argparse.Namespace) -> int:
             "new_tokens": result.new_tokens,
             "ttft_s": result.ttft_s,
             "tokens_per_s": result.tokens_per_s,
+            "seed": params.seed,
             "engine": engine.kind,
             "model": engine.info.model,
         }

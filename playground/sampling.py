@@ -23,7 +23,7 @@ MAX_STOP_LENGTH = 100
 # about 1 ms a token on the 2-core dev machine (0.14 ms for 8; 6 ms for 256), under 1% of a
 # 9B model's time per token on a CPU.
 MAX_ENGINE_STOP_STRINGS = 64
-# A seed of -1 (or none) asks for a random one, drawn in the UI seed field's range.
+# A seed of -1 asks for a random one, drawn in the UI seed field's range.
 RANDOM_SEED = -1
 
 
@@ -145,13 +145,13 @@ class SamplingParams:
 
     @classmethod
     def from_request(
-        cls, defaults: dict[str, Range], context_size: int, **values: Any
+        cls, ranges: dict[str, Range], context_size: int, **values: Any
     ) -> tuple[SamplingParams, int | None]:
         """Build from an API or command-line request: anything the engine accepts.
 
-        A value left out or None takes its default from `defaults` (space.yaml's ranges), except
-        the seed: None or -1 draws a random one. Returns the parameters and the seed drawn
-        (None when the request gave one), so the caller can report it.
+        A value left out or None takes its default from `ranges` (space.yaml's). A seed of -1
+        draws a random one. Returns the parameters and the seed drawn (None when the request
+        chose one), so the caller can report it.
         """
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
@@ -161,13 +161,13 @@ class SamplingParams:
             "max_new_tokens": Domain(1, context_size, integer=True),
             "seed": Domain(RANDOM_SEED, DOMAINS["seed"].high, integer=True),
         }
-        drawn = None
-        if values.get("seed") is None or values["seed"] == RANDOM_SEED:
-            drawn = random.randint(0, int(RANGES["seed"].high))
-            values = {**values, "seed": drawn}
         values = {k: v for k, v in values.items() if v is not None}
-        missing = {name: r.default for name, r in defaults.items() if name not in values}
+        ranges = {**RANGES, **ranges}
+        missing = {name: r.default for name, r in ranges.items() if name not in values}
         checked = _check_all({**missing, **values}, domains, MAX_ENGINE_STOP_STRINGS)
+        drawn = None
+        if checked["seed"] == RANDOM_SEED:
+            drawn = checked["seed"] = random.randint(0, int(RANGES["seed"].high))
         return cls(**checked), drawn
 
     def with_(self, **changes: Any) -> SamplingParams:

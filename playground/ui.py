@@ -33,7 +33,7 @@ from playground.chat_format import (
 )
 from playground.engine import Engine, EngineError, GenerationResult
 from playground.inspection import double_bos_note, export_code, inspect_messages
-from playground.sampling import ParamError, SamplingParams
+from playground.sampling import RANDOM_SEED, ParamError, SamplingParams
 from playground.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,19 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         named = dict(zip(SAMPLING_NAMES, values, strict=True))
         stops = [s for s in (stop or "").splitlines() if s]
         return SamplingParams.checked(dict(ranges), **named, stop=stops)
+
+    def params_of_request(*values: Any, stop: list[str] | None) -> SamplingParams:
+        """The API's values: anything the engine accepts. An empty seed or -1 draws one, and
+        the caller is told which (a gr.Info, which gradio_client receives as a log)."""
+        named = dict(zip(SAMPLING_NAMES, values, strict=True))
+        if named["seed"] is None:
+            named["seed"] = RANDOM_SEED
+        params, drawn = SamplingParams.from_request(
+            dict(ranges), engine.context_size, **named, stop=stop or []
+        )
+        if drawn is not None:
+            gr.Info(f"Random seed drawn: {drawn}")
+        return params
 
     def chat_budget(
         history: list[dict[str, str]], system: str, policy: str, prefill: str, max_new: int
@@ -692,11 +705,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_p: float = defaults["top_p"],
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
-            seed: int = int(defaults["seed"]),
+            seed: int | None = int(defaults["seed"]),
+            stop: list[str] | None = None,
         ) -> Iterator[str]:
             """Stream the continuation of raw text (no template; one <bos> is added)."""
-            params = params_from(
-                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
+            params = params_of_request(
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop=stop
             )
             for text, _ in throttle(run_complete(prompt, params)):
                 yield text
@@ -713,11 +727,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_p: float = defaults["top_p"],
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
-            seed: int = int(defaults["seed"]),
+            seed: int | None = int(defaults["seed"]),
+            stop: list[str] | None = None,
         ) -> Iterator[str]:
             """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-            params = params_from(
-                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
+            params = params_of_request(
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop=stop
             )
             if not isinstance(message, str) or not message.strip():
                 raise ParamError("The message is empty.")
