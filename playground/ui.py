@@ -144,15 +144,13 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         stops = [s for s in (stop or "").splitlines() if s]
         return SamplingParams.checked(dict(ranges), **named, stop=stops)
 
-    def params_of_request(*values: Any, stop: list[str] | None) -> SamplingParams:
+    def params_of_request(*values: Any) -> SamplingParams:
         """The API's values: anything the engine accepts. An empty seed or -1 draws one, and
         the caller is told which (a gr.Info, which gradio_client receives as a log)."""
         named = dict(zip(SAMPLING_NAMES, values, strict=True))
         if named["seed"] is None:
             named["seed"] = RANDOM_SEED
-        params, drawn = SamplingParams.from_request(
-            dict(ranges), engine.context_size, **named, stop=stop or []
-        )
+        params, drawn = SamplingParams.from_request(dict(ranges), engine.context_size, **named)
         if drawn is not None:
             gr.Info(f"Random seed drawn: {drawn}")
         return params
@@ -706,11 +704,10 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
             seed: int | None = int(defaults["seed"]),
-            stop: list[str] | None = None,
         ) -> Iterator[str]:
             """Stream the continuation of raw text (no template; one <bos> is added)."""
             params = params_of_request(
-                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop=stop
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
             )
             for text, _ in throttle(run_complete(prompt, params)):
                 yield text
@@ -728,11 +725,10 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
             seed: int | None = int(defaults["seed"]),
-            stop: list[str] | None = None,
         ) -> Iterator[str]:
             """Stream the reply to `message` after `history` (JSON list of {role, content})."""
             params = params_of_request(
-                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop=stop
+                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
             )
             if not isinstance(message, str) or not message.strip():
                 raise ParamError("The message is empty.")

@@ -294,18 +294,18 @@ def test_cli_seed_minus_one_draws_one_and_reports_it():
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
 
 
-def complete(client, max_new_tokens=3, stop=None, **sampling):
+def complete(client, max_new_tokens=3, **sampling):
     """/complete with `sampling` over the greedy defaults; the final text and the job."""
     v = {**GREEDY, **sampling}
     job = client.submit("Hello", max_new_tokens, v["temperature"], v["top_p"], v["top_k"],
-                        v["repetition_penalty"], v["seed"], stop, api_name="/complete")  # fmt: skip
+                        v["repetition_penalty"], v["seed"], api_name="/complete")  # fmt: skip
     return job.result(), job
 
 
-def chat(client, max_new_tokens=3, stop=None, **sampling):
+def chat(client, max_new_tokens=3, **sampling):
     v = {**GREEDY, **sampling}
     return client.predict("Hi", "[]", "", "fold", "", max_new_tokens, v["temperature"], v["top_p"],
-                          v["top_k"], v["repetition_penalty"], v["seed"], stop,
+                          v["top_k"], v["repetition_penalty"], v["seed"],
                           api_name="/chat")  # fmt: skip
 
 
@@ -322,7 +322,6 @@ API_INSIDE = [
     dict(temperature=0.0),
     dict(temperature=2.0),
     dict(max_new_tokens=1),
-    dict(stop=[f"s{i}" for i in range(MAX_ENGINE_STOP_STRINGS - 1)] + ["x" * MAX_STOP_LENGTH]),
 ]
 API_OUTSIDE = [
     (dict(top_p=0.0), "top_p must be a number above 0 and at most 1, got 0."),
@@ -338,9 +337,6 @@ API_OUTSIDE = [
     (dict(temperature=2.01), "temperature must be a number from 0 to 2, got 2.01."),
     (dict(max_new_tokens=0), "max_new_tokens must be a whole number from 1 to 8192, got 0."),
     (dict(max_new_tokens=8193), "max_new_tokens must be a whole number from 1 to 8192, got 8193."),
-    (dict(stop=list(map(str, range(MAX_ENGINE_STOP_STRINGS + 1)))), "at most 64 strings"),
-    (dict(stop=["x" * (MAX_STOP_LENGTH + 1)]), "at most 100 characters each, got one of 101."),
-    (dict(stop=[5]), "stop must be a list of strings."),
 ]
 
 
@@ -349,11 +345,10 @@ def test_api_accepts_every_bound_from_inside(client, genai_engine, values):
     """Both endpoints take the value and the engine gets it: the same text as a direct call."""
     values = {**GREEDY, **values}
     max_new_tokens = values.pop("max_new_tokens", 3)
-    stop = values.pop("stop", None)
-    params = SamplingParams(max_new_tokens=max_new_tokens, stop=tuple(stop or ()), **values)
-    text, _ = complete(client, max_new_tokens, stop, **values)
+    params = SamplingParams(max_new_tokens=max_new_tokens, **values)
+    text, _ = complete(client, max_new_tokens, **values)
     assert text == genai_engine.generate("Hello", params).run().text
-    reply = chat(client, max_new_tokens, stop, **values)
+    reply = chat(client, max_new_tokens, **values)
     prompt = render([{"role": "user", "content": "Hi"}]).text
     assert reply == genai_engine.generate(prompt, params).run().text
 
@@ -371,7 +366,7 @@ def test_api_top_p_nan_is_refused(app_url):
     # gradio_client cannot send NaN; a raw request can (JSON parsers in the wild accept it).
     import urllib.request
 
-    body = json.dumps({"data": ["Hello", 3, 0.5, float("nan"), 0, 1.0, 1, None]}).encode()
+    body = json.dumps({"data": ["Hello", 3, 0.5, float("nan"), 0, 1.0, 1]}).encode()
     request = urllib.request.Request(app_url + "gradio_api/call/complete", data=body,
                                      headers={"Content-Type": "application/json"})  # fmt: skip
     event_id = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
