@@ -149,9 +149,9 @@ class SamplingParams:
     ) -> tuple[SamplingParams, int | None]:
         """Build from an API or command-line request: anything the engine accepts.
 
-        A value left out or None takes its default from `ranges` (space.yaml's). A seed of -1
-        draws a random one. Returns the parameters and the seed drawn (None when the request
-        chose one), so the caller can report it.
+        A value left out or None takes its default from `ranges` (space.yaml's), max_new_tokens
+        at most the context size. A seed of -1 draws a random one. Returns the parameters and
+        the seed drawn (None when the request chose one), so the caller can report it.
         """
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
@@ -164,6 +164,8 @@ class SamplingParams:
         values = {k: v for k, v in values.items() if v is not None}
         ranges = {**RANGES, **ranges}
         missing = {name: r.default for name, r in ranges.items() if name not in values}
+        if "max_new_tokens" in missing:  # a default never refuses a small context
+            missing["max_new_tokens"] = min(missing["max_new_tokens"], context_size)
         checked = _check_all({**missing, **values}, domains, MAX_ENGINE_STOP_STRINGS)
         drawn = None
         if checked["seed"] == RANDOM_SEED:
