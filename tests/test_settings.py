@@ -338,7 +338,8 @@ def test_fold_separator_defaults_to_a_blank_line_from_space_yaml():
 
 def test_fold_separator_from_yaml_and_flags(space):
     assert load_settings(space(fold_separator="\n"), env={}).fold_separator == "\n"
-    assert load_settings(space(fold_separator="\n"), env={}, fold_separator=" ").fold_separator == " "
+    flagged = load_settings(space(fold_separator="\n"), env={}, fold_separator=" ")
+    assert flagged.fold_separator == " "
 
 
 @pytest.mark.parametrize("value", [1, ["\n"], True])
