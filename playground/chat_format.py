@@ -5,10 +5,13 @@ Gemma-2-9b-it sees:
 
 * parsing a conversation from JSON or Python data (``parse_conversation``), OpenAI-style
   text content parts included,
-* checking it against the rules of Gemma-2's chat template (``check_messages``),
-* handling a system message, which Gemma-2 does not support (``apply_system_policy``),
+* checking it against the rules of Gemma-2's chat template (``check_messages``), quoting the
+  official template's own words where it would raise too,
+* handling a system message, which Gemma-2 does not support (``apply_system_policy``), folded
+  with a separator the caller chooses,
 * rendering it with the model's own Jinja chat template (``render``),
-* warning about control-token text inside messages (``find_control_text``),
+* warning about control-token text inside messages (``find_control_text``) and about a prefill
+  that ends in whitespace (``prefill_whitespace_warning``),
 * dropping the oldest exchanges until the prompt fits the context (``fit_budget``),
 * parsing a rendered prompt back into messages (``parse_prompt``).
 
