@@ -353,7 +353,8 @@ def _check_policy(policy: str) -> None:
 
 
 def _fold_note(separator: str) -> str:
-    # The peers' joins are as measured by running their own tests (issue 13).
+    # minja's system-role polyfill (chat-template.hpp: pending_system + "\n" + content), which
+    # llama.cpp's Jinja path runs; GenAI's and Ollama's as found by their tests (issue 13).
     peers = (
         "OpenVINO GenAI's own template polyfill, llama.cpp's Jinja path, minja and Ollama's "
         "Gemma template join with a single '\\n'"
