@@ -227,6 +227,10 @@ INSIDE = [
     ["--top-p", "1", "--top-k", "0", "--repetition-penalty", "1000", "--seed", "0",
      "--temperature", "0"],
     ["--stop", *[f"s{i}" for i in range(MAX_ENGINE_STOP_STRINGS - 1)], "x" * MAX_STOP_LENGTH],
+    # The optimum engine (transformers' generate) takes the same low ends, top_k far past the
+    # vocabulary included.
+    ["--engine", "optimum", "--top-p", "1e-9", "--top-k", str(10**30),
+     "--repetition-penalty", "0.01", "--seed", str(2**64 - 1), "--temperature", "2"],
 ]  # fmt: skip
 OUTSIDE = [
     (["--top-p", "0"], "top_p must be a number above 0 and at most 1, got 0."),
@@ -247,7 +251,7 @@ OUTSIDE = [
 ]
 
 
-@pytest.mark.parametrize("args", INSIDE, ids=["low-ends", "high-ends", "stop-strings"])
+@pytest.mark.parametrize("args", INSIDE, ids=["low-ends", "high-ends", "stop-strings", "optimum"])
 def test_cli_accepts_every_bound_from_inside(args):
     done = cli("generate", "--model", "tiny-random", "--prompt", "hi", "--max-new-tokens", 3,
                *args, "--json")  # fmt: skip
