@@ -44,6 +44,25 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _escaped(text: str) -> str:
+    """A flag's text with \\n, \\t and \\\\ read as escapes: a newline is hard to type."""
+    escapes = {"n": "\n", "t": "\t", "\\": "\\"}
+    out, chars = [], iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            out.append(escapes.get(following, "\\" + following))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+FOLD_SEPARATOR_HELP = (
+    "text joining a folded system message to the first user message; reads \\n and \\t "
+    "(default: space.yaml's fold_separator, a blank line)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m playground", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -63,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--seed", type=int, help="-1: a random seed, reported")
     gen.add_argument("--stop", nargs="+", default=[], metavar="STR")
+    gen.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
     gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     ren = commands.add_parser("render", help="render a conversation with the chat template")
@@ -72,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default="fold")
     ren.add_argument("--no-generation-prompt", action="store_true")
     ren.add_argument("--prefill", default="")
+    ren.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
 
@@ -133,9 +154,13 @@ def _read_conversation(path: Path) -> list[dict[str, str]]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    settings = load_settings(model=args.model, engine=args.engine)
-    params = SamplingParams.checked(
-        settings.ranges,
+    settings = load_settings(
+        model=args.model, engine=args.engine, fold_separator=args.fold_separator
+    )
+    # Anything the engine accepts, as the API does; the sliders' ranges give only the defaults.
+    params, drawn_seed = SamplingParams.from_request(
+        dict(settings.ranges),
+        settings.context_size,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -151,9 +176,15 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"note: {notice}", file=sys.stderr)
     if args.messages is not None:
         messages = _read_conversation(args.messages)
-        prompt = render(messages, template=engine.tokenizer.chat_template).text
+        prompt = render(
+            messages,
+            template=engine.tokenizer.chat_template,
+            fold_separator=settings.fold_separator,
+        ).text
     else:
         prompt = args.prompt
+    if drawn_seed is not None and not args.json:
+        print(f"random seed drawn: {drawn_seed}", file=sys.stderr)
     generation = engine.generate(prompt, params)
     for chunk in generation:
         if not args.json:
@@ -169,6 +200,7 @@ def _generate(args: argparse.Namespace) -> int:
             "new_tokens": result.new_tokens,
             "ttft_s": result.ttft_s,
             "tokens_per_s": result.tokens_per_s,
+            "seed": params.seed,
             "engine": engine.kind,
             "model": engine.info.model,
         }
@@ -182,16 +214,17 @@ def _render(args: argparse.Namespace) -> int:
     from playground.inspection import inspect_messages
 
     messages = _read_conversation(args.conversation)
+    settings = load_settings(model=args.model, fold_separator=args.fold_separator)
     options = dict(
         system_policy=args.system_policy,
         add_generation_prompt=not args.no_generation_prompt,
         prefill=args.prefill,
+        fold_separator=settings.fold_separator,
     )
     if not args.json and args.model is None:
         # Text only: the canonical template, no model needed.
         sys.stdout.write(render(messages, **options).text)
         return 0
-    settings = load_settings(model=args.model)
     with _stdout_to_stderr():
         folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
         tokenizer = Tokenizer(folder)

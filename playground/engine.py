@@ -344,7 +344,9 @@ class GenAIEngine(Engine):
             config.top_p = params.top_p
             config.rng_seed = params.seed
             if params.top_k:
-                config.top_k = params.top_k
+                # top_k has no cap in the API; past the vocabulary it cuts nothing, and
+                # GenAI's size_t field could not hold every whole number anyway.
+                config.top_k = min(params.top_k, self.tokenizer.vocab_size)
 
         class Streamer(genai.StreamerBase):
             def write(self, token: int | list[int]) -> object:
@@ -409,7 +411,7 @@ class OptimumEngine(Engine):
                 do_sample=True,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                top_k=params.top_k or None,
+                top_k=min(params.top_k, self.tokenizer.vocab_size) or None,
             )
         input_ids = torch.tensor([ids], dtype=torch.long)
         self.model.generate(

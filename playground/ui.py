@@ -33,7 +33,7 @@ from playground.chat_format import (
 )
 from playground.engine import Engine, EngineError, GenerationResult
 from playground.inspection import double_bos_note, export_code, inspect_messages
-from playground.sampling import ParamError, SamplingParams
+from playground.sampling import RANDOM_SEED, ParamError, SamplingParams
 from playground.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,17 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         stops = [s for s in (stop or "").splitlines() if s]
         return SamplingParams.checked(dict(ranges), **named, stop=stops)
 
+    def params_of_request(*values: Any) -> SamplingParams:
+        """The API's values: anything the engine accepts. An empty seed or -1 draws one, and
+        the caller is told which (a gr.Info, which gradio_client receives as a log)."""
+        named = dict(zip(SAMPLING_NAMES, values, strict=True))
+        if named["seed"] is None:
+            named["seed"] = RANDOM_SEED
+        params, drawn = SamplingParams.from_request(dict(ranges), engine.context_size, **named)
+        if drawn is not None:
+            gr.Info(f"Random seed drawn: {drawn}")
+        return params
+
     def chat_budget(
         history: list[dict[str, str]], system: str, policy: str, prefill: str, max_new: int
     ) -> Budget:
@@ -156,6 +167,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             template=tokenizer.chat_template,
             system_policy=policy,
             prefill=prefill,
+            fold_separator=settings.fold_separator,
         )
 
     def stream_text(
@@ -567,6 +579,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                     prefill=prefill or "",
                     context_size=engine.context_size,
                     max_new_tokens=params.max_new_tokens,
+                    fold_separator=settings.fold_separator,
                 )
             except (ChatFormatError, ParamError) as error:
                 empty = ("", "", None, "", "", "")
@@ -583,7 +596,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 f"start, {len(inspection.prompt)} characters."
             )
             return (
-                display.notes_markdown([], inspection.warnings),
+                display.notes_markdown([], [*inspection.warnings, *inspection.notes]),
                 counts_text,
                 display.marked_prompt(inspection.prompt),
                 inspection.prompt,
@@ -690,10 +703,10 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_p: float = defaults["top_p"],
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
-            seed: int = int(defaults["seed"]),
+            seed: int | None = int(defaults["seed"]),
         ) -> Iterator[str]:
             """Stream the continuation of raw text (no template; one <bos> is added)."""
-            params = params_from(
+            params = params_of_request(
                 max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
             )
             for text, _ in throttle(run_complete(prompt, params)):
@@ -711,10 +724,10 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             top_p: float = defaults["top_p"],
             top_k: int = int(defaults["top_k"]),
             repetition_penalty: float = defaults["repetition_penalty"],
-            seed: int = int(defaults["seed"]),
+            seed: int | None = int(defaults["seed"]),
         ) -> Iterator[str]:
             """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-            params = params_from(
+            params = params_of_request(
                 max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed
             )
             if not isinstance(message, str) or not message.strip():
@@ -736,6 +749,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 tokenizer,
                 system_policy=system_policy,
                 add_generation_prompt=bool(add_generation_prompt),
+                fold_separator=settings.fold_separator,
             )
             return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
