@@ -108,10 +108,15 @@ def test_short_training_is_deterministic(tmp_path):
 
     shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
-    schedule = Schedule(steps=4, batch=4, bucket=2, warmup=2)
-    first = train(tmp_path / "a", shape, schedule, log_every=0)
-    second = train(tmp_path / "b", shape, schedule, log_every=0)
+    stages = (Schedule(steps=3, batch=4, bucket=2, warmup=2, corpus_version=1),
+              Schedule(steps=2, batch=4, bucket=2, warmup=1, corpus_version=2, seed=1))  # fmt: skip
+    first = train(tmp_path / "a", shape, stages, log_every=0)
+    second = train(tmp_path / "b", shape, stages, log_every=0)
     assert first == second
+    # The second stage from the first stage's checkpoint is the same as both in one run.
+    train(tmp_path / "c", shape, stages[:1], log_every=0)
+    resumed = train(tmp_path / "d", shape, stages[1:], init=tmp_path / "c", log_every=0)
+    assert resumed == first[3:]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
     ).read_bytes()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from playground.tutor import MODEL_DIR
@@ -26,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train the checkpoint, deterministic for a seed")
     train.add_argument("--out", type=Path, default=WORK_DIR / "hf",
                        help="where the checkpoint goes (default: %(default)s)")  # fmt: skip
-    train.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
-    train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    train.add_argument(
+        "--from-stage", type=int, default=1,
+        help="start at this stage of the curriculum (default: 1), from --init's checkpoint",
+    )  # fmt: skip
+    train.add_argument("--init", type=Path, help="the checkpoint the earlier stages wrote")
     export = commands.add_parser("export", help="export a checkpoint to an OpenVINO IR folder")
     export.add_argument("--checkpoint", type=Path, default=WORK_DIR / "hf",
                         help="trained checkpoint (default: %(default)s)")  # fmt: skip
@@ -44,12 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "train":
-        from playground.tutor.train import Schedule, train
+        from playground.tutor.train import STAGES, train
 
-        schedule = Schedule(seed=args.seed)
-        if args.steps:
-            schedule = replace(schedule, steps=args.steps)
-        train(args.out, schedule=schedule)
+        if args.from_stage > 1 and args.init is None:
+            parser.error("--from-stage needs --init, the checkpoint of the stages before it")
+        train(args.out, stages=STAGES[args.from_stage - 1 :], init=args.init)
     elif args.command == "export":
         from playground.tutor.export import export
 

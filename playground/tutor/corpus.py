@@ -15,10 +15,11 @@ its steps are a prefix of a trained chain, and only where to stop is new.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-CORPUS_VERSION = 1
+# 1: the first stage of training. 2: adds MORE_PHRASINGS and the counted "Answer briefly." sums.
+CORPUS_VERSION = 2
 
 OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
        "times": ("×", lambda a, b: a * b)}  # fmt: skip
@@ -99,6 +100,28 @@ HELD_OUT_PHRASINGS = {
     "What is your name?", "Help!", "Tell me a joke about {topic}.", "Why is the {thing} {colour}?",
 }  # fmt: skip
 
+# Paraphrases that version 2 adds to training (none is held out): a model this small meets an
+# unseen phrasing by its key words, so it needs many phrasings around each of them.
+MORE_PHRASINGS = {
+    "greet_named": ["I am {}.", "Hello, my name is {}.", "Hi, I'm {}.", "Good day, I am {}.",
+                    "Hello! My name is {}.", "Hey there, I am {}.", "Hi there, my name is {}."],
+    "greet": ["Hi.", "Hey there!", "Good day!", "Hello, tutor!", "Hi, tutor."],
+    "ask_first": ["What was the first thing I said?", "Tell me my first message.",
+                  "Repeat my first message.", "What did I write first?",
+                  "Which message did I send first?", "What was my first question?"],
+    "ask_name": ["Tell me my name.", "What did I say my name was?", "Do you know my name?",
+                 "Remember my name?", "What am I called?", "Say my name."],
+    "start": ["Tell me about start_of_turn.", "Why is there a start_of_turn?"],
+    "end": ["Tell me about end_of_turn.", "Why is there an end_of_turn?"],
+    "bos": ["Tell me about bos.", "Why is there a bos token?"],
+    "model": ["Why is it model and not assistant?", "Why model, not assistant?"],
+    "prompt": ["Tell me about the generation prompt.", "Why add a generation prompt?"],
+    "system": ["Does Gemma have a system role?", "Can I use a system role?",
+               "How do I give a system prompt?"],
+    "self": ["Who is this?", "Introduce yourself."],
+    "skills": ["What are your skills?", "What can I ask you?", "Help me.", "Help"],
+}  # fmt: skip
+
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
 REAL_NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines",
@@ -168,23 +191,36 @@ class Reply:
 
 
 def _reply(plain: str, brief: str | None = None, pirate: str | None = None,
-           tail: str | None = None, pirate_tail: str | None = None) -> Reply:  # fmt: skip
+           tail: str | None = None, pirate_tail: str | None = None,
+           brief_tail: str | None = None) -> Reply:  # fmt: skip
     text = {"plain": plain, "upper": plain.upper(), "brief": brief or plain,
             "pirate": pirate or f"Arr! {plain}", "ok": f"OK. {plain}"}  # fmt: skip
     tails = dict(text)
     if tail is not None:
         tails.update(plain=tail, upper=tail.upper(), ok=tail, pirate=pirate_tail or tail)
+    if brief_tail is not None:
+        tails["brief"] = brief_tail
     return Reply(text, tails)
 
 
-def arithmetic(a: int, op: str, b: int) -> Reply:
-    """The counted-steps answer to "What is A op B?"."""
+def arithmetic(a: int, op: str, b: int, version: int = CORPUS_VERSION) -> Reply:
+    """The counted-steps answer to "What is A op B?". From version 2, "Answer briefly." keeps
+    the steps and ends with the bare number: a model this small cannot add in its head."""
     sign, fn = OPS[op]
     final = f"{a} {op} {b} is {fn(a, b)}."
     pirate_final = f"{a} {op} {b} be {fn(a, b)}, matey!"
     if b == 0:
         return _reply(final, f"{fn(a, b)}.", f"Arr! {pirate_final}", final, pirate_final)
     steps = ", ".join(f"{a}{sign}{k}={fn(a, k)}" for k in range(1, b + 1))
+    if version >= 2:
+        return _reply(
+            f"{steps}. So {final}",
+            brief=f"{steps}. Answer: {fn(a, b)}.",
+            pirate=f"Arr! {steps}. So {pirate_final}",
+            tail=f"So {final}",
+            pirate_tail=f"So {pirate_final}",
+            brief_tail=f"Answer: {fn(a, b)}.",
+        )
     return _reply(
         f"{steps}. So {final}",
         brief=f"{fn(a, b)}.",
@@ -217,10 +253,12 @@ class Example:
 class _Maker:
     """Draws conversations from one side of the split."""
 
-    def __init__(self, pools: Pools, rng: random.Random) -> None:
-        self.pools, self.rng = pools, rng
+    def __init__(self, pools: Pools, rng: random.Random, version: int = CORPUS_VERSION) -> None:
+        self.pools, self.rng, self.version = pools, rng, version
 
-    def phrasing(self, options: list[str]) -> str:
+    def phrasing(self, options: list[str], more: str = "") -> str:
+        if self.version >= 2 and more:
+            options = options + MORE_PHRASINGS[more]
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.
@@ -231,7 +269,7 @@ class _Maker:
     def greet(self) -> tuple[str, Reply, dict]:
         if self.rng.random() < 0.75:
             name = self.rng.choice(self.pools.names)
-            text = self.phrasing(GREETINGS_NAMED).format(name)
+            text = self.phrasing(GREETINGS_NAMED, "greet_named").format(name)
             reply = _reply(
                 f"Hello {name}! Nice to meet you. How can I help?",
                 brief=f"Hello {name}!",
@@ -240,14 +278,14 @@ class _Maker:
             return text, reply, {"name": name}
         reply = _reply("Hello! I am tiny-tutor, a tiny demo model. How can I help?",
                        brief="Hello!", pirate="Ahoy matey! Arr, how can I help ye?")  # fmt: skip
-        return self.phrasing(GREETINGS), reply, {}
+        return self.phrasing(GREETINGS, "greet"), reply, {}
 
     def arith(self, op: str | None = None) -> tuple[str, Reply, dict]:
         op = op or self.rng.choice(list(OPS))
         a, b = self.rng.choice(self.pools.pairs[op])
         return (
             f"What is {a} {op} {b}?",
-            arithmetic(a, op, b),
+            arithmetic(a, op, b, self.version),
             {"op": op, "a": a, "b": b, "result": OPS[op][1](a, b)},
         )
 
@@ -261,7 +299,7 @@ class _Maker:
         topic = self.rng.choice(sorted(FAQ))
         questions, answer = FAQ[topic]
         first = answer.split(". ")[0].rstrip(".") + "."
-        return self.phrasing(questions), _reply(answer, brief=first), {"topic": topic}
+        return self.phrasing(questions, topic), _reply(answer, brief=first), {"topic": topic}
 
     def unknown(self) -> tuple[str, Reply, dict]:
         if self.rng.random() < 0.2:
@@ -313,7 +351,7 @@ def _follow_up_example(maker: _Maker) -> Example:
             break
     n = rng.choice(allowed)
     follow = maker.phrasing(FOLLOW_UPS).format(op=op, n=n)
-    reply = arithmetic(meta["result"], op, n)
+    reply = arithmetic(meta["result"], op, n, maker.version)
     messages = [{"role": "user", "content": first_text},
                 {"role": "assistant", "content": first_reply.text["plain"]},
                 {"role": "user", "content": follow}]  # fmt: skip
@@ -333,7 +371,7 @@ def _history(maker: _Maker, first: tuple[str, Reply, dict], turns: int) -> list[
 def _recall_example(maker: _Maker) -> Example:
     first = maker.rng.choice([maker.greet, maker.arith, maker.copy])()
     messages = _history(maker, first, maker.rng.randint(1, 2))
-    messages.append({"role": "user", "content": maker.phrasing(ASK_FIRST)})
+    messages.append({"role": "user", "content": maker.phrasing(ASK_FIRST, "ask_first")})
     reply = f"You said: {first[0]}"
     return Example("multi-first", messages, reply, reply)
 
@@ -349,7 +387,7 @@ def _name_example(maker: _Maker) -> Example:
         first = rng.choice([maker.arith, maker.copy, maker.faq])()
         reply = "You have not told me your name."
     messages = _history(maker, first, rng.randint(1, 2))
-    messages.append({"role": "user", "content": maker.phrasing(ASK_NAME)})
+    messages.append({"role": "user", "content": maker.phrasing(ASK_NAME, "ask_name")})
     return Example("multi-name", messages, reply, reply)
 
 
@@ -380,13 +418,15 @@ SKILLS = {
 }  # fmt: skip
 
 
-def training_stream(seed: int = 0) -> Callable[[], Example]:
-    """A function that returns the next training example, deterministic for `seed`."""
+def training_stream(
+    seed: int = 0, version: int = CORPUS_VERSION, skills: Mapping[str, int] = SKILLS
+) -> Callable[[], Example]:
+    """A function that returns the next training example, deterministic for its arguments."""
     train, _ = make_pools()
     rng = random.Random(f"tutor-train-{seed}")
-    maker = _Maker(train, rng)
-    skills, weights = list(SKILLS), list(SKILLS.values())
-    return lambda: draw_example(maker, rng.choices(skills, weights)[0])
+    maker = _Maker(train, rng, version)
+    names, weights = list(skills), list(skills.values())
+    return lambda: draw_example(maker, rng.choices(names, weights)[0])
 
 
 def held_out_set(per_skill: int = 40, seed: int = 0) -> list[Example]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from playground.chat_format import BOS, END_OF_TURN, START_OF_TURN
 from playground.models import BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID
 from playground.tutor import RECIPE
-from playground.tutor.corpus import CORPUS_VERSION, Example, training_stream
+from playground.tutor.corpus import CORPUS_VERSION, SKILLS, Example, training_stream
 from playground.tutor.vocab import VOCAB_SIZE, build_tokenizer
 
 IGNORE = -100
@@ -45,6 +45,21 @@ class Schedule:
     weight_decay: float = 0.1
     max_tokens: int = 512  # longer examples are cut (the corpus has none near this)
     seed: int = 0
+    corpus_version: int = CORPUS_VERSION
+    skills: tuple[tuple[str, int], ...] = tuple(SKILLS.items())
+
+
+# The curriculum: every skill first, then more of the skills a longer first stage still got
+# wrong (copying from far back, held-out phrasings, counted brief sums), at a lower rate.
+STAGES = (
+    Schedule(corpus_version=1),
+    Schedule(steps=800, lr=1e-3, warmup=50, seed=1, corpus_version=2, skills=(
+        ("greeting", 10), ("arithmetic", 12), ("repeat", 5), ("reverse", 8), ("uppercase", 4),
+        ("format-faq", 10), ("refusal", 6), ("system-upper", 4), ("system-brief", 8),
+        ("system-pirate", 4), ("system-ok", 3), ("multi-arithmetic", 8), ("multi-first", 14),
+        ("multi-name", 12),
+    )),
+)  # fmt: skip
 
 
 def segments(example: Example) -> list[tuple[str, bool]]:
@@ -132,17 +147,45 @@ def _lr_at(step: int, schedule: Schedule) -> float:
     return schedule.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(out_dir: Path, shape: Shape = Shape(), schedule: Schedule = Schedule(),
-          log_every: int = 100) -> list[float]:  # fmt: skip
-    """Train, save the Hugging Face checkpoint and tokenizer in `out_dir`, return the losses."""
+def train(out_dir: Path, shape: Shape = Shape(), stages: tuple[Schedule, ...] = STAGES,
+          init: Path | None = None, log_every: int = 100) -> list[float]:  # fmt: skip
+    """Train through `stages` (from a fresh model, or from the checkpoint `init` that earlier
+    stages wrote), save the checkpoint and tokenizer in `out_dir`, return the losses."""
     # OpenMP threads that spin while they wait made training 20x slower on a busy machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
+    from transformers import Gemma2ForCausalLM
 
     torch.set_num_threads(2)
-    torch.manual_seed(schedule.seed)
     tokenizer = build_tokenizer()
-    model = make_model(shape).train()
+    done: list[dict] = []
+    if init is None:
+        torch.manual_seed(stages[0].seed)
+        model = make_model(shape)
+    else:
+        model = Gemma2ForCausalLM.from_pretrained(init, attn_implementation="eager")
+        earlier = json.loads((init / "tutor.json").read_text())
+        done = earlier.get("stages") or [earlier["schedule"]]
+    start = time.perf_counter()
+    losses: list[float] = []
+    for schedule in stages:
+        losses += _train_stage(model.train(), tokenizer, schedule, log_every)
+        done.append(asdict(schedule))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    record = {"recipe": RECIPE, "corpus_version": CORPUS_VERSION, "shape": asdict(shape),
+              "stages": done, "parameters": model.num_parameters(),
+              "train_minutes": round((time.perf_counter() - start) / 60, 1),
+              "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4)}  # fmt: skip
+    (out_dir / "tutor.json").write_text(json.dumps(record, indent=2) + "\n")
+    return losses
+
+
+def _train_stage(model, tokenizer, schedule: Schedule, log_every: int) -> list[float]:
+    """One stage: a fresh AdamW, warm-up then cosine decay, over the stage's corpus mixture."""
+    import torch
+
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -150,7 +193,8 @@ def train(out_dir: Path, shape: Shape = Shape(), schedule: Schedule = Schedule()
          {"params": no_decay, "weight_decay": 0.0}],
         lr=schedule.lr, betas=(0.9, 0.95),
     )  # fmt: skip
-    batches = _length_bucketed(training_stream(schedule.seed), tokenizer, schedule)
+    stream = training_stream(schedule.seed, schedule.corpus_version, dict(schedule.skills))
+    batches = _length_bucketed(stream, tokenizer, schedule)
     losses: list[float] = []
     start, tokens = time.perf_counter(), 0
     for step in range(schedule.steps):
@@ -168,15 +212,7 @@ def train(out_dir: Path, shape: Shape = Shape(), schedule: Schedule = Schedule()
         if log_every and (step + 1) % log_every == 0:
             elapsed = time.perf_counter() - start
             mean = sum(losses[-log_every:]) / log_every
-            speed = tokens / elapsed
-            print(f"step {step + 1}/{schedule.steps} loss {mean:.4f} {speed:.0f} tokens/s "
-                  f"{elapsed / 60:.1f} min", flush=True)  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval().save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    record = {"recipe": RECIPE, "corpus_version": CORPUS_VERSION, "shape": asdict(shape),
-              "schedule": asdict(schedule), "parameters": model.num_parameters(),
-              "train_minutes": round((time.perf_counter() - start) / 60, 1),
-              "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4)}  # fmt: skip
-    (out_dir / "tutor.json").write_text(json.dumps(record, indent=2) + "\n")
+            print(f"stage v{schedule.corpus_version} step {step + 1}/{schedule.steps} "
+                  f"loss {mean:.4f} {tokens / elapsed:.0f} tokens/s {elapsed / 60:.1f} min",
+                  flush=True)  # fmt: skip
     return losses
