@@ -51,6 +51,25 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory, in MiB: VmHWM from /proc/self/status.
+
+    Not ru_maxrss: Linux carries a parent's maximum into its child across fork and exec, so a
+    worker started by a process that had built a model reported that process's peak (issue 13:
+    2477 MB for a worker that used 483 MB alone). VmHWM belongs to the address space, which
+    exec replaces. Elsewhere (no /proc) ru_maxrss is the best there is.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # reported in kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
+
+
 def _worker(args: argparse.Namespace) -> None:
     """In a fresh process: load one engine, measure, print one JSON object."""
     from playground.engine import load_engine
@@ -78,7 +97,7 @@ def _worker(args: argparse.Namespace) -> None:
                 "total_s": totals,
             }
         out["chat_ttft_s"] = _chat_turns(engine, args.turn_tokens)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
 
 

@@ -3,11 +3,15 @@
 This module owns everything between a list of chat messages and the exact prompt string that
 Gemma-2-9b-it sees:
 
-* parsing a conversation from JSON or Python data (``parse_conversation``),
-* checking it against the rules of Gemma-2's chat template (``check_messages``),
-* handling a system message, which Gemma-2 does not support (``apply_system_policy``),
+* parsing a conversation from JSON or Python data (``parse_conversation``), OpenAI-style
+  text content parts included,
+* checking it against the rules of Gemma-2's chat template (``check_messages``), quoting the
+  official template's own words where it would raise too,
+* handling a system message, which Gemma-2 does not support (``apply_system_policy``), folded
+  with a separator the caller chooses,
 * rendering it with the model's own Jinja chat template (``render``),
-* warning about control-token text inside messages (``find_control_text``),
+* warning about control-token text inside messages (``find_control_text``) and about a prefill
+  that ends in whitespace (``prefill_whitespace_warning``),
 * dropping the oldest exchanges until the prompt fits the context (``fit_budget``),
 * parsing a rendered prompt back into messages (``parse_prompt``).
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn, TypedDict, Unpack
 
 import jinja2
@@ -35,12 +39,15 @@ from playground.errors import UserError
 __all__ = [
     "BOS",
     "CONTROL_TOKEN_TEXTS",
+    "DEFAULT_FOLD_SEPARATOR",
     "END_OF_TURN",
     "EOS",
     "GEMMA2_CHAT_TEMPLATE",
     "ROLES",
     "START_OF_TURN",
     "SYSTEM_POLICIES",
+    "TEMPLATE_ALTERNATION_ERROR",
+    "TEMPLATE_SYSTEM_ERROR",
     "Budget",
     "ChatFormatError",
     "ParsedPrompt",
@@ -52,6 +59,7 @@ __all__ = [
     "fit_budget",
     "parse_conversation",
     "parse_prompt",
+    "prefill_whitespace_warning",
     "render",
 ]
 
@@ -87,6 +95,14 @@ CONTROL_TOKEN_TEXTS: tuple[str, ...] = (
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SYSTEM_POLICIES: tuple[str, ...] = ("fold", "error", "drop")
 
+# What the official template raises, word for word (both strings are in GEMMA2_CHAT_TEMPLATE):
+# the errors quote them so users recognise what transformers and vLLM show for the same input.
+TEMPLATE_SYSTEM_ERROR = "System role not supported"
+TEMPLATE_ALTERNATION_ERROR = "Conversation roles must alternate user/assistant/user/assistant/..."
+
+# Gemma 3's official template joins the system text and the first user text with a blank line.
+DEFAULT_FOLD_SEPARATOR = "\n\n"
+
 # Gemma calls the assistant "model" inside the prompt.
 _PROMPT_ROLES = {"user": "user", "model": "assistant"}
 _GENERATION_PROMPT = f"{START_OF_TURN}model\n"
@@ -111,6 +127,7 @@ class RenderOptions(TypedDict, total=False):
     add_generation_prompt: bool
     prefill: str
     bos_token: str
+    fold_separator: str
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,8 @@ class RenderedPrompt:
     # The messages after the system policy, i.e. what the template actually saw.
     messages: tuple[dict[str, str], ...]
     warnings: tuple[str, ...]
+    # Facts worth knowing that are not problems (how a system message was folded).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,31 @@ def _json_type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _text_of_parts(position: int, parts: Sequence[object]) -> str:
+    """OpenAI-style content parts as one text: the text parts joined with "\\n", as llama.cpp
+    (common/chat.cpp, for templates without typed content) and vLLM (chat_utils) do."""
+    texts = []
+    for number, part in enumerate(parts, 1):
+        where = f"message {position}: content part {number}"
+        if not isinstance(part, Mapping):
+            raise ChatFormatError(
+                f'{where} must be an object like {{"type": "text", "text": ...}}, '
+                f"got {_json_type_name(part)}"
+            )
+        kind = part.get("type")
+        if kind != "text":
+            shown = repr(kind) if isinstance(kind, str) else _json_type_name(kind)
+            raise ChatFormatError(
+                f"{where} has type {shown}: Gemma-2 reads text only, so only "
+                "'text' parts can be sent"
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ChatFormatError(f"{where}: 'text' must be a string, got {_json_type_name(text)}")
+        texts.append(text)
+    return "\n".join(texts)
+
+
 def _normalize_message(position: int, item: object) -> Message:
     if not isinstance(item, Mapping):
         raise ChatFormatError(
@@ -176,9 +220,12 @@ def _normalize_message(position: int, item: object) -> Message:
         if key not in item:
             raise ChatFormatError(f"message {position}: missing {key!r}")
         value = item[key]
+        if key == "content" and isinstance(value, list | tuple):
+            value = _text_of_parts(position, value)
         if not isinstance(value, str):
+            allowed = "a string or a list of text parts" if key == "content" else "a string"
             raise ChatFormatError(
-                f"message {position}: {key!r} must be a string, got {_json_type_name(value)}"
+                f"message {position}: {key!r} must be {allowed}, got {_json_type_name(value)}"
             )
         normalized[key] = value
     return normalized
@@ -234,16 +281,21 @@ def check_messages(
     if not checked:
         raise ChatFormatError("the conversation is empty: add at least one user message")
 
+    def refuse(explanation: str) -> NoReturn:
+        if _official_template_alternation_fails(checked):
+            explanation += f'. Gemma-2\'s template says: "{TEMPLATE_ALTERNATION_ERROR}"'
+        raise ChatFormatError(explanation)
+
     expected = "user"
     previous: str | None = None
     for position, message in enumerate(checked, 1):
         role = message["role"]
         if role not in ROLES:
             allowed = ", ".join(repr(name) for name in ROLES)
-            raise ChatFormatError(f"message {position}: unknown role {role!r} (allowed: {allowed})")
+            refuse(f"message {position}: unknown role {role!r} (allowed: {allowed})")
         if role == "system":
             if position != 1:
-                raise ChatFormatError(
+                refuse(
                     f"message {position}: got 'system' after {previous!r}; "
                     "a system message is only allowed as the first message"
                 )
@@ -251,12 +303,8 @@ def check_messages(
             continue
         if role != expected:
             if previous is None:
-                raise ChatFormatError(
-                    f"message {position}: expected 'user' as the first message, got {role!r}"
-                )
-            raise ChatFormatError(
-                f"message {position}: expected {expected!r} after {previous!r}, got {role!r}"
-            )
+                refuse(f"message {position}: expected 'user' as the first message, got {role!r}")
+            refuse(f"message {position}: expected {expected!r} after {previous!r}, got {role!r}")
         previous = role
         expected = "assistant" if role == "user" else "user"
 
@@ -285,6 +333,16 @@ def check_messages(
             )
 
 
+def _official_template_alternation_fails(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether Gemma-2's own template raises its alternation error on these messages, once a
+    leading system message is out of the way: it checks only that users are at the even
+    places, so it lets some orders through (a 'system' second) that the project refuses."""
+    rest = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    return any(
+        (message["role"] == "user") != (index % 2 == 0) for index, message in enumerate(rest)
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # System policy
 # ---------------------------------------------------------------------------------------------
@@ -296,14 +354,31 @@ def _check_policy(policy: str) -> None:
         raise ChatFormatError(f"unknown system policy {policy!r} (allowed: {allowed})")
 
 
+def _fold_note(separator: str) -> str:
+    # minja's system-role polyfill (chat-template.hpp: pending_system + "\n" + content), which
+    # llama.cpp's Jinja path runs; GenAI's and Ollama's as found by their tests (issue 13).
+    peers = (
+        "OpenVINO GenAI's own template polyfill, llama.cpp's Jinja path, minja and Ollama's "
+        "Gemma template join with a single '\\n'"
+    )
+    return (
+        f"The system message was folded into the first user message, both trimmed and joined "
+        f"with {separator!r} (the fold_separator setting). "
+        + (f"{peers} too." if separator == "\n" else f"{peers}, so their prompt differs here.")
+    )
+
+
 def apply_system_policy(
-    messages: Sequence[Mapping[str, str]], policy: str
+    messages: Sequence[Mapping[str, str]],
+    policy: str,
+    *,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> tuple[list[dict[str, str]], list[str]]:
     """Deal with a leading system message, which the Gemma-2 template refuses.
 
-    ``fold`` prepends its content to the first user message (``system + "\\n\\n" + user``),
-    ``error`` refuses it, ``drop`` leaves it out with a warning. Returns new message dicts and
-    the warnings; the input is not modified.
+    ``fold`` trims the system text and the first user text, as the template trims every
+    message, and joins them with ``fold_separator``; ``error`` refuses it; ``drop`` leaves it
+    out with a warning. Returns new message dicts and the warnings; the input is not modified.
     """
     _check_policy(policy)
     result = [dict(message) for message in messages]
@@ -313,8 +388,9 @@ def apply_system_policy(
     system = result.pop(0)
     if policy == "error":
         raise ChatFormatError(
-            "System role not supported: Gemma-2 was trained without a system turn, so choose "
-            "the 'fold' system policy or put the instructions in the first user message."
+            "Gemma-2 was trained without a system turn: choose the 'fold' system policy or put "
+            "the instructions in the first user message. Its template says: "
+            f'"{TEMPLATE_SYSTEM_ERROR}"'
         )
     if policy == "drop":
         warning = (
@@ -326,7 +402,7 @@ def apply_system_policy(
         raise ChatFormatError(
             "message 1: the system message has no user message right after it to fold into"
         )
-    result[0]["content"] = system["content"] + "\n\n" + result[0]["content"]
+    result[0]["content"] = system["content"].strip() + fold_separator + result[0]["content"].strip()
     return result, []
 
 
@@ -411,6 +487,25 @@ def find_control_text(messages: Sequence[Mapping[str, str]]) -> list[str]:
     return _control_warnings(enumerate(messages, 1))
 
 
+def prefill_whitespace_warning(prefill: str) -> str | None:
+    """A warning for a prefill that ends in whitespace, or None.
+
+    Gemma's SentencePiece vocabulary puts a word's leading space inside the word's token
+    ("▁Paris"), so a prompt ending in a space token asks for a word without its space, a split
+    the model rarely saw in training. transformers' apply_chat_template with
+    continue_final_message trims that space for this reason (the "trailing spacing that was
+    trimmed" branch in tokenization_utils_base).
+    """
+    if not prefill or prefill == prefill.rstrip():
+        return None
+    return (
+        f"the prefill ends in whitespace ({prefill[len(prefill.rstrip()) :]!r}): Gemma's "
+        "tokenizer attaches a space to the word that follows it, so the model must now start "
+        "with a word without its space, which it rarely saw in training. transformers' "
+        "continue_final_message trims that space; remove it to get the same prompt."
+    )
+
+
 def _render_positioned(
     messages: Sequence[Mapping[str, str]],
     positions: Sequence[int],
@@ -420,12 +515,17 @@ def _render_positioned(
     add_generation_prompt: bool = True,
     prefill: str = "",
     bos_token: str = BOS,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> RenderedPrompt:
     # positions[i] is the 1-based position of messages[i] as the user knows it, so warnings
     # still point at the right message after fit_budget has dropped some.
     _check_policy(system_policy)
     check_messages(messages, add_generation_prompt=add_generation_prompt, prefill=prefill)
-    folded, warnings = apply_system_policy(messages, system_policy)
+    messages = _normalize_messages(messages)  # content parts become text
+    folded, warnings = apply_system_policy(messages, system_policy, fold_separator=fold_separator)
+    notes = []
+    if system_policy == "fold" and messages[0]["role"] == "system":
+        notes.append(_fold_note(fold_separator))
     text = _render_template(
         template, folded, bos_token=bos_token, add_generation_prompt=add_generation_prompt
     )
@@ -434,7 +534,11 @@ def _render_positioned(
     found = _control_texts_in(prefill)
     if found:
         warnings.append(_control_warning("the prefill", found))
-    return RenderedPrompt(text=text, messages=tuple(folded), warnings=tuple(warnings))
+    if warning := prefill_whitespace_warning(prefill):
+        warnings.append(warning)
+    return RenderedPrompt(
+        text=text, messages=tuple(folded), warnings=tuple(warnings), notes=tuple(notes)
+    )
 
 
 def render(
@@ -445,11 +549,13 @@ def render(
     add_generation_prompt: bool = True,
     prefill: str = "",
     bos_token: str = BOS,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> RenderedPrompt:
     """Check the conversation, apply the system policy and render it with the chat template.
 
     A non-empty ``prefill`` is appended after the generation prompt with no ``<end_of_turn>``,
-    so the model continues it as the start of its own reply.
+    so the model continues it as the start of its own reply. ``fold_separator`` joins a folded
+    system message to the first user message.
     """
     return _render_positioned(
         messages,
@@ -459,6 +565,7 @@ def render(
         add_generation_prompt=add_generation_prompt,
         prefill=prefill,
         bos_token=bos_token,
+        fold_separator=fold_separator,
     )
 
 
@@ -538,9 +645,7 @@ def fit_budget(
             f"{_describe_positions(dropped)} ({exchanges_text}) were left out to fit the "
             f"context of {context_size} tokens."
         )
-        rendered = RenderedPrompt(
-            text=rendered.text, messages=rendered.messages, warnings=(*rendered.warnings, note)
-        )
+        rendered = replace(rendered, warnings=(*rendered.warnings, note))
     return Budget(
         rendered=rendered,
         prompt_tokens=prompt_tokens,

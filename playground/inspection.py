@@ -8,9 +8,16 @@ Does not own: the template rules (`chat_format`), the tokenizer (`tokens`), the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from playground.chat_format import BOS, Budget, fit_budget, render
+from playground.chat_format import (
+    BOS,
+    DEFAULT_FOLD_SEPARATOR,
+    Budget,
+    fit_budget,
+    prefill_whitespace_warning,
+    render,
+)
 from playground.sampling import SamplingParams
 from playground.tokens import Token, Tokenizer
 
@@ -23,6 +30,7 @@ class Inspection:
     warnings: list[str]
     dropped_turns: tuple[int, ...]
     naive_ids: list[int]  # the ids of tokenizing with special tokens added: the double-BOS trap
+    notes: list[str] = field(default_factory=list)  # facts, not problems (a folded system)
 
     @property
     def token_count(self) -> int:
@@ -36,6 +44,7 @@ class Inspection:
             "bos_count": self.bos_count,
             "warnings": self.warnings,
             "dropped_turns": list(self.dropped_turns),
+            "notes": self.notes,
         }
 
 
@@ -48,6 +57,7 @@ def inspect_messages(
     prefill: str = "",
     context_size: int | None = None,
     max_new_tokens: int = 0,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> Inspection:
     """Render with the model's template (fitting the context when `context_size` is given)."""
     options = dict(
@@ -55,6 +65,7 @@ def inspect_messages(
         system_policy=system_policy,
         add_generation_prompt=add_generation_prompt,
         prefill=prefill,
+        fold_separator=fold_separator,
     )
     if context_size is None:
         rendered = render(messages, **options)
@@ -69,7 +80,29 @@ def inspect_messages(
         )
     # fit_budget's warnings already name the dropped messages: add no second note.
     warnings = list(budget.rendered.warnings)
-    return inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
+    if prefill_whitespace_warning(prefill):
+        warnings.append(trailing_whitespace_tokens(budget.rendered.text, prefill, tokenizer))
+    inspection = inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
+    inspection.notes.extend(budget.rendered.notes)
+    return inspection
+
+
+def trailing_whitespace_tokens(prompt: str, prefill: str, tokenizer: Tokenizer) -> str:
+    """The prompt's last tokens with the prefill's trailing whitespace and without it."""
+    trimmed = prompt[: len(prompt) - len(prefill) + len(prefill.rstrip())]
+    with_ids, without_ids = tokenizer.encode(prompt), tokenizer.encode(trimmed)
+    same = 0
+    while same < min(len(with_ids), len(without_ids)) and with_ids[same] == without_ids[same]:
+        same += 1
+    start = max(0, same - 1)  # one shared token for context
+
+    def shown(ids: list[int]) -> str:
+        return ", ".join(f"{t.piece!r} ({t.id})" for t in tokenizer.describe(ids[start:]))
+
+    return (
+        f"the prefill's trailing whitespace in tokens: the prompt ends with {shown(with_ids)}; "
+        f"without it, with {shown(without_ids)}."
+    )
 
 
 def inspect_text(

@@ -1,21 +1,32 @@
 """Sampling parameters: one validated, frozen dataclass and the ranges it is checked against.
 
-Owns: the names, types, hard limits and defaults of the sampling controls, and the error that
-names a bad field and its allowed range. space.yaml may narrow the ranges (see `settings`); the
-sliders, the API and the command line all go through `SamplingParams.checked`.
+Owns: the names, types and defaults of the sampling controls, two sets of limits, and the
+error that names a bad field and its allowed values:
+* `DOMAINS`, what the engines accept; every `SamplingParams` is inside them, and the API and
+  the command line take any value in them (`SamplingParams.from_request`);
+* `RANGES`, the sliders' comfortable ranges (hard limits of space.yaml's narrower ones); the
+  sliders go through `SamplingParams.checked`.
 Does not own: how an engine maps these onto OpenVINO or transformers (see `engine`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from playground.errors import UserError
 
+# The stop box of the UI.
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 100
+# The engine checks every stop string at every token, in Python: 64 of 100 characters cost
+# about 1 ms a token on the 2-core dev machine (0.14 ms for 8; 6 ms for 256), under 1% of a
+# 9B model's time per token on a CPU.
+MAX_ENGINE_STOP_STRINGS = 64
+# A seed of -1 asks for a random one, drawn in the UI seed field's range.
+RANDOM_SEED = -1
 
 
 class ParamError(UserError, ValueError):
@@ -23,8 +34,42 @@ class ParamError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
+class Domain:
+    """The values one numeric control may take: low to high, either end possibly open."""
+
+    low: float
+    high: float = math.inf
+    integer: bool = False
+    low_open: bool = False  # low itself is not allowed (top_p 0, repetition_penalty 0)
+
+    def describe(self, name: str) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        low = f"above {_fmt(self.low)}" if self.low_open else None
+        if self.high == math.inf:
+            return f"{name} must be {kind} {low or 'of at least ' + _fmt(self.low)}"
+        if low:
+            return f"{name} must be {kind} {low} and at most {_fmt(self.high)}"
+        return f"{name} must be {kind} from {_fmt(self.low)} to {_fmt(self.high)}"
+
+    def check(self, name: str, value: Any) -> int | float:
+        allowed = self.describe(name)
+        # bool is an int subclass; True as a temperature is a client bug, not 1.0.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamError(f"{allowed}, got {value!r} ({type(value).__name__}).")
+        # An int is always finite (and a huge one would overflow math.isfinite's float).
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamError(f"{allowed}, got {value}.")
+        if self.integer and value != int(value):
+            raise ParamError(f"{allowed}, got {value}.")
+        inside_low = self.low < value if self.low_open else self.low <= value
+        if not (inside_low and value <= self.high):
+            raise ParamError(f"{allowed}, got {_fmt(value)}.")
+        return int(value) if self.integer else float(value)
+
+
+@dataclass(frozen=True)
 class Range:
-    """Allowed values of one numeric control, and its default."""
+    """A slider: its allowed values (closed at both ends), default and step."""
 
     low: float
     high: float
@@ -33,25 +78,29 @@ class Range:
     integer: bool = False
 
     def check(self, name: str, value: Any) -> int | float:
-        kind = "a whole number" if self.integer else "a number"
-        allowed = f"{name} must be {kind} from {_fmt(self.low)} to {_fmt(self.high)}"
-        # bool is an int subclass; True as a temperature is a client bug, not 1.0.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParamError(f"{allowed}, got {value!r} ({type(value).__name__}).")
-        if not math.isfinite(value):
-            raise ParamError(f"{allowed}, got {value}.")
-        if self.integer and value != int(value):
-            raise ParamError(f"{allowed}, got {value}.")
-        if not self.low <= value <= self.high:
-            raise ParamError(f"{allowed}, got {_fmt(value)}.")
-        return int(value) if self.integer else float(value)
+        return Domain(self.low, self.high, self.integer).check(name, value)
 
 
 def _fmt(x: float) -> str:
+    # int(x) for a big whole number, so 2**64 - 1 prints exactly rather than as a float.
+    if isinstance(x, int):
+        return str(x)
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-# Hard limits. Temperature 0 means greedy; top_k 0 means off (no top-k cut).
+# What the engines accept (OpenVINO GenAI's GenerationConfig and transformers' generate).
+# Temperature keeps the sliders' 2: past it a reply is noise. max_new_tokens is held to the
+# context size per request (`from_request`). Seeds are unsigned 64-bit in both engines.
+DOMAINS: dict[str, Domain] = {
+    "max_new_tokens": Domain(1, integer=True),
+    "temperature": Domain(0.0, 2.0),
+    "top_p": Domain(0.0, 1.0, low_open=True),
+    "top_k": Domain(0, integer=True),
+    "repetition_penalty": Domain(0.0, low_open=True),  # below 1 encourages repetition
+    "seed": Domain(0, 2**64 - 1, integer=True),
+}
+
+# The sliders' hard limits. Temperature 0 means greedy; top_k 0 means off (no top-k cut).
 RANGES: dict[str, Range] = {
     "max_new_tokens": Range(1, 8192, 512, 1, integer=True),
     "temperature": Range(0.0, 2.0, 0.6, 0.05),
@@ -113,7 +162,7 @@ class SamplingParams:
     )
 
     def __post_init__(self) -> None:
-        checked = _check_all(vars(self), RANGES)
+        checked = _check_all(vars(self), DOMAINS, MAX_ENGINE_STOP_STRINGS)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -134,7 +183,36 @@ class SamplingParams:
         ranges = {**RANGES, **(ranges or {})}
         values = {k: v for k, v in values.items() if v is not None}
         defaults = {name: r.default for name, r in ranges.items() if name not in values}
-        return cls(**_check_all({**defaults, **values}, ranges))
+        return cls(**_check_all({**defaults, **values}, ranges, MAX_STOP_STRINGS))
+
+    @classmethod
+    def from_request(
+        cls, ranges: dict[str, Range], context_size: int, **values: Any
+    ) -> tuple[SamplingParams, int | None]:
+        """Build from an API or command-line request: anything the engine accepts.
+
+        A value left out or None takes its default from `ranges` (space.yaml's), max_new_tokens
+        at most the context size. A seed of -1 draws a random one. Returns the parameters and
+        the seed drawn (None when the request chose one), so the caller can report it.
+        """
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ParamError(f"Unknown sampling parameter(s): {', '.join(sorted(unknown))}.")
+        domains = {
+            **DOMAINS,
+            "max_new_tokens": Domain(1, context_size, integer=True),
+            "seed": Domain(RANDOM_SEED, DOMAINS["seed"].high, integer=True),
+        }
+        values = {k: v for k, v in values.items() if v is not None}
+        ranges = {**RANGES, **ranges}
+        missing = {name: r.default for name, r in ranges.items() if name not in values}
+        if "max_new_tokens" in missing:  # a default never refuses a small context
+            missing["max_new_tokens"] = min(missing["max_new_tokens"], context_size)
+        checked = _check_all({**missing, **values}, domains, MAX_ENGINE_STOP_STRINGS)
+        drawn = None
+        if checked["seed"] == RANDOM_SEED:
+            drawn = checked["seed"] = random.randint(0, int(RANGES["seed"].high))
+        return cls(**checked), drawn
 
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
@@ -159,24 +237,28 @@ def label(name: str) -> str:
     return {f.name: f.metadata for f in fields(SamplingParams)}[name]["label"]
 
 
-def _check_all(values: dict[str, Any], ranges: dict[str, Range]) -> dict[str, Any]:
+def _check_all(
+    values: dict[str, Any], limits: dict[str, Range | Domain], max_stops: int
+) -> dict[str, Any]:
     checked = {
-        name: ranges[name].check(name, value) for name, value in values.items() if name in ranges
+        name: limits[name].check(name, value) for name, value in values.items() if name in limits
     }
     if "stop" in values:
-        checked["stop"] = _check_stop(values["stop"])
+        checked["stop"] = _check_stop(values["stop"], max_stops)
     return checked
 
 
-def _check_stop(stop: Any) -> tuple[str, ...]:
+def _check_stop(stop: Any, max_stops: int) -> tuple[str, ...]:
     if isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
         raise ParamError("stop must be a list of strings.")
     stop = tuple(s for s in stop if s)
-    if len(stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in stop):
+    longest = max(map(len, stop), default=0)
+    if len(stop) > max_stops or longest > MAX_STOP_LENGTH:
+        got = f"{len(stop)} strings" if len(stop) > max_stops else f"one of {longest}"
         raise ParamError(
-            f"stop takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_LENGTH} "
-            "characters each."
+            f"stop takes at most {max_stops} strings of at most {MAX_STOP_LENGTH} "
+            f"characters each, got {got}."
         )
     return stop

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from playground.chat_format import CONTROL_TOKEN_TEXTS, Budget, fit_budget, parse_conversation
+from playground.chat_format import (
+    CONTROL_TOKEN_TEXTS,
+    DEFAULT_FOLD_SEPARATOR,
+    Budget,
+    fit_budget,
+    parse_conversation,
+)
 from playground.engine import Engine, Generation, GenerationResult
 from playground.inspection import Inspection, export_code, inspect_text
 from playground.sampling import RANGES, ParamError, SamplingParams
@@ -161,9 +167,11 @@ def fit_prompt(
     *,
     engine: Engine,
     max_new_tokens: int,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> Budget:
     """The prompt that is sent for `turns`: rendered with the model's template, the oldest
-    exchanges dropped until it fits the context with room for the reply."""
+    exchanges dropped until it fits the context with room for the reply. The fold note joins
+    the warnings, so the fold says what it did as the drop policy does."""
     conversation = options.conversation(turns)
     budget = fit_budget(
         conversation,
@@ -174,20 +182,13 @@ def fit_prompt(
         system_policy=options.policy,
         add_generation_prompt=options.add_generation_prompt,
         prefill=options.prefill,
+        fold_separator=fold_separator,
     )
-    if options.policy == "fold" and conversation and conversation[0]["role"] == "system":
-        # The drop policy says what it did; fold says so too.
-        note = FOLD_NOTE
-        if note not in budget.rendered.warnings:
-            rendered = replace(budget.rendered, warnings=(note, *budget.rendered.warnings))
-            budget = replace(budget, rendered=rendered)
+    rendered = budget.rendered
+    if rendered.notes:
+        rendered = replace(rendered, warnings=(*rendered.notes, *rendered.warnings), notes=())
+        budget = replace(budget, rendered=rendered)
     return budget
-
-
-FOLD_NOTE = (
-    "The 'fold' system policy put the system text into the first user turn, followed by a "
-    "blank line (Gemma-2 has no system role)."
-)
 
 
 # ---- streaming --------------------------------------------------------------------------------
@@ -310,6 +311,20 @@ def sampling_params(
     return SamplingParams.checked(dict(settings.ranges), **values, stop=list(stops))
 
 
+def request_params(
+    settings: Settings,
+    values: Mapping[str, Any],
+    stop: str | Sequence[str],
+    context_size: int,
+) -> tuple[SamplingParams, int | None]:
+    """An API or command-line request's values: anything the engine accepts, not just the
+    sliders' ranges (`SamplingParams.from_request`). Returns the seed it drew for -1."""
+    stops = stop.splitlines() if isinstance(stop, str) else stop
+    return SamplingParams.from_request(
+        dict(settings.ranges), context_size, **values, stop=list(stops)
+    )
+
+
 class Playground:
     """The playground around one shared engine: what the UI, the API and the CLI all call.
 
@@ -338,8 +353,19 @@ class Playground:
     ) -> SamplingParams:
         return sampling_params(self.settings, values, stop, new_seed)
 
+    def request_params(
+        self, values: Mapping[str, Any], stop: str | Sequence[str] = ""
+    ) -> tuple[SamplingParams, int | None]:
+        return request_params(self.settings, values, stop, self.context_size)
+
     def fit(self, turns: Sequence[Turn], options: PromptOptions, max_new_tokens: int) -> Budget:
-        return fit_prompt(turns, options, engine=self.engine, max_new_tokens=max_new_tokens)
+        return fit_prompt(
+            turns,
+            options,
+            engine=self.engine,
+            max_new_tokens=max_new_tokens,
+            fold_separator=self.settings.fold_separator,
+        )
 
     def inspect(
         self, messages: Sequence[Turn], options: PromptOptions, max_new_tokens: int

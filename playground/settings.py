@@ -1,7 +1,8 @@
 """Settings: the one place that reads space.yaml and the environment.
 
 Owns: the `Settings` frozen dataclass (model, engine, device, context size, queue size, caches,
-OpenVINO properties, slider ranges and presets) and the precedence between its sources:
+OpenVINO properties, the fold separator, slider ranges and presets) and the precedence between
+its sources:
 command-line flags over environment variables over space.yaml over built-in defaults.
 Does not own: validating a request's sampling values (`sampling`), or loading anything.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from playground.chat_format import DEFAULT_FOLD_SEPARATOR
 from playground.errors import UserError
 from playground.sampling import RANGES, ParamError, Range, SamplingParams
 
@@ -44,11 +46,13 @@ class Settings:
     engine: str = "genai"
     device: str = "CPU"
     context_size: int = 8192
-    fallback_model: str = "tiny-random"
+    fallback_model: str = "tiny-tutor"
     max_input_tokens: int = 32768
     queue_size: int = 16
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
+    # Joins a folded system message to the first user message (chat_format.apply_system_policy).
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR
     ranges: Mapping[str, Range] = field(default_factory=lambda: dict(RANGES))
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
@@ -114,7 +118,14 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "model": (data.get("parameters") or {}).get("model"),
         "context_size": data.get("context_size"),
     }
-    for key in ("engine", "device", "fallback_model", "max_input_tokens", "queue_size"):
+    for key in (
+        "engine",
+        "device",
+        "fallback_model",
+        "max_input_tokens",
+        "queue_size",
+        "fold_separator",
+    ):
         values[key] = own.get(key)
     values["ov_config"] = own.get("ov_config") or {}
     values["ranges"] = _ranges(own.get("sampling") or {})
@@ -186,6 +197,10 @@ def _build(values: dict[str, Any]) -> Settings:
     if not isinstance(values.get("ov_config", {}), Mapping):
         raise SettingsError(f"ov_config must be a mapping, got {values['ov_config']!r}.")
     values["ov_config"] = {str(k): str(v) for k, v in dict(values.get("ov_config", {})).items()}
+    if not isinstance(values.get("fold_separator", ""), str):
+        raise SettingsError(
+            f"fold_separator must be text, got {values['fold_separator']!r}; quote it in YAML."
+        )
     if values.get("engine", "genai") not in ("genai", "optimum"):
         raise SettingsError(f"engine must be genai or optimum, got {values['engine']!r}.")
     return Settings(**values)

@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark: it runs end to end and its JSON holds every raw sample.
+"""Smoke test of the benchmark: it runs end to end and its JSON holds every raw sample; and its
+peak memory is each process's own.
 
 Speed itself is never asserted here (that is what the benchmark reports).
 """
@@ -35,3 +36,33 @@ def test_bench_quick_runs_and_writes_its_json(tmp_path):
         assert len(engine["chat_ttft_s"]) == 6
     assert len(results["app"]["total_s"]) == 2
     assert results["memory_bandwidth_gbs"] > 0 and results["weight_bytes"] > 0
+
+
+# A parent that holds PARENT_MB starts a child that allocates CHILD_MB: the child's peak must be
+# its own (its allocation plus Python and the imports), never the parent's.
+PARENT_MB, CHILD_MB = 700, 200
+CHILD = f"""
+import resource
+from playground.bench import peak_rss_mb
+before = peak_rss_mb()
+data = b"x" * ({CHILD_MB} * 2**20)  # written, so every page is resident
+print(before, peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+PARENT = f"""
+import subprocess, sys
+data = b"x" * ({PARENT_MB} * 2**20)
+done = subprocess.run([sys.executable, "-c", {CHILD!r}], capture_output=True, text=True)
+sys.stdout.write(done.stdout + done.stderr)
+"""
+
+
+def test_peak_memory_is_the_processs_own_not_its_parents():
+    done = subprocess.run(
+        [sys.executable, "-c", PARENT], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    before, peak, inherited = map(float, done.stdout.split())
+    assert before < 150  # Python and the imports
+    assert before + CHILD_MB - 5 <= peak < before + CHILD_MB + 50
+    assert peak < PARENT_MB  # what ru_maxrss would have said: the parent's peak or more
+    print(f"child peak {peak:.0f} MB; ru_maxrss in the child said {inherited:.0f} MB")

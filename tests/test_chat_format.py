@@ -15,6 +15,8 @@ from playground.chat_format import (
     GEMMA2_CHAT_TEMPLATE,
     START_OF_TURN,
     SYSTEM_POLICIES,
+    TEMPLATE_ALTERNATION_ERROR,
+    TEMPLATE_SYSTEM_ERROR,
     Budget,
     ChatFormatError,
     ParsedPrompt,
@@ -258,8 +260,9 @@ def test_fold_is_the_default_policy() -> None:
 
 
 def test_apply_system_policy_fold_exact_content() -> None:
+    # Issue 13: both texts are trimmed before the join, as the template trims every message.
     folded, warnings = apply_system_policy([s("A "), u(" B")], "fold")
-    assert folded == [u("A \n\n B")]
+    assert folded == [u("A\n\nB")]
     assert warnings == []
 
 
@@ -274,7 +277,9 @@ def test_error_policy_message() -> None:
     with pytest.raises(ChatFormatError) as info:
         render([s("sys"), u("hi")], system_policy="error")
     message = str(info.value)
-    assert message.startswith("System role not supported")
+    # Issue 13: the plain explanation first, then the template's own words, verbatim.
+    assert message.startswith("Gemma-2 was trained without a system turn")
+    assert message.endswith('Its template says: "System role not supported"')
     assert "fold" in message
     assert "first user message" in message
 
@@ -503,7 +508,8 @@ def test_parse_conversation_returns_new_dicts() -> None:
         ),
         pytest.param(
             [u("a"), a("b"), {"role": "user", "content": ["x"]}],
-            ["message 3", "'content' must be a string", "array"],
+            # Issue 13: a list is now read as content parts, and "x" is not a part.
+            ["message 3", "content part 1 must be an object", "string"],
             id="content_list",
         ),
     ],
@@ -779,3 +785,129 @@ def test_parse_prompt_errors(text: str, expected_parts: list[str]) -> None:
     for part in expected_parts:
         assert part in message
     assert "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Side by side with the peers (issue 13)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fold_trims_both_texts_then_joins_with_a_blank_line() -> None:
+    rendered = render([s("You are brief.\n"), u("  Hi")])
+    assert rendered.text == "<bos><start_of_turn>user\nYou are brief.\n\nHi<end_of_turn>\n" + (
+        "<start_of_turn>model\n"
+    )
+    assert rendered.messages == (u("You are brief.\n\nHi"),)
+
+
+@pytest.mark.parametrize("separator", ["\n", "\n\n", " "])
+def test_fold_separator_is_an_option(separator: str) -> None:
+    rendered = render([s(" rules "), u("\tgo\n")], fold_separator=separator)
+    assert rendered.messages == (u("rules" + separator + "go"),)
+    assert rendered.text == reference_render([u("rules" + separator + "go")])
+
+
+def test_fold_note_names_the_separator_and_the_peers_single_newline() -> None:
+    rendered = render([s("rules"), u("go")], fold_separator="\n")
+    assert rendered.warnings == ()
+    (note,) = rendered.notes
+    assert "joined with '\\n'" in note
+    for peer in ("OpenVINO GenAI", "llama.cpp", "minja", "Ollama"):
+        assert peer in note
+    assert render([u("go")]).notes == ()
+    assert render([s("rules"), u("go")], system_policy="drop").notes == ()
+
+
+def test_budget_forwards_the_fold_separator() -> None:
+    budget = fit_budget(
+        [s("R"), u("q1"), a("a1"), u("q2")],
+        count_tokens=len,
+        context_size=10_000,
+        max_new_tokens=1,
+        fold_separator="\n",
+    )
+    assert budget.rendered.messages[0] == u("R\nq1")
+
+
+def test_template_words_are_the_official_templates() -> None:
+    assert f"raise_exception('{TEMPLATE_SYSTEM_ERROR}')" in GEMMA2_CHAT_TEMPLATE
+    assert f"raise_exception('{TEMPLATE_ALTERNATION_ERROR}')" in GEMMA2_CHAT_TEMPLATE
+
+
+@pytest.mark.parametrize(
+    ("messages", "explanation"),
+    [
+        pytest.param([u("a"), u("b")], "message 2: expected 'assistant' after 'user'", id="uu"),
+        pytest.param([a("a")], "message 1: expected 'user' as the first message", id="a_first"),
+        pytest.param([s("x"), a("a")], "message 2: expected 'user' after 'system'", id="sa"),
+        pytest.param(
+            [{"role": "tool", "content": "x"}], "message 1: unknown role 'tool'", id="tool"
+        ),
+    ],
+)
+def test_order_errors_quote_the_templates_words_after_the_explanation(
+    messages: list[dict[str, str]], explanation: str
+) -> None:
+    with pytest.raises(ChatFormatError) as info:
+        render(messages)
+    message = str(info.value)
+    assert message.startswith(explanation)
+    assert message.endswith(f'Gemma-2\'s template says: "{TEMPLATE_ALTERNATION_ERROR}"')
+    with pytest.raises(ReferenceTemplateError, match="alternate"):
+        reference_render(messages[1:] if messages[0]["role"] == "system" else messages)
+
+
+def test_an_order_the_official_template_lets_through_is_refused_without_its_words() -> None:
+    # The official template checks only that users sit at even places: [user, system] passes.
+    messages = [u("a"), s("x")]
+    assert reference_render(messages, add_generation_prompt=False)
+    with pytest.raises(ChatFormatError) as info:
+        render(messages)
+    assert "only allowed as the first message" in str(info.value)
+    assert TEMPLATE_ALTERNATION_ERROR not in str(info.value)
+
+
+def test_text_content_parts_are_joined_with_a_newline() -> None:
+    parts = [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]
+    messages = parse_conversation([{"role": "user", "content": parts}])
+    assert messages == [u("first\nsecond")]
+    assert render([{"role": "user", "content": parts}]).text == render([u("first\nsecond")]).text
+    assert parse_conversation([{"role": "user", "content": []}]) == [u("")]
+
+
+@pytest.mark.parametrize(
+    ("part", "expected"),
+    [
+        pytest.param(
+            {"type": "image_url", "image_url": {"url": "x"}},
+            "message 2: content part 2 has type 'image_url'",
+            id="image",
+        ),
+        pytest.param({"text": "x"}, "message 2: content part 2 has type null", id="no_type"),
+        pytest.param(
+            {"type": "text", "text": 5},
+            "message 2: content part 2: 'text' must be a string, got a number",
+            id="text_number",
+        ),
+        pytest.param("x", "message 2: content part 2 must be an object", id="string"),
+    ],
+)
+def test_other_content_parts_are_refused_by_position_and_type(part: object, expected: str) -> None:
+    content = [{"type": "text", "text": "ok"}, part]
+    with pytest.raises(ChatFormatError) as info:
+        parse_conversation([u("hi"), {"role": "assistant", "content": content}])
+    assert str(info.value).startswith(expected)
+
+
+def test_prefill_ending_in_whitespace_warns() -> None:
+    rendered = render([u("Capital of France?")], prefill="The capital is ")
+    (warning,) = rendered.warnings
+    assert warning.startswith("the prefill ends in whitespace (' ')")
+    assert "attaches a space to the word that follows" in warning
+    assert "continue_final_message" in warning
+    assert render([u("q")], prefill="The capital is").warnings == ()
+    assert (
+        render([u("q")], prefill="Line\n")
+        .warnings[0]
+        .startswith("the prefill ends in whitespace ('\\n')")
+    )

@@ -23,7 +23,8 @@ CHAT = [
     {"role": "user", "content": "Größe 😀 and a tab\t"},
 ]
 WITH_SYSTEM = [{"role": "system", "content": "Answer in French."}, *CHAT]
-JSON_KEYS = ["prompt", "tokens", "token_count", "bos_count", "warnings", "dropped_turns"]
+# Issue 13 added "notes" (the fold note).
+JSON_KEYS = ["prompt", "tokens", "token_count", "bos_count", "warnings", "dropped_turns", "notes"]
 
 
 @pytest.fixture

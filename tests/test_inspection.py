@@ -167,6 +167,7 @@ def test_as_json_shape(tokenizer):
         "bos_count",
         "warnings",
         "dropped_turns",
+        "notes",  # issue 13: the fold note
     ]
     assert data["tokens"][0] == {"id": BOS_ID, "piece": "<bos>", "special": True}
     assert data["token_count"] == len(data["tokens"])

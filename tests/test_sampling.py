@@ -6,9 +6,12 @@ import re
 import pytest
 
 from playground.sampling import (
+    DOMAINS,
+    MAX_ENGINE_STOP_STRINGS,
     MAX_STOP_LENGTH,
     MAX_STOP_STRINGS,
     RANGES,
+    Domain,
     ParamError,
     Range,
     SamplingParams,
@@ -249,3 +252,57 @@ def test_range_check_messages(r, value, message):
 
 def test_param_error_is_a_value_error():
     assert issubclass(ParamError, ValueError)
+
+
+# ------------------------------------------------------- what the engine accepts (issue 13)
+
+
+@pytest.mark.parametrize(
+    "domain, message",
+    [
+        (Domain(0.0, 1.0, low_open=True), "x must be a number above 0 and at most 1"),
+        (Domain(0, integer=True), "x must be a whole number of at least 0"),
+        (Domain(0.0, low_open=True), "x must be a number above 0"),
+        (Domain(-1, 2**64 - 1, integer=True),
+         "x must be a whole number from -1 to 18446744073709551615"),
+    ],
+)  # fmt: skip
+def test_domain_describes_its_ends(domain, message):
+    assert domain.describe("x") == message
+
+
+def test_domains_are_the_widest_limits_and_hold_every_sampling_params():
+    assert set(DOMAINS) == set(RANGES)
+    for name, r in RANGES.items():
+        assert DOMAINS[name].check(name, r.low) == r.low
+        assert DOMAINS[name].check(name, r.high) == r.high
+    params = SamplingParams(top_p=1e-9, top_k=10**9, repetition_penalty=0.01, seed=2**64 - 1)
+    assert (params.top_p, params.top_k, params.seed) == (1e-9, 10**9, 2**64 - 1)
+    with pytest.raises(ParamError, match=r"^top_p must be a number above 0 and at most 1, got 0\."):
+        SamplingParams(top_p=0)
+
+
+def test_from_request_takes_defaults_from_the_ranges_and_the_context_as_the_cap():
+    ranges = {"temperature": Range(0.1, 1.5, 0.7, 0.1)}
+    params, drawn = SamplingParams.from_request(ranges, 100, seed=5)
+    assert params.temperature == 0.7 and params.seed == 5 and drawn is None
+    assert params.max_new_tokens == 100  # the default, 512, does not fit a context of 100
+    assert SamplingParams.from_request(RANGES, 100, max_new_tokens=100)[0].max_new_tokens == 100
+    with pytest.raises(ParamError, match=r"^max_new_tokens must be a whole number from 1 to 100"):
+        SamplingParams.from_request(RANGES, 100, max_new_tokens=101)
+    with pytest.raises(ParamError, match=r"^Unknown sampling parameter\(s\): min_p\.$"):
+        SamplingParams.from_request(RANGES, 100, min_p=0.1)
+
+
+def test_from_request_draws_a_seed_for_minus_one_only():
+    params, drawn = SamplingParams.from_request(RANGES, 100, seed=-1)
+    assert drawn is not None and params.seed == drawn and 0 <= drawn <= RANGES["seed"].high
+    default = SamplingParams.from_request(RANGES, 1000, seed=None)
+    assert default == (SamplingParams(), None) and default[0].seed == RANGES["seed"].default
+
+
+def test_from_request_takes_as_many_stop_strings_as_the_engine_handles():
+    stops = [str(i) for i in range(MAX_ENGINE_STOP_STRINGS)]
+    assert SamplingParams.from_request(RANGES, 100, stop=stops)[0].stop == tuple(stops)
+    with pytest.raises(ParamError, match=r"at most 64 strings .* got 65 strings\.$"):
+        SamplingParams.from_request(RANGES, 100, stop=[*stops, "x"])

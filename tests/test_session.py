@@ -183,8 +183,9 @@ def test_14_the_fold_policy_says_what_it_did(fake):
     _, playground = fake
     options = PromptOptions(system="Be brief.", policy="fold")
     budget = playground.fit(HI, options, 8)
-    assert budget.rendered.warnings[0] == session.FOLD_NOTE
-    assert "first user turn, followed by a blank line" in session.FOLD_NOTE
+    note = budget.rendered.warnings[0]
+    assert note.startswith("The system message was folded into the first user message")
+    assert "joined with '\\n\\n'" in note
     assert not playground.fit(HI, PromptOptions(), 8).rendered.warnings
 
 

@@ -62,7 +62,7 @@ def test_load_settings_reads_the_repo_space_yaml():
     assert settings.context_size == 8192
     assert settings.engine == "genai"
     assert settings.device == "CPU"
-    assert settings.fallback_model == "tiny-random"
+    assert settings.fallback_model == "tiny-tutor"
     assert settings.max_input_tokens == 8192
     assert settings.queue_size == 16
     assert settings.ov_config == {}
@@ -325,3 +325,24 @@ def test_bad_override_is_a_settings_error():
 
 def test_settings_error_is_a_value_error():
     assert issubclass(SettingsError, ValueError)
+
+
+# ------------------------------------------------------------------ the fold separator (issue 13)
+
+
+def test_fold_separator_defaults_to_a_blank_line_from_space_yaml():
+    assert load_settings(env={}).fold_separator == "\n\n"
+    assert yaml.safe_load(SPACE_YAML.read_text())["playground"]["fold_separator"] == "\n\n"
+    assert Settings().fold_separator == "\n\n"
+
+
+def test_fold_separator_from_yaml_and_flags(space):
+    assert load_settings(space(fold_separator="\n"), env={}).fold_separator == "\n"
+    flagged = load_settings(space(fold_separator="\n"), env={}, fold_separator=" ")
+    assert flagged.fold_separator == " "
+
+
+@pytest.mark.parametrize("value", [1, ["\n"], True])
+def test_fold_separator_must_be_text(space, value):
+    with pytest.raises(SettingsError, match="fold_separator must be text"):
+        load_settings(space(fold_separator=value), env={})

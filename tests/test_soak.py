@@ -16,8 +16,7 @@ import psutil
 import pytest
 from gradio_client import Client
 
-from tests.conftest import ROOT, free_port
-from tests.test_app import _wait_for_page
+from tests.conftest import ROOT, free_port, wait_for_page
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +54,7 @@ def test_soak_200_requests_from_4_clients(tmp_path):
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait_for_page(url, server)
+        wait_for_page(url, server)
         process = psutil.Process(server.pid)
         warm = Client(url, verbose=False)
         rng = random.Random(0)

@@ -17,7 +17,7 @@ import gradio as gr
 
 from playground.chat_format import parse_conversation
 from playground.inspection import inspect_messages
-from playground.sampling import SAMPLING_FIELDS, ParamError, describe
+from playground.sampling import RANDOM_SEED, SAMPLING_FIELDS, ParamError, SamplingParams, describe
 from playground.session import Playground, PromptOptions, Reply, throttle
 from playground.ui.common import ENGINE_GROUP, user_errors
 
@@ -50,6 +50,8 @@ def with_sampling(
         r = ranges[f.name]
         default = int(r.default) if r.integer else float(r.default)
         kind = int if r.integer else float
+        if f.name == "seed":
+            kind = int | None  # empty (or -1) draws a random seed
         params.append(P(f.name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
         docs.append(f"    {f.name}: {describe(f.name, ranges)}")
     for param, kind, default, help_text in trailing:
@@ -76,8 +78,16 @@ def with_sampling(
     return user_errors(endpoint)
 
 
-def sampling_of(arguments: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
+def request_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
+    """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
+    told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
+    values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
+    if values["seed"] is None:
+        values["seed"] = RANDOM_SEED
+    params, drawn = playground.request_params(values, stop_lines(arguments["stop"]))
+    if drawn is not None:
+        gr.Info(f"Random seed drawn: {drawn}")
+    return params
 
 
 def stop_lines(stop: Any) -> list[str] | Any:
@@ -98,7 +108,7 @@ def stream_out(replies: Iterator[Reply], with_figures: bool) -> Iterator[str]:
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
-        params = playground.params(sampling_of(arguments), stop_lines(arguments["stop"]))
+        params = request_params(playground, arguments)
         yield from stream_out(playground.complete(prompt, params), arguments["figures"])
 
     def chat(
@@ -110,7 +120,7 @@ def add_endpoints(playground: Playground) -> None:
         **arguments: Any,
     ) -> Iterator[str]:
         """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-        params = playground.params(sampling_of(arguments), stop_lines(arguments["stop"]))
+        params = request_params(playground, arguments)
         if not isinstance(message, str) or not message.strip():
             raise ParamError("The message is empty.")
         turns = parse_conversation(playground.check_text(history or "[]", "The history"))
@@ -132,6 +142,7 @@ def add_endpoints(playground: Playground) -> None:
             playground.engine.tokenizer,
             system_policy=system_policy,
             add_generation_prompt=bool(add_generation_prompt),
+            fold_separator=playground.settings.fold_separator,
         )
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
