@@ -8,6 +8,7 @@ Does not own: turn logic or prompts (`session`), markup (`display`), the samplin
 
 from __future__ import annotations
 
+import hashlib
 import html
 import tempfile
 from collections.abc import Callable, Iterator
@@ -299,14 +300,20 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         **PRIVATE,
     )
 
-    def on_download_ready(turns: list, system: str | None) -> gr.DownloadButton:
-        folder = Path(tempfile.mkdtemp(prefix="conversation-"))
-        path = folder / "conversation.json"
-        path.write_text(session.conversation_json(turns, system or ""), encoding="utf-8")
+    def on_download_ready(turns: list, system: str | None, control: Control) -> Any:
+        partial = turns and turns[-1]["role"] == "assistant" and not turns[-1].get("figures")
+        if control.streaming and partial:
+            return gr.skip()  # a reply still streaming: its file comes with its end
+        # Named by content: the same conversation is one file, not one more per update.
+        text = session.conversation_json(turns, system or "")
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / "gemma2-playground" / digest / "conversation.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
         return gr.DownloadButton(value=str(path))
 
     for trigger in (tab.turns.change, tab.system.change):
-        trigger(on_download_ready, [tab.turns, tab.system], tab.download, **PRIVATE)
+        trigger(on_download_ready, [tab.turns, tab.system, tab.control], tab.download, **PRIVATE)
 
     def on_upload(data: bytes, control: Control) -> tuple:
         if control.busy:
