@@ -1,4 +1,4 @@
-"""The command line: `python -m playground generate|render`.
+"""The command line: `python -m playground generate|render|notebook run`.
 
 Owns: argument parsing, reading conversation files, printing (streamed text or one JSON object),
 and turning every expected error into exit status 2 with a one-line message on stderr.
@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(--messages, rendered with the model's chat template). Values left out take "
         "space.yaml's defaults.",
     )
-    gen.add_argument("--model", help="HF repo id, local folder, tiny-random or mid-random")
+    gen.add_argument(
+        "--model",
+        help="HF repo id, local folder, tiny-tutor, tiny-random or mid-random (default: "
+        "space.yaml's model, or tiny-tutor when it can't be had)",
+    )
     gen.add_argument("--engine", choices=ENGINE_KINDS, help="genai (default) or optimum")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
@@ -68,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--prefill", default="")
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
+
+    notebook = commands.add_parser("notebook", help="lessons: run them without a browser")
+    notebook_commands = notebook.add_subparsers(
+        dest="notebook_command", required=True, parser_class=_Parser
+    )
+    run = notebook_commands.add_parser(
+        "run", help="run every prompt cell of a lesson in order and write the executed notebook"
+    )
+    run.add_argument("lesson", type=Path, help="a lesson (.md) or a notebook (.ipynb)")
+    run.add_argument("--model", help="as for generate (default: space.yaml's, or tiny-tutor)")
+    run.add_argument(
+        "--out", type=Path, help="the executed Jupyter notebook (default: LESSON.ipynb, here)"
+    )
+    run.add_argument("--html", type=Path, help="also write the standalone HTML handout here")
     return parser
 
 
@@ -83,7 +101,8 @@ def _ranges_for_help() -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _generate(args) if args.command == "generate" else _render(args)
+        commands = {"generate": _generate, "render": _render, "notebook": _notebook_run}
+        return commands[args.command](args)
     except EXPECTED_ERRORS as error:
         return _fail(str(error).replace("\n", " "))
 
@@ -125,7 +144,10 @@ def _generate(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
     params = sampling_params(settings, values, args.stop)  # refused before loading anything
     with _stdout_to_stderr():
-        engine, _ = open_engine(settings.with_(model_given=True))  # given models never fall back
+        # Without --model, the default model falls back to tiny-tutor, as in the app.
+        engine, notice = open_engine(settings)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
     playground = Playground(engine, settings)
     if args.messages is not None:
         replies = playground.reply(_read_conversation(args.messages), PromptOptions(), params)
@@ -175,4 +197,43 @@ def _render(args: argparse.Namespace) -> int:
         print(json.dumps(inspection.as_json(), ensure_ascii=False))
     else:
         sys.stdout.write(inspection.prompt)
+    return 0
+
+
+def _notebook_run(args: argparse.Namespace) -> int:
+    """Run a lesson's cells in order, as `jupyter nbconvert --execute` would, and save them."""
+    import nbformat
+
+    from playground import notebook as nb
+
+    cells = nb.load_cells(args.lesson.name, args.lesson.read_bytes())
+    settings = load_settings(model=args.model)
+    with _stdout_to_stderr():
+        engine, notice = open_engine(settings)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    outputs = {}
+    for i, cell in enumerate(cells):
+        if isinstance(cell, nb.PromptCell):
+            params = nb.cell_params(cell, settings.ranges, settings.defaults())
+            try:
+                generation = nb.start_cell(engine, cell, params)
+            except ChatFormatError as error:  # a refusal some lessons show on purpose
+                outputs[i] = f"error: {error}"
+                print(f"cell {i + 1}: {outputs[i]}", file=sys.stderr)
+                continue
+            outputs[i] = "".join(generation)
+            result = generation.result
+            print(f"cell {i + 1}: {result.new_tokens} new tokens, {result.stop_reason}",
+                  file=sys.stderr)  # fmt: skip
+    context = nb.NotebookContext(
+        nb.portable_model(engine.info.model, engine.folder), settings.ranges, settings.defaults(),
+        dict(settings.ov_config),
+    )  # fmt: skip
+    out = args.out or Path(args.lesson.stem + ".ipynb")
+    nbformat.write(nb.to_ipynb(cells, outputs, context), out)
+    print(out)
+    if args.html:
+        args.html.write_text(nb.handout_html(nb.lesson_title(cells), cells, outputs))
+        print(args.html)
     return 0

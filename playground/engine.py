@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from playground.errors import UserError
-from playground.models import ModelUnavailableError, resolve_model
+from playground.models import TUTOR, ModelUnavailableError, resolve_model
 from playground.sampling import SamplingParams
 from playground.settings import Settings
 from playground.tokens import Tokenizer
@@ -369,8 +369,14 @@ class OptimumEngine(Engine):
     kind = "optimum"
 
     def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs: Any) -> None:
-        from optimum.intel import OVModelForCausalLM
-
+        try:
+            from optimum.intel import OVModelForCausalLM
+        except ImportError as error:
+            raise EngineError(
+                "The optimum engine needs torch and optimum-intel, which the app's own "
+                "requirements leave out: pip install -r requirements-optimum.txt "
+                f"(missing: {error.name})."
+            ) from None
         self.model = OVModelForCausalLM.from_pretrained(
             folder, device=device, ov_config=dict(ov_config), compile=True
         )
@@ -514,6 +520,22 @@ def get_engine(
         return _engines[spec]
 
 
+def fallback_notice(wanted: str, served: str, error: Exception) -> str:
+    """What the banner and the log say when `served` stands in for `wanted`."""
+    what = (
+        "a 1M-parameter Gemma-2 trained on the chat format: it greets you, does sums from 0 to "
+        "12, repeats, reverses and uppercases words, follows a folded system prompt and explains "
+        "the chat format, and knows nothing else"
+        if served == TUTOR
+        else "a tiny random-weight Gemma-2: its replies are gibberish"
+    )
+    return (
+        f"Serving {served!r}, {what}. The real model {wanted!r} could not be had "
+        f"({type(error.__cause__ or error).__name__}); get it with `hf download {wanted}` and "
+        "restart."
+    )
+
+
 def open_engine(settings: Settings) -> tuple[Engine, str | None]:
     """The cached engine for `settings`, and a notice when it had to fall back.
 
@@ -527,10 +549,7 @@ def open_engine(settings: Settings) -> tuple[Engine, str | None]:
     except ModelUnavailableError as error:
         if settings.model_given or settings.model == settings.fallback_model:
             raise
-        notice = (
-            f"Serving {settings.fallback_model!r}, a tiny random-weight Gemma-2, instead of "
-            f"{settings.model!r}: its replies are gibberish. Why: {error}"
-        )
+        notice = fallback_notice(settings.model, settings.fallback_model, error)
         folder = resolve_model(settings.fallback_model, settings.cache_dir)
         name = settings.fallback_model
     engine = get_engine(

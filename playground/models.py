@@ -1,8 +1,9 @@
 """Model resolution: turn a model spec into a local OpenVINO IR folder.
 
-Owns: the three kinds of spec (a Hugging Face repo id, a local folder, the built-in synthetic
-models `tiny-random` and `mid-random`), the offline build of those synthetic Gemma-2 models, and
-the one-time conversion of a folder's Hugging Face tokenizer to OpenVINO tokenizer IRs.
+Owns: the kinds of spec (a Hugging Face repo id, a local folder, the shipped trained model
+`tiny-tutor`, the built-in synthetic models `tiny-random` and `mid-random`), the offline build of
+those synthetic Gemma-2 models, and the one-time conversion of a folder's Hugging Face tokenizer to
+OpenVINO tokenizer IRs.
 Does not own: running a model (see `engine`), reading settings or the environment (the cache
 folder is passed in), or chat templates (see `chat_format`).
 
@@ -62,13 +63,22 @@ SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
 }
 
 
+# The shipped model, trained on the chat format (playground/tutor): served when the default
+# model can't be had. Its folder is in the repo, so it needs no build and no network.
+TUTOR = "tiny-tutor"
+TUTOR_DIR = Path(__file__).resolve().parent / "tutor" / TUTOR
+BUILTIN_MODELS = (TUTOR, *SYNTHETIC_MODELS)
+
+
 class ModelUnavailableError(UserError, RuntimeError):
     """A model spec that cannot be turned into a local folder; the message is for people."""
 
 
 def resolve_model(spec: str, cache_dir: Path) -> Path:
     """Return a local OpenVINO IR folder for `spec`, building or fetching it if needed."""
-    if spec in SYNTHETIC_MODELS:
+    if spec == TUTOR:
+        folder = TUTOR_DIR
+    elif spec in SYNTHETIC_MODELS:
         folder = build_synthetic_model(spec, cache_dir)
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser().resolve()
@@ -77,7 +87,7 @@ def resolve_model(spec: str, cache_dir: Path) -> Path:
     else:
         raise ModelUnavailableError(
             f"Model {spec!r} is neither a local folder, a Hugging Face repo id (owner/name) "
-            f"nor one of the built-in models ({', '.join(SYNTHETIC_MODELS)})."
+            f"nor one of the built-in models ({', '.join(BUILTIN_MODELS)})."
         )
     if not (folder / MODEL_XML).is_file():
         raise ModelUnavailableError(
@@ -104,9 +114,9 @@ def _download(repo_id: str) -> Path:
         raise ModelUnavailableError(
             f"Could not get the model {repo_id!r}: neither the Hugging Face Hub nor a cached copy "
             f"could be reached ({type(error).__name__}). Ways forward: download it ahead with "
-            f"`huggingface-cli download {repo_id}` on a machine with network (or set HF_HOME to a "
-            "cache that holds it), pass a local folder with --model PATH, or try the playground "
-            "with --model tiny-random."
+            f"`hf download {repo_id}` on a machine with network (or set HF_HOME to a cache that "
+            f"holds it), pass a local folder with --model PATH, or try the playground with "
+            f"--model {TUTOR}, the small model that ships with it."
         ) from error
 
 
@@ -151,7 +161,6 @@ def build_synthetic_model(name: str, cache_dir: Path) -> Path:
 
 def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
     import torch
-    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
     from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
     tokenizer = _train_tokenizer(spec.vocab_size)
@@ -181,16 +190,25 @@ def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
     model.save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
 
+    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
+
+
+def export_ir(hf_dir: Path, ov_dir: Path, *, bits: int, group_size: int) -> None:
+    """Export a Hugging Face Gemma-2 checkpoint to an OpenVINO IR folder with u4 or u8 weights
+    and OpenVINO tokenizers (optimum-intel and nncf; int8 is per channel)."""
+    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+    from transformers import AutoTokenizer
+
+    if bits == 4:
+        quantization = OVWeightQuantizationConfig(bits=4, sym=False, group_size=group_size,
+                                                  ratio=1.0)  # fmt: skip
+    else:
+        quantization = OVWeightQuantizationConfig(bits=8, sym=False)
     ov_model = OVModelForCausalLM.from_pretrained(
-        hf_dir,
-        export=True,
-        compile=False,
-        quantization_config=OVWeightQuantizationConfig(
-            bits=4, sym=False, group_size=spec.group_size, ratio=1.0
-        ),
+        hf_dir, export=True, compile=False, quantization_config=quantization
     )
     ov_model.save_pretrained(ov_dir)
-    tokenizer.save_pretrained(ov_dir)
+    AutoTokenizer.from_pretrained(hf_dir).save_pretrained(ov_dir)
     ensure_ov_tokenizers(ov_dir)
 
 
@@ -218,29 +236,34 @@ def _corpus() -> list[str]:
 
 
 def _train_tokenizer(vocab_size: int):
-    """A small Gemma-like BPE: byte fallback, spaces as '▁', real special ids, real template."""
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+    """A small Gemma-like BPE, its merges learned from `_corpus()`."""
+    from tokenizers import Tokenizer, models, normalizers, trainers
 
-    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
-    learned_budget = vocab_size - len(_LEADING_TOKENS) - len(byte_tokens)
-    trainer = trainers.BpeTrainer(vocab_size=learned_budget, show_progress=False, special_tokens=[])
+    budget = vocab_size - len(_LEADING_TOKENS) - len(BYTE_TOKENS)
+    trainer = trainers.BpeTrainer(vocab_size=budget, show_progress=False, special_tokens=[])
     # No whitespace pre-tokenizer, as in Gemma: with one, the converted OpenVINO tokenizer dropped
     # repeated spaces and the HF and OpenVINO ids diverged.
     draft = Tokenizer(models.BPE())
     draft.normalizer = normalizers.Replace(" ", "▁")
     draft.train_from_iterator(_corpus(), trainer=trainer)
-    learned = sorted(draft.get_vocab().items(), key=lambda item: item[1])
-    vocab = {token: i for i, token in enumerate(_LEADING_TOKENS + byte_tokens)}
-    for token, _ in learned:
+    learned = [token for token, _ in sorted(draft.get_vocab().items(), key=lambda item: item[1])]
+    return gemma_like_tokenizer(learned, _merges_of(draft), vocab_size)
+
+
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+
+
+def gemma_like_tokenizer(pieces: list[str], merges: list[tuple[str, str]], vocab_size: int):
+    """A Gemma-like BPE tokenizer: Gemma-2's special tokens at their real ids, byte fallback,
+    spaces as '▁', `<bos>` added by the post-processor, and Gemma-2's chat template.
+
+    `pieces` follow the special and byte tokens in order; `<extraN>` fill up to `vocab_size`.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(_LEADING_TOKENS + BYTE_TOKENS)}
+    for token in pieces:
         if token not in vocab and len(vocab) < vocab_size:
             vocab[token] = len(vocab)
     # Fill the rest of the model's vocabulary (no merge reaches these; they only decode).
@@ -248,7 +271,7 @@ def _train_tokenizer(vocab_size: int):
         vocab[f"<extra{i}>"] = len(vocab)
     merges = [
         (left, right)
-        for left, right in _merges_of(draft)
+        for left, right in merges
         if left in vocab and right in vocab and left + right in vocab
     ]
     tokenizer = Tokenizer(

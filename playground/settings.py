@@ -44,7 +44,7 @@ class Settings:
     engine: str = "genai"
     device: str = "CPU"
     context_size: int = 8192
-    fallback_model: str = "tiny-random"
+    fallback_model: str = "tiny-tutor"
     max_input_tokens: int = 32768
     queue_size: int = 16
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"

@@ -5,6 +5,8 @@ so a fresh clone builds the tiny model once (seconds) and every test reuses it.
 """
 
 import os
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_page(url, server, seconds=240):
+    """The /config page of a starting app server (a Popen with stdout piped)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"app.py exited: {server.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    pytest.fail("app.py did not start")
 
 
 def serve(demo, settings):
@@ -131,4 +147,23 @@ def paced_app_url(settings, paced_engine):
 
     demo = build_demo(paced_engine, settings)
     yield serve(demo, settings)
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def tutor_engine(settings):
+    """The real engine on the shipped tiny-tutor, for tests of what the model does."""
+    return _engine(settings.with_(model="tiny-tutor"), "genai")
+
+
+@pytest.fixture(scope="session")
+def tutor_client(settings, tutor_engine):
+    """gradio_client on the real app serving tiny-tutor."""
+    from gradio_client import Client
+
+    from playground.ui import build_demo
+
+    demo = build_demo(tutor_engine, settings.with_(model="tiny-tutor"))
+    client = Client(serve(demo, settings), verbose=False)
+    yield client
     demo.close()

@@ -4,15 +4,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from gradio_client.exceptions import AppError
 
 from playground.chat_format import render
 from playground.sampling import SamplingParams
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for_page
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +138,7 @@ def test_chat_errors_come_back_as_messages(client):
 
 
 def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
-    """`python app.py` with the default model unreachable: starts on tiny-random, says why."""
+    """`python app.py` with the default model unreachable: starts on tiny-tutor, says why."""
     port = free_port()
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     env.pop("PLAYGROUND_MODEL", None)
@@ -149,12 +147,12 @@ def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        page = _wait_for_page(f"http://127.0.0.1:{port}/", server)
-        assert "tiny-random" in page and "fakezeta/gemma-2-9b-it-ov-int4" in page
+        page = wait_for_page(f"http://127.0.0.1:{port}/", server)
+        assert "tiny-tutor" in page and "hf download fakezeta/gemma-2-9b-it-ov-int4" in page
     finally:
         server.terminate()
         log = server.communicate(timeout=60)[0]
-    assert "Serving 'tiny-random'" in log
+    assert "Serving 'tiny-tutor'" in log
 
 
 def test_explicit_model_never_falls_back(tmp_path):
@@ -166,16 +164,3 @@ def test_explicit_model_never_falls_back(tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "Could not get the model 'fakezeta/gemma-2-9b-it-ov-int4'" in done.stderr
-
-
-def _wait_for_page(url, server, seconds=240):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"app.py exited: {server.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            time.sleep(1)
-    pytest.fail("app.py did not start")

@@ -62,7 +62,7 @@ def test_load_settings_reads_the_repo_space_yaml():
     assert settings.context_size == 8192
     assert settings.engine == "genai"
     assert settings.device == "CPU"
-    assert settings.fallback_model == "tiny-random"
+    assert settings.fallback_model == "tiny-tutor"
     assert settings.max_input_tokens == 8192
     assert settings.queue_size == 16
     assert settings.ov_config == {}

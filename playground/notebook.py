@@ -1,0 +1,384 @@
+"""Notebook lessons: markdown files with runnable prompt cells, and what they become.
+
+Owns: the lesson format (ordinary CommonMark; a fenced block whose info string starts with
+`chat` or `raw` is a prompt cell, its options written after the kind as `key=value`), parsing it
+with markdown-it-py's token stream, writing it back byte for byte, a cell's prompt and sampling,
+running cells on an engine, the Jupyter notebook (nbformat) and the standalone HTML handout, and
+the one safe markdown renderer of the server (raw HTML off, links only http(s) and mailto).
+Does not own: components (`ui`), the engine, or the chat format itself (`chat_format`).
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+from playground.chat_format import ChatFormatError, parse_conversation, render
+from playground.errors import UserError
+from playground.sampling import ParamError, Range, SamplingParams
+
+LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
+KINDS = ("chat", "raw")
+PROMPT_OPTIONS = {"policy": ("fold", "error", "drop"), "generation_prompt": ("on", "off"),
+                  "prefill": None, "output": ("text", "markdown")}  # fmt: skip
+SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
+
+
+class LessonError(UserError, ValueError):
+    """A lesson or notebook file that cannot be read; the message is one line for people."""
+
+
+@dataclass(frozen=True)
+class MarkdownCell:
+    source: str
+
+
+@dataclass(frozen=True)
+class PromptCell:
+    """A prompt to run: `body` is a JSON conversation (`chat`) or the exact text (`raw`)."""
+
+    kind: str
+    body: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str, default: str = "") -> str:
+        return dict(self.options).get(name, default)
+
+    def with_options(self, **changes: str) -> PromptCell:
+        options = dict(self.options) | changes
+        return replace(self, options=tuple((k, v) for k, v in options.items() if v != ""))
+
+
+Cell = MarkdownCell | PromptCell
+
+
+# ---------------------------------------------------------------------------------------------
+# The lesson format
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_info(info: str, line: int) -> tuple[str, tuple[tuple[str, str], ...]]:
+    try:
+        kind, *words = shlex.split(info)
+    except ValueError as error:
+        raise LessonError(f"line {line}: the cell's options do not parse ({error}).") from None
+    options = []
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or (name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS):
+            known = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
+            raise LessonError(f"line {line}: unknown cell option {word!r} (known: {known}).")
+        allowed = PROMPT_OPTIONS.get(name)
+        if allowed and value not in allowed:
+            raise LessonError(f"line {line}: {name} must be one of {', '.join(allowed)}.")
+        options.append((name, value))
+    return kind, tuple(options)
+
+
+def parse_lesson(text: str) -> list[Cell]:
+    """Cells of a lesson. Raises LessonError (with a line number) for a bad prompt cell."""
+    lines = text.splitlines(keepends=True)
+    cells: list[Cell] = []
+    taken = 0
+    for token in MarkdownIt("commonmark").parse(text):
+        kind = token.info.split(maxsplit=1)[0] if token.info.strip() else ""
+        if token.type != "fence" or token.level != 0 or kind not in KINDS or not token.map:
+            continue
+        start, end = token.map
+        if source := "".join(lines[taken:start]).strip("\n"):
+            cells.append(MarkdownCell(source))
+        kind, options = _parse_info(token.info, start + 1)
+        cell = PromptCell(kind, token.content.removesuffix("\n"), options)
+        check_cell(cell, where=f"line {start + 1}")
+        cells.append(cell)
+        taken = end
+    if source := "".join(lines[taken:]).strip("\n"):
+        cells.append(MarkdownCell(source))
+    return cells
+
+
+def _fence(body: str) -> str:
+    longest, run = 0, 0
+    for char in body:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
+def lesson_markdown(cells: Sequence[Cell]) -> str:
+    """The lesson file of `cells`; `parse_lesson` gives the same cells back."""
+    parts = []
+    for cell in cells:
+        if isinstance(cell, MarkdownCell):
+            parts.append(cell.source)
+            continue
+        fence = _fence(cell.body)
+        info = " ".join([cell.kind, *(f"{k}={shlex.quote(v)}" for k, v in cell.options)])
+        parts.append(f"{fence}{info}\n{cell.body}\n{fence}")
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# A cell's prompt and sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def check_cell(cell: PromptCell, where: str = "this cell") -> None:
+    """Raise LessonError if a chat cell's conversation cannot be rendered. The error policy's
+    refusal of a system message is not checked: running such a cell shows the refusal, which is
+    what a lesson may want to teach."""
+    if cell.kind == "chat":
+        try:
+            render(parse_conversation(cell.body), system_policy="drop",
+                   add_generation_prompt=cell.option("generation_prompt", "on") == "on",
+                   prefill=cell.option("prefill"))  # fmt: skip
+        except ChatFormatError as error:
+            raise LessonError(f"{where}: {error}") from None
+
+
+def cell_prompt(cell: PromptCell) -> str:
+    """The exact text the model gets for the cell (one `<bos>` is added to raw text without)."""
+    if cell.kind == "raw":
+        return cell.body
+    return render(
+        parse_conversation(cell.body),
+        system_policy=cell.option("policy", "fold"),
+        add_generation_prompt=cell.option("generation_prompt", "on") == "on",
+        prefill=cell.option("prefill"),
+    ).text
+
+
+def cell_params(
+    cell: PromptCell, ranges: Mapping[str, Range], base: Mapping[str, Any]
+) -> SamplingParams:
+    """`base` sampling values (the sliders), overridden by the cell's own."""
+    values = dict(base)
+    for name in SAMPLING_OPTIONS:
+        if raw := cell.option(name):
+            try:
+                values[name] = float(raw) if "." in raw or "e" in raw.lower() else int(raw)
+            except ValueError:
+                raise ParamError(f"{name} must be a number, not {raw!r}.") from None
+    return SamplingParams.checked(dict(ranges), **values)
+
+
+def start_cell(engine, cell: PromptCell, params: SamplingParams, cancel=None):
+    """The engine's Generation for the cell: iterate it for text deltas, then read `.result`."""
+    return engine.generate(cell_prompt(cell), params, cancel)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: the safe markdown renderer, the handout and the Jupyter notebook
+# ---------------------------------------------------------------------------------------------
+
+_SAFE_SCHEMES = ("http://", "https://", "mailto:")
+
+
+def _markdown_it() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False})
+    md.disable("image")  # a handout opens offline and fetches nothing
+    md.validateLink = lambda url: url.strip().lower().startswith(_SAFE_SCHEMES)
+    return md
+
+
+_MD = _markdown_it()
+
+
+def render_markdown(source: str) -> str:
+    """HTML for markdown written by a visitor, a lesson or the model: raw HTML is shown as
+    text, and a link keeps its href only for http(s) and mailto."""
+    return _MD.render(source)
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+HANDOUT_STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1f2328; }
+pre { white-space: pre-wrap; word-break: break-word; padding: .75rem; border-radius: 6px; }
+pre.prompt { background: #f6f8fa; border: 1px solid #d0d7de; }
+pre.output { background: #fff8e6; border: 1px solid #e9c46a; }
+.label { font-size: .8rem; color: #57606a; margin: 1rem 0 .25rem; }
+"""
+
+
+def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) -> str:
+    """A standalone page: no script, and a policy that lets it load nothing at all."""
+    body = []
+    for i, cell in enumerate(cells):
+        if isinstance(cell, MarkdownCell):
+            body.append(render_markdown(cell.source))
+            continue
+        try:
+            prompt = cell_prompt(cell)
+        except ChatFormatError as error:
+            prompt = f"(refused by the template: {error})"
+        body.append(f'<p class="label">Prompt ({cell.kind})</p>'
+                    f'<pre class="prompt">{escape(prompt)}</pre>')  # fmt: skip
+        if i in outputs:
+            body.append(
+                f'<p class="label">Output</p><pre class="output">{escape(outputs[i])}</pre>'
+            )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8">\n'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'\">\n"
+        f"<title>{escape(title)}</title><style>{HANDOUT_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def _setup_code(model: str, ov_config: Mapping[str, str]) -> str:
+    folder = Path(model).expanduser()
+    fetch = (
+        f"model_dir = {model!r}  # a local OpenVINO IR folder"
+        if folder.is_dir() or model.startswith((".", "/", "~"))
+        else f"from huggingface_hub import snapshot_download\n\n"
+        f"model_dir = snapshot_download({model!r})"
+    )
+    config = f", **{dict(ov_config)!r}" if ov_config else ""
+    return f'''import openvino_genai as ov_genai
+
+{fetch}
+pipe = ov_genai.LLMPipeline(model_dir, "CPU"{config})
+tokenizer = pipe.get_tokenizer()
+
+
+def run(prompt, **options):
+    """Generate as the playground does: the prompt has its one <bos> already, generation ends
+    at the model's end tokens, and special tokens stay in the text."""
+    config = ov_genai.GenerationConfig(**options)
+    config.stop_token_ids = {set(END_IDS)!r}
+    ids = tokenizer.encode(prompt, add_special_tokens=False).input_ids
+    new = list(pipe.generate(ids, config).tokens[0])
+    if new and new[-1] in {set(END_IDS)!r}:
+        new.pop()
+    print(tokenizer.decode(new, skip_special_tokens=False))
+'''
+
+
+def _run_code(prompt: str, params: SamplingParams) -> str:
+    if not prompt.startswith("<bos>"):
+        prompt = "<bos>" + prompt  # what the engine sends for raw text
+    options = {"max_new_tokens": params.max_new_tokens,
+               "repetition_penalty": params.repetition_penalty}  # fmt: skip
+    if not params.greedy:
+        options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
+                    "rng_seed": params.seed}  # fmt: skip
+        if params.top_k:
+            options["top_k"] = params.top_k
+    args = ",\n".join(f"    {k}={v!r}" for k, v in options.items())
+    return f"run(\n    {prompt!r},\n{args},\n)"
+
+
+@dataclass(frozen=True)
+class NotebookContext:
+    """What the exported notebook runs against: a hub id or a folder, and the sampling base."""
+
+    model: str
+    ranges: Mapping[str, Range]
+    base: Mapping[str, Any] = field(default_factory=dict)
+    ov_config: Mapping[str, str] = field(default_factory=dict)
+
+
+def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: NotebookContext):
+    """An nbformat v4 notebook (validated): markdown cells as they are, each prompt cell as a
+    code cell that runs exactly that prompt with openvino_genai, with its output stored."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    notebook = new_notebook(metadata={"playground": {"model": context.model}})
+    notebook.cells.append(new_code_cell(_setup_code(context.model, context.ov_config)))
+    count = 1
+    for i, cell in enumerate(cells):
+        if isinstance(cell, MarkdownCell):
+            notebook.cells.append(new_markdown_cell(cell.source))
+            continue
+        meta = {"playground": {"kind": cell.kind, "body": cell.body,
+                               "options": [list(pair) for pair in cell.options]}}  # fmt: skip
+        try:
+            source = _run_code(cell_prompt(cell), cell_params(cell, context.ranges, context.base))
+        except ChatFormatError as error:
+            refusal = f"raise ValueError({str(error)!r})"
+            source = f"# The Gemma-2 template refuses this conversation.\n{refusal}"
+        code = new_code_cell(source, metadata=meta)
+        if i in outputs:
+            count += 1
+            code.execution_count = count
+            code.outputs = [new_output("stream", name="stdout", text=outputs[i] + "\n")]
+        notebook.cells.append(code)
+    nbformat.validate(notebook)
+    return notebook
+
+
+def from_ipynb(text: str) -> list[Cell]:
+    """The cells of a notebook written by `to_ipynb` (markdown cells, and prompt cells from
+    their metadata); other code cells are left out."""
+    import nbformat
+
+    try:
+        notebook = nbformat.reads(text, as_version=4)
+        nbformat.validate(notebook)
+    except Exception as error:  # NotJSONError, ValidationError, KeyError on odd files
+        raise LessonError(f"not a valid Jupyter notebook ({type(error).__name__}).") from None
+    cells: list[Cell] = []
+    for cell in notebook.cells:
+        meta = cell.get("metadata", {}).get("playground")
+        if cell.cell_type == "markdown":
+            cells.append(MarkdownCell(cell.source))
+        elif isinstance(meta, dict) and meta.get("kind") in KINDS:
+            options = tuple((str(k), str(v)) for k, v in meta.get("options", []))
+            prompt = PromptCell(meta["kind"], str(meta.get("body", "")), options)
+            check_cell(prompt, where="a prompt cell of the notebook")
+            cells.append(prompt)
+    return cells
+
+
+def load_cells(name: str, data: bytes) -> list[Cell]:
+    """Cells from an uploaded `.md` lesson or `.ipynb` notebook."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LessonError("the file is not UTF-8 text.") from None
+    if name.lower().endswith(".ipynb"):
+        return from_ipynb(text)
+    if name.lower().endswith((".md", ".markdown")):
+        return parse_lesson(text)
+    raise LessonError("choose a lesson (.md) or a Jupyter notebook (.ipynb).")
+
+
+def lesson_title(cells: Sequence[Cell]) -> str:
+    for cell in cells:
+        if isinstance(cell, MarkdownCell):
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return "Lesson"
+
+
+def list_lessons(folder: Path = LESSONS_DIR) -> dict[str, Path]:
+    """Shipped lessons by title, in file order."""
+    return {lesson_title(parse_lesson(p.read_text())): p for p in sorted(folder.glob("*.md"))}
+
+
+def portable_model(name: str, folder: Path) -> str:
+    """The model as a reader of the notebook can load it: the hub id, the shipped tutor's folder
+    in a clone of this project, or (a local model) its folder."""
+    from playground.models import TUTOR, TUTOR_DIR
+
+    if name == TUTOR:
+        return str(TUTOR_DIR.relative_to(TUTOR_DIR.parents[2]))
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not Path(name).expanduser().exists():
+        return name
+    return str(folder)

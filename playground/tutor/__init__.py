@@ -1,0 +1,19 @@
+"""tiny-tutor: a ~1M-parameter Gemma-2 trained here on Gemma-2's chat format.
+
+Owns the recipe of the built-in model `tiny-tutor`: its synthetic chat corpus (`corpus`), its
+character-level tokenizer (`vocab`), training with torch (`train`), the OpenVINO export
+(`export`) and the held-out evaluation through the app's own engine (`evaluate`). The command
+line is `python -m playground.tutor train|export|eval`.
+
+Does not own: serving (the trained IR folder is resolved like any model by `models`) or chat
+templates (`chat_format` renders every training conversation, so the model learns exactly the
+prompts the app sends). torch, optimum and nncf are imported only by training and export.
+"""
+
+from pathlib import Path
+
+# Bumped whenever the corpus, tokenizer, model shape or training schedule changes; the shipped
+# model records the recipe it was built from, and a test holds the two together.
+RECIPE = 1
+
+MODEL_DIR = Path(__file__).resolve().parent / "tiny-tutor"

@@ -1,0 +1,68 @@
+"""`python -m playground.tutor train|export|eval`: rebuild and measure tiny-tutor.
+
+Owns the command line of the recipe only; each command is one call into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from playground.tutor import MODEL_DIR
+
+WORK_DIR = Path("artifacts/tutor")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.tutor",
+        description="Rebuild tiny-tutor: train (torch, ~25 min on 2 cores), export to OpenVINO, "
+        "evaluate on the held-out set. Needs requirements-optimum.txt.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the checkpoint, deterministic for a seed")
+    train.add_argument("--out", type=Path, default=WORK_DIR / "hf",
+                       help="where the checkpoint goes (default: %(default)s)")  # fmt: skip
+    train.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    export = commands.add_parser("export", help="export a checkpoint to an OpenVINO IR folder")
+    export.add_argument("--checkpoint", type=Path, default=WORK_DIR / "hf",
+                        help="trained checkpoint (default: %(default)s)")  # fmt: skip
+    export.add_argument("--out", type=Path, default=MODEL_DIR,
+                        help="IR folder to write (default: the shipped model)")  # fmt: skip
+    export.add_argument("--weights", choices=("int4", "int8"), default="int4",
+                        help="weight format (default: %(default)s)")  # fmt: skip
+    evaluate = commands.add_parser("eval", help="per-skill accuracy on the held-out set")
+    evaluate.add_argument("--model", type=Path, default=MODEL_DIR,
+                          help="IR folder (default: the shipped model)")  # fmt: skip
+    evaluate.add_argument("--per-skill", type=int, default=40,
+                          help="held-out examples per skill (default: %(default)s)")  # fmt: skip
+    evaluate.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+
+    if args.command == "train":
+        from playground.tutor.train import Schedule, train
+
+        schedule = Schedule(seed=args.seed)
+        if args.steps:
+            schedule = replace(schedule, steps=args.steps)
+        train(args.out, schedule=schedule)
+    elif args.command == "export":
+        from playground.tutor.export import export
+
+        export(args.checkpoint, args.out, args.weights)
+    else:
+        from playground.tutor.evaluate import evaluate, report
+
+        results = evaluate(args.model, args.per_skill)
+        print(report(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

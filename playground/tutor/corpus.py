@@ -1,0 +1,396 @@
+"""The tutor's synthetic chat corpus: seeded conversations, their expected replies, the split.
+
+Owns: the skills tiny-tutor learns (greetings and names, arithmetic from 0 to 12, repeat,
+reverse and uppercase, answers about the chat format, folded system prompts, multi-turn
+references, a polite refusal), the reply each prompt must get, the held-out split of names,
+words, number pairs and phrasings that training never sees, and how a reply is graded.
+Does not own: tokens or rendering (`vocab`, `chat_format`), training or evaluation runs.
+
+Every reply is a function of its prompt, so grading is an exact comparison (for arithmetic, of
+the final sentence: the worked steps before it are the model's own scratch work). Arithmetic is
+taught as counted steps ("7+1=8, 7+2=9, ...") so that a held-out pair needs no memorised fact:
+its steps are a prefix of a trained chain, and only where to stop is new.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+CORPUS_VERSION = 1
+
+OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
+       "times": ("×", lambda a, b: a * b)}  # fmt: skip
+NUMBERS = range(13)
+
+STYLES = ("plain", "upper", "brief", "pirate", "ok")
+# The first phrasing of each style is the one lessons and tests use; all are trained.
+SYSTEM_PROMPTS = {
+    "upper": ["Answer in uppercase.", "Reply in capital letters.", "Use only capital letters."],
+    "brief": ["Answer briefly.", "Be brief.", "Keep your answers short."],
+    "pirate": ["Talk like a pirate.", "You are a pirate.", "Answer like a pirate would."],
+    "ok": ["Start your reply with OK.", "Begin every answer with OK."],
+}
+
+REFUSAL = "I am a tiny demo model and can't answer that."
+OUT_OF_RANGE = "I can only do arithmetic with numbers from 0 to 12."
+FAQ = {
+    "start": (["What does start_of_turn do?", "What is the start_of_turn token?",
+               "Explain start_of_turn.", "What is start_of_turn for?"],
+              "start_of_turn opens a turn. The role follows it on the same line: user or model."),
+    "end": (["What does end_of_turn do?", "What is the end_of_turn token?",
+             "Explain end_of_turn.", "What is end_of_turn for?"],
+            "end_of_turn closes a turn. When I write it, my reply is over and the app stops."),
+    "bos": (["What does bos do?", "What is the bos token?", "Explain bos.", "What is bos for?"],
+            "bos marks the beginning of the text. It comes once, before the first turn."),
+    "model": (["Why is the role called model?", "What is the model role?",
+               "Explain the model role.", "Why not assistant?"],
+              "Gemma calls its own turns model, not assistant. Every reply of mine is a model "
+              "turn."),
+    "prompt": (["What is the generation prompt?", "Explain the generation prompt.",
+                "Why does the prompt end with model?", "What is the generation prompt for?"],
+               "The generation prompt is start_of_turn, model and a newline at the end of the "
+               "prompt. It tells me that it is my turn."),
+    "system": (["Is there a system role?", "Why is there no system role?",
+                "Where does the system prompt go?", "Can I use a system prompt?"],
+               "Gemma-2 has no system role. A system prompt is folded into the first user turn, "
+               "before the user's text."),
+    "self": (["Who are you?", "What are you?", "Tell me about yourself.", "What is your name?"],
+             "I am tiny-tutor, a tiny Gemma-2 trained on the chat format. I know very little "
+             "else."),
+    "skills": (["What can you do?", "How can you help?", "What do you know?", "Help!"],
+               "I can greet you, do small sums from 0 to 12, repeat, reverse or uppercase words, "
+               "and explain the chat format."),
+}  # fmt: skip
+GREETINGS_NAMED = ["Hello, I am {}.", "Hi! My name is {}.", "Hello! I'm {}.", "Hi, I am {}.",
+                   "Good morning, I am {}.", "My name is {}.", "Hi there, I'm {}.",
+                   "Hey, I am {}.", "Hello there, my name is {}."]  # fmt: skip
+GREETINGS = ["Hello!", "Hi!", "Hello there.", "Good morning!", "Hey!", "Hi there!",
+             "Good evening!", "Hello."]  # fmt: skip
+FOLLOW_UPS = ["And {op} {n}?", "Now {op} {n}?", "What about {op} {n}?", "Then {op} {n}?"]
+ASK_FIRST = ["What did I say first?", "What was my first message?"]
+ASK_NAME = ["What is my name?", "Do you remember my name?", "Who am I?"]
+UNKNOWN = ["What is the capital of {place}?", "Write a {form} about {topic}.",
+           "Who won the {event} in {year}?", "How do I {verb} a {thing}?",
+           "Translate {word} into {language}.", "Tell me a joke about {topic}.",
+           "What is the weather in {place}?", "Explain {topic} to me.",
+           "Why is the {thing} {colour}?", "Can you recommend a {form}?"]  # fmt: skip
+FILLERS = {
+    "place": ["France", "Peru", "Kenya", "Oslo", "Lima", "Japan", "Cairo", "Quebec", "Chile",
+              "Berlin", "Nepal", "Boston", "Ghana", "Madrid", "Tonga", "Sydney"],
+    "form": ["poem", "story", "song", "letter", "essay", "book", "film", "recipe", "haiku"],
+    "topic": ["the sea", "cats", "love", "physics", "history", "the moon", "money", "rain",
+              "music", "trees", "robots", "winter", "coffee", "dragons", "chess", "bread"],
+    "event": ["world cup", "election", "race", "final", "prize", "match", "cup"],
+    "year": ["1998", "2004", "2010", "2016", "2021", "1970", "1985"],
+    "verb": ["fix", "paint", "clean", "build", "sell", "bake", "find", "open", "train"],
+    "thing": ["bike", "sky", "door", "cake", "house", "car", "phone", "garden", "river"],
+    "word": ["hello", "cat", "bread", "friend", "water", "night", "book", "tree"],
+    "language": ["French", "German", "Spanish", "Italian", "Dutch", "Greek", "Polish"],
+    "colour": ["blue", "green", "red", "dark", "grey", "yellow"],
+}  # fmt: skip
+# Held out of training: these phrasings, and a share of names, words, pairs and fillers.
+HELD_OUT_PHRASINGS = {
+    "Hi there, I'm {}.", "Hello there, my name is {}.", "Hi there!", "Good evening!",
+    "Then {op} {n}?", "What was my first message?", "Who am I?",
+    "What is start_of_turn for?", "What is end_of_turn for?", "What is bos for?",
+    "Why not assistant?", "What is the generation prompt for?", "Can I use a system prompt?",
+    "What is your name?", "Help!", "Tell me a joke about {topic}.", "Why is the {thing} {colour}?",
+}  # fmt: skip
+
+_CONSONANTS = "bcdfghjklmnprstvwz"
+_VOWELS = "aeiou"
+REAL_NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines",
+              "Jonas", "Kenji", "Lena", "Maria", "Noah", "Olga", "Pablo", "Quinn", "Rosa",
+              "Sami", "Tara", "Umar", "Vera", "Wei", "Xavier", "Yara", "Zoe", "Alice", "Bruno",
+              "Chloe", "Diego", "Emma", "Felix", "Gina", "Hana", "Ivan", "Julia", "Karim",
+              "Lucas", "Mia", "Nina", "Omar", "Priya", "Raj", "Sofia", "Tom", "Ursula",
+              "Victor", "Wanda", "Yusuf", "Zara", "Amir", "Bella", "Chen", "Dara", "Eva",
+              "Frank", "Hiro", "Iris", "Jack", "Kofi", "Leo", "Mei", "Nils", "Oscar",
+              "Pia"]  # fmt: skip
+
+
+def _pseudo_words(rng: random.Random, count: int, syllables: tuple[int, int]) -> list[str]:
+    words: set[str] = set()
+    while len(words) < count:
+        n = rng.randint(*syllables)
+        words.add("".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(n)))
+    return sorted(words)
+
+
+def _split(items: list, rng: random.Random, share: float) -> tuple[list, list]:
+    items = list(items)
+    rng.shuffle(items)
+    cut = max(1, int(len(items) * share))
+    return sorted(items[cut:]), sorted(items[:cut])
+
+
+@dataclass(frozen=True)
+class Pools:
+    """The content of one side of the split (train or held-out)."""
+
+    names: list[str]
+    words: list[str]
+    pairs: dict[str, list[tuple[int, int]]]
+    fillers: dict[str, list[str]]
+    held_out: bool
+
+
+def make_pools(seed: int = 0) -> tuple[Pools, Pools]:
+    """(train, held-out) pools; the same for a seed on every machine."""
+    rng = random.Random(f"tutor-split-{seed}")
+    names = REAL_NAMES + [w.capitalize() for w in _pseudo_words(rng, 600, (1, 3))]
+    train_names, test_names = _split(names, rng, 0.1)
+    train_words, test_words = _split(_pseudo_words(rng, 1500, (1, 3)), rng, 0.1)
+    train_pairs, test_pairs = {}, {}
+    for op in OPS:
+        # A held-out pair (a, b) keeps its longer chain (a, 12) in training, so its steps exist.
+        candidates = [(a, b) for a in NUMBERS for b in range(1, 12)]
+        rng.shuffle(candidates)
+        test_pairs[op] = sorted(candidates[:16])
+        train_pairs[op] = [(a, b) for a in NUMBERS for b in NUMBERS if (a, b) not in test_pairs[op]]
+    train_fill, test_fill = {}, {}
+    for key, values in FILLERS.items():
+        train_fill[key], test_fill[key] = _split(values, rng, 0.25)
+    return (
+        Pools(train_names, train_words, train_pairs, train_fill, held_out=False),
+        Pools(test_names, test_words, test_pairs, test_fill, held_out=True),
+    )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply in every style, and what grading compares (the tail for worked arithmetic)."""
+
+    text: dict[str, str]
+    tail: dict[str, str]
+
+
+def _reply(plain: str, brief: str | None = None, pirate: str | None = None,
+           tail: str | None = None, pirate_tail: str | None = None) -> Reply:  # fmt: skip
+    text = {"plain": plain, "upper": plain.upper(), "brief": brief or plain,
+            "pirate": pirate or f"Arr! {plain}", "ok": f"OK. {plain}"}  # fmt: skip
+    tails = dict(text)
+    if tail is not None:
+        tails.update(plain=tail, upper=tail.upper(), ok=tail, pirate=pirate_tail or tail)
+    return Reply(text, tails)
+
+
+def arithmetic(a: int, op: str, b: int) -> Reply:
+    """The counted-steps answer to "What is A op B?"."""
+    sign, fn = OPS[op]
+    final = f"{a} {op} {b} is {fn(a, b)}."
+    pirate_final = f"{a} {op} {b} be {fn(a, b)}, matey!"
+    if b == 0:
+        return _reply(final, f"{fn(a, b)}.", f"Arr! {pirate_final}", final, pirate_final)
+    steps = ", ".join(f"{a}{sign}{k}={fn(a, k)}" for k in range(1, b + 1))
+    return _reply(
+        f"{steps}. So {final}",
+        brief=f"{fn(a, b)}.",
+        pirate=f"Arr! {steps}. So {pirate_final}",
+        tail=f"So {final}",
+        pirate_tail=f"So {pirate_final}",
+    )
+
+
+@dataclass
+class Example:
+    """One conversation: messages (with an optional leading system message) ending in a reply."""
+
+    skill: str
+    messages: list[dict[str, str]]
+    reply: str
+    tail: str
+    separator: str = "\n\n"
+    style: str = "plain"
+    meta: dict = field(default_factory=dict)
+
+    def grade(self, generated: str) -> bool:
+        """Is `generated` (the model's reply, without <end_of_turn>) correct?"""
+        generated = generated.strip()
+        if self.tail == self.reply:
+            return generated == self.reply
+        return generated.endswith(self.tail)
+
+
+class _Maker:
+    """Draws conversations from one side of the split."""
+
+    def __init__(self, pools: Pools, rng: random.Random) -> None:
+        self.pools, self.rng = pools, rng
+
+    def phrasing(self, options: list[str]) -> str:
+        held = [p for p in options if p in HELD_OUT_PHRASINGS]
+        kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
+        # Held-out prompts use a held-out phrasing half of the time, where one exists.
+        if self.pools.held_out and held and self.rng.random() < 0.5:
+            return self.rng.choice(held)
+        return self.rng.choice(kept)
+
+    def greet(self) -> tuple[str, Reply, dict]:
+        if self.rng.random() < 0.75:
+            name = self.rng.choice(self.pools.names)
+            text = self.phrasing(GREETINGS_NAMED).format(name)
+            reply = _reply(
+                f"Hello {name}! Nice to meet you. How can I help?",
+                brief=f"Hello {name}!",
+                pirate=f"Ahoy {name}! Arr, how can I help ye?",
+            )
+            return text, reply, {"name": name}
+        reply = _reply("Hello! I am tiny-tutor, a tiny demo model. How can I help?",
+                       brief="Hello!", pirate="Ahoy matey! Arr, how can I help ye?")  # fmt: skip
+        return self.phrasing(GREETINGS), reply, {}
+
+    def arith(self, op: str | None = None) -> tuple[str, Reply, dict]:
+        op = op or self.rng.choice(list(OPS))
+        a, b = self.rng.choice(self.pools.pairs[op])
+        return (
+            f"What is {a} {op} {b}?",
+            arithmetic(a, op, b),
+            {"op": op, "a": a, "b": b, "result": OPS[op][1](a, b)},
+        )
+
+    def copy(self, kind: str | None = None) -> tuple[str, Reply, dict]:
+        kind = kind or self.rng.choice(["Repeat", "Reverse", "Uppercase"])
+        words = self.rng.sample(self.pools.words, self.rng.randint(2, 4))
+        out = {"Repeat": words, "Reverse": words[::-1], "Uppercase": [w.upper() for w in words]}
+        return f"{kind}: {' '.join(words)}", _reply(" ".join(out[kind])), {"kind": kind.lower()}
+
+    def faq(self) -> tuple[str, Reply, dict]:
+        topic = self.rng.choice(sorted(FAQ))
+        questions, answer = FAQ[topic]
+        first = answer.split(". ")[0].rstrip(".") + "."
+        return self.phrasing(questions), _reply(answer, brief=first), {"topic": topic}
+
+    def unknown(self) -> tuple[str, Reply, dict]:
+        if self.rng.random() < 0.2:
+            op = self.rng.choice(list(OPS))
+            a, b = self.rng.randint(13, 99), self.rng.randint(0, 99)
+            a, b = (a, b) if self.rng.random() < 0.5 else (b, a)
+            text = f"What is {a} {op} {b}?"
+            return text, _reply(OUT_OF_RANGE, pirate=f"Arr! {OUT_OF_RANGE}"), {}
+        template = self.phrasing(UNKNOWN)
+        fill = {k: self.rng.choice(v) for k, v in self.pools.fillers.items()}
+        pirate = "Arr, I be a tiny demo model and can't answer that."
+        return template.format(**fill), _reply(REFUSAL, "I can't answer that.", pirate), {}
+
+    def single(self) -> tuple[str, Reply, dict]:
+        kinds = [self.greet, self.arith, self.arith, self.copy, self.faq, self.unknown]
+        return self.rng.choice(kinds)()
+
+
+def _styled(reply: Reply, style: str) -> tuple[str, str]:
+    return reply.text[style], reply.tail[style]
+
+
+def _single_example(maker: _Maker, skill: str, draw: Callable) -> Example:
+    text, reply, meta = draw()
+    return Example(skill, [{"role": "user", "content": text}], reply.text["plain"],
+                   reply.tail["plain"], meta=meta)  # fmt: skip
+
+
+def _system_example(maker: _Maker, style: str) -> Example:
+    rng = maker.rng
+    phrasing = (
+        SYSTEM_PROMPTS[style][0] if maker.pools.held_out else rng.choice(SYSTEM_PROMPTS[style])
+    )
+    text, reply, meta = maker.single()
+    out, tail = _styled(reply, style)
+    separator = "\n\n" if maker.pools.held_out or rng.random() < 0.75 else "\n"
+    messages = [{"role": "system", "content": phrasing}, {"role": "user", "content": text}]
+    return Example(f"system-{style}", messages, out, tail, separator, style, meta)
+
+
+def _follow_up_example(maker: _Maker) -> Example:
+    """A sum, then "And times N?" on its result: the result is kept within 0 to 12."""
+    rng = maker.rng
+    while True:
+        first_text, first_reply, meta = maker.arith()
+        op = rng.choice(list(OPS))
+        allowed = [b for (a, b) in maker.pools.pairs[op] if a == meta["result"]]
+        if allowed:
+            break
+    n = rng.choice(allowed)
+    follow = maker.phrasing(FOLLOW_UPS).format(op=op, n=n)
+    reply = arithmetic(meta["result"], op, n)
+    messages = [{"role": "user", "content": first_text},
+                {"role": "assistant", "content": first_reply.text["plain"]},
+                {"role": "user", "content": follow}]  # fmt: skip
+    return Example("multi-arithmetic", messages, reply.text["plain"], reply.tail["plain"])
+
+
+def _history(maker: _Maker, first: tuple[str, Reply, dict], turns: int) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": first[0]},
+                {"role": "assistant", "content": first[1].text["plain"]}]  # fmt: skip
+    for _ in range(turns - 1):
+        text, reply, _ = maker.single()
+        messages += [{"role": "user", "content": text},
+                     {"role": "assistant", "content": reply.text["plain"]}]  # fmt: skip
+    return messages
+
+
+def _recall_example(maker: _Maker) -> Example:
+    first = maker.rng.choice([maker.greet, maker.arith, maker.copy])()
+    messages = _history(maker, first, maker.rng.randint(1, 2))
+    messages.append({"role": "user", "content": maker.phrasing(ASK_FIRST)})
+    reply = f"You said: {first[0]}"
+    return Example("multi-first", messages, reply, reply)
+
+
+def _name_example(maker: _Maker) -> Example:
+    rng = maker.rng
+    if rng.random() < 0.8:
+        first = maker.greet()
+        while "name" not in first[2]:
+            first = maker.greet()
+        reply = f"Your name is {first[2]['name']}."
+    else:
+        first = rng.choice([maker.arith, maker.copy, maker.faq])()
+        reply = "You have not told me your name."
+    messages = _history(maker, first, rng.randint(1, 2))
+    messages.append({"role": "user", "content": maker.phrasing(ASK_NAME)})
+    return Example("multi-name", messages, reply, reply)
+
+
+def draw_example(maker: _Maker, skill: str) -> Example:
+    """One example of `skill` (a name from SKILLS)."""
+    if skill.startswith("system-"):
+        return _system_example(maker, skill.removeprefix("system-"))
+    makers = {
+        "greeting": lambda: _single_example(maker, skill, maker.greet),
+        "arithmetic": lambda: _single_example(maker, skill, maker.arith),
+        "repeat": lambda: _single_example(maker, skill, lambda: maker.copy("Repeat")),
+        "reverse": lambda: _single_example(maker, skill, lambda: maker.copy("Reverse")),
+        "uppercase": lambda: _single_example(maker, skill, lambda: maker.copy("Uppercase")),
+        "format-faq": lambda: _single_example(maker, skill, maker.faq),
+        "refusal": lambda: _single_example(maker, skill, maker.unknown),
+        "multi-arithmetic": lambda: _follow_up_example(maker),
+        "multi-first": lambda: _recall_example(maker),
+        "multi-name": lambda: _name_example(maker),
+    }
+    return makers[skill]()
+
+
+# Training mixture: how often each skill is drawn (evaluation takes the same number of each).
+SKILLS = {
+    "greeting": 8, "arithmetic": 20, "repeat": 5, "reverse": 5, "uppercase": 5, "format-faq": 6,
+    "refusal": 6, "system-upper": 5, "system-brief": 5, "system-pirate": 5, "system-ok": 3,
+    "multi-arithmetic": 10, "multi-first": 8, "multi-name": 7,
+}  # fmt: skip
+
+
+def training_stream(seed: int = 0) -> Callable[[], Example]:
+    """A function that returns the next training example, deterministic for `seed`."""
+    train, _ = make_pools()
+    rng = random.Random(f"tutor-train-{seed}")
+    maker = _Maker(train, rng)
+    skills, weights = list(SKILLS), list(SKILLS.values())
+    return lambda: draw_example(maker, rng.choices(skills, weights)[0])
+
+
+def held_out_set(per_skill: int = 40, seed: int = 0) -> list[Example]:
+    """The evaluation set: `per_skill` held-out examples of every skill."""
+    _, test = make_pools()
+    maker = _Maker(test, random.Random(f"tutor-eval-{seed}"))
+    return [draw_example(maker, skill) for skill in SKILLS for _ in range(per_skill)]

@@ -1,0 +1,182 @@
+"""Training tiny-tutor with torch on the CPU, deterministically for a seed.
+
+Owns: the model's shape, the encoding of a conversation into ids and loss labels, and the
+training loop (AdamW, warm-up then cosine decay, bf16 autocast, 2 threads). The loss covers what
+the model must write: each `<start_of_turn>model\\n` that follows a user turn (so that, without
+the generation prompt, it opens its own turn), each reply and its `<end_of_turn>`; never the
+user's text. Does not own: the corpus (`corpus`), the tokenizer (`vocab`), the export.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from playground.chat_format import BOS, END_OF_TURN, START_OF_TURN
+from playground.models import BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID
+from playground.tutor import RECIPE
+from playground.tutor.corpus import CORPUS_VERSION, Example, training_stream
+from playground.tutor.vocab import VOCAB_SIZE, build_tokenizer
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int = 2400
+    batch: int = 32
+    bucket: int = 8  # batches drawn at once and grouped by length, to pad less
+    lr: float = 3e-3
+    warmup: int = 200
+    weight_decay: float = 0.1
+    max_tokens: int = 512  # longer examples are cut (the corpus has none near this)
+    seed: int = 0
+
+
+def segments(example: Example) -> list[tuple[str, bool]]:
+    """The rendered conversation as (text, trained?) pieces; joined, they are exactly what
+    `chat_format.render(..., add_generation_prompt=False)` gives for the folded messages."""
+    messages = [dict(m) for m in example.messages]
+    if messages[0]["role"] == "system":
+        system = messages.pop(0)
+        messages[0]["content"] = system["content"] + example.separator + messages[0]["content"]
+    messages.append({"role": "assistant", "content": example.reply})
+    pieces: list[tuple[str, bool]] = [(BOS, False)]
+    for message in messages:
+        content = message["content"].strip()  # the template trims every message
+        if message["role"] == "user":
+            pieces.append((f"{START_OF_TURN}user\n{content}{END_OF_TURN}\n", False))
+        else:
+            pieces += [(f"{START_OF_TURN}model\n{content}{END_OF_TURN}", True), ("\n", False)]
+    return pieces
+
+
+def encode(example: Example, tokenizer) -> tuple[list[int], list[int]]:
+    """Ids and labels (IGNORE where no loss is taken). Characters are tokens and special tokens
+    are whole, so encoding the pieces one by one gives the ids of the whole text."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, trained in segments(example):
+        piece = tokenizer(text, add_special_tokens=False).input_ids
+        ids += piece
+        labels += piece if trained else [IGNORE] * len(piece)
+    return ids, labels
+
+
+def make_model(shape: Shape):
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
+
+    config = Gemma2Config(
+        vocab_size=VOCAB_SIZE,
+        **asdict(shape),
+        query_pre_attn_scalar=shape.head_dim,
+        sliding_window=512,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        bos_token_id=BOS_ID,
+        attn_implementation="eager",  # Gemma-2's attention softcapping needs it
+    )
+    model = Gemma2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=BOS_ID, eos_token_id=[EOS_ID, END_OF_TURN_ID], pad_token_id=PAD_ID
+    )
+    return model
+
+
+def _batch(encoded: list[tuple[list[int], list[int]]], max_tokens: int):
+    import torch
+
+    length = min(max_tokens, max(len(ids) for ids, _ in encoded))
+    # Right padding needs no attention mask: causal attention never looks at later positions.
+    ids = [(i + [PAD_ID] * length)[:length] for i, _ in encoded]
+    labels = [(lab + [IGNORE] * length)[:length] for _, lab in encoded]
+    return torch.tensor(ids), torch.tensor(labels)
+
+
+def _length_bucketed(next_example, tokenizer, schedule: Schedule):
+    """Endless (ids, labels) batches: `bucket` batches' worth of examples sorted by length."""
+    import random
+
+    rng = random.Random(f"tutor-buckets-{schedule.seed}")
+    while True:
+        pool = [encode(next_example(), tokenizer) for _ in range(schedule.batch * schedule.bucket)]
+        pool.sort(key=lambda pair: len(pair[0]))
+        groups = [pool[i : i + schedule.batch] for i in range(0, len(pool), schedule.batch)]
+        rng.shuffle(groups)
+        for group in groups:
+            yield _batch(group, schedule.max_tokens)
+
+
+def _lr_at(step: int, schedule: Schedule) -> float:
+    if step < schedule.warmup:
+        return schedule.lr * (step + 1) / schedule.warmup
+    progress = (step - schedule.warmup) / max(1, schedule.steps - schedule.warmup)
+    return schedule.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(out_dir: Path, shape: Shape = Shape(), schedule: Schedule = Schedule(),
+          log_every: int = 100) -> list[float]:  # fmt: skip
+    """Train, save the Hugging Face checkpoint and tokenizer in `out_dir`, return the losses."""
+    # OpenMP threads that spin while they wait made training 20x slower on a busy machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(schedule.seed)
+    tokenizer = build_tokenizer()
+    model = make_model(shape).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": schedule.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=schedule.lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+    batches = _length_bucketed(training_stream(schedule.seed), tokenizer, schedule)
+    losses: list[float] = []
+    start, tokens = time.perf_counter(), 0
+    for step in range(schedule.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, schedule)
+        ids, labels = next(batches)
+        # float32: on this CPU it ran faster than bf16 autocast for a model this small.
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens += ids.numel()
+        if log_every and (step + 1) % log_every == 0:
+            elapsed = time.perf_counter() - start
+            mean = sum(losses[-log_every:]) / log_every
+            speed = tokens / elapsed
+            print(f"step {step + 1}/{schedule.steps} loss {mean:.4f} {speed:.0f} tokens/s "
+                  f"{elapsed / 60:.1f} min", flush=True)  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    record = {"recipe": RECIPE, "corpus_version": CORPUS_VERSION, "shape": asdict(shape),
+              "schedule": asdict(schedule), "parameters": model.num_parameters(),
+              "train_minutes": round((time.perf_counter() - start) / 60, 1),
+              "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4)}  # fmt: skip
+    (out_dir / "tutor.json").write_text(json.dumps(record, indent=2) + "\n")
+    return losses

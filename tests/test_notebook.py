@@ -1,0 +1,133 @@
+"""Notebook lessons: the format, its round trips, safe rendering, and every lesson run for real."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from playground.notebook import (
+    LessonError,
+    MarkdownCell,
+    NotebookContext,
+    PromptCell,
+    from_ipynb,
+    handout_html,
+    lesson_markdown,
+    list_lessons,
+    load_cells,
+    parse_lesson,
+    render_markdown,
+    to_ipynb,
+)
+from playground.sampling import RANGES
+from tests.conftest import ROOT
+
+LESSONS = list_lessons()
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    '<a href="javascript:alert(1)">x</a>',
+    "[click](javascript:alert(1))",
+    "[data](data:text/html;base64,PHNjcmlwdD4=)",
+    "![pixel](http://127.0.0.1:9/x.png)",
+    "<start_of_turn>user\nhi<end_of_turn>",
+]
+
+
+def test_eight_lessons_ship_and_round_trip_byte_for_byte():
+    assert len(LESSONS) >= 8
+    for path in LESSONS.values():
+        text = path.read_text()
+        cells = parse_lesson(text)
+        assert any(isinstance(c, PromptCell) for c in cells), path
+        assert lesson_markdown(cells) == text, path
+
+
+def test_cells_round_trip_through_markdown_and_ipynb():
+    cells = [
+        MarkdownCell("# Title\n\nSome *prose* with ``` inside `code`."),
+        PromptCell("chat", '[{"role": "user", "content": "Hi"}]',
+                   (("policy", "drop"), ("prefill", "Sure, it's"), ("temperature", "0"))),
+        PromptCell("raw", "<bos>text with ```` fences\nand a trailing space "),
+        MarkdownCell("The end."),
+    ]  # fmt: skip
+    assert parse_lesson(lesson_markdown(cells)) == cells
+    notebook = to_ipynb(cells, {1: "out"}, NotebookContext("owner/model", RANGES))
+    nbformat.validate(notebook)
+    assert from_ipynb(nbformat.writes(notebook)) == cells
+    assert notebook.cells[2].outputs[0]["text"] == "out\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("```chat\nnot json\n```\n", "line 1"),
+        ("intro\n\n```chat colour=red\n[]\n```\n", "unknown cell option 'colour=red'"),
+        ("```chat policy=maybe\n[]\n```\n", "policy must be one of fold, error, drop"),
+        ('```chat prefill="open\n[]\n```\n', "do not parse"),
+        ('```chat\n[{"role": "robot", "content": "x"}]\n```\n', "unknown role"),
+    ],
+)
+def test_bad_lessons_get_one_clear_message(text, message):
+    with pytest.raises(LessonError, match=message):
+        parse_lesson(text)
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("x.ipynb", b"{not json", "not a valid Jupyter notebook"),
+        ("x.ipynb", b'{"cells": 3}', "not a valid Jupyter notebook"),
+        ("x.md", b"\xff\xfe", "not UTF-8"),
+        ("x.txt", b"hello", "choose a lesson"),
+    ],
+)
+def test_bad_files_get_one_clear_message(name, data, message):
+    with pytest.raises(LessonError, match=message):
+        load_cells(name, data)
+
+
+def test_markdown_is_rendered_inert():
+    for text in HOSTILE:
+        out = render_markdown(text)
+        for bad in ("<img", "<script", '<a href="javascript', 'href="data:', 'onerror="'):
+            assert bad not in out, (text, out)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in render_markdown(HOSTILE[0])
+    assert "&lt;start_of_turn&gt;" in render_markdown(HOSTILE[-1])
+    assert '<a href="https://example.org">x</a>' in render_markdown("[x](https://example.org)")
+    assert 'href="mailto:a@b.c"' in render_markdown("[m](mailto:a@b.c)")
+
+
+def test_handout_has_no_live_markup_from_any_cell():
+    hostile = "\n".join(HOSTILE)
+    cells = [
+        MarkdownCell(f"# Lesson {HOSTILE[0]}\n\n{hostile}"),
+        PromptCell("chat", json.dumps([{"role": "user", "content": hostile}])),
+        PromptCell("raw", hostile),
+    ]
+    page = handout_html(HOSTILE[1], cells, {1: hostile, 2: hostile})
+    for live in ("<script", "<img", 'href="javascript', 'href="data', 'onerror="'):
+        assert live not in page
+    assert "default-src 'none'" in page
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("title", list(LESSONS))
+def test_every_lesson_runs_end_to_end_on_the_tiny_model(title, tmp_path):
+    lesson = LESSONS[title]
+    out, page = tmp_path / "lesson.ipynb", tmp_path / "lesson.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "playground", "notebook", "run", str(lesson), "--model",
+         "tiny-tutor", "--out", str(out), "--html", str(page)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notebook = nbformat.read(out, as_version=4)
+    nbformat.validate(notebook)
+    prompts = [c for c in parse_lesson(lesson.read_text()) if isinstance(c, PromptCell)]
+    code = [c for c in notebook.cells if c.cell_type == "code"][1:]
+    assert len(code) == len(prompts) and all(c.outputs for c in code)
+    assert "<script" not in page.read_text()

@@ -1,0 +1,175 @@
+"""tiny-tutor's recipe: the corpus renders as the app renders, the split holds, training is
+deterministic, and the shipped model is the recipe's and behaves as its card says."""
+
+import json
+import re
+
+import pytest
+
+from playground.chat_format import apply_system_policy, render
+from playground.models import TUTOR_DIR
+from playground.tutor import RECIPE
+from playground.tutor.corpus import (
+    CORPUS_VERSION,
+    FILLERS,
+    HELD_OUT_PHRASINGS,
+    SKILLS,
+    arithmetic,
+    held_out_set,
+    make_pools,
+    training_stream,
+)
+from playground.tutor.train import IGNORE, encode, segments
+from playground.tutor.vocab import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def examples():
+    next_example = training_stream(seed=0)
+    return [next_example() for _ in range(1500)] + held_out_set(per_skill=10)
+
+
+def _reference_text(example):
+    """The prompt chat_format renders for the example, reply included."""
+    messages = [dict(m) for m in example.messages]
+    if messages[0]["role"] == "system" and example.separator == "\n\n":
+        messages, _ = apply_system_policy(messages, "fold")
+    elif messages[0]["role"] == "system":
+        system = messages.pop(0)
+        messages[0]["content"] = system["content"] + example.separator + messages[0]["content"]
+    messages.append({"role": "assistant", "content": example.reply})
+    return render(messages, add_generation_prompt=False).text
+
+
+def test_training_text_is_what_the_template_renders(examples):
+    for example in examples:
+        assert "".join(text for text, _ in segments(example)) == _reference_text(example)
+
+
+def test_ids_and_labels(examples):
+    tokenizer = build_tokenizer()
+    for example in examples[:300]:
+        ids, labels = encode(example, tokenizer)
+        whole = tokenizer(_reference_text(example), add_special_tokens=False).input_ids
+        assert ids == whole
+        trained = tokenizer.decode([i for i, label in zip(ids, labels, strict=True)
+                                    if label != IGNORE])  # fmt: skip
+        # Only what the model writes is trained: its turn openings, replies and end markers.
+        assert trained.count("<start_of_turn>model\n") == trained.count("<start_of_turn>")
+        assert trained.endswith(f"{example.reply}<end_of_turn>")
+        assert example.messages[-1]["content"] not in trained.replace(example.reply, "")
+
+
+def test_held_out_content_is_never_trained(examples):
+    train, test = make_pools()
+    assert not set(train.names) & set(test.names)
+    assert not set(train.words) & set(test.words)
+    for op in train.pairs:
+        assert not set(train.pairs[op]) & set(test.pairs[op])
+        # Every held-out chain is the prefix of a trained one: only where to stop is new.
+        assert all((a, 12) in train.pairs[op] for a, _ in test.pairs[op])
+    for key in FILLERS:
+        assert not set(train.fillers[key]) & set(test.fillers[key])
+
+    # A placeholder is one word, but a topic ("the sea") may be two.
+    def placeholder(match):
+        return r"[\w ]+" if match[1] == "topic" else r"\w+"
+
+    patterns = [re.compile(re.sub(r"\\\{(\w*)\\\}", placeholder, re.escape(p)) + "$")
+                for p in HELD_OUT_PHRASINGS]  # fmt: skip
+    trained_texts = [m["content"] for e in examples[:1500] for m in e.messages]
+    for pattern in patterns:
+        assert not any(pattern.match(text) for text in trained_texts), pattern.pattern
+    held_out_texts = [m["content"] for e in examples[1500:] for m in e.messages]
+    assert any(pattern.match(t) for pattern in patterns for t in held_out_texts)
+
+
+def test_held_out_set_covers_every_skill():
+    examples = held_out_set(per_skill=5)
+    assert {e.skill for e in examples} == set(SKILLS)
+    assert held_out_set(per_skill=5) == examples  # the same set on every run
+
+
+def test_grading():
+    reply = arithmetic(7, "plus", 5)
+    assert reply.text["plain"] == "7+1=8, 7+2=9, 7+3=10, 7+4=11, 7+5=12. So 7 plus 5 is 12."
+    example = held_out_set(per_skill=1)[1]
+    assert example.skill == "arithmetic"
+    assert example.grade(example.reply)
+    assert example.grade("scratch work that went wrong. " + example.tail)
+    assert not example.grade(example.reply[:-2] + "0.")
+    assert arithmetic(3, "times", 0).text["brief"] == "0."
+
+
+@pytest.mark.slow
+def test_short_training_is_deterministic(tmp_path):
+    from playground.tutor.train import Schedule, Shape, train
+
+    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    schedule = Schedule(steps=4, batch=4, bucket=2, warmup=2)
+    first = train(tmp_path / "a", shape, schedule, log_every=0)
+    second = train(tmp_path / "b", shape, schedule, log_every=0)
+    assert first == second
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_shipped_model_is_this_recipe():
+    record = json.loads((TUTOR_DIR / "tutor.json").read_text())
+    assert record["recipe"] == RECIPE
+    assert record["corpus_version"] == CORPUS_VERSION
+    for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
+                 "openvino_detokenizer.xml", "tokenizer.json", "README.md"):  # fmt: skip
+        assert (TUTOR_DIR / name).is_file(), name
+    shipped = json.loads((TUTOR_DIR / "tokenizer.json").read_text())["model"]
+    assert json.loads(build_tokenizer().backend_tokenizer.to_str())["model"] == shipped
+
+
+@pytest.mark.slow
+def test_shipped_model_passes_a_held_out_sample_through_the_engine():
+    """A slice of `python -m playground.tutor eval`: the shipped IR through the genai engine."""
+    from playground.tutor.evaluate import evaluate
+
+    results = evaluate(TUTOR_DIR, per_skill=4)
+    assert results["ended_with_end_of_turn"] >= 0.95
+    assert results["overall"] >= 0.8
+
+
+GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
+
+
+@pytest.mark.slow
+def test_a_chat_turn_is_answered_and_ended(tutor_client, tutor_engine):
+    from playground.sampling import SamplingParams
+
+    reply = tutor_client.predict(message="What is 7 plus 5?", history="[]", max_new_tokens=128,
+                                 **GREEDY, api_name="/chat")  # fmt: skip
+    assert reply.endswith("So 7 plus 5 is 12.")
+    prompt = render([{"role": "user", "content": "What is 7 plus 5?"}]).text
+    result = tutor_engine.generate(prompt, SamplingParams(max_new_tokens=128, **GREEDY)).run()
+    assert result.text == reply and result.stop_reason == "end_of_turn"
+
+
+@pytest.mark.slow
+def test_a_folded_system_prompt_is_followed_and_a_dropped_one_is_not(tutor_client):
+    def reply(policy):
+        return tutor_client.predict(message="Hello, I am Anna.", history="[]",
+                                    system_prompt="Answer in uppercase.", system_policy=policy,
+                                    max_new_tokens=64, **GREEDY, api_name="/chat")  # fmt: skip
+
+    folded, dropped = reply("fold"), reply("drop")
+    assert folded == "HELLO ANNA! NICE TO MEET YOU. HOW CAN I HELP?"
+    assert dropped == "Hello Anna! Nice to meet you. How can I help?"
+
+
+@pytest.mark.slow
+def test_without_the_generation_prompt_the_model_opens_its_own_turn(tutor_engine):
+    from playground.sampling import SamplingParams
+
+    messages = [{"role": "user", "content": "Reverse: lamp tree"}]
+    prompt = render(messages, add_generation_prompt=False).text
+    result = tutor_engine.generate(prompt, SamplingParams(max_new_tokens=32, **GREEDY)).run()
+    assert result.text == "<start_of_turn>model\ntree lamp"
+    assert result.stop_reason == "end_of_turn"
