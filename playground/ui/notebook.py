@@ -1,0 +1,356 @@
+"""The Notebook tab: a lesson as one rendered document, an editor for its selected cell.
+
+Owns: the `NotebookTab` components, picking a shipped lesson (also from the page's `?lesson=`
+link), Reset, Upload (.md / .ipynb) and the three downloads (lesson, Jupyter notebook, HTML
+handout, written to a fresh temp folder per request), the cell editor (edit, add, delete, move),
+and running one cell or all of them in the engine's one queue, with Stop.
+Does not own: the lesson format, running a cell's prompt and the exports (`notebook`), the
+edits and the page's HTML (`notebook_doc`), a prompt's checks (`ui.raw.raw_checks`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import nbformat
+
+from playground import display
+from playground import notebook as nb
+from playground.errors import UserError
+from playground.notebook_doc import (
+    MARKDOWN,
+    NEW_CELLS,
+    CellOutput,
+    Notebook,
+    cell_from_editor,
+    cell_label,
+    document_html,
+    editor_fields,
+    file_stem,
+    notebook_model,
+)
+from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
+from playground.session import Control, Playground, throttle
+from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.controls import Controls
+from playground.ui.raw import raw_checks
+
+PRIVATE = {"api_visibility": "private"}
+KIND_CHOICES = [MARKDOWN, *nb.KINDS]
+
+CSS = """
+.nb-doc { display: flex; flex-direction: column; gap: 10px; }
+.nb-cell { border: 1px solid #e5e7eb; border-radius: 8px; padding: 6px 12px; }
+.nb-cell.nb-selected { border: 2px solid #6366f1; }
+.nb-head { font-size: 0.8em; color: #6b7280; margin: 0 0 4px; font-family: monospace; }
+.nb-cell .prompt { background: #f6f8fa; border-radius: 6px; padding: 8px; margin: 0; }
+.nb-checks { font-size: 0.85em; color: #374151; }
+.nb-out { border-left: 3px solid #f59e0b; padding-left: 8px; margin-top: 6px; }
+.nb-figures { font-size: 0.8em; color: #6b7280; margin: 0; }
+.nb-out-text { white-space: pre-wrap; word-break: break-word; background: #fffbeb;
+               padding: 8px; border-radius: 6px; margin: 2px 0 0; font-size: 0.9em; }
+.nb-refused, .nb-error { color: #b91c1c; }
+#nb-note:empty { display: none; }
+#nb-note { color: #b91c1c; }
+@media (min-width: 900px) { #nb-editor { position: sticky; top: 8px; align-self: flex-start; } }
+"""
+
+
+@dataclass
+class NotebookTab:
+    control: gr.State
+    notebook: gr.State
+    lesson: gr.Dropdown
+    reset: gr.Button
+    upload: gr.UploadButton
+    downloads: list[gr.DownloadButton]  # lesson .md, .ipynb, .html
+    run_all: gr.Button
+    stop: gr.Button
+    note: gr.Markdown
+    document: gr.HTML
+    cell: gr.Dropdown  # the selected cell's index
+    kind: gr.Radio
+    options: gr.Textbox
+    source: gr.Textbox
+    apply: gr.Button
+    run_cell: gr.Button
+    up: gr.Button
+    down: gr.Button
+    delete: gr.Button
+    new_kind: gr.Radio
+    add: gr.Button
+
+
+def shipped_lessons() -> dict[str, Path]:
+    return nb.list_lessons()
+
+
+def open_lesson(title: str) -> Notebook:
+    lessons = shipped_lessons()
+    if title not in lessons:
+        raise nb.LessonError(f"There is no lesson called {title!r}.")
+    return Notebook.open(title, nb.parse_lesson(lessons[title].read_text(encoding="utf-8")))
+
+
+def build_notebook(playground: Playground) -> NotebookTab:
+    lessons = list(shipped_lessons())
+    first = open_lesson(lessons[0])
+    gr.Markdown(
+        "Lessons on Gemma-2's chat format, in cells you can edit and run. Prompts show their "
+        "control tokens marked; outputs show exactly what the model wrote."
+    )
+    with gr.Row(equal_height=True):
+        lesson = gr.Dropdown(lessons, value=lessons[0], label="Lesson", elem_id="nb-lesson",
+                             scale=3)  # fmt: skip
+        reset = gr.Button("Reset to the original", elem_id="nb-reset", scale=1)
+        upload = gr.UploadButton("Open .md / .ipynb", file_types=[".md", ".ipynb"],
+                                 type="filepath", elem_id="nb-upload", scale=1)  # fmt: skip
+    with gr.Row():
+        run_all = gr.Button("▶ Run all", variant="primary", elem_id="nb-run-all")
+        stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id="nb-stop")
+        downloads = [
+            gr.DownloadButton(f"Download {what}", elem_id=f"nb-download-{ext}")
+            for what, ext in (("lesson (.md)", "md"), (".ipynb", "ipynb"), ("handout", "html"))
+        ]
+    note = gr.Markdown(elem_id="nb-note")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=320):
+            document = gr.HTML(elem_id="nb-document")
+        with gr.Column(scale=2, min_width=320, elem_id="nb-editor"):
+            cell = gr.Dropdown(cell_choices(first), value=0, label="Cell", elem_id="nb-cell")
+            kind, options, source = editor_fields(first.cells[0])
+            kind = gr.Radio(KIND_CHOICES, value=kind, label="Kind", elem_id="nb-kind")
+            options = gr.Textbox(options, label="Options (e.g. temperature=0 policy=drop)",
+                                 elem_id="nb-options", max_lines=1)  # fmt: skip
+            source = gr.Textbox(source, label="Source (markdown, JSON messages or raw text)",
+                                lines=10, max_lines=24, elem_id="nb-source")  # fmt: skip
+            with gr.Row():
+                apply = gr.Button("Apply edit", elem_id="nb-apply")
+                run_cell = gr.Button("▶ Run cell", variant="primary", elem_id="nb-run-cell")
+            with gr.Row():
+                up = gr.Button("↑ Up", size="sm", elem_id="nb-up")
+                down = gr.Button("↓ Down", size="sm", elem_id="nb-down")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="nb-delete")
+            with gr.Row(equal_height=True):
+                new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell",
+                                    elem_id="nb-new-kind", scale=2)  # fmt: skip
+                add = gr.Button("+ Add after", elem_id="nb-add", scale=1)
+    return NotebookTab(gr.State(Control()), gr.State(first), lesson, reset, upload, downloads,
+                       run_all, stop, note, document, cell, kind, options, source, apply,
+                       run_cell, up, down, delete, new_kind, add)  # fmt: skip
+
+
+def cell_choices(notebook: Notebook) -> list[tuple[str, int]]:
+    return [(cell_label(i, c), i) for i, c in enumerate(notebook.cells)]
+
+
+def cell_run_params(cell: nb.PromptCell, base: SamplingParams, playground: Playground):
+    """The sidebar's sampling (with its stop strings and seed), overridden by the cell's own."""
+    values = {name: getattr(base, name) for name in SAMPLING_NAMES}
+    ranges = playground.settings.ranges
+    return nb.cell_params(cell, ranges, values).with_(stop=base.stop)
+
+
+def run_one(
+    playground: Playground, notebook: Notebook, index: int, base: SamplingParams, control: Control
+) -> Iterator[Notebook]:
+    """Stream cell `index`'s output into the notebook; a refusal becomes the cell's output."""
+    cell = notebook.cell(index)
+    try:
+        params = cell_run_params(cell, base, playground)
+        prompt = nb.cell_prompt(cell)
+        yield (notebook := notebook.with_output(index, CellOutput()))
+        for reply in throttle(playground.complete(prompt, params, control)):
+            yield (notebook := notebook.with_output(index, CellOutput(reply.text, reply.figures)))
+    except UserError as error:
+        yield notebook.with_output(index, CellOutput(error=str(error)))
+
+
+@lru_cache(maxsize=512)
+def prompt_checks(playground: Playground, prompt: str) -> str:
+    """A prompt's token count and checks, as the Raw prompt tab shows them (cached: the page is
+    rendered again at every step of a stream)."""
+    return nb.render_markdown(raw_checks(playground, prompt))
+
+
+def page(playground: Playground, notebook: Notebook, selected: int) -> str:
+    return document_html(notebook, selected, lambda prompt: prompt_checks(playground, prompt))
+
+
+def show(playground: Playground, notebook: Notebook, selected: int) -> tuple:
+    """Everything a change of cells updates: state, cell picker, page and editor."""
+    selected = max(0, min(selected, len(notebook.cells) - 1))
+    return (
+        notebook,
+        gr.Dropdown(choices=cell_choices(notebook), value=selected),
+        page(playground, notebook, selected),
+        *editor_fields(notebook.cells[selected]),
+    )
+
+
+def idle(control: Control) -> None:
+    """Edits wait for the run: its stream would overwrite them with its own copy."""
+    if control.busy:
+        raise ParamError("A cell is running: press Stop first.")
+
+
+def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> list[str]:
+    """The lesson, the Jupyter notebook and the handout, in a folder of their own."""
+    engine = playground.engine
+    model = notebook_model(engine.info.model if engine.info else "", engine.folder)
+    settings = playground.settings
+    context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
+    outputs = notebook.output_texts()
+    folder = Path(tempfile.mkdtemp(prefix="notebook-"))
+    stem = file_stem(notebook.title)
+    files = {
+        "md": notebook.lesson(),
+        "ipynb": nbformat.writes(nb.to_ipynb(notebook.cells, outputs, context)),
+        "html": nb.handout_html(notebook.title, notebook.cells, outputs),
+    }
+    paths = []
+    for ext, text in files.items():
+        path = folder / f"{stem}.{ext}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def wire_notebook(
+    tab: NotebookTab, controls: Controls, playground: Playground, demo: gr.Blocks
+) -> None:
+    view = [tab.notebook, tab.cell, tab.document, tab.kind, tab.options, tab.source]
+    editor = {tab.notebook, tab.control, tab.cell, tab.kind, tab.options, tab.source}
+
+    def edited(data: dict) -> Notebook:
+        """The notebook with the editor's text applied to the selected cell."""
+        idle(data[tab.control])
+        cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
+        return data[tab.notebook].edited(data[tab.cell], cell)
+
+    @user_errors
+    def on_apply(data: dict) -> tuple:
+        return show(playground, edited(data), data[tab.cell])
+
+    def on_select(notebook: Notebook, selected: int) -> tuple:
+        return show(playground, notebook, selected)[2:]
+
+    @user_errors
+    def on_move(data: dict, delta: int) -> tuple:
+        notebook, selected = edited(data).moved(data[tab.cell], delta)
+        return show(playground, notebook, selected)
+
+    @user_errors
+    def on_delete(notebook: Notebook, selected: int, control: Control) -> tuple:
+        idle(control)
+        if len(notebook.cells) == 1:
+            raise ParamError("A lesson keeps at least one cell.")
+        return show(playground, notebook.deleted(selected), selected)
+
+    @user_errors
+    def on_add(data: dict) -> tuple:
+        notebook = edited(data).inserted(data[tab.cell], NEW_CELLS[data[tab.new_kind]])
+        return show(playground, notebook, data[tab.cell] + 1)
+
+    @user_errors
+    def on_lesson(title: str, control: Control) -> tuple:
+        idle(control)
+        return (*show(playground, open_lesson(title), 0), "")
+
+    @user_errors
+    def on_reset(notebook: Notebook, control: Control) -> tuple:
+        idle(control)
+        return show(playground, notebook.reset(), 0)
+
+    def on_upload(path: str, control: Control) -> tuple:
+        file = Path(path)
+        try:
+            idle(control)
+            cells = nb.load_cells(file.name, file.read_bytes())
+            if not cells:
+                raise nb.LessonError("the file has no cells.")
+        except UserError as error:
+            return (*[gr.skip()] * len(view), display.escape(f"Not opened: {error}"))
+        notebook = Notebook.open(nb.lesson_title(cells) if cells else file.stem, cells)
+        return (*show(playground, notebook, 0), "")
+
+    def on_downloads(data: dict) -> list[gr.DownloadButton]:
+        values, _, _ = controls.read(data)
+        paths = write_downloads(data[tab.notebook], playground, values)
+        return [gr.DownloadButton(value=path) for path in paths]
+
+    def on_start(control: Control) -> gr.Button:
+        # Before queueing, so a Stop pressed while queued still counts.
+        control.stop, control.busy = False, True
+        return gr.update(interactive=True)
+
+    def on_stop(control: Control) -> None:
+        control.press_stop()
+
+    def runner(every_cell: bool):
+        @user_errors
+        def on_run(data: dict) -> Iterator[tuple]:
+            control, notebook, selected = data[tab.control], data[tab.notebook], data[tab.cell]
+            try:
+                values, stop, fresh = controls.read(data)
+                base = playground.params(values, stop, new_seed=fresh)
+                indices = notebook.prompt_indices() if every_cell else [selected]
+                if not every_cell and indices[0] not in notebook.prompt_indices():
+                    raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
+                for index in indices:
+                    if control.stop:
+                        break
+                    for step in run_one(playground, notebook, index, base, control):
+                        notebook = step
+                        yield notebook, page(playground, notebook, selected)
+            finally:
+                control.end()
+
+        return on_run
+
+    downloads = {tab.notebook, *controls.inputs}
+    refresh = {"fn": on_downloads, "inputs": downloads, "outputs": tab.downloads, **PRIVATE}
+    for button, every_cell in ((tab.run_cell, False), (tab.run_all, True)):
+        button.click(on_apply, editor, view, **PRIVATE).success(
+            on_start, tab.control, tab.stop, **PRIVATE
+        ).success(
+            runner(every_cell),
+            {tab.notebook, tab.control, tab.cell, *controls.inputs},
+            [tab.notebook, tab.document],
+            concurrency_id=ENGINE_GROUP,
+            concurrency_limit=1,
+            show_progress="hidden",
+            **PRIVATE,
+        ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)
+    tab.stop.click(on_stop, tab.control, None, **PRIVATE)
+    edits = [
+        (tab.apply.click, on_apply, editor),
+        (tab.up.click, lambda data: on_move(data, -1), editor),
+        (tab.down.click, lambda data: on_move(data, 1), editor),
+        (tab.add.click, on_add, {*editor, tab.new_kind}),
+        (tab.delete.click, on_delete, [tab.notebook, tab.cell, tab.control]),
+        (tab.reset.click, on_reset, [tab.notebook, tab.control]),
+    ]
+    for trigger, fn, inputs in edits:
+        trigger(fn, inputs, view, **PRIVATE).success(**refresh)
+    tab.cell.input(on_select, [tab.notebook, tab.cell], view[2:], **PRIVATE)
+    tab.lesson.input(on_lesson, [tab.lesson, tab.control], [*view, tab.note], **PRIVATE).success(
+        **refresh
+    )
+    tab.upload.upload(on_upload, [tab.upload, tab.control], [*view, tab.note], **PRIVATE).then(
+        **refresh
+    )
+
+    def on_page_load(request: gr.Request) -> tuple:
+        """A teacher's link may name a lesson: `?view=notebook&lesson=04-one-bos`."""
+        wanted = request.query_params.get("lesson", "")
+        titles = {path.stem: title for title, path in shipped_lessons().items()}
+        title = titles.get(wanted) or next(iter(titles.values()))
+        return (*show(playground, open_lesson(title), 0), title)
+
+    demo.load(on_page_load, None, [*view, tab.lesson], **PRIVATE).then(**refresh)
