@@ -53,7 +53,8 @@ CSS = """
 .nb-out { border-left: 3px solid #f59e0b; padding-left: 8px; margin-top: 6px; }
 .nb-figures { font-size: 0.8em; color: #6b7280; margin: 0; }
 .nb-out-text { white-space: pre-wrap; word-break: break-word; background: #fffbeb;
-               padding: 8px; border-radius: 6px; margin: 2px 0 0; font-size: 0.9em; }
+               padding: 8px; border-radius: 6px; margin: 2px 0 0; font-size: 0.9em;
+               max-height: 24em; overflow-y: auto; }
 .nb-refused, .nb-error { color: #b91c1c; }
 #nb-note:empty { display: none; }
 #nb-note { color: #b91c1c; }
@@ -106,7 +107,7 @@ def build_notebook(playground: Playground) -> NotebookTab:
     )
     with gr.Row(equal_height=True):
         lesson = gr.Dropdown(lessons, value=lessons[0], label="Lesson", elem_id="nb-lesson",
-                             scale=3)  # fmt: skip
+                             scale=3, min_width=300)  # fmt: skip
         reset = gr.Button("Reset to the original", elem_id="nb-reset", scale=1)
         upload = gr.UploadButton("Open .md / .ipynb", file_types=[".md", ".ipynb"],
                                  type="filepath", elem_id="nb-upload", scale=1)  # fmt: skip
@@ -136,10 +137,8 @@ def build_notebook(playground: Playground) -> NotebookTab:
                 up = gr.Button("↑ Up", size="sm", elem_id="nb-up")
                 down = gr.Button("↓ Down", size="sm", elem_id="nb-down")
                 delete = gr.Button("Delete", size="sm", variant="stop", elem_id="nb-delete")
-            with gr.Row(equal_height=True):
-                new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell",
-                                    elem_id="nb-new-kind", scale=2)  # fmt: skip
-                add = gr.Button("+ Add after", elem_id="nb-add", scale=1)
+            new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell", elem_id="nb-new-kind")
+            add = gr.Button("+ Add it after this cell", size="sm", elem_id="nb-add")
     return NotebookTab(gr.State(Control()), gr.State(first), lesson, reset, upload, downloads,
                        run_all, stop, note, document, cell, kind, options, source, apply,
                        run_cell, up, down, delete, new_kind, add)  # fmt: skip
