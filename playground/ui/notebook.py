@@ -11,9 +11,9 @@ edits and the page's HTML (`notebook_doc`), a prompt's checks (`ui.raw.raw_check
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 
 import gradio as gr
@@ -36,7 +36,7 @@ from playground.notebook_doc import (
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, throttle
-from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.common import ENGINE_GROUP, refuse, user_errors
 from playground.ui.controls import Controls
 from playground.ui.raw import raw_checks
 
@@ -198,6 +198,28 @@ def idle(control: Control) -> None:
         raise ParamError("A cell is running: press Stop first.")
 
 
+def warn(error: UserError) -> None:
+    gr.Warning(display.escape(str(error)))  # a toast renders HTML: show the text literally
+
+
+def refusals_warn(width: int) -> Callable:
+    """A refused edit is a warning toast that changes nothing: raising instead would mark the
+    page and the editor as failed, covered by an error overlay until the next event."""
+
+    def decorate(fn: Callable) -> Callable:
+        @wraps(fn)
+        def call(*args):
+            try:
+                return fn(*args)
+            except UserError as error:
+                warn(error)
+                return tuple(gr.skip() for _ in range(width))
+
+        return user_errors(call)
+
+    return decorate
+
+
 def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> list[str]:
     """The lesson, the Jupyter notebook and the handout, in a folder of their own."""
     engine = playground.engine
@@ -232,36 +254,49 @@ def wire_notebook(
         cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
         return data[tab.notebook].edited(data[tab.cell], cell)
 
-    @user_errors
+    refused = refusals_warn(len(view))
+
+    @refused
     def on_apply(data: dict) -> tuple:
         return show(playground, edited(data), data[tab.cell])
+
+    def on_check_run(data: dict, every_cell: bool) -> None:
+        """Before a run, with no outputs (a refusal then marks nothing as failed): the editor's
+        cell must be valid, and Run cell needs a prompt cell."""
+        try:
+            cell = edited(data).cell(data[tab.cell])
+            if not every_cell and not isinstance(cell, nb.PromptCell):
+                raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
+        except UserError as error:
+            warn(error)
+            raise refuse(error, "notebook run") from None
 
     def on_select(notebook: Notebook, selected: int) -> tuple:
         return show(playground, notebook, selected)[2:]
 
-    @user_errors
+    @refused
     def on_move(data: dict, delta: int) -> tuple:
         notebook, selected = edited(data).moved(data[tab.cell], delta)
         return show(playground, notebook, selected)
 
-    @user_errors
+    @refused
     def on_delete(notebook: Notebook, selected: int, control: Control) -> tuple:
         idle(control)
         if len(notebook.cells) == 1:
             raise ParamError("A lesson keeps at least one cell.")
         return show(playground, notebook.deleted(selected), selected)
 
-    @user_errors
+    @refused
     def on_add(data: dict) -> tuple:
         notebook = edited(data).inserted(data[tab.cell], NEW_CELLS[data[tab.new_kind]])
         return show(playground, notebook, data[tab.cell] + 1)
 
-    @user_errors
+    @refusals_warn(len(view) + 1)
     def on_lesson(title: str, control: Control) -> tuple:
         idle(control)
         return (*show(playground, open_lesson(title), 0), "")
 
-    @user_errors
+    @refused
     def on_reset(notebook: Notebook, control: Control) -> tuple:
         idle(control)
         return show(playground, notebook.reset(), 0)
@@ -298,9 +333,7 @@ def wire_notebook(
             try:
                 values, stop, fresh = controls.read(data)
                 base = playground.params(values, stop, new_seed=fresh)
-                indices = notebook.prompt_indices() if every_cell else [selected]
-                if not every_cell and indices[0] not in notebook.prompt_indices():
-                    raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
+                indices = [i for i in notebook.prompt_indices() if every_cell or i == selected]
                 for index in indices:
                     if control.stop:
                         break
@@ -315,7 +348,10 @@ def wire_notebook(
     downloads = {tab.notebook, *controls.inputs}
     refresh = {"fn": on_downloads, "inputs": downloads, "outputs": tab.downloads, **PRIVATE}
     for button, every_cell in ((tab.run_cell, False), (tab.run_all, True)):
-        button.click(on_apply, editor, view, **PRIVATE).success(
+        check = button.click(
+            lambda data, every=every_cell: on_check_run(data, every), editor, None, **PRIVATE
+        )
+        check.success(on_apply, editor, view, **PRIVATE).success(
             on_start, tab.control, tab.stop, **PRIVATE
         ).success(
             runner(every_cell),
