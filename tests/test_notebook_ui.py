@@ -198,11 +198,25 @@ def test_stop_ends_a_long_cell_with_its_figures(browser, paced_app_url, paced_en
         page.wait_for_timeout(1000)
         assert cell_text(page, 2) == stopped  # nothing more arrives
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
-        # Run all after a Stop: every cell runs again (the Stop does not linger).
-        set_number(page, "slider-max_new_tokens", 3)
+        # Stop during Run all ends the run: the later cells do not start.
+        page.click("#nb-run-all")
+        wait_text(page, "#nb-cell-2 .nb-figures", "running")  # the old output is gone
+        page.wait_for_function(
+            "document.querySelector('#nb-cell-2 .nb-out-text')?.innerText.length > 100"
+        )
+        page.click("#nb-stop")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        assert "stopped by you" in cell_text(page, 2)
+        assert page.locator("#nb-document .nb-out").count() == 1
+        # The Stop does not linger: the next Run all runs every cell to its end.
         edit_cell(page, 2, "Once upon a time", "max_new_tokens=3")
         page.click("#nb-run-all")
-        wait_text(page, "#nb-cell-2", "3 new tokens")
+        page.wait_for_function("!document.querySelector('#nb-stop').disabled")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled", timeout=120_000)
+        figures = page.locator("#nb-document .nb-figures").all_inner_texts()
+        assert len(figures) == page.locator("#nb-document .prompt").count() == 3
+        assert "3 new tokens" in figures[0]
+        assert not any("stopped by you" in line for line in figures)
     finally:
         screenshot(page, request)
 
