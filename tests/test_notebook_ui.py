@@ -6,12 +6,17 @@ import json
 import nbformat
 import pytest
 
+from tests.conftest import serve
+from tests.fakes import RecordingEngine
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, screenshot, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 HOSTILE_IMG = "<img src=x onerror=alert(1)>"
 HOSTILE_MD = f"{HOSTILE_IMG}\n\n<script>alert(2)</script>\n\n[click me](javascript:alert(3))"
+HOSTILE_OUTPUT = (
+    f"{HOSTILE_IMG} <script>alert(7)</script> [link](javascript:alert(8)) <start_of_turn>"
+)
 HOSTILE_CHAT = json.dumps(
     [{"role": "user", "content": f"{HOSTILE_IMG} <script>alert(4)</script> <start_of_turn>"}]
 )
@@ -292,3 +297,38 @@ def test_the_handout_opens_offline_with_hostile_text_inert(page, tmp_path):
     assert HOSTILE_IMG in body and "<script>alert(4)</script>" in body and "click me" in body
     assert page.locator("img, script, a[href^='javascript:']").count() == 0
     assert page.dialogs == [] and fetched == []
+
+
+def test_hostile_model_output_stays_inert_as_text_as_markdown_and_in_the_handout(
+    browser, settings, tiny_folder, tmp_path, request
+):
+    """A (recording) model that writes markup: the output shows literally, and rendered as
+    markdown it keeps no element, handler or javascript: link; the handout neither."""
+    from playground.ui import build_demo
+
+    demo = build_demo(RecordingEngine(tiny_folder, reply=HOSTILE_OUTPUT), settings)
+    page = open_notebook(browser, serve(demo, settings))
+    try:
+        edit_cell(page, 2, '[{"role": "user", "content": "hi"}]', "max_new_tokens=512")
+        page.click("#nb-run-cell")
+        wait_text(page, "#nb-cell-2 .nb-figures", "end of turn")
+        assert HOSTILE_OUTPUT in page.inner_text("#nb-cell-2 .nb-out-text")
+        assert_inert(page)
+        page.locator("#nb-options").locator("input").fill("output=markdown max_new_tokens=512")
+        page.click("#nb-run-cell")
+        page.wait_for_selector("#nb-cell-2 .nb-out-md")
+        wait_text(page, "#nb-cell-2 .nb-figures", "end of turn")
+        shown = page.inner_text("#nb-cell-2 .nb-out-md")
+        assert HOSTILE_IMG in shown and "<script>alert(7)</script>" in shown
+        for link in page.locator("#nb-document a").all():
+            link.click(force=True)
+        assert_inert(page)
+        page.wait_for_timeout(1000)  # the downloads are rewritten once the run ends
+        handout = download(page, "nb-download-html", tmp_path / "handout.html")
+        page.goto(handout.as_uri())
+        assert HOSTILE_OUTPUT in page.inner_text("body")
+        assert page.locator("img, script, a[href^='javascript:']").count() == 0
+        assert page.dialogs == []
+    finally:
+        screenshot(page, request)
+        demo.close()
