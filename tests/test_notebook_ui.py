@@ -145,6 +145,10 @@ def test_a_bad_cell_is_refused_with_an_escaped_message_and_kept(page):
     assert page.locator(".toast-body img").count() == 0
     assert page.locator("#nb-document .error, #nb-editor .error").count() == 0
     assert '"hi"' not in cell_text(page, 2)  # the refused edits changed nothing
+    page.locator("#nb-options input").fill("temperature=9")
+    page.click("#nb-apply")
+    page.locator(".toast-body").get_by_text("from 0 to 2, got 9").first.wait_for()
+    assert "temperature=9" not in cell_text(page, 2)
     select_cell(page, 1)  # nothing is covered by an error overlay
 
 

@@ -252,6 +252,8 @@ def wire_notebook(
         """The notebook with the editor's text applied to the selected cell."""
         idle(data[tab.control])
         cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
+        if isinstance(cell, nb.PromptCell):  # a sampling value out of range: say so now
+            nb.cell_params(cell, playground.settings.ranges, playground.settings.defaults())
         return data[tab.notebook].edited(data[tab.cell], cell)
 
     refused = refusals_warn(len(view))
@@ -313,9 +315,13 @@ def wire_notebook(
         notebook = Notebook.open(nb.lesson_title(cells) if cells else file.stem, cells)
         return (*show(playground, notebook, 0), "")
 
-    def on_downloads(data: dict) -> list[gr.DownloadButton]:
+    def on_downloads(data: dict) -> list:
         values, _, _ = controls.read(data)
-        paths = write_downloads(data[tab.notebook], playground, values)
+        try:
+            paths = write_downloads(data[tab.notebook], playground, values)
+        except UserError as error:  # an opened file's cell with a bad sampling value
+            warn(error)
+            return [gr.skip()] * len(tab.downloads)
         return [gr.DownloadButton(value=path) for path in paths]
 
     def on_start(control: Control) -> gr.Button:
