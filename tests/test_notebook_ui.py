@@ -336,3 +336,27 @@ def test_hostile_model_output_stays_inert_as_text_as_markdown_and_in_the_handout
     finally:
         screenshot(page, request)
         demo.close()
+
+
+def test_a_cell_waits_in_the_one_engine_queue_behind_a_chat_reply(
+    browser, paced_app_url, paced_engine, request
+):
+    from tests.test_browser import open_page, start_long_reply
+
+    chat = open_page(browser, paced_app_url)
+    page = open_notebook(browser, paced_app_url)
+    try:
+        start_long_reply(chat)
+        edit_cell(page, 2, "Once upon a time", "max_new_tokens=3")
+        page.locator("#nb-kind").get_by_text("raw", exact=True).click()
+        page.click("#nb-run-cell")
+        page.wait_for_function("!document.querySelector('#nb-stop').disabled")
+        page.wait_for_function("/queue/i.test(document.querySelector('#nb-document').innerText)")
+        page.wait_for_timeout(1000)
+        assert page.locator("#nb-cell-2 .nb-out").count() == 0  # not started: queued
+        assert paced_engine.active == 1
+        chat.click("#stop", force=True)
+        wait_text(page, "#nb-cell-2", "3 new tokens")
+    finally:
+        screenshot(page, request)
+        chat.close()

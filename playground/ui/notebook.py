@@ -365,7 +365,7 @@ def wire_notebook(
             [tab.notebook, tab.document],
             concurrency_id=ENGINE_GROUP,
             concurrency_limit=1,
-            show_progress="hidden",
+            show_progress="minimal",  # the place in the queue shows; the stream is not covered
             **PRIVATE,
         ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)
     tab.stop.click(on_stop, tab.control, None, **PRIVATE)
