@@ -86,6 +86,15 @@ class NotebookTab:
     new_kind: gr.Radio
     add: gr.Button
 
+    @property
+    def view(self) -> list:
+        """What a change of cells updates (see `show`)."""
+        return [self.notebook, self.cell, self.document, self.kind, self.options, self.source]
+
+    @property
+    def editor(self) -> set:
+        return {self.notebook, self.control, self.cell, self.kind, self.options, self.source}
+
 
 def shipped_lessons() -> dict[str, Path]:
     return nb.list_lessons()
@@ -242,43 +251,86 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     return paths
 
 
+def edited(tab: NotebookTab, playground: Playground, data: dict) -> Notebook:
+    """The notebook with the editor's text applied to the selected cell."""
+    idle(data[tab.control])
+    cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
+    if isinstance(cell, nb.PromptCell):  # a sampling value out of range: say so now
+        nb.cell_params(cell, playground.settings.ranges, playground.settings.defaults())
+    return data[tab.notebook].edited(data[tab.cell], cell)
+
+
 def wire_notebook(
     tab: NotebookTab, controls: Controls, playground: Playground, demo: gr.Blocks
 ) -> None:
-    view = [tab.notebook, tab.cell, tab.document, tab.kind, tab.options, tab.source]
-    editor = {tab.notebook, tab.control, tab.cell, tab.kind, tab.options, tab.source}
+    refresh = wire_files(tab, controls, playground, demo)
 
-    def edited(data: dict) -> Notebook:
-        """The notebook with the editor's text applied to the selected cell."""
-        idle(data[tab.control])
-        cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
-        if isinstance(cell, nb.PromptCell):  # a sampling value out of range: say so now
-            nb.cell_params(cell, playground.settings.ranges, playground.settings.defaults())
-        return data[tab.notebook].edited(data[tab.cell], cell)
-
-    refused = refusals_warn(len(view))
-
-    @refused
+    @refusals_warn(len(tab.view))
     def on_apply(data: dict) -> tuple:
-        return show(playground, edited(data), data[tab.cell])
+        return show(playground, edited(tab, playground, data), data[tab.cell])
 
-    def on_check_run(data: dict, every_cell: bool) -> None:
-        """Before a run, with no outputs (a refusal then marks nothing as failed): the editor's
-        cell must be valid, and Run cell needs a prompt cell."""
+    wire_edits(tab, playground, on_apply, refresh)
+    wire_runs(tab, controls, playground, on_apply, refresh)
+
+
+def wire_files(
+    tab: NotebookTab, controls: Controls, playground: Playground, demo: gr.Blocks
+) -> dict:
+    """Lessons in and out: the picker, the page's `?lesson=`, Upload and the downloads. Returns
+    the download refresh, as keyword arguments of an event, for every change to follow."""
+
+    def on_downloads(data: dict) -> list:
+        values, _, _ = controls.read(data)
         try:
-            cell = edited(data).cell(data[tab.cell])
-            if not every_cell and not isinstance(cell, nb.PromptCell):
-                raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
-        except UserError as error:
+            paths = write_downloads(data[tab.notebook], playground, values)
+        except UserError as error:  # an opened file's cell with a bad sampling value
             warn(error)
-            raise refuse(error, "notebook run") from None
+            return [gr.skip()] * len(tab.downloads)
+        return [gr.DownloadButton(value=path) for path in paths]
+
+    @refusals_warn(len(tab.view) + 1)
+    def on_lesson(title: str, control: Control) -> tuple:
+        idle(control)
+        return (*show(playground, open_lesson(title), 0), "")
+
+    @user_errors
+    def on_upload(path: str, control: Control) -> tuple:
+        file = Path(path)
+        try:
+            idle(control)
+            cells = nb.load_cells(file.name, file.read_bytes())
+            if not cells:
+                raise nb.LessonError("the file has no cells.")
+        except UserError as error:
+            return (*[gr.skip()] * len(tab.view), display.escape(f"Not opened: {error}"))
+        return (*show(playground, Notebook.open(nb.lesson_title(cells), cells), 0), "")
+
+    def on_page_load(request: gr.Request) -> tuple:
+        """A teacher's link may name a lesson: `?view=notebook&lesson=04-one-bos`."""
+        wanted = request.query_params.get("lesson", "")
+        titles = {path.stem: title for title, path in shipped_lessons().items()}
+        title = titles.get(wanted) or next(iter(titles.values()))
+        return (*show(playground, open_lesson(title), 0), title)
+
+    refresh = {"fn": on_downloads, "inputs": {tab.notebook, *controls.inputs},
+               "outputs": tab.downloads, **PRIVATE}  # fmt: skip
+    opened = [*tab.view, tab.note]
+    tab.lesson.input(on_lesson, [tab.lesson, tab.control], opened, **PRIVATE).success(**refresh)
+    tab.upload.upload(on_upload, [tab.upload, tab.control], opened, **PRIVATE).then(**refresh)
+    demo.load(on_page_load, None, [*tab.view, tab.lesson], **PRIVATE).then(**refresh)
+    return refresh
+
+
+def wire_edits(tab: NotebookTab, playground: Playground, on_apply: Callable, refresh: dict) -> None:
+    """Select, apply, move, add, delete and reset: each a new Notebook, refused while running."""
+    refused = refusals_warn(len(tab.view))
 
     def on_select(notebook: Notebook, selected: int) -> tuple:
         return show(playground, notebook, selected)[2:]
 
     @refused
     def on_move(data: dict, delta: int) -> tuple:
-        notebook, selected = edited(data).moved(data[tab.cell], delta)
+        notebook, selected = edited(tab, playground, data).moved(data[tab.cell], delta)
         return show(playground, notebook, selected)
 
     @refused
@@ -290,39 +342,44 @@ def wire_notebook(
 
     @refused
     def on_add(data: dict) -> tuple:
-        notebook = edited(data).inserted(data[tab.cell], NEW_CELLS[data[tab.new_kind]])
+        notebook = edited(tab, playground, data)
+        notebook = notebook.inserted(data[tab.cell], NEW_CELLS[data[tab.new_kind]])
         return show(playground, notebook, data[tab.cell] + 1)
-
-    @refusals_warn(len(view) + 1)
-    def on_lesson(title: str, control: Control) -> tuple:
-        idle(control)
-        return (*show(playground, open_lesson(title), 0), "")
 
     @refused
     def on_reset(notebook: Notebook, control: Control) -> tuple:
         idle(control)
         return show(playground, notebook.reset(), 0)
 
-    def on_upload(path: str, control: Control) -> tuple:
-        file = Path(path)
-        try:
-            idle(control)
-            cells = nb.load_cells(file.name, file.read_bytes())
-            if not cells:
-                raise nb.LessonError("the file has no cells.")
-        except UserError as error:
-            return (*[gr.skip()] * len(view), display.escape(f"Not opened: {error}"))
-        notebook = Notebook.open(nb.lesson_title(cells) if cells else file.stem, cells)
-        return (*show(playground, notebook, 0), "")
+    edits = [
+        (tab.apply.click, on_apply, tab.editor),
+        (tab.up.click, lambda data: on_move(data, -1), tab.editor),
+        (tab.down.click, lambda data: on_move(data, 1), tab.editor),
+        (tab.add.click, on_add, {*tab.editor, tab.new_kind}),
+        (tab.delete.click, on_delete, [tab.notebook, tab.cell, tab.control]),
+        (tab.reset.click, on_reset, [tab.notebook, tab.control]),
+    ]
+    for trigger, fn, inputs in edits:
+        trigger(fn, inputs, tab.view, **PRIVATE).success(**refresh)
+    tab.cell.input(on_select, [tab.notebook, tab.cell], tab.view[2:], **PRIVATE)
 
-    def on_downloads(data: dict) -> list:
-        values, _, _ = controls.read(data)
+
+def wire_runs(
+    tab: NotebookTab, controls: Controls, playground: Playground, on_apply: Callable,
+    refresh: dict,
+) -> None:  # fmt: skip
+    """Run cell and Run all (the editor applied first), in the engine's one queue, and Stop."""
+
+    def on_check_run(data: dict, every_cell: bool) -> None:
+        """Before a run, with no outputs (a refusal then marks nothing as failed): the editor's
+        cell must be valid, and Run cell needs a prompt cell."""
         try:
-            paths = write_downloads(data[tab.notebook], playground, values)
-        except UserError as error:  # an opened file's cell with a bad sampling value
+            cell = edited(tab, playground, data).cell(data[tab.cell])
+            if not every_cell and not isinstance(cell, nb.PromptCell):
+                raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
+        except UserError as error:
             warn(error)
-            return [gr.skip()] * len(tab.downloads)
-        return [gr.DownloadButton(value=path) for path in paths]
+            raise refuse(error, "notebook run") from None
 
     def on_start(control: Control) -> gr.Button:
         # Before queueing, so a Stop pressed while queued still counts.
@@ -332,7 +389,7 @@ def wire_notebook(
     def on_stop(control: Control) -> None:
         control.press_stop()
 
-    def runner(every_cell: bool):
+    def runner(every_cell: bool) -> Callable:
         @user_errors
         def on_run(data: dict) -> Iterator[tuple]:
             control, notebook, selected = data[tab.control], data[tab.notebook], data[tab.cell]
@@ -351,13 +408,11 @@ def wire_notebook(
 
         return on_run
 
-    downloads = {tab.notebook, *controls.inputs}
-    refresh = {"fn": on_downloads, "inputs": downloads, "outputs": tab.downloads, **PRIVATE}
     for button, every_cell in ((tab.run_cell, False), (tab.run_all, True)):
         check = button.click(
-            lambda data, every=every_cell: on_check_run(data, every), editor, None, **PRIVATE
+            lambda data, every=every_cell: on_check_run(data, every), tab.editor, None, **PRIVATE
         )
-        check.success(on_apply, editor, view, **PRIVATE).success(
+        check.success(on_apply, tab.editor, tab.view, **PRIVATE).success(
             on_start, tab.control, tab.stop, **PRIVATE
         ).success(
             runner(every_cell),
@@ -369,29 +424,3 @@ def wire_notebook(
             **PRIVATE,
         ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)
     tab.stop.click(on_stop, tab.control, None, **PRIVATE)
-    edits = [
-        (tab.apply.click, on_apply, editor),
-        (tab.up.click, lambda data: on_move(data, -1), editor),
-        (tab.down.click, lambda data: on_move(data, 1), editor),
-        (tab.add.click, on_add, {*editor, tab.new_kind}),
-        (tab.delete.click, on_delete, [tab.notebook, tab.cell, tab.control]),
-        (tab.reset.click, on_reset, [tab.notebook, tab.control]),
-    ]
-    for trigger, fn, inputs in edits:
-        trigger(fn, inputs, view, **PRIVATE).success(**refresh)
-    tab.cell.input(on_select, [tab.notebook, tab.cell], view[2:], **PRIVATE)
-    tab.lesson.input(on_lesson, [tab.lesson, tab.control], [*view, tab.note], **PRIVATE).success(
-        **refresh
-    )
-    tab.upload.upload(on_upload, [tab.upload, tab.control], [*view, tab.note], **PRIVATE).then(
-        **refresh
-    )
-
-    def on_page_load(request: gr.Request) -> tuple:
-        """A teacher's link may name a lesson: `?view=notebook&lesson=04-one-bos`."""
-        wanted = request.query_params.get("lesson", "")
-        titles = {path.stem: title for title, path in shipped_lessons().items()}
-        title = titles.get(wanted) or next(iter(titles.values()))
-        return (*show(playground, open_lesson(title), 0), title)
-
-    demo.load(on_page_load, None, [*view, tab.lesson], **PRIVATE).then(**refresh)
