@@ -11,6 +11,7 @@ Does not own: the lesson format or running cells (`notebook`), components or eve
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from playground import display
-from playground.chat_format import ChatFormatError
+from playground.chat_format import ChatFormatError, parse_conversation
 from playground.notebook import (
     KINDS,
     Cell,
@@ -169,8 +170,13 @@ def cell_from_editor(kind: str, options: str, source: str) -> Cell:
 
 
 def cell_label(index: int, cell: Cell) -> str:
-    """The cell's name in the picker: its number, kind and first words."""
+    """The cell's name in the picker: its number, kind and first words (of a chat cell, its
+    last message's, rather than the JSON around them)."""
     _, _, source = editor_fields(cell)
+    if isinstance(cell, PromptCell) and cell.kind == "chat":
+        # Unreadable JSON keeps its text: applying the edit says what is wrong with it.
+        with contextlib.suppress(ChatFormatError, IndexError):
+            source = parse_conversation(cell.body)[-1]["content"]
     first = next((line.strip() for line in source.splitlines() if line.strip()), "")
     first = first if len(first) <= 48 else first[:47] + "…"
     return f"{index + 1} · {kind_of(cell)}: {first}"

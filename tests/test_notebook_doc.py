@@ -1,6 +1,7 @@
 """The Notebook tab's gradio-free half: edits keep outputs with their cells, the editor reads
 cells as the lesson file does, and the page keeps every visitor's or model's text inert."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,10 @@ def test_hostile_text_stays_inert_on_the_page():
 def test_cell_labels_and_file_names_are_short_and_plain():
     label = cell_label(3, PromptCell("chat", "\n" + "word " * 40))
     assert label.startswith("4 · chat: word") and label.endswith("…") and len(label) < 70
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "What is 7 plus 5?"}]  # fmt: skip
+    chat = PromptCell("chat", json.dumps(messages))
+    assert cell_label(0, chat) == "1 · chat: What is 7 plus 5?"
     assert file_stem("1. The anatomy of a turn!") == "1-the-anatomy-of-a-turn"
     assert file_stem("<<>>") == "lesson"
 
