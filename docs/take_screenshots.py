@@ -1,6 +1,6 @@
 """Take README's screenshots from the real app (tiny model) in Debian's headless Chromium.
 
-Usage: python docs/take_screenshots.py  (writes docs/*.png: 1280 px wide, and a 400 px phone)
+Usage: python docs/take_screenshots.py  (writes docs/*.png: 1280 px wide, and 400 px phones)
 """
 
 import sys
@@ -46,6 +46,7 @@ def main() -> None:
         page.wait_for_selector("#raw-figures >> text=new tokens")
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(DOCS / "raw.png"))
+        notebook_shots(browser, url)
         phone = browser.new_page(viewport={"width": 400, "height": 860})
         phone.goto(url)
         phone.wait_for_selector("#message textarea")
@@ -55,6 +56,28 @@ def main() -> None:
         phone.evaluate("window.scrollTo(0, 0)")
         phone.screenshot(path=str(DOCS / "chat-400.png"), full_page=True)
         browser.close()
+
+
+def notebook_shots(browser, url: str) -> None:
+    """The Notebook tab from its link, lesson 1 run: at 1280 px, and the top of it at 400 px."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(url + "?view=notebook")
+    page.wait_for_selector("#nb-document .nb-cell")
+    set_number(page, "slider-max_new_tokens", 24)
+    page.locator("#nb-cell input").click()
+    page.get_by_role("option").nth(1).click()
+    page.wait_for_selector("#nb-cell-2.nb-selected")
+    page.locator("#nb-options input").fill("temperature=0 max_new_tokens=24")
+    page.click("#nb-run-all")
+    page.wait_for_function("document.querySelector('#nb-stop').disabled === false")
+    page.wait_for_function("document.querySelector('#nb-stop').disabled", timeout=120_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(DOCS / "notebook.png"))
+    phone = browser.new_page(viewport={"width": 400, "height": 860})
+    phone.goto(url + "?view=notebook")
+    phone.wait_for_selector("#nb-document .nb-cell")
+    phone.wait_for_function("document.querySelectorAll('.sidebar.open').length === 0")
+    phone.screenshot(path=str(DOCS / "notebook-400.png"), full_page=True)
 
 
 if __name__ == "__main__":

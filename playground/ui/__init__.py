@@ -1,8 +1,9 @@
 """The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
 
-Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector and Model
-tabs), the wiring between tabs, the queue and the launch options. Each tab is a module of this
-package (`chat`, `raw`, `inspector`, `model`, with `controls` for the sidebar and `api` for the
+Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Notebook and
+Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue and the launch
+options. Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`,
+with `controls` for the sidebar and `api` for the
 named endpoints); this package is the only place that imports gradio. Per-visitor state lives in
 gr.State and component values; the engine is shared and stateless.
 Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engine`),
@@ -25,10 +26,13 @@ from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, user_errors
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.inspector import as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model
+from playground.ui.notebook import CSS as NOTEBOOK_CSS
+from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
 
 __all__ = ["build_demo", "launch_options"]
 PRIVATE = {"api_visibility": "private"}
+TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
 
 
 def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
@@ -48,12 +52,15 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 raw = build_raw()
             with gr.Tab("Template inspector", id="inspector") as inspector_tab:
                 inspector = build_inspector(inspector_tab, playground)
+            with gr.Tab("Notebook", id="notebook"):
+                notebook = build_notebook(playground)
             with gr.Tab("Model", id="model"):
                 build_model(engine, notice)
         wire_controls(controls, settings)
         wire_chat(chat, controls, playground)
         wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
+        wire_notebook(notebook, controls, playground, demo)
         add_endpoints(playground)
 
         @user_errors
@@ -99,17 +106,24 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             **PRIVATE,
         )
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
+        demo.load(on_view, None, tabs, **PRIVATE)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=4)
     return demo
+
+
+def on_view(request: gr.Request) -> gr.Tabs:
+    """The tab a shared link names, e.g. `?view=notebook`."""
+    view = request.query_params.get("view", "")
+    return gr.Tabs(selected=view) if view in TAB_IDS else gr.skip()
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Hardened launch settings for a public Space."""
     return {
-        "max_file_size": "1mb",  # only conversation files are uploaded; refuse big bodies
+        "max_file_size": "1mb",  # only conversations and lessons are uploaded: no big bodies
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
         "ssr_mode": False,
-        "css": CSS,
+        "css": CSS + NOTEBOOK_CSS,
         "theme": gr.themes.Soft(),
     }

@@ -1,0 +1,242 @@
+"""A lesson open in the browser: its cells with their outputs, the edits, and its page.
+
+Owns: the `Notebook` value a visitor's session holds (cells, the output each prompt cell got,
+the original cells for Reset), the edit operations (edit, add, delete, move: each returns a new
+Notebook), the editor's text fields of a cell and the cell they describe, and the HTML of the
+whole lesson as one document (markdown through `notebook.render_markdown`, prompts and outputs
+escaped by `display`).
+Does not own: the lesson format or running cells (`notebook`), components or events
+(`ui.notebook`), token counts and checks (passed in by the caller, which has the tokenizer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from playground import display
+from playground.chat_format import ChatFormatError, parse_conversation
+from playground.notebook import (
+    KINDS,
+    Cell,
+    LessonError,
+    MarkdownCell,
+    PromptCell,
+    cell_prompt,
+    lesson_markdown,
+    parse_lesson,
+    portable_model,
+    render_markdown,
+)
+from playground.session import exported_model
+
+MARKDOWN = "markdown"
+NEW_CELLS: dict[str, Cell] = {
+    MARKDOWN: MarkdownCell("Write here: **markdown**, with [links](https://ai.google.dev/gemma)."),
+    "chat": PromptCell("chat", '[{"role": "user", "content": "Hello!"}]'),
+    "raw": PromptCell("raw", "<bos><start_of_turn>user\nHello!<end_of_turn>\n"),
+}
+
+
+@dataclass(frozen=True)
+class CellOutput:
+    """What running a prompt cell gave: the text so far, then its figures (`session.figures_of`);
+    or why it did not run."""
+
+    text: str = ""
+    figures: Mapping[str, Any] | None = None
+    error: str = ""
+
+    def as_text(self) -> str:
+        """The output as the exported notebook and the handout store it (as the CLI does)."""
+        return f"error: {self.error}" if self.error else self.text
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """Cells and their outputs (one per cell, None until run), and the cells Reset returns to."""
+
+    title: str
+    cells: tuple[Cell, ...]
+    outputs: tuple[CellOutput | None, ...] = ()
+    original: tuple[Cell, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def open(cls, title: str, cells: list[Cell] | tuple[Cell, ...]) -> Notebook:
+        cells = tuple(cells)
+        return cls(title, cells, (None,) * len(cells), cells)
+
+    def reset(self) -> Notebook:
+        return Notebook.open(self.title, self.original)
+
+    def cell(self, index: int) -> Cell:
+        if not 0 <= index < len(self.cells):
+            raise LessonError(f"There is no cell {index + 1}.")
+        return self.cells[index]
+
+    def edited(self, index: int, cell: Cell) -> Notebook:
+        """Cell `index` replaced; its output is kept only if the cell did not change."""
+        if self.cell(index) == cell:
+            return self
+        return self._with(index, cell, None)
+
+    def with_output(self, index: int, output: CellOutput) -> Notebook:
+        return self._with(index, self.cell(index), output)
+
+    def inserted(self, after: int, cell: Cell) -> Notebook:
+        """`cell` added after cell `after` (-1: first)."""
+        at = max(0, min(after + 1, len(self.cells)))
+        cells = (*self.cells[:at], cell, *self.cells[at:])
+        outputs = (*self.outputs[:at], None, *self.outputs[at:])
+        return replace(self, cells=cells, outputs=outputs)
+
+    def deleted(self, index: int) -> Notebook:
+        self.cell(index)
+        cells = self.cells[:index] + self.cells[index + 1 :]
+        return replace(self, cells=cells, outputs=self.outputs[:index] + self.outputs[index + 1 :])
+
+    def moved(self, index: int, delta: int) -> tuple[Notebook, int]:
+        """Cell `index` moved by `delta` places (with its output), and where it is now."""
+        self.cell(index)
+        to = max(0, min(index + delta, len(self.cells) - 1))
+        cells, outputs = list(self.cells), list(self.outputs)
+        cells.insert(to, cells.pop(index))
+        outputs.insert(to, outputs.pop(index))
+        return replace(self, cells=tuple(cells), outputs=tuple(outputs)), to
+
+    def prompt_indices(self) -> list[int]:
+        return [i for i, cell in enumerate(self.cells) if isinstance(cell, PromptCell)]
+
+    def output_texts(self) -> dict[int, str]:
+        """Outputs by cell index, for `to_ipynb` and `handout_html`."""
+        done = {i: out for i, out in enumerate(self.outputs) if out and (out.figures or out.error)}
+        return {i: out.as_text() for i, out in done.items()}
+
+    def lesson(self) -> str:
+        return lesson_markdown(self.cells)
+
+    def _with(self, index: int, cell: Cell, output: CellOutput | None) -> Notebook:
+        cells = (*self.cells[:index], cell, *self.cells[index + 1 :])
+        outputs = (*self.outputs[:index], output, *self.outputs[index + 1 :])
+        return replace(self, cells=cells, outputs=outputs)
+
+
+# ---- the editor -------------------------------------------------------------------------------
+
+
+def kind_of(cell: Cell) -> str:
+    return cell.kind if isinstance(cell, PromptCell) else MARKDOWN
+
+
+def options_line(cell: Cell) -> str:
+    """A prompt cell's options as the lesson file writes them after its kind."""
+    if isinstance(cell, MarkdownCell):
+        return ""
+    return " ".join(f"{name}={shlex.quote(value)}" for name, value in cell.options)
+
+
+def editor_fields(cell: Cell) -> tuple[str, str, str]:
+    """(kind, options line, source) of a cell, for the editor."""
+    source = cell.source if isinstance(cell, MarkdownCell) else cell.body
+    return kind_of(cell), options_line(cell), source
+
+
+def cell_from_editor(kind: str, options: str, source: str) -> Cell:
+    """The cell the editor describes, read by the lesson parser itself (so the options line
+    obeys the file's rules). Raises LessonError for a cell a lesson file could not hold."""
+    if kind == MARKDOWN:
+        if not source.strip():
+            raise LessonError("A markdown cell cannot be empty: delete it instead.")
+        cells = parse_lesson(source)
+        if len(cells) > 1 or any(isinstance(c, PromptCell) for c in cells):
+            raise LessonError(
+                "A markdown cell cannot hold a ```chat or ```raw block: add a prompt cell instead."
+            )
+        return MarkdownCell(source.strip("\n"))
+    if kind not in KINDS:
+        raise LessonError(f"A cell is markdown, chat or raw, not {kind!r}.")
+    fenced = lesson_markdown([PromptCell(kind, source.strip("\n"))])
+    head, rest = fenced.split("\n", 1)
+    options = " ".join(options.split())  # one line, whatever was typed
+    try:
+        cells = parse_lesson(f"{head} {options}\n{rest}" if options else fenced)
+    except LessonError as error:
+        raise LessonError(str(error).removeprefix("line 1: ")) from None
+    return cells[0]
+
+
+def cell_label(index: int, cell: Cell) -> str:
+    """The cell's name in the picker: its number, kind and first words (of a chat cell, its
+    last message's, rather than the JSON around them)."""
+    _, _, source = editor_fields(cell)
+    if isinstance(cell, PromptCell) and cell.kind == "chat":
+        # Unreadable JSON keeps its text: applying the edit says what is wrong with it.
+        with contextlib.suppress(ChatFormatError, IndexError):
+            source = parse_conversation(cell.body)[-1]["content"]
+    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    first = first if len(first) <= 48 else first[:47] + "…"
+    return f"{index + 1} · {kind_of(cell)}: {first}"
+
+
+# ---- the page ---------------------------------------------------------------------------------
+
+
+def prompt_html(cell: PromptCell, checks: Callable[[str], str]) -> str:
+    """The prompt the model gets, control tokens marked, with `checks(prompt)` (HTML) under
+    it; or the template's refusal, which running the cell shows too."""
+    try:
+        prompt = cell_prompt(cell)
+    except ChatFormatError as error:
+        return f'<p class="nb-refused">{display.escape(f"Refused by the template: {error}")}</p>'
+    return display.marked_prompt(prompt) + f'<div class="nb-checks">{checks(prompt)}</div>'
+
+
+def output_html(cell: PromptCell, output: CellOutput) -> str:
+    """Under a run cell: its figures, then the text as literal characters (or, with the cell
+    option output=markdown, rendered by the safe renderer)."""
+    if output.error:
+        return f'<div class="nb-out"><p class="nb-error">{display.escape(output.error)}</p></div>'
+    figures = display.figures_line(output.figures) if output.figures else "running…"
+    if cell.option("output", "text") == "markdown":
+        body = f'<div class="nb-out-md">{render_markdown(output.text)}</div>'
+    else:
+        body = f'<pre class="nb-out-text">{display.escape(output.text)}</pre>'
+    return f'<div class="nb-out"><p class="nb-figures">{display.escape(figures)}</p>{body}</div>'
+
+
+def document_html(notebook: Notebook, selected: int, checks: Callable[[str], str]) -> str:
+    """The whole lesson as one page: numbered cells, the selected one outlined."""
+    parts = []
+    for i, cell in enumerate(notebook.cells):
+        head = f"{i + 1} · {kind_of(cell)}"
+        if options := options_line(cell):
+            head += f" · {options}"
+        if isinstance(cell, MarkdownCell):
+            body = f'<div class="nb-md">{render_markdown(cell.source)}</div>'
+        else:
+            body = prompt_html(cell, checks)
+            if i < len(notebook.outputs) and (output := notebook.outputs[i]):
+                body += output_html(cell, output)
+        chosen = " nb-selected" if i == selected else ""
+        parts.append(
+            f'<section class="nb-cell{chosen}" id="nb-cell-{i + 1}">'
+            f'<p class="nb-head">{display.escape(head)}</p>{body}</section>'
+        )
+    return '<div class="nb-doc">' + "\n".join(parts) + "</div>"
+
+
+def notebook_model(name: str, folder: Path) -> str:
+    """The model as the exported notebook names it: `notebook.portable_model`, except that a
+    folder on this server becomes a placeholder (a server path never leaves the server)."""
+    model = portable_model(name, folder)
+    return exported_model(name)[0] if Path(model).is_absolute() else model
+
+
+def file_stem(title: str) -> str:
+    """A download's file name from the lesson's title: letters, digits and dashes."""
+    words = "".join(c if c.isalnum() else " " for c in title.lower()).split()
+    return "-".join(words)[:60] or "lesson"

@@ -1,0 +1,426 @@
+"""The Notebook tab: a lesson as one rendered document, an editor for its selected cell.
+
+Owns: the `NotebookTab` components, picking a shipped lesson (also from the page's `?lesson=`
+link), Reset, Upload (.md / .ipynb) and the three downloads (lesson, Jupyter notebook, HTML
+handout, written to a fresh temp folder per request), the cell editor (edit, add, delete, move),
+and running one cell or all of them in the engine's one queue, with Stop.
+Does not own: the lesson format, running a cell's prompt and the exports (`notebook`), the
+edits and the page's HTML (`notebook_doc`), a prompt's checks (`ui.raw.raw_checks`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache, wraps
+from pathlib import Path
+
+import gradio as gr
+import nbformat
+
+from playground import display
+from playground import notebook as nb
+from playground.errors import UserError
+from playground.notebook_doc import (
+    MARKDOWN,
+    NEW_CELLS,
+    CellOutput,
+    Notebook,
+    cell_from_editor,
+    cell_label,
+    document_html,
+    editor_fields,
+    file_stem,
+    notebook_model,
+)
+from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
+from playground.session import Control, Playground, throttle
+from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.controls import Controls
+from playground.ui.raw import raw_checks
+
+PRIVATE = {"api_visibility": "private"}
+KIND_CHOICES = [MARKDOWN, *nb.KINDS]
+
+CSS = """
+.nb-doc { display: flex; flex-direction: column; gap: 10px; }
+.nb-cell { border: 1px solid #e5e7eb; border-radius: 8px; padding: 6px 12px; }
+.nb-cell.nb-selected { border: 2px solid #6366f1; }
+.nb-head { font-size: 0.8em; color: #6b7280; margin: 0 0 4px; font-family: monospace; }
+.nb-cell .prompt { background: #f6f8fa; border-radius: 6px; padding: 8px; margin: 0; }
+.nb-checks { font-size: 0.85em; color: #374151; }
+.nb-out { border-left: 3px solid #f59e0b; padding-left: 8px; margin-top: 6px; }
+.nb-figures { font-size: 0.8em; color: #6b7280; margin: 0; }
+.nb-out-text { white-space: pre-wrap; word-break: break-word; background: #fffbeb;
+               padding: 8px; border-radius: 6px; margin: 2px 0 0; font-size: 0.9em;
+               max-height: 24em; overflow-y: auto; }
+.nb-refused, .nb-error { color: #b91c1c; }
+#nb-note:empty { display: none; }
+#nb-note { color: #b91c1c; }
+@media (min-width: 900px) { #nb-editor { position: sticky; top: 8px; align-self: flex-start; } }
+"""
+
+
+@dataclass
+class NotebookTab:
+    control: gr.State
+    notebook: gr.State
+    lesson: gr.Dropdown
+    reset: gr.Button
+    upload: gr.UploadButton
+    downloads: list[gr.DownloadButton]  # lesson .md, .ipynb, .html
+    run_all: gr.Button
+    stop: gr.Button
+    note: gr.Markdown
+    document: gr.HTML
+    cell: gr.Dropdown  # the selected cell's index
+    kind: gr.Radio
+    options: gr.Textbox
+    source: gr.Textbox
+    apply: gr.Button
+    run_cell: gr.Button
+    up: gr.Button
+    down: gr.Button
+    delete: gr.Button
+    new_kind: gr.Radio
+    add: gr.Button
+
+    @property
+    def view(self) -> list:
+        """What a change of cells updates (see `show`)."""
+        return [self.notebook, self.cell, self.document, self.kind, self.options, self.source]
+
+    @property
+    def editor(self) -> set:
+        return {self.notebook, self.control, self.cell, self.kind, self.options, self.source}
+
+
+def shipped_lessons() -> dict[str, Path]:
+    return nb.list_lessons()
+
+
+def open_lesson(title: str) -> Notebook:
+    lessons = shipped_lessons()
+    if title not in lessons:
+        raise nb.LessonError(f"There is no lesson called {title!r}.")
+    return Notebook.open(title, nb.parse_lesson(lessons[title].read_text(encoding="utf-8")))
+
+
+def build_notebook(playground: Playground) -> NotebookTab:
+    lessons = list(shipped_lessons())
+    first = open_lesson(lessons[0])
+    gr.Markdown(
+        "Lessons on Gemma-2's chat format, in cells you can edit and run. Prompts show their "
+        "control tokens marked; outputs show exactly what the model wrote."
+    )
+    with gr.Row(equal_height=True):
+        lesson = gr.Dropdown(lessons, value=lessons[0], label="Lesson", elem_id="nb-lesson",
+                             scale=3, min_width=300)  # fmt: skip
+        reset = gr.Button("Reset to the original", elem_id="nb-reset", scale=1)
+        upload = gr.UploadButton("Open .md / .ipynb", file_types=[".md", ".ipynb"],
+                                 type="filepath", elem_id="nb-upload", scale=1)  # fmt: skip
+    with gr.Row():
+        run_all = gr.Button("▶ Run all", variant="primary", elem_id="nb-run-all")
+        stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id="nb-stop")
+        downloads = [
+            gr.DownloadButton(f"Download {what}", elem_id=f"nb-download-{ext}")
+            for what, ext in (("lesson (.md)", "md"), (".ipynb", "ipynb"), ("handout", "html"))
+        ]
+    note = gr.Markdown(elem_id="nb-note")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=320):
+            document = gr.HTML(elem_id="nb-document")
+        with gr.Column(scale=2, min_width=320, elem_id="nb-editor"):
+            cell = gr.Dropdown(cell_choices(first), value=0, label="Cell", elem_id="nb-cell")
+            kind, options, source = editor_fields(first.cells[0])
+            kind = gr.Radio(KIND_CHOICES, value=kind, label="Kind", elem_id="nb-kind")
+            options = gr.Textbox(options, label="Options (e.g. temperature=0 policy=drop)",
+                                 elem_id="nb-options", max_lines=1)  # fmt: skip
+            source = gr.Textbox(source, label="Source (markdown, JSON messages or raw text)",
+                                lines=10, max_lines=24, elem_id="nb-source")  # fmt: skip
+            with gr.Row():
+                apply = gr.Button("Apply edit", elem_id="nb-apply")
+                run_cell = gr.Button("▶ Run cell", variant="primary", elem_id="nb-run-cell")
+            with gr.Row():
+                up = gr.Button("↑ Up", size="sm", elem_id="nb-up")
+                down = gr.Button("↓ Down", size="sm", elem_id="nb-down")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="nb-delete")
+            new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell", elem_id="nb-new-kind")
+            add = gr.Button("+ Add it after this cell", size="sm", elem_id="nb-add")
+    return NotebookTab(gr.State(Control()), gr.State(first), lesson, reset, upload, downloads,
+                       run_all, stop, note, document, cell, kind, options, source, apply,
+                       run_cell, up, down, delete, new_kind, add)  # fmt: skip
+
+
+def cell_choices(notebook: Notebook) -> list[tuple[str, int]]:
+    return [(cell_label(i, c), i) for i, c in enumerate(notebook.cells)]
+
+
+def cell_run_params(cell: nb.PromptCell, base: SamplingParams, playground: Playground):
+    """The sidebar's sampling (with its stop strings and seed), overridden by the cell's own."""
+    values = {name: getattr(base, name) for name in SAMPLING_NAMES}
+    ranges = playground.settings.ranges
+    return nb.cell_params(cell, ranges, values).with_(stop=base.stop)
+
+
+def run_one(
+    playground: Playground, notebook: Notebook, index: int, base: SamplingParams, control: Control
+) -> Iterator[Notebook]:
+    """Stream cell `index`'s output into the notebook; a refusal becomes the cell's output."""
+    cell = notebook.cell(index)
+    try:
+        params = cell_run_params(cell, base, playground)
+        prompt = nb.cell_prompt(cell)
+        yield (notebook := notebook.with_output(index, CellOutput()))
+        for reply in throttle(playground.complete(prompt, params, control)):
+            yield (notebook := notebook.with_output(index, CellOutput(reply.text, reply.figures)))
+    except UserError as error:
+        yield notebook.with_output(index, CellOutput(error=str(error)))
+
+
+@lru_cache(maxsize=512)
+def prompt_checks(playground: Playground, prompt: str) -> str:
+    """A prompt's token count and checks, as the Raw prompt tab shows them (cached: the page is
+    rendered again at every step of a stream)."""
+    return nb.render_markdown(raw_checks(playground, prompt))
+
+
+def page(playground: Playground, notebook: Notebook, selected: int) -> str:
+    return document_html(notebook, selected, lambda prompt: prompt_checks(playground, prompt))
+
+
+def show(playground: Playground, notebook: Notebook, selected: int) -> tuple:
+    """Everything a change of cells updates: state, cell picker, page and editor."""
+    selected = max(0, min(selected, len(notebook.cells) - 1))
+    return (
+        notebook,
+        gr.Dropdown(choices=cell_choices(notebook), value=selected),
+        page(playground, notebook, selected),
+        *editor_fields(notebook.cells[selected]),
+    )
+
+
+def idle(control: Control) -> None:
+    """Edits wait for the run: its stream would overwrite them with its own copy."""
+    if control.busy:
+        raise ParamError("A cell is running: press Stop first.")
+
+
+def warn(error: UserError) -> None:
+    gr.Warning(display.escape(str(error)))  # a toast renders HTML: show the text literally
+
+
+def refusals_warn(width: int) -> Callable:
+    """A refused edit is a warning toast that changes nothing: raising instead would mark the
+    page and the editor as failed, covered by an error overlay until the next event."""
+
+    def decorate(fn: Callable) -> Callable:
+        @wraps(fn)
+        def call(*args):
+            try:
+                return fn(*args)
+            except UserError as error:
+                warn(error)
+                return tuple(gr.skip() for _ in range(width))
+
+        return user_errors(call)
+
+    return decorate
+
+
+def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> list[str]:
+    """The lesson, the Jupyter notebook and the handout, in a folder of their own."""
+    engine = playground.engine
+    model = notebook_model(engine.info.model if engine.info else "", engine.folder)
+    settings = playground.settings
+    context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
+    outputs = notebook.output_texts()
+    folder = Path(tempfile.mkdtemp(prefix="notebook-"))
+    stem = file_stem(notebook.title)
+    files = {
+        "md": notebook.lesson(),
+        "ipynb": nbformat.writes(nb.to_ipynb(notebook.cells, outputs, context)),
+        "html": nb.handout_html(notebook.title, notebook.cells, outputs),
+    }
+    paths = []
+    for ext, text in files.items():
+        path = folder / f"{stem}.{ext}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def edited(tab: NotebookTab, playground: Playground, data: dict) -> Notebook:
+    """The notebook with the editor's text applied to the selected cell."""
+    idle(data[tab.control])
+    cell = cell_from_editor(data[tab.kind], data[tab.options] or "", data[tab.source] or "")
+    if isinstance(cell, nb.PromptCell):  # a sampling value out of range: say so now
+        nb.cell_params(cell, playground.settings.ranges, playground.settings.defaults())
+    return data[tab.notebook].edited(data[tab.cell], cell)
+
+
+def wire_notebook(
+    tab: NotebookTab, controls: Controls, playground: Playground, demo: gr.Blocks
+) -> None:
+    refresh = wire_files(tab, controls, playground, demo)
+
+    @refusals_warn(len(tab.view))
+    def on_apply(data: dict) -> tuple:
+        return show(playground, edited(tab, playground, data), data[tab.cell])
+
+    wire_edits(tab, playground, on_apply, refresh)
+    wire_runs(tab, controls, playground, on_apply, refresh)
+
+
+def wire_files(
+    tab: NotebookTab, controls: Controls, playground: Playground, demo: gr.Blocks
+) -> dict:
+    """Lessons in and out: the picker, the page's `?lesson=`, Upload and the downloads. Returns
+    the download refresh, as keyword arguments of an event, for every change to follow."""
+
+    def on_downloads(data: dict) -> list:
+        values, _, _ = controls.read(data)
+        try:
+            paths = write_downloads(data[tab.notebook], playground, values)
+        except UserError as error:  # an opened file's cell with a bad sampling value
+            warn(error)
+            return [gr.skip()] * len(tab.downloads)
+        return [gr.DownloadButton(value=path) for path in paths]
+
+    @refusals_warn(len(tab.view) + 1)
+    def on_lesson(title: str, control: Control) -> tuple:
+        idle(control)
+        return (*show(playground, open_lesson(title), 0), "")
+
+    @user_errors
+    def on_upload(path: str, control: Control) -> tuple:
+        file = Path(path)
+        try:
+            idle(control)
+            cells = nb.load_cells(file.name, file.read_bytes())
+            if not cells:
+                raise nb.LessonError("the file has no cells.")
+        except UserError as error:
+            return (*[gr.skip()] * len(tab.view), display.escape(f"Not opened: {error}"))
+        return (*show(playground, Notebook.open(nb.lesson_title(cells), cells), 0), "")
+
+    def on_page_load(request: gr.Request) -> tuple:
+        """A teacher's link may name a lesson: `?view=notebook&lesson=04-one-bos`."""
+        wanted = request.query_params.get("lesson", "")
+        titles = {path.stem: title for title, path in shipped_lessons().items()}
+        title = titles.get(wanted) or next(iter(titles.values()))
+        return (*show(playground, open_lesson(title), 0), title)
+
+    refresh = {"fn": on_downloads, "inputs": {tab.notebook, *controls.inputs},
+               "outputs": tab.downloads, **PRIVATE}  # fmt: skip
+    opened = [*tab.view, tab.note]
+    tab.lesson.input(on_lesson, [tab.lesson, tab.control], opened, **PRIVATE).success(**refresh)
+    tab.upload.upload(on_upload, [tab.upload, tab.control], opened, **PRIVATE).then(**refresh)
+    demo.load(on_page_load, None, [*tab.view, tab.lesson], **PRIVATE).then(**refresh)
+    return refresh
+
+
+def wire_edits(tab: NotebookTab, playground: Playground, on_apply: Callable, refresh: dict) -> None:
+    """Select, apply, move, add, delete and reset: each a new Notebook, refused while running."""
+    refused = refusals_warn(len(tab.view))
+
+    def on_select(notebook: Notebook, selected: int) -> tuple:
+        return show(playground, notebook, selected)[2:]
+
+    @refused
+    def on_move(data: dict, delta: int) -> tuple:
+        notebook, selected = edited(tab, playground, data).moved(data[tab.cell], delta)
+        return show(playground, notebook, selected)
+
+    @refused
+    def on_delete(notebook: Notebook, selected: int, control: Control) -> tuple:
+        idle(control)
+        if len(notebook.cells) == 1:
+            raise ParamError("A lesson keeps at least one cell.")
+        return show(playground, notebook.deleted(selected), selected)
+
+    @refused
+    def on_add(data: dict) -> tuple:
+        notebook = edited(tab, playground, data)
+        notebook = notebook.inserted(data[tab.cell], NEW_CELLS[data[tab.new_kind]])
+        return show(playground, notebook, data[tab.cell] + 1)
+
+    @refused
+    def on_reset(notebook: Notebook, control: Control) -> tuple:
+        idle(control)
+        return show(playground, notebook.reset(), 0)
+
+    edits = [
+        (tab.apply.click, on_apply, tab.editor),
+        (tab.up.click, lambda data: on_move(data, -1), tab.editor),
+        (tab.down.click, lambda data: on_move(data, 1), tab.editor),
+        (tab.add.click, on_add, {*tab.editor, tab.new_kind}),
+        (tab.delete.click, on_delete, [tab.notebook, tab.cell, tab.control]),
+        (tab.reset.click, on_reset, [tab.notebook, tab.control]),
+    ]
+    for trigger, fn, inputs in edits:
+        trigger(fn, inputs, tab.view, **PRIVATE).success(**refresh)
+    tab.cell.input(on_select, [tab.notebook, tab.cell], tab.view[2:], **PRIVATE)
+
+
+def wire_runs(
+    tab: NotebookTab, controls: Controls, playground: Playground, on_apply: Callable,
+    refresh: dict,
+) -> None:  # fmt: skip
+    """Run cell and Run all (the editor applied first), in the engine's one queue, and Stop."""
+
+    def on_check_run(data: dict, every_cell: bool) -> None:
+        """Before a run, with no outputs (a refusal then marks nothing as failed): the editor's
+        cell must be valid, and Run cell needs a prompt cell."""
+        try:
+            cell = edited(tab, playground, data).cell(data[tab.cell])
+            if not every_cell and not isinstance(cell, nb.PromptCell):
+                raise ParamError("A markdown cell has nothing to run: pick a prompt cell.")
+        except UserError as error:
+            warn(error)
+            raise refuse(error, "notebook run") from None
+
+    def on_start(control: Control) -> gr.Button:
+        # Before queueing, so a Stop pressed while queued still counts.
+        control.stop, control.busy = False, True
+        return gr.update(interactive=True)
+
+    def on_stop(control: Control) -> None:
+        control.press_stop()
+
+    def runner(every_cell: bool) -> Callable:
+        @user_errors
+        def on_run(data: dict) -> Iterator[tuple]:
+            control, notebook, selected = data[tab.control], data[tab.notebook], data[tab.cell]
+            try:
+                values, stop, fresh = controls.read(data)
+                base = playground.params(values, stop, new_seed=fresh)
+                indices = [i for i in notebook.prompt_indices() if every_cell or i == selected]
+                for index in indices:
+                    if control.stop:
+                        break
+                    for step in run_one(playground, notebook, index, base, control):
+                        notebook = step
+                        yield notebook, page(playground, notebook, selected)
+            finally:
+                control.end()
+
+        return on_run
+
+    for button, every_cell in ((tab.run_cell, False), (tab.run_all, True)):
+        check = button.click(
+            lambda data, every=every_cell: on_check_run(data, every), tab.editor, None, **PRIVATE
+        )
+        check.success(on_apply, tab.editor, tab.view, **PRIVATE).success(
+            on_start, tab.control, tab.stop, **PRIVATE
+        ).success(
+            runner(every_cell),
+            {tab.notebook, tab.control, tab.cell, *controls.inputs},
+            [tab.notebook, tab.document],
+            concurrency_id=ENGINE_GROUP,
+            concurrency_limit=1,
+            show_progress="minimal",  # the place in the queue shows; the stream is not covered
+            **PRIVATE,
+        ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)
+    tab.stop.click(on_stop, tab.control, None, **PRIVATE)

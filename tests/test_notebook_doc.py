@@ -1,0 +1,131 @@
+"""The Notebook tab's gradio-free half: edits keep outputs with their cells, the editor reads
+cells as the lesson file does, and the page keeps every visitor's or model's text inert."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from playground.notebook import LessonError, MarkdownCell, PromptCell, list_lessons, parse_lesson
+from playground.notebook_doc import (
+    NEW_CELLS,
+    CellOutput,
+    Notebook,
+    cell_from_editor,
+    cell_label,
+    document_html,
+    editor_fields,
+    file_stem,
+    notebook_model,
+)
+
+HOSTILE = "<img src=x onerror=alert(1)> <script>alert(2)</script> [x](javascript:alert(3))"
+FIGURES = {"stop_reason": "eos", "prompt_tokens": 5, "new_tokens": 2, "ttft_s": 0.1,
+           "tokens_per_s": 9.0, "seed": 1}  # fmt: skip
+
+
+def sample() -> Notebook:
+    cells = [MarkdownCell("# Title"), PromptCell("raw", "A"), PromptCell("raw", "B")]
+    notebook = Notebook.open("Title", cells)
+    return notebook.with_output(1, CellOutput("out A", FIGURES))
+
+
+def no_live_markup(page: str) -> None:
+    for bad in ("<img", "<script", 'href="javascript', "onerror=alert(1)>"):
+        assert bad not in page
+
+
+def test_moving_inserting_and_deleting_carry_each_output_with_its_cell():
+    notebook, at = sample().moved(1, 1)
+    assert at == 2 and notebook.cells[2] == PromptCell("raw", "A")
+    assert notebook.outputs[2].text == "out A" and notebook.outputs[1] is None
+    assert sample().moved(0, -1)[1] == 0  # clamped at the top
+    added = sample().inserted(0, NEW_CELLS["markdown"])
+    assert added.cells[1] == NEW_CELLS["markdown"] and added.outputs[2].text == "out A"
+    assert sample().inserted(-1, NEW_CELLS["raw"]).cells[0] == NEW_CELLS["raw"]
+    deleted = sample().deleted(0)
+    assert deleted.cells[0] == PromptCell("raw", "A") and deleted.outputs[0].text == "out A"
+    with pytest.raises(LessonError, match="no cell 9"):
+        sample().deleted(8)
+
+
+def test_an_edit_clears_the_output_only_when_the_cell_changed_and_reset_restores():
+    assert sample().edited(1, PromptCell("raw", "A")).outputs[1].text == "out A"
+    changed = sample().edited(1, PromptCell("raw", "A2"))
+    assert changed.outputs[1] is None
+    assert changed.reset() == Notebook.open("Title", sample().cells)
+
+
+def test_only_finished_outputs_are_exported():
+    notebook = sample().with_output(2, CellOutput("half"))  # still streaming
+    assert notebook.output_texts() == {1: "out A"}
+    refused = notebook.with_output(2, CellOutput(error="System role not supported"))
+    assert refused.output_texts()[2] == "error: System role not supported"
+
+
+@pytest.mark.parametrize("path", list(list_lessons().values()), ids=lambda p: p.stem)
+def test_the_editor_reads_back_every_cell_of_every_lesson(path):
+    for cell in parse_lesson(path.read_text()):
+        assert cell_from_editor(*editor_fields(cell)) == cell
+
+
+def test_the_editor_refuses_what_a_lesson_file_cannot_hold():
+    with pytest.raises(LessonError, match=r"^unknown cell option 'colour=red'"):
+        cell_from_editor("chat", "colour=red", '[{"role": "user", "content": "hi"}]')
+    with pytest.raises(LessonError, match="policy must be one of"):
+        cell_from_editor("chat", "policy=ignore", '[{"role": "user", "content": "hi"}]')
+    with pytest.raises(LessonError, match="cannot hold a ```chat"):
+        cell_from_editor("markdown", "", 'Text\n\n```chat\n[{"role": "user", "content": "x"}]\n```')
+    with pytest.raises(LessonError, match="cannot be empty"):
+        cell_from_editor("markdown", "", "  \n")
+    with pytest.raises(LessonError):
+        cell_from_editor("chat", "", "not json")
+    fenced = cell_from_editor("raw", "temperature=0  seed=3", "text with ``` inside")
+    assert fenced == PromptCell(
+        "raw", "text with ``` inside", (("temperature", "0"), ("seed", "3"))
+    )
+
+
+def test_hostile_text_stays_inert_on_the_page():
+    cells = [
+        MarkdownCell(HOSTILE),
+        PromptCell("chat", '[{"role": "user", "content": "<img src=x onerror=alert(1)>"}]'),
+        PromptCell("raw", HOSTILE, (("prefill", "<script>"),)),
+        PromptCell("raw", "x", (("output", "markdown"),)),
+        PromptCell(
+            "chat",
+            '[{"role": "system", "content": "<b>s</b>"}, {"role": "user", "content": "u"}]',
+            (("policy", "error"),),
+        ),
+    ]
+    notebook = Notebook.open("T", cells)
+    notebook = notebook.with_output(1, CellOutput(HOSTILE + "<start_of_turn>", FIGURES))
+    notebook = notebook.with_output(3, CellOutput(HOSTILE, FIGURES))
+    page = document_html(notebook, 0, lambda prompt: f"checked {len(prompt)}")
+    no_live_markup(page)
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 4
+    assert "&lt;start_of_turn&gt;" in page and "end of sequence" in page
+    assert "[x](javascript:alert(3))" in page  # the link's text stands, as text
+    assert "Refused by the template" in page
+    assert (
+        page.count('class="nb-cell') == 5 and 'class="nb-cell nb-selected" id="nb-cell-1"' in page
+    )
+    assert "checked" in page  # the caller's checks stand under each prompt
+
+
+def test_cell_labels_and_file_names_are_short_and_plain():
+    label = cell_label(3, PromptCell("chat", "\n" + "word " * 40))
+    assert label.startswith("4 · chat: word") and label.endswith("…") and len(label) < 70
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "What is 7 plus 5?"}]  # fmt: skip
+    chat = PromptCell("chat", json.dumps(messages))
+    assert cell_label(0, chat) == "1 · chat: What is 7 plus 5?"
+    assert file_stem("1. The anatomy of a turn!") == "1-the-anatomy-of-a-turn"
+    assert file_stem("<<>>") == "lesson"
+
+
+def test_the_exported_notebook_never_names_a_folder_of_this_server(tmp_path):
+    assert notebook_model("tiny-random", tmp_path) == "path/to/tiny-random"
+    assert notebook_model("google/gemma-2-9b-it", tmp_path) == "google/gemma-2-9b-it"
+    tutor = notebook_model("tiny-tutor", tmp_path)
+    assert tutor == "playground/tutor/tiny-tutor" and not Path(tutor).is_absolute()

@@ -1,0 +1,372 @@
+"""The Notebook tab in real headless Chromium (Debian's), on the tiny random model: tests assert
+structure, streaming, stop reasons and escaping, never what the model says."""
+
+import json
+import time
+
+import nbformat
+import pytest
+
+from tests.conftest import serve
+from tests.fakes import RecordingEngine
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, screenshot, set_number
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+HOSTILE_IMG = "<img src=x onerror=alert(1)>"
+HOSTILE_MD = f"{HOSTILE_IMG}\n\n<script>alert(2)</script>\n\n[click me](javascript:alert(3))"
+HOSTILE_OUTPUT = (
+    f"{HOSTILE_IMG} <script>alert(7)</script> [link](javascript:alert(8)) <start_of_turn>"
+)
+HOSTILE_CHAT = json.dumps(
+    [{"role": "user", "content": f"{HOSTILE_IMG} <script>alert(4)</script> <start_of_turn>"}]
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_notebook(browser, url, query="?view=notebook"):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url + query)
+    page.wait_for_selector("#nb-document .nb-cell")
+    return page
+
+
+@pytest.fixture
+def page(browser, app_url, request):
+    page = open_notebook(browser, app_url)
+    yield page
+    screenshot(page, request)
+
+
+def cell_text(page, number):
+    return page.inner_text(f"#nb-cell-{number}")
+
+
+def select_cell(page, number):
+    page.locator("#nb-cell input").click()
+    page.get_by_role("option").nth(number - 1).click()
+    page.wait_for_selector(f"#nb-cell-{number}.nb-selected")
+
+
+def edit_cell(page, number, source, options=None):
+    select_cell(page, number)
+    page.fill("#nb-source textarea", source)
+    if options is not None:
+        page.locator("#nb-options").locator("input, textarea").first.fill(options)
+
+
+def wait_text(page, selector, text):
+    page.wait_for_function(
+        f"document.querySelector({json.dumps(selector)})?.innerText.includes({json.dumps(text)})"
+    )
+
+
+def assert_inert(page):
+    page.wait_for_timeout(300)
+    assert page.dialogs == []
+    assert page.locator("#nb-document img, #nb-document script").count() == 0
+    assert page.locator("a[href^='javascript:'], a[href^='data:']").count() == 0
+
+
+def test_the_deep_link_opens_the_notebook_tab_and_a_named_lesson(browser, app_url, request):
+    page = open_notebook(browser, app_url, "?view=notebook&lesson=04-one-bos")
+    try:
+        assert page.get_by_role("tab", name="Notebook").get_attribute("aria-selected") == "true"
+        wait_text(page, "#nb-cell-1", "4. One <bos>")
+        assert page.locator("#nb-document").is_visible()
+        assert "<bos>" in page.inner_text("#nb-document")  # control tokens shown as text
+        assert page.locator("#nb-document .ctl").count() > 0  # ...and marked
+    finally:
+        screenshot(page, request)
+
+
+def test_the_plain_link_opens_the_chat(browser, app_url):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#message textarea")
+    assert page.get_by_role("tab", name="Chat").get_attribute("aria-selected") == "true"
+    page.close()
+
+
+def test_edit_a_cell_and_run_it_with_hostile_text_shown_literally(page):
+    set_number(page, "slider-max_new_tokens", 64)
+    edit_cell(page, 2, HOSTILE_CHAT, "temperature=0 max_new_tokens=6")
+    page.click("#nb-run-cell")
+    wait_text(page, "#nb-cell-2", "6 new tokens")  # the cell's option beats the slider
+    text = cell_text(page, 2)
+    assert "2 · chat · temperature=0 max_new_tokens=6" in text
+    assert HOSTILE_IMG in text and "<script>alert(4)</script>" in text
+    assert "tokens as sent" in text and "seed" in text
+    assert page.locator("#nb-cell-2 .nb-out-text").count() == 1
+    edit_cell(page, 1, HOSTILE_MD)
+    page.click("#nb-apply")
+    wait_text(page, "#nb-cell-1", "click me")
+    assert HOSTILE_IMG in cell_text(page, 1) and "<script>alert(2)</script>" in cell_text(page, 1)
+    for link in page.locator("#nb-document a").all():
+        link.click(force=True)
+    assert_inert(page)
+
+
+def test_an_output_rendered_as_markdown_stays_inert(page):
+    edit_cell(page, 2, "[click](javascript:alert(5)) <img src=x onerror=alert(6)>",
+              "output=markdown max_new_tokens=4")  # fmt: skip
+    page.locator("#nb-kind").get_by_text("raw", exact=True).click()
+    page.click("#nb-run-cell")
+    wait_text(page, "#nb-cell-2", "4 new tokens")
+    assert page.locator("#nb-cell-2 .nb-out-md").count() == 1
+    assert "2 · raw · output=markdown" in cell_text(page, 2)
+    assert_inert(page)
+
+
+def test_a_bad_cell_is_refused_with_an_escaped_message_and_kept(page):
+    edit_cell(page, 2, "[not json", "")
+    page.click("#nb-run-cell")
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    assert "JSON" in toast.inner_text() or "json" in toast.inner_text()
+    assert page.locator("#nb-stop").is_disabled()
+    edit_cell(page, 2, '[{"role": "user", "content": "hi"}]', f'colour="{HOSTILE_IMG}"')
+    page.click("#nb-apply")
+    page.locator(".toast-body").get_by_text("unknown cell option").first.wait_for()
+    toasts = page.locator(".toast-body").all_inner_texts()
+    assert any(HOSTILE_IMG in toast for toast in toasts)
+    assert_inert(page)
+    assert page.locator(".toast-body img").count() == 0
+    assert page.locator("#nb-document .error, #nb-editor .error").count() == 0
+    assert '"hi"' not in cell_text(page, 2)  # the refused edits changed nothing
+    page.locator("#nb-options input").fill("temperature=9")
+    page.click("#nb-apply")
+    page.locator(".toast-body").get_by_text("from 0 to 2, got 9").first.wait_for()
+    assert "temperature=9" not in cell_text(page, 2)
+    select_cell(page, 1)  # nothing is covered by an error overlay
+
+
+def test_run_all_runs_every_prompt_cell_in_order(page):
+    set_number(page, "slider-max_new_tokens", 4)
+    prompts = page.locator("#nb-document .prompt").count()
+    assert prompts >= 2
+    page.click("#nb-run-all")
+    page.wait_for_function(
+        f"document.querySelectorAll('#nb-document .nb-figures').length === {prompts} && "
+        "![...document.querySelectorAll('#nb-document .nb-figures')]"
+        ".some(e => e.innerText.includes('running'))",
+        timeout=120_000,
+    )
+    figures = page.locator("#nb-document .nb-figures").all_inner_texts()
+    assert all("new tokens" in line and "prompt tokens" in line for line in figures)
+    page.wait_for_function("document.querySelector('#nb-stop').disabled")
+
+
+def test_add_move_and_delete_a_cell(page):
+    before = page.locator("#nb-document .nb-cell").count()
+    select_cell(page, 1)
+    page.locator("#nb-new-kind").get_by_text("markdown", exact=True).click()
+    page.click("#nb-add")
+    wait_text(page, "#nb-cell-2", "Write here")
+    assert page.locator("#nb-document .nb-cell").count() == before + 1
+    assert page.locator("#nb-cell-2.nb-selected").count() == 1  # the new cell is selected
+    page.click("#nb-down")
+    wait_text(page, "#nb-cell-3", "Write here")
+    assert "Write here" not in cell_text(page, 2)
+    assert "3 · markdown: Write here" in page.input_value("#nb-cell input")
+    page.click("#nb-up")
+    page.click("#nb-up")
+    wait_text(page, "#nb-cell-1", "Write here")
+    page.click("#nb-delete")
+    page.wait_for_function(
+        f"document.querySelectorAll('#nb-document .nb-cell').length === {before}"
+    )
+    assert "Write here" not in page.inner_text("#nb-document")
+
+
+def test_stop_ends_a_long_cell_with_its_figures(browser, paced_app_url, paced_engine, request):
+    page = open_notebook(browser, paced_app_url)
+    try:
+        edit_cell(page, 2, "Once upon a time", "temperature=0 max_new_tokens=4096")
+        page.locator("#nb-kind").get_by_text("raw", exact=True).click()
+        page.click("#nb-run-cell")
+        page.wait_for_function(
+            "document.querySelector('#nb-cell-2 .nb-out-text')?.innerText.length > 100"
+        )
+        page.click("#nb-stop")
+        wait_text(page, "#nb-cell-2", "stopped by you")
+        assert engine_ends(paced_engine)
+        assert "4096 new tokens" not in cell_text(page, 2)
+        stopped = cell_text(page, 2)
+        page.wait_for_timeout(1000)
+        assert cell_text(page, 2) == stopped  # nothing more arrives
+        page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        # Stop during Run all ends the run: the later cells do not start.
+        page.click("#nb-run-all")
+        wait_text(page, "#nb-cell-2 .nb-figures", "running")  # the old output is gone
+        page.wait_for_function(
+            "document.querySelector('#nb-cell-2 .nb-out-text')?.innerText.length > 100"
+        )
+        page.click("#nb-stop")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        assert "stopped by you" in cell_text(page, 2)
+        assert page.locator("#nb-document .nb-out").count() == 1
+        # The Stop does not linger: the next Run all runs every cell to its end.
+        edit_cell(page, 2, "Once upon a time", "max_new_tokens=3")
+        page.click("#nb-run-all")
+        page.wait_for_function("!document.querySelector('#nb-stop').disabled")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled", timeout=120_000)
+        figures = page.locator("#nb-document .nb-figures").all_inner_texts()
+        assert len(figures) == page.locator("#nb-document .prompt").count() == 3
+        assert "3 new tokens" in figures[0]
+        assert not any("stopped by you" in line for line in figures)
+    finally:
+        screenshot(page, request)
+
+
+def engine_ends(engine, seconds=10):
+    """Whether the engine's native loop ends within `seconds` (it may trail the page by a few
+    milliseconds on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while engine.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return engine.active == 0
+
+
+def download(page, elem_id, path):
+    with page.expect_download() as info:
+        page.click(f"#{elem_id}")
+    info.value.save_as(path)
+    return path
+
+
+def test_export_ipynb_and_load_it_back(page, tmp_path):
+    edit_cell(page, 2, '[{"role": "user", "content": "EXPORT-ME"}]', "max_new_tokens=5")
+    page.click("#nb-run-cell")
+    wait_text(page, "#nb-cell-2", "5 new tokens")
+    heads = page.locator("#nb-document .nb-head").all_inner_texts()
+    prompts = page.locator("#nb-document .prompt").all_inner_texts()
+    page.wait_for_timeout(1000)  # the downloads are rewritten once the run ends
+    saved = download(page, "nb-download-ipynb", tmp_path / "lesson.ipynb")
+    notebook = nbformat.read(saved, as_version=4)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code" and "EXPORT-ME" in c.source]
+    assert len(code) == 1 and code[0].outputs  # the playground's output is stored
+    assert "/work" not in saved.read_text() and "/tmp" not in saved.read_text()
+    lesson = download(page, "nb-download-md", tmp_path / "lesson.md")
+    assert "EXPORT-ME" in lesson.read_text() and "max_new_tokens=5" in lesson.read_text()
+    page.click("#nb-reset")
+    page.wait_for_function("!document.querySelector('#nb-document').innerText.includes('EXPORT')")
+    with page.expect_file_chooser() as chooser:
+        page.click("#nb-upload")
+    chooser.value.set_files(str(saved))
+    wait_text(page, "#nb-cell-2", "EXPORT-ME")
+    assert page.locator("#nb-document .nb-head").all_inner_texts() == heads
+    assert page.locator("#nb-document .prompt").all_inner_texts() == prompts
+    assert "5 new tokens" not in page.inner_text("#nb-document")  # loaded cells, not yet run
+    assert page.inner_text("#nb-note") == ""
+
+
+def test_an_invalid_upload_gets_one_clear_escaped_message(page, tmp_path):
+    bad = tmp_path / "bad.md"
+    bad.write_text(f'```chat colour="{HOSTILE_IMG}"\n[]\n```\n')
+    before = page.inner_text("#nb-document")
+    with page.expect_file_chooser() as chooser:
+        page.click("#nb-upload")
+    chooser.value.set_files(str(bad))
+    wait_text(page, "#nb-note", "Not opened")
+    note = page.inner_text("#nb-note")
+    assert "unknown cell option" in note and HOSTILE_IMG in note
+    assert page.locator("#nb-note img").count() == 0
+    assert page.inner_text("#nb-document") == before  # the open lesson is kept
+    junk = tmp_path / "junk.ipynb"
+    junk.write_text("{not a notebook")
+    with page.expect_file_chooser() as chooser:
+        page.click("#nb-upload")
+    chooser.value.set_files(str(junk))
+    wait_text(page, "#nb-note", "not a valid Jupyter notebook")
+    assert_inert(page)
+
+
+def test_the_handout_opens_offline_with_hostile_text_inert(page, tmp_path):
+    edit_cell(page, 1, HOSTILE_MD)
+    page.click("#nb-apply")
+    wait_text(page, "#nb-cell-1", "click me")
+    edit_cell(page, 2, HOSTILE_CHAT, "max_new_tokens=4")
+    page.click("#nb-run-cell")
+    wait_text(page, "#nb-cell-2", "4 new tokens")
+    page.wait_for_timeout(1000)
+    handout = download(page, "nb-download-html", tmp_path / "handout.html")
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if not r.url.startswith("file:") else 0)
+    page.goto(handout.as_uri())
+    body = page.inner_text("body")
+    assert HOSTILE_IMG in body and "<script>alert(4)</script>" in body and "click me" in body
+    assert page.locator("img, script, a[href^='javascript:']").count() == 0
+    assert page.dialogs == [] and fetched == []
+
+
+def test_hostile_model_output_stays_inert_as_text_as_markdown_and_in_the_handout(
+    browser, settings, tiny_folder, tmp_path, request
+):
+    """A (recording) model that writes markup: the output shows literally, and rendered as
+    markdown it keeps no element, handler or javascript: link; the handout neither."""
+    from playground.ui import build_demo
+
+    demo = build_demo(RecordingEngine(tiny_folder, reply=HOSTILE_OUTPUT), settings)
+    page = open_notebook(browser, serve(demo, settings))
+    try:
+        edit_cell(page, 2, '[{"role": "user", "content": "hi"}]', "max_new_tokens=512")
+        page.click("#nb-run-cell")
+        wait_text(page, "#nb-cell-2 .nb-figures", "end of turn")
+        assert HOSTILE_OUTPUT in page.inner_text("#nb-cell-2 .nb-out-text")
+        assert_inert(page)
+        page.locator("#nb-options").locator("input").fill("output=markdown max_new_tokens=512")
+        page.click("#nb-run-cell")
+        page.wait_for_selector("#nb-cell-2 .nb-out-md")
+        wait_text(page, "#nb-cell-2 .nb-figures", "end of turn")
+        shown = page.inner_text("#nb-cell-2 .nb-out-md")
+        assert HOSTILE_IMG in shown and "<script>alert(7)</script>" in shown
+        for link in page.locator("#nb-document a").all():
+            link.click(force=True)
+        assert_inert(page)
+        page.wait_for_timeout(1000)  # the downloads are rewritten once the run ends
+        handout = download(page, "nb-download-html", tmp_path / "handout.html")
+        page.goto(handout.as_uri())
+        assert HOSTILE_OUTPUT in page.inner_text("body")
+        assert page.locator("img, script, a[href^='javascript:']").count() == 0
+        assert page.dialogs == []
+    finally:
+        screenshot(page, request)
+        demo.close()
+
+
+def test_a_cell_waits_in_the_one_engine_queue_behind_a_chat_reply(
+    browser, paced_app_url, paced_engine, request
+):
+    from tests.test_browser import open_page, start_long_reply
+
+    chat = open_page(browser, paced_app_url)
+    page = open_notebook(browser, paced_app_url)
+    try:
+        start_long_reply(chat)
+        edit_cell(page, 2, "Once upon a time", "max_new_tokens=3")
+        page.locator("#nb-kind").get_by_text("raw", exact=True).click()
+        page.click("#nb-run-cell")
+        page.wait_for_function("!document.querySelector('#nb-stop').disabled")
+        page.wait_for_function("/queue/i.test(document.querySelector('#nb-document').innerText)")
+        page.wait_for_timeout(1000)
+        assert page.locator("#nb-cell-2 .nb-out").count() == 0  # not started: queued
+        assert paced_engine.active == 1
+        chat.click("#stop", force=True)
+        wait_text(page, "#nb-cell-2", "3 new tokens")
+    finally:
+        screenshot(page, request)
+        chat.close()
