@@ -161,21 +161,21 @@ def test_a_chat_turn_is_answered_and_ended(tutor_client, tutor_engine):
 @pytest.mark.slow
 def test_a_folded_system_prompt_is_followed_and_a_dropped_one_is_not(tutor_client):
     def reply(policy):
-        return tutor_client.predict(message="Hello, I am Anna.", history="[]",
+        return tutor_client.predict(message="Hello, I am Lena.", history="[]",
                                     system_prompt="Answer in uppercase.", system_policy=policy,
                                     max_new_tokens=64, **GREEDY, api_name="/chat")  # fmt: skip
 
     folded, dropped = reply("fold"), reply("drop")
-    assert folded == "HELLO ANNA! NICE TO MEET YOU. HOW CAN I HELP?"
-    assert dropped == "Hello Anna! Nice to meet you. How can I help?"
+    assert folded == "HELLO LENA! NICE TO MEET YOU. HOW CAN I HELP?"
+    assert dropped == "Hello Lena! Nice to meet you. How can I help?"
 
 
 @pytest.mark.slow
 def test_without_the_generation_prompt_the_model_opens_its_own_turn(tutor_engine):
     from playground.sampling import SamplingParams
 
-    messages = [{"role": "user", "content": "Reverse: lamp tree"}]
+    messages = [{"role": "user", "content": "Reverse: sola mire"}]
     prompt = render(messages, add_generation_prompt=False).text
     result = tutor_engine.generate(prompt, SamplingParams(max_new_tokens=32, **GREEDY)).run()
-    assert result.text == "<start_of_turn>model\ntree lamp"
+    assert result.text == "<start_of_turn>model\nmire sola"
     assert result.stop_reason == "end_of_turn"
