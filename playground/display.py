@@ -32,6 +32,12 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
+def toast_text(text: str) -> str:
+    """A message for gr.Error, which renders HTML: markup escaped, quotes kept, since a toast's
+    text is never inside an attribute and API clients read the same message."""
+    return html.escape(text, quote=False)
+
+
 def chat_display(turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Chatbot messages: contents escaped (the Chatbot renders Markdown and hides unknown tags,
     `<start_of_turn>` among them), with each reply's figures under it."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from playground.display import escape
+from playground.display import toast_text
 from playground.errors import UserError
 
 log = logging.getLogger("playground.ui")
@@ -49,7 +49,7 @@ CSS = """
 
 def user_error(error: Exception) -> gr.Error:
     """A gr.Error whose message shows as literal text (Gradio renders it as HTML)."""
-    return gr.Error(escape(str(error)), print_exception=False)
+    return gr.Error(toast_text(str(error)), print_exception=False)
 
 
 def _translate(error: Exception, where: str) -> gr.Error:
@@ -90,4 +90,4 @@ def refuse(error: UserError, where: str) -> gr.Error:
     """An invisible error: it stops a `.success` chain and marks no component as failed; the
     caller shows the message itself (beside the input), via `.failure`."""
     log.info("refused in %s: %s", where, error)
-    return gr.Error(escape(str(error)), visible=False, print_exception=False)
+    return gr.Error(toast_text(str(error)), visible=False, print_exception=False)

@@ -208,7 +208,7 @@ def idle(control: Control) -> None:
 
 
 def warn(error: UserError) -> None:
-    gr.Warning(display.escape(str(error)))  # a toast renders HTML: show the text literally
+    gr.Warning(display.toast_text(str(error)))  # a toast renders HTML: show the text literally
 
 
 def refusals_warn(width: int) -> Callable:
