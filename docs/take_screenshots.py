@@ -1,10 +1,16 @@
-"""Take README's screenshots from the real app (tiny model) in Debian's headless Chromium.
+"""Take README's screenshots from the real app in Debian's headless Chromium, as a visitor
+without network sees it: the default model can't be had, so it serves tiny-tutor with a banner.
 
 Usage: python docs/take_screenshots.py  (writes docs/*.png: 1280 px wide, and 400 px phones)
 """
 
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+# No hub and an empty cache: the app falls back to tiny-tutor, as on a fresh offline machine.
+os.environ.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp())
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -20,17 +26,17 @@ DOCS = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    settings = load_settings(model="tiny-random")
-    engine, _ = open_engine(settings)
-    url = serve(build_demo(engine, settings), settings)
+    settings = load_settings()
+    engine, notice = open_engine(settings)
+    url = serve(build_demo(engine, settings, notice), settings)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
         page.wait_for_selector("#message textarea")
-        set_number(page, "slider-max_new_tokens", 60)
+        set_number(page, "slider-max_new_tokens", 160)
         page.locator("#examples input").click()
-        page.get_by_text("A system prompt (Gemma-2 has no system role)").click()
+        page.get_by_text("tiny-tutor: a folded system prompt").click()
         page.wait_for_function("document.querySelector('#message textarea').value.length > 0")
         page.click("#send")
         page.wait_for_selector("#chatbot >> text=prompt tokens")
@@ -38,10 +44,10 @@ def main() -> None:
         page.screenshot(path=str(DOCS / "chat.png"))
         page.get_by_role("tab", name="Template inspector").click()
         page.click("#use-chat")
-        page.wait_for_selector("#marked-prompt >> text=patient teacher")
+        page.wait_for_selector("#marked-prompt >> text=Answer in uppercase")
         page.screenshot(path=str(DOCS / "inspector.png"), full_page=True)
         page.get_by_role("tab", name="Raw prompt").click()
-        page.fill("#raw-prompt textarea", "<start_of_turn>user\nWrite a haiku.<end_of_turn>\n")
+        page.fill("#raw-prompt textarea", "<start_of_turn>user\nWhat is 3 times 4?<end_of_turn>\n")
         page.click("#raw-generate")
         page.wait_for_selector("#raw-figures >> text=new tokens")
         page.evaluate("window.scrollTo(0, 0)")
@@ -50,7 +56,7 @@ def main() -> None:
         phone = browser.new_page(viewport={"width": 400, "height": 860})
         phone.goto(url)
         phone.wait_for_selector("#message textarea")
-        phone.fill("#message textarea", "Hello from a phone")
+        phone.fill("#message textarea", "What is 7 plus 5?")
         phone.click("#send")
         phone.wait_for_selector("#chatbot >> text=prompt tokens")
         phone.evaluate("window.scrollTo(0, 0)")
@@ -63,11 +69,11 @@ def notebook_shots(browser, url: str) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(url + "?view=notebook")
     page.wait_for_selector("#nb-document .nb-cell")
-    set_number(page, "slider-max_new_tokens", 24)
+    set_number(page, "slider-max_new_tokens", 160)
     page.locator("#nb-cell input").click()
     page.get_by_role("option").nth(1).click()
     page.wait_for_selector("#nb-cell-2.nb-selected")
-    page.locator("#nb-options input").fill("temperature=0 max_new_tokens=24")
+    page.locator("#nb-options input").fill("temperature=0 max_new_tokens=160")
     page.click("#nb-run-all")
     page.wait_for_function("document.querySelector('#nb-stop').disabled === false")
     page.wait_for_function("document.querySelector('#nb-stop').disabled", timeout=120_000)
