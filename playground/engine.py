@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from playground.errors import UserError
-from playground.models import TUTOR, ModelUnavailableError, resolve_model
+from playground.models import resolve_or_fall_back
 from playground.sampling import SamplingParams
 from playground.settings import Settings
 from playground.tokens import Tokenizer
@@ -522,38 +522,18 @@ def get_engine(
         return _engines[spec]
 
 
-def fallback_notice(wanted: str, served: str, error: Exception) -> str:
-    """What the banner and the log say when `served` stands in for `wanted`."""
-    what = (
-        "a 1M-parameter Gemma-2 trained on the chat format: it greets you, does sums from 0 to "
-        "12, repeats, reverses and uppercases words, follows a folded system prompt and explains "
-        "the chat format, and knows nothing else"
-        if served == TUTOR
-        else "a tiny random-weight Gemma-2: its replies are gibberish"
-    )
-    return (
-        f"Serving {served!r}, {what}. The real model {wanted!r} could not be had "
-        f"({type(error.__cause__ or error).__name__}); get it with `hf download {wanted}` and "
-        "restart."
-    )
-
-
 def open_engine(settings: Settings) -> tuple[Engine, str | None]:
     """The cached engine for `settings`, and a notice when it had to fall back.
 
     The default model falls back to `settings.fallback_model` when it can't be had (no network
     and no cached copy); a model given explicitly never does.
     """
-    notice = None
-    try:
-        folder = resolve_model(settings.model, settings.cache_dir)
-        name = settings.model
-    except ModelUnavailableError as error:
-        if settings.model_given or settings.model == settings.fallback_model:
-            raise
-        notice = fallback_notice(settings.model, settings.fallback_model, error)
-        folder = resolve_model(settings.fallback_model, settings.cache_dir)
-        name = settings.fallback_model
+    folder, name, notice = resolve_or_fall_back(
+        settings.model,
+        settings.fallback_model,
+        cache_dir=settings.cache_dir,
+        may_fall_back=not settings.model_given,
+    )
     engine = get_engine(
         folder,
         settings.engine,

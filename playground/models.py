@@ -2,8 +2,9 @@
 
 Owns: the kinds of spec (a Hugging Face repo id, a local folder, the shipped trained model
 `tiny-tutor`, the built-in synthetic models `tiny-random` and `mid-random`), the offline build of
-those synthetic Gemma-2 models, and the one-time conversion of a folder's Hugging Face tokenizer to
-OpenVINO tokenizer IRs.
+those synthetic Gemma-2 models, the fallback rule (the default model falls back to the shipped one,
+with a notice; a model given explicitly never does), and the one-time conversion of a folder's
+Hugging Face tokenizer to OpenVINO tokenizer IRs.
 Does not own: running a model (see `engine`), reading settings or the environment (the cache
 folder is passed in), or chat templates (see `chat_format`).
 
@@ -96,6 +97,37 @@ def resolve_model(spec: str, cache_dir: Path) -> Path:
         )
     ensure_ov_tokenizers(folder)
     return folder
+
+
+def resolve_or_fall_back(
+    spec: str, fallback: str, *, cache_dir: Path, may_fall_back: bool
+) -> tuple[Path, str, str | None]:
+    """`spec`'s folder, or, when it can't be had and `may_fall_back` (the default model, not one
+    given explicitly), `fallback`'s: returns the folder, the name served, and a notice saying
+    why when it fell back."""
+    try:
+        return resolve_model(spec, cache_dir), spec, None
+    except ModelUnavailableError as error:
+        if not may_fall_back or spec == fallback:
+            raise
+        notice = fallback_notice(spec, fallback, error)
+        return resolve_model(fallback, cache_dir), fallback, notice
+
+
+def fallback_notice(wanted: str, served: str, error: Exception) -> str:
+    """What the banner and the log say when `served` stands in for `wanted`."""
+    what = (
+        "a 1M-parameter Gemma-2 trained on the chat format: it greets you, does sums from 0 to "
+        "12, repeats, reverses and uppercases words, follows a folded system prompt and explains "
+        "the chat format, and knows nothing else"
+        if served == TUTOR
+        else "a tiny random-weight Gemma-2: its replies are gibberish"
+    )
+    return (
+        f"Serving {served!r}, {what}. The real model {wanted!r} could not be had "
+        f"({type(error.__cause__ or error).__name__}); get it with `hf download {wanted}` and "
+        "restart."
+    )
 
 
 def _looks_like_repo_id(spec: str) -> bool:
