@@ -131,3 +131,26 @@ def test_every_lesson_runs_end_to_end_on_the_tiny_model(title, tmp_path):
     code = [c for c in notebook.cells if c.cell_type == "code"][1:]
     assert len(code) == len(prompts) and all(c.outputs for c in code)
     assert "<script" not in page.read_text()
+
+
+@pytest.mark.slow
+def test_the_exported_notebook_prints_the_playgrounds_own_output(tmp_path):
+    """The .ipynb's code cells, run as one script on the tiny model, print what the playground
+    stored for each greedy cell."""
+    out = tmp_path / "lesson.ipynb"
+    lesson = LESSONS[next(t for t in LESSONS if t.startswith("1."))]
+    subprocess.run(
+        [sys.executable, "-m", "playground", "notebook", "run", str(lesson), "--model",
+         "tiny-tutor", "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    code = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    marker = "----cell----"
+    script = f"\nprint({marker!r})\n".join(c.source for c in code)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.split(marker + "\n")[1:]
+    stored = [c.outputs[0]["text"] for c in code[1:]]
+    assert printed == stored and len(stored) >= 3
