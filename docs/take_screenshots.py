@@ -19,8 +19,8 @@ from playwright.sync_api import sync_playwright
 from playground.engine import open_engine
 from playground.settings import load_settings
 from playground.ui import build_demo
-from tests.conftest import serve
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, set_number
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, serve
+from tests.test_browser import set_number
 
 DOCS = Path(__file__).resolve().parent
 

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, GEMMA2_CHAT_TEMPLATE
 from playground.errors import UserError
@@ -193,10 +194,10 @@ def build_synthetic_model(name: str, cache_dir: Path) -> Path:
 
 def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
     import torch
-    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
     tokenizer = _train_tokenizer(spec.vocab_size)
-    config = Gemma2Config(
+    torch.manual_seed(0)
+    model = new_gemma2(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -204,8 +205,22 @@ def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
         num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads,
         head_dim=spec.head_dim,
-        query_pre_attn_scalar=spec.head_dim,
         sliding_window=spec.sliding_window,
+    ).eval()
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+
+    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
+
+
+def new_gemma2(**shape: Any):
+    """A fresh Gemma2ForCausalLM of `shape` (sizes, and any Gemma2Config option) with Gemma-2's
+    fixed choices: logit softcapping, tied embeddings, the real special ids and end tokens."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
+
+    config = Gemma2Config(
+        **shape,
+        query_pre_attn_scalar=shape["head_dim"],
         attn_logit_softcapping=50.0,
         final_logit_softcapping=30.0,
         tie_word_embeddings=True,
@@ -214,15 +229,11 @@ def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
         eos_token_id=EOS_ID,
         bos_token_id=BOS_ID,
     )
-    torch.manual_seed(0)
-    model = Gemma2ForCausalLM(config).eval()
+    model = Gemma2ForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=BOS_ID, eos_token_id=[EOS_ID, END_OF_TURN_ID], pad_token_id=PAD_ID
     )
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-
-    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
+    return model
 
 
 def export_ir(hf_dir: Path, ov_dir: Path, *, bits: int, group_size: int) -> None:

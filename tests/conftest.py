@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PLAYGROUND_CACHE", str(ROOT / ".cache"))
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+# Debian's Chromium, driven by Playwright; no browser is ever downloaded.
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps trying to reach the (closed) network.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+
 # Greedy ids of the two engines match only in f32 (this CPU defaults to bf16 and a u8 KV cache).
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
@@ -167,3 +175,14 @@ def tutor_client(settings, tutor_engine):
     client = Client(serve(demo, settings), verbose=False)
     yield client
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for one test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

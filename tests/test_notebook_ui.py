@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import serve
 from tests.fakes import RecordingEngine
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, screenshot, set_number
+from tests.test_browser import TIMEOUT_MS, screenshot, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,16 +21,6 @@ HOSTILE_OUTPUT = (
 HOSTILE_CHAT = json.dumps(
     [{"role": "user", "content": f"{HOSTILE_IMG} <script>alert(4)</script> <start_of_turn>"}]
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_notebook(browser, url, query="?view=notebook"):

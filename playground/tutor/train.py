@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from playground.chat_format import BOS, END_OF_TURN, START_OF_TURN
-from playground.models import BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID
+from playground.models import PAD_ID, new_gemma2
 from playground.tutor import RECIPE
 from playground.tutor.corpus import CORPUS_VERSION, SKILLS, Example, training_stream
 from playground.tutor.vocab import VOCAB_SIZE, build_tokenizer
@@ -93,27 +93,10 @@ def encode(example: Example, tokenizer) -> tuple[list[int], list[int]]:
 
 
 def make_model(shape: Shape):
-    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
-
-    config = Gemma2Config(
-        vocab_size=VOCAB_SIZE,
-        **asdict(shape),
-        query_pre_attn_scalar=shape.head_dim,
-        sliding_window=512,
-        attn_logit_softcapping=50.0,
-        final_logit_softcapping=30.0,
-        tie_word_embeddings=True,
-        max_position_embeddings=8192,
-        pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID,
-        bos_token_id=BOS_ID,
-        attn_implementation="eager",  # Gemma-2's attention softcapping needs it
+    # Eager attention: Gemma-2's attention softcapping needs it.
+    return new_gemma2(
+        vocab_size=VOCAB_SIZE, **asdict(shape), sliding_window=512, attn_implementation="eager"
     )
-    model = Gemma2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=BOS_ID, eos_token_id=[EOS_ID, END_OF_TURN_ID], pad_token_id=PAD_ID
-    )
-    return model
 
 
 def _batch(encoded: list[tuple[list[int], list[int]]], max_tokens: int):
