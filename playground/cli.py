@@ -20,7 +20,7 @@ from playground.engine import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe
-from playground.session import Playground, PromptOptions, request_params
+from playground.session import Playground, PromptOptions, exported_model, request_params
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
@@ -255,7 +255,7 @@ def _notebook_run(args: argparse.Namespace) -> int:
             print(f"cell {i + 1}: {result.new_tokens} new tokens, {result.stop_reason}",
                   file=sys.stderr)  # fmt: skip
     context = nb.NotebookContext(
-        nb.portable_model(engine.info.model, engine.folder), settings.ranges, settings.defaults(),
+        exported_model(engine.info.model, engine.folder)[0], settings.ranges, settings.defaults(),
         dict(settings.ov_config),
     )  # fmt: skip
     out = args.out or Path(args.lesson.stem + ".ipynb")

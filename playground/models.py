@@ -84,7 +84,7 @@ def resolve_model(spec: str, cache_dir: Path) -> Path:
         folder = build_synthetic_model(spec, cache_dir)
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser().resolve()
-    elif _looks_like_repo_id(spec):
+    elif looks_like_repo_id(spec):
         folder = _download(spec)
     else:
         raise ModelUnavailableError(
@@ -131,7 +131,7 @@ def fallback_notice(wanted: str, served: str, error: Exception) -> str:
     )
 
 
-def _looks_like_repo_id(spec: str) -> bool:
+def looks_like_repo_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 

@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 
 from playground.chat_format import ChatFormatError, parse_conversation, render
 from playground.errors import UserError
+from playground.models import looks_like_repo_id
 from playground.sampling import ParamError, Range, SamplingParams
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
@@ -239,12 +240,10 @@ def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) 
 
 
 def _setup_code(model: str, ov_config: Mapping[str, str]) -> str:
-    folder = Path(model).expanduser()
     fetch = (
-        f"model_dir = {model!r}  # a local OpenVINO IR folder"
-        if folder.is_dir() or model.startswith((".", "/", "~"))
-        else f"from huggingface_hub import snapshot_download\n\n"
-        f"model_dir = snapshot_download({model!r})"
+        f"from huggingface_hub import snapshot_download\n\nmodel_dir = snapshot_download({model!r})"
+        if looks_like_repo_id(model) and not Path(model).expanduser().is_dir()
+        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
     )
     config = f", **{dict(ov_config)!r}" if ov_config else ""
     return f'''import openvino_genai as ov_genai
@@ -369,16 +368,3 @@ def lesson_title(cells: Sequence[Cell]) -> str:
 def list_lessons(folder: Path = LESSONS_DIR) -> dict[str, Path]:
     """Shipped lessons by title, in file order."""
     return {lesson_title(parse_lesson(p.read_text())): p for p in sorted(folder.glob("*.md"))}
-
-
-def portable_model(name: str, folder: Path) -> str:
-    """The model as a reader of the notebook can load it: the hub id, the shipped tutor's folder
-    in a clone of this project, or (a local model) its folder."""
-    from playground.models import TUTOR, TUTOR_DIR
-
-    if name == TUTOR:
-        return str(TUTOR_DIR.relative_to(TUTOR_DIR.parents[2]))
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts) and not Path(name).expanduser().exists():
-        return name
-    return str(folder)

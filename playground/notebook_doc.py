@@ -15,7 +15,6 @@ import contextlib
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from playground import display
@@ -29,10 +28,8 @@ from playground.notebook import (
     cell_prompt,
     lesson_markdown,
     parse_lesson,
-    portable_model,
     render_markdown,
 )
-from playground.session import exported_model
 
 MARKDOWN = "markdown"
 NEW_CELLS: dict[str, Cell] = {
@@ -227,13 +224,6 @@ def document_html(notebook: Notebook, selected: int, checks: Callable[[str], str
             f'<p class="nb-head">{display.escape(head)}</p>{body}</section>'
         )
     return '<div class="nb-doc">' + "\n".join(parts) + "</div>"
-
-
-def notebook_model(name: str, folder: Path) -> str:
-    """The model as the exported notebook names it: `notebook.portable_model`, except that a
-    folder on this server becomes a placeholder (a server path never leaves the server)."""
-    model = portable_model(name, folder)
-    return exported_model(name)[0] if Path(model).is_absolute() else model
 
 
 def file_stem(title: str) -> str:

@@ -28,6 +28,7 @@ from playground.chat_format import (
 )
 from playground.engine import Engine, Generation, GenerationResult
 from playground.inspection import Inspection, export_code, inspect_text
+from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.sampling import RANGES, ParamError, SamplingParams
 from playground.settings import Settings
 
@@ -457,11 +458,15 @@ class Playground:
         )
 
 
-def exported_model(name: str) -> tuple[str, bool]:
-    """How exported code names the served model: its Hub id (downloaded by the snippet), else
-    a placeholder folder named after it; a server path never leaves the server."""
-    parts = name.split("/")
-    is_path = name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir()
-    if len(parts) == 2 and all(parts) and not is_path:
+def exported_model(name: str, folder: Path | None = None) -> tuple[str, bool]:
+    """How exported code names the served model, and whether that is a Hub id (which the code
+    downloads): the Hub id; the shipped tiny-tutor's folder in a clone of this project; `folder`
+    when the code is for this machine (the command line); else a placeholder folder named after
+    it, since a server path never leaves the server."""
+    if looks_like_repo_id(name) and not Path(name).expanduser().is_dir():
         return name, True
+    if name == TUTOR:
+        return str(TUTOR_DIR.relative_to(TUTOR_DIR.parents[2])), False
+    if folder is not None:
+        return str(folder), False
     return f"path/to/{Path(name).name or 'model'}", False

@@ -16,8 +16,8 @@ from playground.notebook_doc import (
     document_html,
     editor_fields,
     file_stem,
-    notebook_model,
 )
+from playground.session import exported_model
 
 HOSTILE = "<img src=x onerror=alert(1)> <script>alert(2)</script> [x](javascript:alert(3))"
 FIGURES = {"stop_reason": "eos", "prompt_tokens": 5, "new_tokens": 2, "ttft_s": 0.1,
@@ -125,7 +125,8 @@ def test_cell_labels_and_file_names_are_short_and_plain():
 
 
 def test_the_exported_notebook_never_names_a_folder_of_this_server(tmp_path):
-    assert notebook_model("tiny-random", tmp_path) == "path/to/tiny-random"
-    assert notebook_model("google/gemma-2-9b-it", tmp_path) == "google/gemma-2-9b-it"
-    tutor = notebook_model("tiny-tutor", tmp_path)
+    assert exported_model("tiny-random") == ("path/to/tiny-random", False)
+    assert exported_model("google/gemma-2-9b-it") == ("google/gemma-2-9b-it", True)
+    assert exported_model("tiny-random", tmp_path) == (str(tmp_path), False)  # the CLI's own
+    tutor, _ = exported_model("tiny-tutor")
     assert tutor == "playground/tutor/tiny-tutor" and not Path(tutor).is_absolute()

@@ -32,10 +32,9 @@ from playground.notebook_doc import (
     document_html,
     editor_fields,
     file_stem,
-    notebook_model,
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
-from playground.session import Control, Playground, throttle
+from playground.session import Control, Playground, exported_model, throttle
 from playground.ui.common import ENGINE_GROUP, refuse, user_errors
 from playground.ui.controls import Controls
 from playground.ui.raw import raw_checks
@@ -232,7 +231,7 @@ def refusals_warn(width: int) -> Callable:
 def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> list[str]:
     """The lesson, the Jupyter notebook and the handout, in a folder of their own."""
     engine = playground.engine
-    model = notebook_model(engine.info.model if engine.info else "", engine.folder)
+    model, _ = exported_model(engine.info.model if engine.info else "")
     settings = playground.settings
     context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
     outputs = notebook.output_texts()
