@@ -212,21 +212,19 @@ def arithmetic(a: int, op: str, b: int, version: int = CORPUS_VERSION) -> Reply:
     if b == 0:
         return _reply(final, f"{fn(a, b)}.", f"Arr! {pirate_final}", final, pirate_final)
     steps = ", ".join(f"{a}{sign}{k}={fn(a, k)}" for k in range(1, b + 1))
-    if version >= 2:
-        return _reply(
-            f"{steps}. So {final}",
-            brief=f"{steps}. Answer: {fn(a, b)}.",
-            pirate=f"Arr! {steps}. So {pirate_final}",
-            tail=f"So {final}",
-            pirate_tail=f"So {pirate_final}",
-            brief_tail=f"Answer: {fn(a, b)}.",
-        )
+    # Version 1 asked for the bare number, which a model this small cannot compute unworked.
+    brief, brief_tail = (
+        (f"{steps}. Answer: {fn(a, b)}.", f"Answer: {fn(a, b)}.")
+        if version >= 2
+        else (f"{fn(a, b)}.", None)
+    )
     return _reply(
         f"{steps}. So {final}",
-        brief=f"{fn(a, b)}.",
+        brief=brief,
         pirate=f"Arr! {steps}. So {pirate_final}",
         tail=f"So {final}",
         pirate_tail=f"So {pirate_final}",
+        brief_tail=brief_tail,
     )
 
 
