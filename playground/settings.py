@@ -31,6 +31,7 @@ ENV = {
     "device": "PLAYGROUND_DEVICE",
     "cache_dir": "PLAYGROUND_CACHE",
     "queue_size": "PLAYGROUND_QUEUE_SIZE",
+    "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
 }
 
@@ -49,6 +50,9 @@ class Settings:
     fallback_model: str = "tiny-tutor"
     max_input_tokens: int = 32768
     queue_size: int = 16
+    # Generations the genai engine decodes together (continuous batching); the app's Gradio
+    # concurrency limit is the engine's, so the queue holds the rest.
+    max_concurrent: int = 4
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
@@ -124,6 +128,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "fallback_model",
         "max_input_tokens",
         "queue_size",
+        "max_concurrent",
         "fold_separator",
     ):
         values[key] = own.get(key)
@@ -181,7 +186,7 @@ def _presets(presets: Any, ranges: Mapping[str, Range]) -> dict[str, dict[str, A
 
 
 def _build(values: dict[str, Any]) -> Settings:
-    for key in ("context_size", "max_input_tokens", "queue_size"):
+    for key in ("context_size", "max_input_tokens", "queue_size", "max_concurrent"):
         if key in values:
             value = values[key]
             try:

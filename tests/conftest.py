@@ -121,30 +121,34 @@ def client(app_url):
 
 
 def pace(engine, seconds_per_token: float):
-    """Slow the real engine's native loop to a real 9B model's pace on a CPU, so a person (or
-    a test) has time to press Stop: each token waits inside the engine's own callback."""
+    """Slow the real engine to a real 9B model's pace on a CPU, so a person (or a test) has
+    time to press Stop: each step of its continuous-batching pipeline, one token for every
+    running request, waits first."""
     import time
 
-    run = engine.run_native
+    stepper = engine._stepper
+    step = stepper.step
 
-    def paced_run(ids, params, on_token):
-        def paced(token_id):
-            time.sleep(seconds_per_token)
-            return on_token(token_id)
+    def paced_step():
+        time.sleep(seconds_per_token)
+        step()
 
-        return run(ids, params, paced)
-
-    engine.run_native = paced_run
+    stepper.step = paced_step
     return engine
 
 
 @pytest.fixture(scope="session")
 def paced_engine(settings, tiny_folder):
-    """A second real engine on the tiny model (not the cached one), at about 50 tokens/s."""
+    """A second real engine on the tiny model (not the cached one), at about 50 tokens/s, with
+    one slot: a second visitor waits in Gradio's queue, which the queue tests need."""
     from playground.engine import load_engine
 
     engine = load_engine(
-        tiny_folder, "genai", cache_dir=settings.cache_dir, ov_config=dict(settings.ov_config)
+        tiny_folder,
+        "genai",
+        cache_dir=settings.cache_dir,
+        ov_config=dict(settings.ov_config),
+        max_concurrent=1,
     )
     return pace(engine, 0.02)
 

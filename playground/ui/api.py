@@ -19,7 +19,7 @@ from playground.chat_format import parse_conversation
 from playground.inspection import inspect_messages
 from playground.sampling import RANDOM_SEED, SAMPLING_FIELDS, ParamError, SamplingParams, describe
 from playground.session import Playground, PromptOptions, Reply, throttle
-from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.common import engine_events, user_errors
 
 P = inspect.Parameter
 # After the sampling values, on the _json endpoints. /complete and /chat keep their parameter
@@ -154,7 +154,7 @@ def add_endpoints(playground: Playground) -> None:
         ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
         ("prefill", str, "", "text the reply starts with"),
     ]
-    engine = {"concurrency_id": ENGINE_GROUP, "concurrency_limit": 1}
+    engine = engine_events(playground)
     for fn, leading, trailing, name in [
         (complete, prompt, [], "complete"),
         (chat, chat_leading, [], "chat"),

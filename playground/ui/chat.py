@@ -23,7 +23,7 @@ from playground import display, session
 from playground.chat_format import SYSTEM_POLICIES
 from playground.errors import UserError
 from playground.session import Control, Playground, PromptOptions
-from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.common import engine_events, refuse, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -175,9 +175,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
     outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
 
     def answer(accepted: Any) -> None:
-        accepted.success(
-            on_respond, inputs, outputs, concurrency_id=ENGINE_GROUP, concurrency_limit=1, **PRIVATE
-        )
+        accepted.success(on_respond, inputs, outputs, **engine_events(playground), **PRIVATE)
 
     return answer
 

@@ -1,8 +1,9 @@
 """What every tab shares: the engine's concurrency group, error translation and CSS.
 
-Owns: `user_errors` (expected errors become an escaped gr.Error and one log line; anything else a
-short message, with the traceback in the server log only), `refuse` (a refusal that stops an event
-chain without marking any component as failed), and the page's CSS.
+Owns: `engine_events` (the concurrency of every generating event), `user_errors` (expected
+errors become an escaped gr.Error and one log line; anything else a short message, with the
+traceback in the server log only), `refuse` (a refusal that stops an event chain without marking
+any component as failed), and the page's CSS.
 Does not own: any component or handler of a tab.
 """
 
@@ -18,6 +19,7 @@ import gradio as gr
 
 from playground.display import toast_text
 from playground.errors import UserError
+from playground.session import Playground
 
 log = logging.getLogger("playground.ui")
 
@@ -27,7 +29,15 @@ CLOSE_SIDEBAR_ON_PHONES = """() => {
     document.querySelector('.sidebar.open .toggle-button')?.click();
   }
 }"""
-ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
+ENGINE_GROUP = "engine"  # every event that generates shares the engine's slots, app-wide
+
+
+def engine_events(playground: Playground) -> dict[str, Any]:
+    """Event options of everything that generates: one concurrency group, as wide as the
+    engine's slots (genai decodes that many together), so the rest wait in Gradio's queue,
+    where the page shows their position."""
+    return {"concurrency_id": ENGINE_GROUP, "concurrency_limit": playground.engine.max_concurrent}
+
 
 CSS = """
 .prompt { white-space: pre-wrap; word-break: break-word; font-size: 0.9em; }

@@ -35,7 +35,7 @@ from playground.notebook_doc import (
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, exported_model, throttle
-from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.common import engine_events, refuse, user_errors
 from playground.ui.controls import Controls
 from playground.ui.raw import raw_checks
 
@@ -417,8 +417,7 @@ def wire_runs(
             runner(every_cell),
             {tab.notebook, tab.control, tab.cell, *controls.inputs},
             [tab.notebook, tab.document],
-            concurrency_id=ENGINE_GROUP,
-            concurrency_limit=1,
+            **engine_events(playground),
             show_progress="minimal",  # the place in the queue shows; the stream is not covered
             **PRIVATE,
         ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)

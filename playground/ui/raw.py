@@ -15,7 +15,7 @@ import gradio as gr
 from playground import display
 from playground.errors import UserError
 from playground.session import Control, Playground, throttle
-from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.common import engine_events, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -98,8 +98,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
         on_raw,
         {tab.prompt, tab.control, *controls.inputs},
         [tab.output, tab.figures, tab.stop],
-        concurrency_id=ENGINE_GROUP,
-        concurrency_limit=1,
+        **engine_events(playground),
         **PRIVATE,
     ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
     tab.stop.click(on_raw_stop, tab.control, None, **PRIVATE)
