@@ -155,7 +155,7 @@ def test_a_pipeline_that_stalls_times_out_and_frees_its_slot(settings, tiny_fold
 
     engine._stepper.step = stalling_step
     monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 0.3)
-    with pytest.raises(EngineError, match="produced nothing|no progress"):
+    with pytest.raises(EngineError, match=r"produced nothing|no progress"):
         engine.generate("Hello", SamplingParams(max_new_tokens=5)).run()
     # The stalled step returns in the end; then the slot is free and the engine works.
     wait_until(lambda: engine.active == 0, what="the slot")
