@@ -134,9 +134,7 @@ def test_failure_inside_generation_is_reported_and_frees_everything(
     monkeypatch.undo()
     wait_until(lambda: genai_engine.active == 0, what="the failed request to end")
     # The next real step drops the cancelled request from the pipeline.
-    wait_until(
-        lambda: not genai_engine.pipeline.has_non_finished_requests(), what="the pipeline"
-    )
+    wait_until(lambda: not genai_engine.pipeline.has_non_finished_requests(), what="the pipeline")
     assert client.predict("Hello", 5, *GREEDY, api_name="/complete")
 
 
