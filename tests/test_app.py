@@ -45,8 +45,8 @@ def test_named_endpoints_and_their_parameters(client):
     assert names("/complete") == [
         "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
     ]  # fmt: skip
-    assert names("/complete_json") == [*names("/complete"), "stop"]
-    assert names("/chat_json") == [*names("/chat"), "stop"]
+    assert names("/complete_json") == [*names("/complete"), "stop", "logprobs", "prompt_lookup"]
+    assert names("/chat_json") == [*names("/chat"), "stop", "logprobs", "prompt_lookup"]
     assert names("/chat")[:5] == ["message", "history", "system_prompt", "system_policy", "prefill"]
 
 

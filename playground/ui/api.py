@@ -17,7 +17,14 @@ import gradio as gr
 
 from playground.chat_format import parse_conversation
 from playground.inspection import inspect_messages
-from playground.sampling import RANDOM_SEED, SAMPLING_FIELDS, ParamError, SamplingParams, describe
+from playground.sampling import (
+    RANDOM_SEED,
+    SAMPLING_FIELDS,
+    Domain,
+    ParamError,
+    SamplingParams,
+    describe,
+)
 from playground.session import Playground, PromptOptions, Reply, throttle
 from playground.ui.common import engine_events, user_errors
 
@@ -25,10 +32,24 @@ P = inspect.Parameter
 # After the sampling values, on the _json endpoints. /complete and /chat keep their parameter
 # lists, because Gradio refuses a raw HTTP call that leaves out any parameter: adding one would
 # break every existing caller.
-TRAILING = [("stop", str, "", "Stop strings, one per line. " + describe("stop"))]
+TRAILING = [
+    ("stop", str, "", "Stop strings, one per line. " + describe("stop")),
+    (
+        "logprobs",
+        int,
+        0,
+        "0 for none; N from 1 to 20 adds `tokens` to the last object: each generated token "
+        "with its logprob and, on engines that give them (optimum), up to N likeliest "
+        "alternatives in top_logprobs, as OpenAI's logprobs and llama.cpp's n_probs.",
+    ),
+    ("prompt_lookup", bool, False, describe("prompt_lookup") + " genai engine only."),
+]
+DEFAULTS = {"stop": "", "logprobs": 0, "prompt_lookup": False}
+MAX_LOGPROBS = 20
 JSON_NOTE = (
     "Streams JSON objects {text, figures}; figures is null until the last one, which has "
-    "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed."
+    "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed (and "
+    "accepted_drafts with prompt lookup)."
 )
 
 
@@ -65,7 +86,7 @@ def with_sampling(
         except TypeError as error:
             raise ParamError(f"Bad arguments: {error}.") from None
         bound.apply_defaults()
-        arguments = {"stop": "", **bound.arguments, "figures": bool(trailing)}
+        arguments = {**DEFAULTS, **bound.arguments, "figures": bool(trailing)}
         yield from fn(**arguments)
 
     endpoint.__name__ = name or fn.__name__
@@ -82,6 +103,7 @@ def request_params(playground: Playground, arguments: dict[str, Any]) -> Samplin
     """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
     told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
     values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
+    values["prompt_lookup"] = arguments["prompt_lookup"]
     if values["seed"] is None:
         values["seed"] = RANDOM_SEED
     params, drawn = playground.request_params(values, stop_lines(arguments["stop"]))
@@ -96,20 +118,33 @@ def stop_lines(stop: Any) -> list[str] | Any:
     return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
 
 
-def stream_out(replies: Iterator[Reply], with_figures: bool) -> Iterator[str]:
-    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures."""
+def stream_out(replies: Iterator[Reply], arguments: dict[str, Any]) -> Iterator[str]:
+    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures,
+    and the tokens with their logprobs when asked for."""
+    top = logprobs_count(arguments["logprobs"])
     for reply in throttle(replies):
-        if with_figures:
-            yield json.dumps({"text": reply.text, "figures": reply.figures}, ensure_ascii=False)
-        else:
+        if not arguments["figures"]:
             yield reply.text
+            continue
+        out: dict[str, Any] = {"text": reply.text, "figures": reply.figures}
+        if top and reply.tokens is not None:
+            out["tokens"] = [
+                {**t, "top_logprobs": t["top_logprobs"][:top]} if "top_logprobs" in t else t
+                for t in reply.tokens
+            ]
+        yield json.dumps(out, ensure_ascii=False)
+
+
+def logprobs_count(value: Any) -> int:
+    return int(Domain(0, MAX_LOGPROBS, integer=True).check("logprobs", value))
 
 
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
         params = request_params(playground, arguments)
-        yield from stream_out(playground.complete(prompt, params), arguments["figures"])
+        logprobs_count(arguments["logprobs"])  # refused before any generation
+        yield from stream_out(playground.complete(prompt, params), arguments)
 
     def chat(
         message: Any,
@@ -129,7 +164,8 @@ def add_endpoints(playground: Playground) -> None:
         options = PromptOptions(
             system, system_policy, playground.check_text(prefill or "", "The prefill")
         )
-        yield from stream_out(playground.reply(turns, options, params), arguments["figures"])
+        logprobs_count(arguments["logprobs"])
+        yield from stream_out(playground.reply(turns, options, params), arguments)
 
     @user_errors
     def render(

@@ -49,6 +49,15 @@ CSS = """
 #banner-close { max-width: 2.5em; min-width: 2.5em; }
 #input-note:empty { display: none; }
 #input-note { color: #b91c1c; }
+.probs-note, .probs-eot { font-size: 0.85em; color: #4b5563; margin: 4px 0; }
+.probs-eot { font-weight: 600; }
+.probs-text { white-space: pre-wrap; word-break: break-word; line-height: 1.9; }
+.probs .tok { position: relative; border-radius: 3px; cursor: help; }
+.probs .tok:hover::after, .probs .tok:focus::after {
+  content: attr(data-tip); position: absolute; left: 0; top: 1.7em; z-index: 20;
+  width: max-content; max-width: 18em; white-space: normal; font-size: 0.8em;
+  background: #111827; color: #fff; padding: 2px 6px; border-radius: 4px;
+}
 @media (max-width: 640px) {
   #banner .prose { font-size: 0.8em; max-height: 4.5em; overflow-y: auto; }
   #message-row { flex-wrap: wrap; }

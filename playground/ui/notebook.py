@@ -173,7 +173,9 @@ def run_one(
         prompt = nb.cell_prompt(cell)
         yield (notebook := notebook.with_output(index, CellOutput()))
         for reply in throttle(playground.complete(prompt, params, control)):
-            yield (notebook := notebook.with_output(index, CellOutput(reply.text, reply.figures)))
+            probs = display.probability_view(reply.tokens or [], playground.engine.kind)
+            output = CellOutput(reply.text, reply.figures, probabilities=probs)
+            yield (notebook := notebook.with_output(index, output))
     except UserError as error:
         yield notebook.with_output(index, CellOutput(error=str(error)))
 
