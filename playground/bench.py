@@ -337,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         default="{}",
         help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
     )
+    parser.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
+        "a late arrival, and one visitor against a bare LLMPipeline (playground.bench_serving)",
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
@@ -354,8 +360,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
-    results = run(opts)
-    print(table(results))
+    if opts.concurrency:
+        from playground import bench_serving
+        from playground.models import resolve_model
+
+        folder = resolve_model(opts.model, Path(opts.model_cache))
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["concurrency"] = bench_serving.concurrency(opts, folder)
+        print(bench_serving.table(results["concurrency"]))
+    else:
+        results = run(opts)
+        print(table(results))
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -154,6 +154,31 @@ def paced_engine(settings, tiny_folder):
 
 
 @pytest.fixture(scope="session")
+def batched_engine(settings, tiny_folder):
+    """A real engine on the tiny model with four slots, paced like `paced_engine`: visitors
+    who arrive together decode together."""
+    from playground.engine import load_engine
+
+    engine = load_engine(
+        tiny_folder,
+        "genai",
+        cache_dir=settings.cache_dir,
+        ov_config=dict(settings.ov_config),
+        max_concurrent=4,
+    )
+    return pace(engine, 0.02)
+
+
+@pytest.fixture(scope="session")
+def batched_app_url(settings, batched_engine):
+    from playground.ui import build_demo
+
+    demo = build_demo(batched_engine, settings)
+    yield serve(demo, settings)
+    demo.close()
+
+
+@pytest.fixture(scope="session")
 def paced_app_url(settings, paced_engine):
     from playground.ui import build_demo
 
