@@ -138,7 +138,8 @@ def probability_view(tokens: Sequence[Mapping[str, Any]], engine_kind: str = "ge
     note = PROBABILITY_NOTES.get(engine_kind, "the model's probabilities.")
     return (
         '<div class="probs">'
-        f'<p class="probs-note">Tinted by probability: {escape(note)} Hover or tap a token.</p>'
+        f'<p class="probs-note">The less likely a token, the redder: {escape(note)} '
+        "Hover or tap a token for its probability.</p>"
         f'<div class="probs-text">{spans}</div>'
         f'<p class="probs-eot">{escape(end_of_turn_line(tokens))}</p></div>'
     )

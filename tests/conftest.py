@@ -194,16 +194,21 @@ def tutor_engine(settings):
 
 
 @pytest.fixture(scope="session")
-def tutor_client(settings, tutor_engine):
-    """gradio_client on the real app serving tiny-tutor."""
-    from gradio_client import Client
-
+def tutor_app_url(settings, tutor_engine):
+    """The real app serving tiny-tutor, over HTTP."""
     from playground.ui import build_demo
 
     demo = build_demo(tutor_engine, settings.with_(model="tiny-tutor"))
-    client = Client(serve(demo, settings), verbose=False)
-    yield client
+    yield serve(demo, settings)
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def tutor_client(tutor_app_url):
+    """gradio_client on the real app serving tiny-tutor."""
+    from gradio_client import Client
+
+    return Client(tutor_app_url, verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ CSS = """
 .probs-note, .probs-eot { font-size: 0.85em; color: #4b5563; margin: 4px 0; }
 .probs-eot { font-weight: 600; }
 .probs-text { white-space: pre-wrap; word-break: break-word; line-height: 1.9; }
-.probs .tok { position: relative; border-radius: 3px; cursor: help; }
+.probs .tok { position: relative; border-radius: 3px; cursor: help;
+  box-shadow: inset -1px 0 0 rgba(255, 255, 255, 0.9); }
 .probs .tok:hover::after, .probs .tok:focus::after {
   content: attr(data-tip); position: absolute; left: 0; top: 1.7em; z-index: 20;
   width: max-content; max-width: 18em; white-space: normal; font-size: 0.8em;
