@@ -36,7 +36,9 @@ def complete(client, prompt, max_new_tokens=20, **sampling):
 
 def test_named_endpoints_and_their_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(api) == {"/chat", "/complete", "/render", "/chat_json", "/complete_json"}
+    assert set(api) == {
+        "/chat", "/complete", "/render", "/chat_json", "/complete_json", "/status"
+    }  # fmt: skip
 
     def names(endpoint):
         return [p["parameter_name"] for p in api[endpoint]["parameters"]]

@@ -1,4 +1,4 @@
-"""The named API endpoints: /complete, /chat and /render.
+"""The named API endpoints: /complete, /chat, their _json forms, /render and /status.
 
 Owns: the endpoint functions and their signatures, which are built from the one list of sampling
 fields (`sampling.SAMPLING_FIELDS`): names, types, space.yaml's defaults and help text. Values are
@@ -200,3 +200,10 @@ def add_endpoints(playground: Playground) -> None:
         endpoint = with_sampling(fn, leading, playground, trailing, name)
         gr.api(endpoint, api_name=name, api_description=endpoint.api_description, **engine)
     gr.api(render, api_name="render")
+
+    def status() -> str:
+        """The engine now, as JSON: generations running (active) and waiting for a slot, the
+        slots, and on the genai engine KV-cache usage (0 to 1) and its size in bytes."""
+        return json.dumps(playground.engine.status())
+
+    gr.api(status, api_name="status")
