@@ -32,6 +32,7 @@ ENV = {
     "cache_dir": "PLAYGROUND_CACHE",
     "queue_size": "PLAYGROUND_QUEUE_SIZE",
     "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
+    "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
 }
 
@@ -53,6 +54,10 @@ class Settings:
     # Generations the genai engine decodes together (continuous batching); the app's Gradio
     # concurrency limit is the engine's, so the queue holds the rest.
     max_concurrent: int = 4
+    # Visitor sessions whose state Gradio keeps (least recently used go first). Each holds a
+    # copy of every component's config, about 320 KB here, and one from an API client is never
+    # closed: Gradio's own 10,000 would allow 3 GB.
+    session_capacity: int = 1000
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
@@ -129,6 +134,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "max_input_tokens",
         "queue_size",
         "max_concurrent",
+        "session_capacity",
         "fold_separator",
     ):
         values[key] = own.get(key)
@@ -186,7 +192,13 @@ def _presets(presets: Any, ranges: Mapping[str, Range]) -> dict[str, dict[str, A
 
 
 def _build(values: dict[str, Any]) -> Settings:
-    for key in ("context_size", "max_input_tokens", "queue_size", "max_concurrent"):
+    for key in (
+        "context_size",
+        "max_input_tokens",
+        "queue_size",
+        "max_concurrent",
+        "session_capacity",
+    ):
         if key in values:
             value = values[key]
             try:

@@ -171,6 +171,7 @@ def test_env_var_names():
         "cache_dir": "PLAYGROUND_CACHE",
         "queue_size": "PLAYGROUND_QUEUE_SIZE",
         "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
+        "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
         "ov_config": "PLAYGROUND_OV_CONFIG",
     }
 

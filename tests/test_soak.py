@@ -61,7 +61,9 @@ def random_call(client: Client, rng: random.Random) -> object:
 
 def test_soak_200_requests_from_4_clients(tmp_path):
     port = free_port()
-    env = {**os.environ, "PLAYGROUND_QUEUE_SIZE": "64"}
+    # A small session capacity: the closed clients' sessions (never closed for Gradio) must be
+    # evicted, so memory stays bounded however many visitors come and go.
+    env = {**os.environ, "PLAYGROUND_QUEUE_SIZE": "64", "PLAYGROUND_SESSION_CAPACITY": "16"}
     server = subprocess.Popen(
         [sys.executable, "app.py", "--model", "tiny-random", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

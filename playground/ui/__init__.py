@@ -122,6 +122,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     """Hardened launch settings for a public Space."""
     return {
         "max_file_size": "1mb",  # only conversations and lessons are uploaded: no big bodies
+        "state_session_capacity": settings.session_capacity,
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
         "ssr_mode": False,
