@@ -185,3 +185,23 @@ def test_prompt_lookup_keeps_the_greedy_reply_and_counts_its_drafts(tutor_client
     assert drafted["text"] == plain["text"]
     assert "accepted_drafts" not in plain["figures"]
     assert 0 <= drafted["figures"]["accepted_drafts"] < drafted["figures"]["new_tokens"]
+
+
+def test_greedy_ids_equal_a_bare_llm_pipeline(tutor_engine):
+    """The engine before continuous batching was openvino_genai.LLMPipeline: same ids."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai
+
+    pipe = openvino_genai.LLMPipeline(str(tutor_engine.folder), "CPU")
+    prompts = [chat_prompt(q) for q in [*QUESTIONS, "Hi, I am Lena."]]
+    for prompt in prompts:
+        ids = tutor_engine.tokenizer.encode(prompt)
+        config = openvino_genai.GenerationConfig(
+            max_new_tokens=80,
+            apply_chat_template=False,
+            stop_token_ids=set(tutor_engine.tokenizer.eos_ids),
+        )
+        bare = pipe.generate(ov.Tensor(np.array([ids], dtype=np.int64)), config)
+        ours = tutor_engine.generate(prompt, GREEDY).run()
+        assert list(bare.tokens[0]) == ours.token_ids
