@@ -155,6 +155,8 @@ def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
         server.terminate()
         log = server.communicate(timeout=60)[0]
     assert "Serving 'tiny-tutor'" in log
+    # One short generation ran before the server said it was up (issue 12's warm-up).
+    assert log.index("warmed up in") < log.index("Running on local URL")
 
 
 def test_explicit_model_never_falls_back(tmp_path):
