@@ -47,6 +47,10 @@ FAILED_STEP_PAUSE_S = 0.1
 
 # How many of the most likely tokens the optimum engine keeps per step, as llama.cpp's n_probs.
 TOP_ALTERNATIVES = 5
+# Prompt lookup's drafts: up to 5 tokens copied after a match of up to 3 tokens of the text so
+# far (GenAI's prompt_lookup sample uses these values).
+PROMPT_LOOKUP_TOKENS = 5
+PROMPT_LOOKUP_NGRAM = 3
 
 
 class EngineError(UserError, RuntimeError):
@@ -69,6 +73,11 @@ class TokenScore:
     @property
     def probability(self) -> float:
         return math.exp(self.logprob)
+
+
+# What a native loop calls for each new token id (with its score, where the engine gives one);
+# True means stop.
+OnToken = Callable[[int, TokenScore | None], bool]
 
 
 @dataclass(frozen=True)
@@ -399,7 +408,7 @@ class Engine:
         self,
         ids: list[int],
         params: SamplingParams,
-        on_token: Callable[[int, TokenScore | None], bool],
+        on_token: OnToken,
     ) -> NativeFigures | None:
         """Run the native generation, calling on_token per new id (with its score, where the
         engine gives one) until it returns True; return the engine's own figures, if any."""
@@ -576,7 +585,7 @@ class GenAIEngine(Engine):
         self,
         ids: list[int],
         params: SamplingParams,
-        on_token: Callable[[int, TokenScore | None], bool],
+        on_token: OnToken,
     ) -> NativeFigures | None:
         stepper = self._stepper_for(params)
         seen = stepper.steps
@@ -624,24 +633,12 @@ class GenAIEngine(Engine):
         )
 
 
-# Prompt lookup's drafts: up to 5 tokens copied after a match of up to 3 tokens of the text so
-# far (GenAI's prompt_lookup sample uses these values).
-PROMPT_LOOKUP_TOKENS = 5
-PROMPT_LOOKUP_NGRAM = 3
-
-
 class OptimumEngine(Engine):
-    kind = "optimum"
-    supports_prompt_lookup = False
+    """The reference path: one generation at a time (the base's one slot)."""
 
-    def __init__(
-        self,
-        folder: Path,
-        device: str,
-        ov_config: dict[str, str],
-        max_concurrent: int = 1,  # the reference path: one generation at a time, whatever asked
-        **kwargs: Any,
-    ) -> None:
+    kind = "optimum"
+
+    def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs: Any) -> None:
         try:
             from optimum.intel import OVModelForCausalLM
         except ImportError as error:
@@ -659,7 +656,7 @@ class OptimumEngine(Engine):
         self,
         ids: list[int],
         params: SamplingParams,
-        on_token: Callable[[int, TokenScore | None], bool],
+        on_token: OnToken,
     ) -> NativeFigures | None:
         import torch
         from transformers import (

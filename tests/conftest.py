@@ -137,10 +137,9 @@ def pace(engine, seconds_per_token: float):
     return engine
 
 
-@pytest.fixture(scope="session")
-def paced_engine(settings, tiny_folder):
-    """A second real engine on the tiny model (not the cached one), at about 50 tokens/s, with
-    one slot: a second visitor waits in Gradio's queue, which the queue tests need."""
+def paced_tiny_engine(settings, tiny_folder, slots: int):
+    """A real engine on the tiny model (not the cached one) with `slots` generations at once,
+    paced at about 50 tokens/s."""
     from playground.engine import load_engine
 
     engine = load_engine(
@@ -148,25 +147,21 @@ def paced_engine(settings, tiny_folder):
         "genai",
         cache_dir=settings.cache_dir,
         ov_config=dict(settings.ov_config),
-        max_concurrent=1,
+        max_concurrent=slots,
     )
     return pace(engine, 0.02)
+
+
+@pytest.fixture(scope="session")
+def paced_engine(settings, tiny_folder):
+    """One slot: a second visitor waits in Gradio's queue, which the queue tests need."""
+    return paced_tiny_engine(settings, tiny_folder, slots=1)
 
 
 @pytest.fixture(scope="session")
 def batched_engine(settings, tiny_folder):
-    """A real engine on the tiny model with four slots, paced like `paced_engine`: visitors
-    who arrive together decode together."""
-    from playground.engine import load_engine
-
-    engine = load_engine(
-        tiny_folder,
-        "genai",
-        cache_dir=settings.cache_dir,
-        ov_config=dict(settings.ov_config),
-        max_concurrent=4,
-    )
-    return pace(engine, 0.02)
+    """Four slots: visitors who arrive together decode together."""
+    return paced_tiny_engine(settings, tiny_folder, slots=4)
 
 
 @pytest.fixture(scope="session")
