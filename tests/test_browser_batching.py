@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.test_browser import open_page, screenshot, send, set_number, start_long_reply
+from tests.test_browser import open_page, screenshot, send, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,14 +21,24 @@ def wait_until(condition, seconds=60.0):
         time.sleep(0.05)
 
 
+def press_stop(page):
+    # A click dispatched in the page: with four pages re-rendering their streams on 2 cores,
+    # Playwright's own click can wait out its timeout scrolling the button into view.
+    page.evaluate("document.querySelector('#stop').click()")
+    page.wait_for_selector("#chatbot >> text=stopped by you")
+
+
 def test_four_pages_stream_at_once_and_each_stops_alone(browser, batched_app_url, batched_engine):
     pages = [open_page(browser, batched_app_url) for _ in range(4)]
     try:
         for page in pages:
-            start_long_reply(page)
+            set_number(page, "slider-max_new_tokens", 1500)  # 30 s at the paced speed
+            set_number(page, "slider-temperature", 0)
+            send(page, "Tell me a long story")
+        for page in pages:
+            page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
         assert batched_engine.active == 4  # all four stream now: none waits in the queue
-        pages[1].click("#stop", force=True)
-        pages[1].wait_for_selector("#chatbot >> text=stopped by you")
+        press_stop(pages[1])
         wait_until(lambda: batched_engine.active == 3)
         lengths = [len(p.inner_text("#chatbot")) for p in pages]
         time.sleep(1.0)
@@ -36,8 +46,7 @@ def test_four_pages_stream_at_once_and_each_stops_alone(browser, batched_app_url
             assert len(pages[i].inner_text("#chatbot")) > lengths[i]
             assert "stopped by you" not in pages[i].inner_text("#chatbot")
         for i in (0, 2, 3):
-            pages[i].click("#stop", force=True)
-            pages[i].wait_for_selector("#chatbot >> text=stopped by you")
+            press_stop(pages[i])
         wait_until(lambda: batched_engine.active == 0)
     finally:
         for page in pages:
