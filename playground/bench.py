@@ -337,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         default="{}",
         help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
     )
+    parser.add_argument(
+        "--peer",
+        choices=("llama.cpp",),
+        help="instead, measure llama.cpp (Q4_0 and Q4_K_M GGUFs of the same synthetic model) "
+        "beside genai at 1 and 2 threads, quiet and under load (playground/peers.py; needs "
+        "requirements-bench.txt)",
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
@@ -352,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.worker:
         _worker(opts)
         return 0
+    if opts.peer:
+        from playground import peers
+
+        return peers.main(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
     results = run(opts)

@@ -193,6 +193,13 @@ def build_synthetic_model(name: str, cache_dir: Path) -> Path:
 
 
 def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
+    save_synthetic_checkpoint(spec, hf_dir)
+    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
+
+
+def save_synthetic_checkpoint(spec: SyntheticSpec, hf_dir: Path) -> None:
+    """Write the Hugging Face checkpoint (weights and tokenizer) of a synthetic model, before its
+    OpenVINO export: the same weights every time (seeded), for peers that convert it themselves."""
     import torch
 
     tokenizer = _train_tokenizer(spec.vocab_size)
@@ -209,8 +216,6 @@ def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
     ).eval()
     model.save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
-
-    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
 
 
 def new_gemma2(**shape: Any):

@@ -1,0 +1,528 @@
+"""llama.cpp side by side: `python -m playground.bench --peer llama.cpp [--model mid-random]`.
+
+Owns: putting a synthetic Gemma-2 (`mid-random`, `tiny-random`) in llama.cpp's hands and timing
+it beside the `genai` engine in the same run: the model's Hugging Face checkpoint (the seeded
+weights its OpenVINO IR was exported from), a SentencePiece `tokenizer.model` written from its
+`tokenizer.json` (llama.cpp's converter reads Gemma-2's vocabulary only from one), the GGUF at
+f16 made by the unmodified `convert_hf_to_gguf.py` of the llama-cpp-python source distribution,
+its Q4_0 and Q4_K_M quantizations (`llama_cpp.llama_model_quantize`), and the measurement: load,
+time to first token at ~100 and ~1000 prompt tokens and decode tokens/s, at 1 and 2 threads,
+each engine in its own process (so peak memory is its own), interleaved, on a quiet machine
+and beside a busy-loop process on one core. It prints a markdown table; `--json` keeps every
+raw sample.
+Does not own: the engines (it loads `genai` through `playground.engine` as bench does), the
+synthetic models' recipe (`playground.models`), or bench's own measurements (`playground.bench`
+only dispatches here). llama-cpp-python is not a requirement of the app or the tests: it is in
+`requirements-bench.txt`, and without it this says how to install it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LLAMA_CPP_PYTHON = "0.3.36"  # the version requirements-bench.txt pins; its sdist has the converter
+QUANTS = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
+THREADS = (1, 2)
+PROMPT_SIZES = (100, 1000)
+LLAMA_CTX = 2048  # llama.cpp's context: the longest prompt and its new tokens fit
+CONVERTER = "vendor/llama.cpp/convert_hf_to_gguf.py"
+
+INSTALL_MESSAGE = f"""\
+--peer llama.cpp needs llama-cpp-python {LLAMA_CPP_PYTHON} and the converter's packages, which \
+are not in requirements.txt or requirements-dev.txt: llama-cpp-python builds llama.cpp from \
+source, which takes about 20 minutes on 2 cores and needs a C++ compiler and CMake. Install \
+them with `pip install -r requirements-bench.txt` and run the command again. The first run also \
+fetches llama-cpp-python's source distribution once with `pip download` (about 77 MB, for its \
+convert_hf_to_gguf.py) into the model cache, unless you put \
+llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz there yourself (see BENCHMARKS.md)."""
+
+
+class PeerError(RuntimeError):
+    """Something the peer benchmark cannot do; the message is for people."""
+
+
+def missing_packages() -> list[str]:
+    """The packages `--peer llama.cpp` needs that can't be imported here."""
+    missing = []
+    for module, package in (("llama_cpp", "llama-cpp-python"), ("sentencepiece", "sentencepiece")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+# --- the SentencePiece model ---------------------------------------------------------------
+
+
+def sentencepiece_pieces(tokenizer_json: Path) -> list[tuple[str, float, str]]:
+    """(piece, score, type) for every id of a Gemma-like BPE `tokenizer.json`, in id order.
+
+    Types as Gemma's own tokenizer.model has them: the unknown token UNKNOWN, the other special
+    added tokens CONTROL, non-special added tokens USER_DEFINED, `<0xNN>` BYTE (byte fallback),
+    the rest NORMAL. Scores: SentencePiece's BPE merges the pair whose merged piece scores
+    highest, so a piece made by the merge of rank r scores -r, as HF's BPE applies merges by
+    rank; pieces no merge makes score 0.
+    """
+    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    model = data["model"]
+    if model.get("type") != "BPE":
+        raise PeerError(f"{tokenizer_json}: a {model.get('type')} model, not BPE")
+    vocab: dict[str, int] = dict(model["vocab"])
+    added = {token["content"]: token for token in data.get("added_tokens", [])}
+    for content, token in added.items():
+        vocab.setdefault(content, token["id"])
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        raise PeerError(f"{tokenizer_json}: the ids are not 0..{len(by_id) - 1} without gaps")
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(model.get("merges", [])):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, r)
+    unk = model.get("unk_token")
+    byte_fallback = model.get("byte_fallback", False)
+    pieces = []
+    for piece, _ in by_id:
+        if piece in added:
+            kind = "UNKNOWN" if piece == unk else "CONTROL" if added[piece]["special"] else ""
+            kind = kind or "USER_DEFINED"
+        elif piece == unk:
+            kind = "UNKNOWN"
+        elif byte_fallback and len(piece) == 6 and piece.startswith("<0x") and piece[-1] == ">":
+            kind = "BYTE"
+        else:
+            kind = "NORMAL"
+        score = 0.0 if kind != "NORMAL" else -float(rank.get(piece, 0))
+        pieces.append((piece, score, kind))
+    return pieces
+
+
+def write_sentencepiece_model(tokenizer_json: Path, out: Path) -> Path:
+    """Write a SentencePiece `tokenizer.model` (its protobuf ModelProto) with the same pieces at
+    the same ids as `tokenizer_json`, for llama.cpp's converter; return `out`."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    pieces = sentencepiece_pieces(tokenizer_json)
+    ids = {piece: i for i, (piece, _, _) in enumerate(pieces)}
+    proto = pb.ModelProto()
+    spec = proto.trainer_spec
+    spec.model_type = pb.TrainerSpec.BPE
+    spec.vocab_size = len(pieces)
+    spec.byte_fallback = any(kind == "BYTE" for _, _, kind in pieces)
+    spec.unk_id = ids.get("<unk>", 0)
+    spec.bos_id = ids.get("<bos>", -1)
+    spec.eos_id = ids.get("<eos>", -1)
+    spec.pad_id = ids.get("<pad>", -1)
+    spec.unk_piece, spec.bos_piece, spec.eos_piece, spec.pad_piece = (
+        "<unk>", "<bos>", "<eos>", "<pad>",
+    )  # fmt: skip
+    # As the tokenizer.json's normalizer: spaces become '▁', nothing else changes, no prefix.
+    norm = proto.normalizer_spec
+    norm.name = "identity"
+    norm.add_dummy_prefix = False
+    norm.remove_extra_whitespaces = False
+    norm.escape_whitespaces = True
+    for piece, score, kind in pieces:
+        entry = proto.pieces.add()
+        entry.piece, entry.score = piece, score
+        entry.type = pb.ModelProto.SentencePiece.Type.Value(kind)
+    out = Path(out)
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
+# --- the GGUF files -------------------------------------------------------------------------
+
+
+def converter_script(cache_dir: Path) -> Path:
+    """`convert_hf_to_gguf.py` (with its `conversion/` and `gguf-py/`) from llama-cpp-python's
+    sdist in `cache_dir/llama.cpp`, fetched once with `pip download` when it is not there."""
+    home = cache_dir / "llama.cpp"
+    root = home / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
+    script = root / CONVERTER
+    if script.is_file():
+        return script
+    home.mkdir(parents=True, exist_ok=True)
+    sdist = home / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+    if not sdist.is_file():
+        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON}'s sdist into {home}", file=sys.stderr)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "-d", str(home), f"llama-cpp-python=={LLAMA_CPP_PYTHON}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0 or not sdist.is_file():
+            raise PeerError(
+                f"Could not fetch llama-cpp-python {LLAMA_CPP_PYTHON}'s sdist with pip "
+                f"download ({done.stderr.strip()[-300:]}); put {sdist.name} in {home}."
+            )
+    wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+    prefix = f"{root.name}/vendor/llama.cpp/"
+    with tempfile.TemporaryDirectory(dir=home) as tmp, tarfile.open(sdist) as archive:
+        members = [
+            m for m in archive.getmembers()
+            if m.name.startswith(prefix) and m.name[len(prefix):].startswith(wanted)
+        ]  # fmt: skip
+        archive.extractall(tmp, members=members, filter="data")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(Path(tmp) / root.name, root)
+    return script
+
+
+def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
+    """The Hugging Face checkpoint of the synthetic model `name` whose IR is `folder`, rebuilt
+    (seeded, so the same weights) and cached; with a SentencePiece tokenizer.model beside it."""
+    from playground.models import RECIPE, SYNTHETIC_MODELS, save_synthetic_checkpoint
+
+    target = cache_dir / "hf" / f"{name}-r{RECIPE}"
+    if not (target / "tokenizer.model").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+            work = Path(tmp) / "hf"
+            save_synthetic_checkpoint(SYNTHETIC_MODELS[name], work)
+            write_sentencepiece_model(work / "tokenizer.json", work / "tokenizer.model")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(work, target)
+    # The IR was exported from this checkpoint: same recipe, so the same tokenizer, byte for byte.
+    ours = json.loads((target / "tokenizer.json").read_text(encoding="utf-8"))
+    theirs = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    if ours["model"] != theirs["model"]:
+        raise PeerError(f"{target} and {folder} have different tokenizers: not the same build")
+    return target
+
+
+def convert_to_gguf(hf_dir: Path, out: Path, cache_dir: Path) -> Path:
+    """The unmodified converter, at f16, in its own process; return `out`."""
+    script = converter_script(cache_dir)
+    partial = out.with_suffix(".partial")
+    done = subprocess.run(
+        [sys.executable, str(script), str(hf_dir), "--outtype", "f16", "--outfile", str(partial)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise PeerError(f"convert_hf_to_gguf.py failed:\n{done.stderr[-3000:]}")
+    os.replace(partial, out)
+    return out
+
+
+def quantize(f16: Path, out: Path, quant: str, threads: int = 2) -> Path:
+    """`llama_cpp.llama_model_quantize` of `f16` to `quant` (a key of QUANTS); return `out`."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTS[quant]
+    params.nthread = threads
+    partial = out.with_suffix(".partial")
+    code = llama_cpp.llama_model_quantize(
+        str(f16).encode(), str(partial).encode(), ctypes.byref(params)
+    )
+    if code != 0:
+        raise PeerError(f"llama_model_quantize to {quant} failed ({code})")
+    os.replace(partial, out)
+    return out
+
+
+def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
+    """f16, Q4_0 and Q4_K_M GGUFs of the synthetic model `name` (IR `folder`), made once."""
+    from playground.models import RECIPE
+
+    home = cache_dir / "gguf" / f"{name}-r{RECIPE}"
+    home.mkdir(parents=True, exist_ok=True)
+    files = {"f16": home / "f16.gguf"}
+    if not files["f16"].is_file():
+        convert_to_gguf(hf_checkpoint(name, folder, cache_dir), files["f16"], cache_dir)
+    for quant in QUANTS:
+        files[quant] = home / f"{quant}.gguf"
+        if not files[quant].is_file():
+            quantize(files["f16"], files[quant], quant)
+    return files
+
+
+# --- the workers (one engine each, in a fresh process) --------------------------------------
+
+
+def _llama_worker(job: dict) -> dict:
+    import llama_cpp
+
+    threads = job["threads"]
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(
+        job["model_file"], n_ctx=LLAMA_CTX, n_threads=threads, n_threads_batch=threads,
+        verbose=False,
+    )  # fmt: skip
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+    sampler = llama_cpp.llama_sampler_init_greedy()
+    eos = set(job["eos_ids"])
+
+    def generate(ids: list[int], new_tokens: int) -> dict:
+        llm.reset()  # no reuse of the previous prompt's cache
+        start = time.perf_counter()
+        llm.eval(ids)
+        token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
+        first = time.perf_counter()
+        new = [token]
+        while len(new) < new_tokens and token not in eos:
+            llm.eval([token])
+            token = llama_cpp.llama_sampler_sample(sampler, llm.ctx, -1)
+            new.append(token)
+        end = time.perf_counter()
+        return _figures(len(ids), len(new), first - start, end - first)
+
+    out["runs"] = _runs(job, lambda prompt, n: generate(prompt["ids"], n))
+    llama_cpp.llama_sampler_free(sampler)
+    return out
+
+
+def _genai_worker(job: dict) -> dict:
+    from playground.engine import load_engine
+    from playground.sampling import SamplingParams
+
+    ov_config = {"INFERENCE_NUM_THREADS": job["threads"], **job.get("ov_config", {})}
+    start = time.perf_counter()
+    engine = load_engine(
+        Path(job["model_file"]), "genai", cache_dir=Path(job["cache_dir"]), ov_config=ov_config
+    )
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+
+    def generate(prompt: dict, new_tokens: int) -> dict:
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0)
+        result = engine.generate(prompt["text"], params).run()
+        decode_s = (result.new_tokens - 1) / result.tokens_per_s if result.tokens_per_s else 0.0
+        return _figures(result.prompt_tokens, result.new_tokens, result.ttft_s, decode_s)
+
+    out["runs"] = _runs(job, generate)
+    return out
+
+
+def _figures(prompt_tokens: int, new_tokens: int, ttft_s: float, decode_s: float) -> dict:
+    tps = (new_tokens - 1) / decode_s if new_tokens > 1 and decode_s > 0 else 0.0
+    return {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "ttft_s": ttft_s,
+            "tokens_per_s": tps}  # fmt: skip
+
+
+def _runs(job: dict, generate) -> dict[str, list[dict]]:
+    generate(job["warmup"], 8)
+    return {
+        size: [generate(prompt, job["new_tokens"]) for prompt in prompts]
+        for size, prompts in job["prompts"].items()
+    }
+
+
+def worker_main(job: dict) -> None:
+    """In a fresh process: one engine, one thread count; print one JSON object."""
+    from playground.bench import peak_rss_mb
+
+    out = _llama_worker(job) if job["engine"] == "llama" else _genai_worker(job)
+    out["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(out))
+
+
+def _run_worker(job: dict) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "playground.peers", "--worker"],
+        input=json.dumps(job), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise PeerError(f"peer worker {job['engine']} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "near", "the",
+         "old", "river", "bank", "at", "dawn"]  # fmt: skip
+
+
+def make_prompts(tokenizer, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """Distinct raw prompts of about `size` tokens each (no shared prefix past `<bos>`, so no
+    engine can reuse an earlier prompt's cache), with their ids from the IR's tokenizer."""
+
+    def prompt(tag: str, size: int) -> dict:
+        text, i = f"<bos>{tag}:", 0
+        while (n := tokenizer.count(text)) < size:
+            text += " " + " ".join(WORDS[i % 7 :] + WORDS[: i % 7])
+            i += 1
+            if n > size - 20:  # close: grow by single words
+                text = text.rsplit(" ", 1)[0] if tokenizer.count(text) > size + 4 else text
+        return {"text": text, "ids": tokenizer.encode(text)}
+
+    return {
+        "warmup": prompt("Warm-up", 16),
+        "prompts": {
+            str(size): [prompt(f"Sample {r} of {size}", size) for r in range(repeats)]
+            for size in sizes
+        },
+    }
+
+
+def busy_loop(seconds: float) -> subprocess.Popen:
+    """A competing process: one spinning Python loop pinned to the last core, bounded in time."""
+    code = (
+        "import os, time\n"
+        "cpus = sorted(os.sched_getaffinity(0)); os.sched_setaffinity(0, {cpus[-1]})\n"
+        f"end = time.monotonic() + {seconds}\n"
+        "while time.monotonic() < end:\n    pass\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def run(opts: argparse.Namespace) -> dict:
+    from playground.bench import _cpu_name
+    from playground.models import SYNTHETIC_MODELS, resolve_model
+    from playground.tokens import Tokenizer
+
+    if opts.model not in SYNTHETIC_MODELS:
+        raise PeerError(
+            f"--peer llama.cpp converts a synthetic model's checkpoint: use --model "
+            f"{' or '.join(SYNTHETIC_MODELS)}, not {opts.model!r}."
+        )
+    cache_dir = Path(opts.model_cache)
+    folder = resolve_model(opts.model, cache_dir)
+    files = gguf_files(opts.model, folder, cache_dir)
+    tokenizer = Tokenizer(folder)
+    prompts = make_prompts(tokenizer, PROMPT_SIZES, opts.repeats)
+    engines = {"genai": str(folder), **{f"llama.cpp {q}": str(files[q]) for q in QUANTS}}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "command": " ".join(["python -m playground.bench", *sys.argv[1:]]),
+        "model": opts.model,
+        "versions": _versions(),
+        "file_mb": {
+            "genai (openvino_model.bin)": (folder / "openvino_model.bin").stat().st_size / 1e6,
+            **{f"llama.cpp {k}": p.stat().st_size / 1e6 for k, p in files.items()},
+        },
+        "llama_ctx": LLAMA_CTX,
+        "new_tokens": opts.new_tokens,
+        "prompt_tokens": {
+            size: [len(p["ids"]) for p in ps] for size, ps in prompts["prompts"].items()
+        },
+        "phases": {},
+    }
+    with tempfile.TemporaryDirectory() as ov_cache:
+        base = {
+            **prompts, "new_tokens": opts.new_tokens, "eos_ids": sorted(tokenizer.eos_ids),
+            "cache_dir": ov_cache, "ov_config": json.loads(opts.ov_config),
+        }  # fmt: skip
+        # One throw-away genai load fills the compiled-model cache: every measured load is warm.
+        _run_worker({**base, "engine": "genai", "model_file": str(folder), "threads": 2,
+                     "prompts": {}})  # fmt: skip
+        for phase in opts.phases:
+            busy = busy_loop(3600) if phase == "loaded" else None
+            try:
+                samples: dict[str, list[dict]] = {}
+                for _ in range(opts.rounds):
+                    for threads in THREADS:
+                        for name, path in engines.items():
+                            kind = "genai" if name == "genai" else "llama"
+                            job = {**base, "engine": kind, "model_file": path, "threads": threads}
+                            key = f"{name} @{threads}"
+                            print(f"[{phase}] {key}", file=sys.stderr, flush=True)
+                            samples.setdefault(key, []).append(_run_worker(job))
+                results["phases"][phase] = samples
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    return results
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("openvino", "openvino-genai", "llama-cpp-python")}
+
+
+def _pool(workers: list[dict], size: str, field: str) -> list[float]:
+    return [run[field] for worker in workers for run in worker["runs"][size]]
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return ""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{fmt.format(mid)} ({fmt.format(low)}–{fmt.format(high)})"
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per phase, thread count and engine; then genai / llama.cpp Q4_0."""
+    short, long = (str(size) for size in PROMPT_SIZES)
+    rows = [
+        f"| machine | threads | engine | load, s | first token, ~{short} tokens, s | "
+        f"first token, ~{long} tokens, s | decode at ~{short}, tokens/s | "
+        f"decode at ~{long}, tokens/s | peak memory, MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for phase, samples in results["phases"].items():
+        for key, workers in samples.items():
+            name, threads = key.rsplit(" @", 1)
+            rows.append(
+                f"| {phase} | {threads} | {name} | "
+                f"{_cell([w['load_s'] for w in workers], '{:.2f}')} | "
+                f"{_cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
+                f"{_cell(_pool(workers, long, 'ttft_s'), '{:.3f}')} | "
+                f"{_cell(_pool(workers, short, 'tokens_per_s'), '{:.1f}')} | "
+                f"{_cell(_pool(workers, long, 'tokens_per_s'), '{:.1f}')} | "
+                f"{_cell([w['peak_rss_mb'] for w in workers], '{:.0f}')} |"
+            )
+        for threads in THREADS:
+            genai = samples.get(f"genai @{threads}")
+            peer = samples.get(f"llama.cpp Q4_0 @{threads}")
+            if not genai or not peer:
+                continue
+
+            def ratio(size: str, field: str, genai=genai, peer=peer) -> float:
+                mine = statistics.median(_pool(genai, size, field))
+                return mine / statistics.median(_pool(peer, size, field))
+
+            ratios.append(
+                f"- {phase}, {threads} thread{'s' if threads > 1 else ''}: genai decodes at "
+                f"{ratio(short, 'tokens_per_s'):.2f}× llama.cpp Q4_0's speed at ~{short} prompt "
+                f"tokens and {ratio(long, 'tokens_per_s'):.2f}× at ~{long}; its first token "
+                f"takes {ratio(short, 'ttft_s'):.2f}× and {ratio(long, 'ttft_s'):.2f}× the time"
+            )
+    sizes = ", ".join(f"{k} {v:.1f}" for k, v in results["file_mb"].items())
+    return "\n".join([*rows, "", *ratios, f"- weight files, MB: {sizes}"])
+
+
+def main(opts: argparse.Namespace) -> int:
+    """`bench --peer llama.cpp`: run, print the table, write --json; 2 with a message when the
+    packages are missing or the model can't be converted."""
+    if missing := missing_packages():
+        print(f"Missing: {', '.join(missing)}.\n\n{INSTALL_MESSAGE}", file=sys.stderr)
+        return 2
+    opts.rounds = 1 if opts.quick else 3
+    opts.repeats = 1 if opts.quick else 3
+    opts.phases = ("quiet",) if opts.quick else ("quiet", "loaded")
+    try:
+        results = run(opts)
+    except PeerError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    print(table(results))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        worker_main(json.loads(sys.stdin.read()))
+    else:
+        sys.exit("usage: python -m playground.bench --peer llama.cpp [--model M] [--json OUT]")
