@@ -507,6 +507,8 @@ def main(opts: argparse.Namespace) -> int:
     if missing := missing_packages():
         print(f"Missing: {', '.join(missing)}.\n\n{INSTALL_MESSAGE}", file=sys.stderr)
         return 2
+    if opts.quick:
+        opts.new_tokens = 32
     opts.rounds = 1 if opts.quick else 3
     opts.repeats = 1 if opts.quick else 3
     opts.phases = ("quiet",) if opts.quick else ("quiet", "loaded")
@@ -521,8 +523,123 @@ def main(opts: argparse.Namespace) -> int:
     return 0
 
 
+# --- closing the short-context gap: genai settings against llama.cpp Q4_0 -------------------
+
+# Re-exports of the same checkpoint (models.export_ir's options), and OpenVINO properties on the
+# model as built; each measured against llama.cpp Q4_0 in the same rounds.
+EXPORTS: dict[str, dict[str, Any]] = {
+    "int4 sym, group 128": {"sym": True, "group_size": 128},
+    "int4 asym, group 32": {"group_size": 32},
+    "int4 sym, group 32 (as Q4_0)": {"sym": True, "group_size": 32},
+    "int4 sym, per channel": {"sym": True, "group_size": -1},
+    "int4 output layer (all_layers)": {"group_size": 128, "all_layers": True},
+}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "KV_CACHE_PRECISION u8": {"KV_CACHE_PRECISION": "u8"},
+    "KV_CACHE_PRECISION f16": {"KV_CACHE_PRECISION": "f16"},
+    "ENABLE_CPU_PINNING true": {"ENABLE_CPU_PINNING": True},
+    "ENABLE_CPU_PINNING false": {"ENABLE_CPU_PINNING": False},
+    "ATTENTION_BACKEND SDPA": {"ATTENTION_BACKEND": "SDPA"},
+    "PERFORMANCE_HINT LATENCY": {"PERFORMANCE_HINT": "LATENCY"},
+}
+
+
+def exported_variant(name: str, folder: Path, cache_dir: Path, options: dict) -> Path:
+    """The synthetic model `name` re-exported from its checkpoint with export_ir `options`."""
+    from playground.models import RECIPE, export_ir
+
+    tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
+    target = cache_dir / "variants" / f"{name}-r{RECIPE}-{tag}"
+    if not (target / "openvino_model.xml").is_file():
+        hf_dir = hf_checkpoint(name, folder, cache_dir)
+        with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
+            export_ir(hf_dir, Path(tmp) / "ov", bits=4, **options)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(Path(tmp) / "ov", target)
+    return target
+
+
+def gap(opts: argparse.Namespace) -> dict:
+    """Each export and setting of genai beside llama.cpp Q4_0, interleaved, at `opts.threads`."""
+    from playground.models import resolve_model
+    from playground.tokens import Tokenizer
+
+    cache_dir = Path(opts.model_cache)
+    folder = resolve_model(opts.model, cache_dir)
+    files = gguf_files(opts.model, folder, cache_dir)
+    tokenizer = Tokenizer(folder)
+    prompts = make_prompts(tokenizer, PROMPT_SIZES, opts.repeats)
+    runs: dict[str, tuple[str, str, dict]] = {
+        "llama.cpp Q4_0": ("llama", str(files["Q4_0"]), {}),
+        "genai as built (int4 asym, group 128)": ("genai", str(folder), {}),
+    }
+    for label, options in EXPORTS.items():
+        if label in opts.only or not opts.only:
+            variant = exported_variant(opts.model, folder, cache_dir, options)
+            runs[label] = ("genai", str(variant), {})
+    for label, ov_config in SETTINGS.items():
+        if label in opts.only or not opts.only:
+            runs[label] = ("genai", str(folder), ov_config)
+    results: dict[str, Any] = {"command": " ".join(["python -m playground.peers", *sys.argv[1:]]),
+                               "threads": opts.threads, "samples": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as ov_cache:
+        base = {**prompts, "new_tokens": opts.new_tokens, "eos_ids": sorted(tokenizer.eos_ids),
+                "cache_dir": ov_cache, "threads": opts.threads}  # fmt: skip
+        for round_ in range(opts.rounds):
+            for label, (kind, path, ov_config) in runs.items():
+                print(f"[gap {round_}] {label}", file=sys.stderr, flush=True)
+                job = {**base, "engine": kind, "model_file": path, "ov_config": ov_config}
+                if round_ == 0 and kind == "genai":  # fill the compiled-model cache first
+                    _run_worker({**job, "prompts": {}})
+                results["samples"].setdefault(label, []).append(_run_worker(job))
+    return results
+
+
+def gap_table(results: dict) -> str:
+    short, long = (str(size) for size in PROMPT_SIZES)
+    peer = results["samples"]["llama.cpp Q4_0"]
+    peer_tps = statistics.median(_pool(peer, short, "tokens_per_s"))
+    rows = [
+        f"| genai at {results['threads']} thread(s) | decode at ~{short}, tokens/s | "
+        f"/ llama.cpp Q4_0 | first token at ~{short}, s | decode at ~{long}, tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, workers in results["samples"].items():
+        tps = _pool(workers, short, "tokens_per_s")
+        rows.append(
+            f"| {label} | {_cell(tps, '{:.1f}')} | {statistics.median(tps) / peer_tps:.2f}× | "
+            f"{_cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
+            f"{_cell(_pool(workers, long, 'tokens_per_s'), '{:.1f}')} |"
+        )
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--worker"]:
         worker_main(json.loads(sys.stdin.read()))
-    else:
-        sys.exit("usage: python -m playground.bench --peer llama.cpp [--model M] [--json OUT]")
+        sys.exit(0)
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.peers",
+        description="The short-context gap: genai exports and settings beside llama.cpp Q4_0 "
+        "(the side by side itself is `python -m playground.bench --peer llama.cpp`).",
+    )
+    parser.add_argument("--gap", action="store_true", required=True)
+    parser.add_argument("--model", default="mid-random")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--only", nargs="*", default=[], help="labels of EXPORTS/SETTINGS")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args()
+    if missing := missing_packages():
+        print(f"Missing: {', '.join(missing)}.\n\n{INSTALL_MESSAGE}", file=sys.stderr)
+        sys.exit(2)
+    from playground.settings import load_settings
+
+    opts.model_cache = str(load_settings().cache_dir)
+    results = gap(opts)
+    print(gap_table(results))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2))
