@@ -7,9 +7,10 @@ weights its OpenVINO IR was exported from), a SentencePiece `tokenizer.model` wr
 f16 made by the unmodified `convert_hf_to_gguf.py` of the llama-cpp-python source distribution,
 its Q4_0 and Q4_K_M quantizations (`llama_cpp.llama_model_quantize`), and the measurement: load,
 time to first token at ~100 and ~1000 prompt tokens and decode tokens/s, at 1 and 2 threads,
-each engine in its own process (so peak memory is its own), interleaved, on a quiet machine
-and beside a busy-loop process on one core. It prints a markdown table; `--json` keeps every
-raw sample.
+each engine in its own process (so peak memory is its own), interleaved, on the machine as it
+is and beside a busy-loop process on one core. It prints a markdown table; `--json` keeps every
+raw sample. `python -m playground.peers --gap` measures genai's exports and OpenVINO settings
+against llama.cpp Q4_0 at a short prompt.
 Does not own: the engines (it loads `genai` through `playground.engine` as bench does), the
 synthetic models' recipe (`playground.models`), or bench's own measurements (`playground.bench`
 only dispatches here). llama-cpp-python is not a requirement of the app or the tests: it is in
@@ -35,6 +36,9 @@ LLAMA_CPP_PYTHON = "0.3.36"  # the version requirements-bench.txt pins; its sdis
 QUANTS = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 THREADS = (1, 2)
 PROMPT_SIZES = (100, 1000)
+# The machine as found (other jobs included: the table says how many cores they used), then
+# beside a busy loop pinned to one core.
+AS_IS, BUSY = "as is", "+ busy loop"
 LLAMA_CTX = 2048  # llama.cpp's context: the longest prompt and its new tokens fit
 CONVERTER = "vendor/llama.cpp/convert_hf_to_gguf.py"
 
@@ -331,13 +335,44 @@ def worker_main(job: dict) -> None:
 
 
 def _run_worker(job: dict) -> dict:
+    """Run `job` in a fresh process; add what the rest of the machine did meanwhile."""
+    env = dict(os.environ)
+    for name, value in job.get("env", {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    before, children = _cpu_jiffies(), os.times()
+    start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "playground.peers", "--worker"],
-        input=json.dumps(job), capture_output=True, text=True, check=False,
+        input=json.dumps(job), capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
+    elapsed = time.monotonic() - start
+    after, children_after = _cpu_jiffies(), os.times()
     if done.returncode != 0:
         raise PeerError(f"peer worker {job['engine']} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    worker_cpu = (children_after.children_user - children.children_user) + (
+        children_after.children_system - children.children_system
+    )
+    if before and after:
+        busy_s = (after - before) / os.sysconf("SC_CLK_TCK")
+        # Cores' worth of CPU time that other processes used while this worker ran.
+        out["others_cores"] = max(0.0, busy_s - worker_cpu) / elapsed
+    out["worker_cores"] = worker_cpu / elapsed
+    out["loadavg_1min"] = os.getloadavg()[0]
+    return out
+
+
+def _cpu_jiffies() -> int | None:
+    """Busy CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -395,7 +430,18 @@ def run(opts: argparse.Namespace) -> dict:
     files = gguf_files(opts.model, folder, cache_dir)
     tokenizer = Tokenizer(folder)
     prompts = make_prompts(tokenizer, PROMPT_SIZES, opts.repeats)
-    engines = {"genai": str(folder), **{f"llama.cpp {q}": str(files[q]) for q in QUANTS}}
+    engines: dict[str, tuple[str, str, dict]] = {
+        "genai": ("genai", str(folder), {}),
+        **{f"llama.cpp {q}": ("llama", str(files[q]), {}) for q in QUANTS},
+    }
+    if os.environ.get("OMP_WAIT_POLICY"):
+        # llama.cpp's threads meet at OpenMP barriers: with the variable set (PASSIVE) they
+        # sleep there, unset they spin first. Measure llama.cpp as it comes, too.
+        engines["llama.cpp Q4_0, OMP_WAIT_POLICY unset"] = (
+            "llama",
+            str(files["Q4_0"]),
+            {"OMP_WAIT_POLICY": None},
+        )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu": _cpu_name(),
@@ -412,6 +458,7 @@ def run(opts: argparse.Namespace) -> dict:
         "prompt_tokens": {
             size: [len(p["ids"]) for p in ps] for size, ps in prompts["prompts"].items()
         },
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "phases": {},
     }
     with tempfile.TemporaryDirectory() as ov_cache:
@@ -423,14 +470,14 @@ def run(opts: argparse.Namespace) -> dict:
         _run_worker({**base, "engine": "genai", "model_file": str(folder), "threads": 2,
                      "prompts": {}})  # fmt: skip
         for phase in opts.phases:
-            busy = busy_loop(3600) if phase == "loaded" else None
+            busy = busy_loop(3600) if phase == BUSY else None
             try:
                 samples: dict[str, list[dict]] = {}
                 for _ in range(opts.rounds):
                     for threads in THREADS:
-                        for name, path in engines.items():
-                            kind = "genai" if name == "genai" else "llama"
-                            job = {**base, "engine": kind, "model_file": path, "threads": threads}
+                        for name, (kind, path, env) in engines.items():
+                            job = {**base, "engine": kind, "model_file": path, "threads": threads,
+                                   "env": env}  # fmt: skip
                             key = f"{name} @{threads}"
                             print(f"[{phase}] {key}", file=sys.stderr, flush=True)
                             samples.setdefault(key, []).append(_run_worker(job))
@@ -465,8 +512,8 @@ def table(results: dict) -> str:
     rows = [
         f"| machine | threads | engine | load, s | first token, ~{short} tokens, s | "
         f"first token, ~{long} tokens, s | decode at ~{short}, tokens/s | "
-        f"decode at ~{long}, tokens/s | peak memory, MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"decode at ~{long}, tokens/s | peak memory, MB | others' CPU, cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for phase, samples in results["phases"].items():
@@ -479,7 +526,8 @@ def table(results: dict) -> str:
                 f"{_cell(_pool(workers, long, 'ttft_s'), '{:.3f}')} | "
                 f"{_cell(_pool(workers, short, 'tokens_per_s'), '{:.1f}')} | "
                 f"{_cell(_pool(workers, long, 'tokens_per_s'), '{:.1f}')} | "
-                f"{_cell([w['peak_rss_mb'] for w in workers], '{:.0f}')} |"
+                f"{_cell([w['peak_rss_mb'] for w in workers], '{:.0f}')} | "
+                f"{_cell([w.get('others_cores', 0.0) for w in workers], '{:.1f}')} |"
             )
         for threads in THREADS:
             genai = samples.get(f"genai @{threads}")
@@ -509,9 +557,9 @@ def main(opts: argparse.Namespace) -> int:
         return 2
     if opts.quick:
         opts.new_tokens = 32
-    opts.rounds = 1 if opts.quick else 3
-    opts.repeats = 1 if opts.quick else 3
-    opts.phases = ("quiet",) if opts.quick else ("quiet", "loaded")
+    opts.rounds = 1 if opts.quick else 2
+    opts.repeats = 1 if opts.quick else 2
+    opts.phases = (AS_IS,) if opts.quick else (AS_IS, BUSY)
     try:
         results = run(opts)
     except PeerError as error:
