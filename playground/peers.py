@@ -48,7 +48,7 @@ are not in requirements.txt or requirements-dev.txt: llama-cpp-python builds lla
 source, which takes about 20 minutes on 2 cores and needs a C++ compiler and CMake. Install \
 them with `pip install -r requirements-bench.txt` and run the command again. The first run also \
 fetches llama-cpp-python's source distribution once with `pip download` (about 77 MB, for its \
-convert_hf_to_gguf.py) into the model cache, unless you put \
+convert_hf_to_gguf.py) into {{home}}, unless you put \
 llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz there yourself (see BENCHMARKS.md)."""
 
 
@@ -65,6 +65,12 @@ def missing_packages() -> list[str]:
         except ImportError:
             missing.append(package)
     return missing
+
+
+def install_message(missing: list[str], cache_dir: Path) -> str:
+    """The one paragraph that says what is missing and how to install it."""
+    home = cache_dir / "llama.cpp"
+    return f"Missing: {', '.join(missing)}. {INSTALL_MESSAGE.format(home=home)}"
 
 
 # --- the SentencePiece model ---------------------------------------------------------------
@@ -555,7 +561,7 @@ def main(opts: argparse.Namespace) -> int:
     """`bench --peer llama.cpp`: run, print the table, write --json; 2 with a message when the
     packages are missing or the model can't be converted."""
     if missing := missing_packages():
-        print(f"Missing: {', '.join(missing)}.\n\n{INSTALL_MESSAGE}", file=sys.stderr)
+        print(install_message(missing, Path(opts.model_cache)), file=sys.stderr)
         return 2
     if opts.quick:
         opts.new_tokens = 32
@@ -683,12 +689,12 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", default=[], help="labels of EXPORTS/SETTINGS")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args()
-    if missing := missing_packages():
-        print(f"Missing: {', '.join(missing)}.\n\n{INSTALL_MESSAGE}", file=sys.stderr)
-        sys.exit(2)
     from playground.settings import load_settings
 
     opts.model_cache = str(load_settings().cache_dir)
+    if missing := missing_packages():
+        print(install_message(missing, Path(opts.model_cache)), file=sys.stderr)
+        sys.exit(2)
     results = gap(opts)
     print(gap_table(results))
     if opts.json:
