@@ -602,6 +602,7 @@ EXPORTS: dict[str, dict[str, Any]] = {
     "int4 sym, group 32 (as Q4_0)": {"sym": True, "group_size": 32},
     "int4 sym, per channel": {"sym": True, "group_size": -1},
     "int4 output layer (all_layers)": {"group_size": 128, "all_layers": True},
+    "int4 sym, group 128, int4 output layer": {"sym": True, "group_size": 128, "all_layers": True},
 }
 SETTINGS: dict[str, dict[str, Any]] = {
     "KV_CACHE_PRECISION u8": {"KV_CACHE_PRECISION": "u8"},
