@@ -204,7 +204,7 @@ def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
             write_sentencepiece_model(work / "tokenizer.json", work / "tokenizer.model")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(work, target)
-    # The IR was exported from this checkpoint: same recipe, so the same tokenizer, byte for byte.
+    # The IR was exported from this checkpoint: the same recipe, so the same vocabulary and merges.
     ours = json.loads((target / "tokenizer.json").read_text(encoding="utf-8"))
     theirs = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     if ours["model"] != theirs["model"]:
@@ -236,11 +236,26 @@ def quantize(f16: Path, out: Path, quant: str, threads: int = 2) -> Path:
     params.ftype = QUANTS[quant]
     params.nthread = threads
     partial = out.with_suffix(".partial")
-    code = llama_cpp.llama_model_quantize(
-        str(f16).encode(), str(partial).encode(), ctypes.byref(params)
-    )
+    # llama.cpp logs every tensor on the C level's stdout and stderr: keep it for errors only.
+    with tempfile.TemporaryFile() as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            code = llama_cpp.llama_model_quantize(
+                str(f16).encode(), str(partial).encode(), ctypes.byref(params)
+            )
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-2000:]
     if code != 0:
-        raise PeerError(f"llama_model_quantize to {quant} failed ({code})")
+        raise PeerError(f"llama_model_quantize to {quant} failed ({code}):\n{tail}")
     os.replace(partial, out)
     return out
 
