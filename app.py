@@ -1,7 +1,8 @@
 """The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
 Owns: the command line of `python app.py [--model M] [--engine genai|optimum] [--host H]
-[--port P]`, logging set-up, and the module-level `demo` that Hugging Face Spaces imports.
+[--port P]`, logging set-up, the warm-up before serving, and the module-level `demo` that Hugging
+Face Spaces imports.
 Does not own: anything else; each step is a call into `playground`.
 """
 
@@ -34,6 +35,7 @@ if notice:
     log.warning(notice)
 log.info("serving %s with the %s engine (loaded in %.2f s)", engine.info.model, engine.kind,
          engine.info.load_s)  # fmt: skip
+log.info("warmed up in %.2f s", engine.warm_up())  # before the server reports ready
 demo = build_demo(engine, settings, notice)
 
 if __name__ == "__main__":

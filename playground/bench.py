@@ -26,7 +26,6 @@ from typing import Any
 
 from playground.chat_format import render
 from playground.sampling import SamplingParams
-from playground.settings import ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("genai", "optimum")
@@ -148,30 +147,11 @@ def _run_worker(kind: str, opts: argparse.Namespace, cache_dir: Path, load_only:
 
 def _through_app(opts: argparse.Namespace, direct: dict) -> dict:
     """The same greedy requests through `python app.py`'s /complete, from this process."""
-    import socket
-    import urllib.request
-
     from gradio_client import Client
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, ENV["cache_dir"]: str(opts.model_cache), ENV["ov_config"]: opts.ov_config}
-    server = subprocess.Popen(
-        [sys.executable, "app.py", "--model", opts.model, "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the app did not start") from None
-                time.sleep(0.5)
+    from playground.bench_serving import serving
+
+    with serving(opts.model, str(opts.model_cache), opts.ov_config) as url:
         client = Client(url, verbose=False)
         prompt = render([{"role": "user", "content": PROMPT}]).text
         args = (prompt, opts.new_tokens, 0.0, 1.0, 0, 1.0, 1)
@@ -185,9 +165,6 @@ def _through_app(opts: argparse.Namespace, direct: dict) -> dict:
             end = time.perf_counter()
             ttfts.append((first or end) - start)
             totals.append(end - start)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     tokens = statistics.median(direct["greedy"]["new_tokens"])
     return {
         "ttft_s": ttfts,
@@ -341,8 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         "--peer",
         choices=("llama.cpp",),
         help="instead, measure llama.cpp (Q4_0 and Q4_K_M GGUFs of the same synthetic model) "
-        "beside genai at 1 and 2 threads, quiet and under load (playground/peers.py; needs "
-        "requirements-bench.txt)",
+        "beside genai at 1 and 2 threads, as the machine is and beside a busy loop "
+        "(playground/peers.py; needs requirements-bench.txt)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
+        "a late arrival, and one visitor against a bare LLMPipeline (playground.bench_serving)",
     )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -365,8 +348,17 @@ def main(argv: list[str] | None = None) -> int:
         return peers.main(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
-    results = run(opts)
-    print(table(results))
+    if opts.concurrency:
+        from playground import bench_serving
+        from playground.models import resolve_model
+
+        folder = resolve_model(opts.model, Path(opts.model_cache))
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["concurrency"] = bench_serving.concurrency(opts, folder)
+        print(bench_serving.table(results["concurrency"]))
+    else:
+        results = run(opts)
+        print(table(results))
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
     return 0

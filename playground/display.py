@@ -9,11 +9,12 @@ Does not own: components or events (`ui`, the only package that imports gradio).
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from playground.chat_format import CONTROL_TOKEN_TEXTS
+from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
 from playground.engine import StopReason
 from playground.tokens import Token
 
@@ -53,10 +54,13 @@ def chat_display(turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
 def figures_line(figures: Mapping[str, Any]) -> str:
     """One line of a reply's figures (see `session.figures_of`)."""
     reason = STOP_REASONS.get(figures["stop_reason"], str(figures["stop_reason"]))
+    drafts = ""
+    if figures.get("accepted_drafts") is not None:
+        drafts = f"prompt lookup: {figures['accepted_drafts']} draft tokens accepted · "
     return (
         f"{figures['prompt_tokens']} prompt tokens · {figures['new_tokens']} new tokens · "
         f"first token {figures['ttft_s']:.2f} s · {figures['tokens_per_s']:.1f} tokens/s · "
-        f"seed {figures['seed']} · {reason}"
+        f"{drafts}seed {figures['seed']} · {reason}"
     )
 
 
@@ -96,6 +100,97 @@ def notes_markdown(
     lines = [f"**Error:** {escape(e)}" for e in errors]
     lines += [f"**Note:** {escape(w)}" for w in warnings]
     return "\n\n".join(lines) or empty
+
+
+def engine_status(status: Mapping[str, Any]) -> str:
+    """The engine's live figures for the Model tab (numbers only, nothing from a visitor)."""
+    lines = [
+        f"- **Generating now:** {status['active']} of {status['slots']} at once"
+        f" · **waiting for a slot:** {status['waiting']}"
+    ]
+    if "kv_cache_usage" in status:
+        size = status["kv_cache_bytes"] / 2**20
+        lines.append(
+            f"- **KV cache:** {100 * status['kv_cache_usage']:.1f}% held by running requests "
+            f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:.1f} MiB allocated"
+        )
+    if "prompt_lookup_loaded" in status:
+        loaded = "loaded" if status["prompt_lookup_loaded"] else "not loaded (built on first use)"
+        lines.append(f"- **Prompt lookup pipeline:** {loaded}")
+    return "\n".join(lines)
+
+
+PROBABILITY_NOTES = {
+    "genai": "the model's own probabilities, before temperature, top-k and top-p changed the "
+    "choice. This engine gives the chosen token's only.",
+    "optimum": "the probabilities transformers sampled from: after the repetition penalty "
+    "and, when sampling, after temperature, top-k and top-p. With the 5 likeliest tokens.",
+}
+
+
+def probability_view(tokens: Sequence[Mapping[str, Any]], engine_kind: str = "genai") -> str:
+    """A reply's tokens, each tinted by how likely the model thought it (the unsure ones
+    red), with its probability and any alternatives on hover or tap; then the line on
+    P(`end_of_turn`) at the reply's end. Every token's text is escaped."""
+    if not tokens:
+        return ""
+    spans = "".join(_token_span(t) for t in tokens)
+    note = PROBABILITY_NOTES.get(engine_kind, "the model's probabilities.")
+    return (
+        '<div class="probs">'
+        f'<p class="probs-note">The less likely a token, the redder: {escape(note)} '
+        "Hover or tap a token for its probability.</p>"
+        f'<div class="probs-text">{spans}</div>'
+        f'<p class="probs-eot">{escape(end_of_turn_line(tokens))}</p></div>'
+    )
+
+
+def _token_span(token: Mapping[str, Any]) -> str:
+    logprob = token.get("logprob")
+    if logprob is None:
+        return f'<span class="tok">{escape(token["token"])}</span>'
+    p = math.exp(logprob)
+    tip = f"p = {_percent(p)}"
+    if token.get("top_logprobs"):
+        tip += " · likeliest: " + ", ".join(
+            f"{_quoted(t['token'])} {_percent(math.exp(t['logprob']))}"
+            for t in token["top_logprobs"]
+        )
+    # Sure tokens stay clear; the less likely, the redder.
+    tint = f"background: rgba(239, 68, 68, {0.6 * (1 - p):.2f})"
+    return (
+        f'<span class="tok" tabindex="0" style="{tint}" data-tip="{escape(tip)}">'
+        f"{escape(token['token'])}</span>"
+    )
+
+
+def end_of_turn_line(tokens: Sequence[Mapping[str, Any]], end_of_turn: str = END_OF_TURN) -> str:
+    """How likely `end_of_turn` was at the reply's last step: the teaching number of the
+    chat format, since a model that has learned it ends its turns surely."""
+    last = tokens[-1]
+    if last["token"] == end_of_turn and last.get("logprob") is not None:
+        return (
+            f"P({end_of_turn}) at the last step: {_percent(math.exp(last['logprob']))}: "
+            "the model chose to end its turn."
+        )
+    among = [t for t in last.get("top_logprobs", []) if t["token"] == end_of_turn]
+    if among:
+        p = _percent(math.exp(among[0]["logprob"]))
+        return f"P({end_of_turn}) at the last step: {p}: the model had not finished its turn."
+    if last.get("top_logprobs"):
+        return f"{end_of_turn} was not among the 5 likeliest tokens at the last step."
+    return (
+        f"The reply did not end with {end_of_turn}; this engine gives only the chosen "
+        "token's probability, so its chance at the last step is not known."
+    )
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.001 else f"{p:.1e}"
+
+
+def _quoted(piece: str) -> str:
+    return f"“{visible_piece(piece)}”"
 
 
 TOKEN_LEGEND = "`·` is a space, `↵` a newline and `⇥` a tab inside a token."

@@ -47,6 +47,7 @@ class CellOutput:
     text: str = ""
     figures: Mapping[str, Any] | None = None
     error: str = ""
+    probabilities: str = ""  # `display.probability_view` of the finished output (escaped HTML)
 
     def as_text(self) -> str:
         """The output as the exported notebook and the handout store it (as the CLI does)."""
@@ -202,6 +203,11 @@ def output_html(cell: PromptCell, output: CellOutput) -> str:
         body = f'<div class="nb-out-md">{render_markdown(output.text)}</div>'
     else:
         body = f'<pre class="nb-out-text">{display.escape(output.text)}</pre>'
+    if output.probabilities:
+        body += (
+            '<details class="nb-probs"><summary>Probabilities</summary>'
+            f"{output.probabilities}</details>"
+        )
     return f'<div class="nb-out"><p class="nb-figures">{display.escape(figures)}</p>{body}</div>'
 
 

@@ -160,6 +160,15 @@ class SamplingParams:
             f"{MAX_STOP_STRINGS}, each at most {MAX_STOP_LENGTH} characters).",
         },
     )
+    prompt_lookup: bool = field(
+        default=False,
+        metadata={
+            "label": "Prompt lookup",
+            "help": "Drafts tokens by copying the prompt where the reply starts to repeat it, "
+            "and the model checks several at once: faster when the reply quotes, edits or "
+            "summarises the prompt, slower when it writes something new.",
+        },
+    )
 
     def __post_init__(self) -> None:
         checked = _check_all(vars(self), DOMAINS, MAX_ENGINE_STOP_STRINGS)
@@ -245,6 +254,11 @@ def _check_all(
     }
     if "stop" in values:
         checked["stop"] = _check_stop(values["stop"], max_stops)
+    if "prompt_lookup" in values:
+        lookup = values["prompt_lookup"]
+        if not isinstance(lookup, bool):
+            raise ParamError(f"prompt_lookup must be true or false, got {lookup!r}.")
+        checked["prompt_lookup"] = lookup
     return checked
 
 

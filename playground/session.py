@@ -31,6 +31,7 @@ from playground.inspection import Inspection, export_code, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.sampling import RANGES, ParamError, SamplingParams
 from playground.settings import Settings
+from playground.tokens import Tokenizer
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 UPDATE_INTERVAL_S = 0.1
@@ -109,7 +110,8 @@ def apply_example(messages: Sequence[Mapping[str, str]]) -> tuple[str, str, list
 def conversation_json(turns: Sequence[Turn], system: str = "") -> str:
     """The conversation as a JSON file a visitor can download and load back."""
     messages = [{"role": "system", "content": system}] if system.strip() else []
-    messages += [dict(t) for t in turns]
+    # A reply's token probabilities stay in the page: the file is the conversation.
+    messages += [{k: v for k, v in t.items() if k != "tokens"} for t in turns]
     return json.dumps({"messages": messages}, indent=2, ensure_ascii=False)
 
 
@@ -196,8 +198,9 @@ def fit_prompt(
 
 
 def figures_of(result: GenerationResult, seed: int, stop_reason: str | None = None) -> dict:
-    """A reply's figures as data: what the UI shows under it and what the API returns."""
-    return {
+    """A reply's figures as data: what the UI shows under it and what the API returns;
+    `accepted_drafts` only when prompt lookup drafted."""
+    figures = {
         "stop_reason": stop_reason or result.stop_reason,
         "prompt_tokens": result.prompt_tokens,
         "new_tokens": result.new_tokens,
@@ -205,6 +208,9 @@ def figures_of(result: GenerationResult, seed: int, stop_reason: str | None = No
         "tokens_per_s": round(result.tokens_per_s, 1),
         "seed": seed,
     }
+    if result.accepted_drafts is not None:
+        figures["accepted_drafts"] = result.accepted_drafts
+    return figures
 
 
 @dataclass
@@ -269,12 +275,32 @@ class Control:
         self.busy, self.generation, self.fresh_seed = False, None, False
 
 
+def token_probabilities(result: GenerationResult, tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """Each generated token with how sure the model was of it, in the shape of OpenAI's
+    `logprobs.content`: {"id", "token", "logprob"} (None where the engine gave none), and
+    "top_logprobs", the step's likeliest tokens, on engines that give them."""
+    entries = []
+    for token, score in zip(tokenizer.describe(result.token_ids), result.scores, strict=True):
+        entry: dict[str, Any] = {"id": token.id, "token": token.piece, "logprob": None}
+        if score is not None:
+            entry["logprob"] = round(score.logprob, 5)
+        if score is not None and score.alternatives:
+            pieces = tokenizer.describe([i for i, _ in score.alternatives])
+            entry["top_logprobs"] = [
+                {"id": piece.id, "token": piece.piece, "logprob": round(logprob, 5)}
+                for piece, (_, logprob) in zip(pieces, score.alternatives, strict=True)
+            ]
+        entries.append(entry)
+    return entries
+
+
 @dataclass(frozen=True)
 class Reply:
-    """A reply so far; `figures` is set on the last one."""
+    """A reply so far; `figures` and `tokens` (`token_probabilities`) are set on the last."""
 
     text: str
     figures: dict | None = None
+    tokens: list[dict[str, Any]] | None = None
     budget: Budget | None = None
     result: GenerationResult | None = field(default=None, repr=False)
 
@@ -442,7 +468,12 @@ class Playground:
         # A Stop that arrives once the engine has finished, but before the visitor was shown
         # the end, still wins: the visitor pressed it while the reply looked unfinished.
         stopped = "cancelled" if control is not None and control.stop else None
-        yield Reply(text, figures_of(result, params.seed, stopped), result=result)
+        yield Reply(
+            text,
+            figures_of(result, params.seed, stopped),
+            tokens=token_probabilities(result, self.engine.tokenizer),
+            result=result,
+        )
 
     def export(self, prompt: str, params: SamplingParams) -> dict[str, str]:
         """Runnable code for `prompt`, naming the model as a visitor can get it (never this

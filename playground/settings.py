@@ -31,6 +31,8 @@ ENV = {
     "device": "PLAYGROUND_DEVICE",
     "cache_dir": "PLAYGROUND_CACHE",
     "queue_size": "PLAYGROUND_QUEUE_SIZE",
+    "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
+    "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
 }
 
@@ -49,6 +51,13 @@ class Settings:
     fallback_model: str = "tiny-tutor"
     max_input_tokens: int = 32768
     queue_size: int = 16
+    # Generations the genai engine decodes together (continuous batching); the app's Gradio
+    # concurrency limit is the engine's, so the queue holds the rest.
+    max_concurrent: int = 4
+    # Visitor sessions whose state Gradio keeps (least recently used go first). Each holds a
+    # copy of every component's config, about 320 KB here, and one from an API client is never
+    # closed: Gradio's own 10,000 would allow 3 GB.
+    session_capacity: int = 1000
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
@@ -124,6 +133,8 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "fallback_model",
         "max_input_tokens",
         "queue_size",
+        "max_concurrent",
+        "session_capacity",
         "fold_separator",
     ):
         values[key] = own.get(key)
@@ -181,7 +192,13 @@ def _presets(presets: Any, ranges: Mapping[str, Range]) -> dict[str, dict[str, A
 
 
 def _build(values: dict[str, Any]) -> Settings:
-    for key in ("context_size", "max_input_tokens", "queue_size"):
+    for key in (
+        "context_size",
+        "max_input_tokens",
+        "queue_size",
+        "max_concurrent",
+        "session_capacity",
+    ):
         if key in values:
             value = values[key]
             try:

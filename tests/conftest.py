@@ -121,32 +121,56 @@ def client(app_url):
 
 
 def pace(engine, seconds_per_token: float):
-    """Slow the real engine's native loop to a real 9B model's pace on a CPU, so a person (or
-    a test) has time to press Stop: each token waits inside the engine's own callback."""
+    """Slow the real engine to a real 9B model's pace on a CPU, so a person (or a test) has
+    time to press Stop: each step of its continuous-batching pipeline, one token for every
+    running request, waits first."""
     import time
 
-    run = engine.run_native
+    stepper = engine._stepper
+    step = stepper.step
 
-    def paced_run(ids, params, on_token):
-        def paced(token_id):
-            time.sleep(seconds_per_token)
-            return on_token(token_id)
+    def paced_step():
+        time.sleep(seconds_per_token)
+        step()
 
-        return run(ids, params, paced)
-
-    engine.run_native = paced_run
+    stepper.step = paced_step
     return engine
+
+
+def paced_tiny_engine(settings, tiny_folder, slots: int):
+    """A real engine on the tiny model (not the cached one) with `slots` generations at once,
+    paced at about 50 tokens/s."""
+    from playground.engine import load_engine
+
+    engine = load_engine(
+        tiny_folder,
+        "genai",
+        cache_dir=settings.cache_dir,
+        ov_config=dict(settings.ov_config),
+        max_concurrent=slots,
+    )
+    return pace(engine, 0.02)
 
 
 @pytest.fixture(scope="session")
 def paced_engine(settings, tiny_folder):
-    """A second real engine on the tiny model (not the cached one), at about 50 tokens/s."""
-    from playground.engine import load_engine
+    """One slot: a second visitor waits in Gradio's queue, which the queue tests need."""
+    return paced_tiny_engine(settings, tiny_folder, slots=1)
 
-    engine = load_engine(
-        tiny_folder, "genai", cache_dir=settings.cache_dir, ov_config=dict(settings.ov_config)
-    )
-    return pace(engine, 0.02)
+
+@pytest.fixture(scope="session")
+def batched_engine(settings, tiny_folder):
+    """Four slots: visitors who arrive together decode together."""
+    return paced_tiny_engine(settings, tiny_folder, slots=4)
+
+
+@pytest.fixture(scope="session")
+def batched_app_url(settings, batched_engine):
+    from playground.ui import build_demo
+
+    demo = build_demo(batched_engine, settings)
+    yield serve(demo, settings)
+    demo.close()
 
 
 @pytest.fixture(scope="session")
@@ -165,16 +189,21 @@ def tutor_engine(settings):
 
 
 @pytest.fixture(scope="session")
-def tutor_client(settings, tutor_engine):
-    """gradio_client on the real app serving tiny-tutor."""
-    from gradio_client import Client
-
+def tutor_app_url(settings, tutor_engine):
+    """The real app serving tiny-tutor, over HTTP."""
     from playground.ui import build_demo
 
     demo = build_demo(tutor_engine, settings.with_(model="tiny-tutor"))
-    client = Client(serve(demo, settings), verbose=False)
-    yield client
+    yield serve(demo, settings)
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def tutor_client(tutor_app_url):
+    """gradio_client on the real app serving tiny-tutor."""
+    from gradio_client import Client
+
+    return Client(tutor_app_url, verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,9 @@ def complete(client, prompt, max_new_tokens=20, **sampling):
 
 def test_named_endpoints_and_their_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(api) == {"/chat", "/complete", "/render", "/chat_json", "/complete_json"}
+    assert set(api) == {
+        "/chat", "/complete", "/render", "/chat_json", "/complete_json", "/status"
+    }  # fmt: skip
 
     def names(endpoint):
         return [p["parameter_name"] for p in api[endpoint]["parameters"]]
@@ -45,8 +47,8 @@ def test_named_endpoints_and_their_parameters(client):
     assert names("/complete") == [
         "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
     ]  # fmt: skip
-    assert names("/complete_json") == [*names("/complete"), "stop"]
-    assert names("/chat_json") == [*names("/chat"), "stop"]
+    assert names("/complete_json") == [*names("/complete"), "stop", "logprobs", "prompt_lookup"]
+    assert names("/chat_json") == [*names("/chat"), "stop", "logprobs", "prompt_lookup"]
     assert names("/chat")[:5] == ["message", "history", "system_prompt", "system_policy", "prefill"]
 
 
@@ -153,6 +155,8 @@ def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
         server.terminate()
         log = server.communicate(timeout=60)[0]
     assert "Serving 'tiny-tutor'" in log
+    # One short generation ran before the server said it was up (issue 12's warm-up).
+    assert log.index("warmed up in") < log.index("Running on local URL")
 
 
 def test_explicit_model_never_falls_back(tmp_path):

@@ -27,8 +27,8 @@ HOSTILE = [
 ]
 
 
-def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+def open_page(browser, url, width=1280):
+    page = browser.new_page(viewport={"width": width, "height": 1000})
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.set_default_timeout(TIMEOUT_MS)

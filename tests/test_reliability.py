@@ -104,9 +104,9 @@ def count_tokens(engine):
     run = engine.run_native
 
     def counting_run(ids, params, on_token):
-        def counting(token_id):
+        def counting(token_id, score=None):
             counted[0] += 1
-            return on_token(token_id)
+            return on_token(token_id, score)
 
         return run(ids, params, counting)
 
@@ -120,32 +120,45 @@ def count_tokens(engine):
 def test_failure_inside_generation_is_reported_and_frees_everything(
     genai_engine, client, monkeypatch
 ):
-    def broken_run(ids, params, on_token):
-        on_token(5)
+    stepper = genai_engine._stepper
+
+    def broken_step():
         raise RuntimeError("injected failure: /secret/path")
 
-    monkeypatch.setattr(genai_engine, "run_native", broken_run)
+    monkeypatch.setattr(stepper, "step", broken_step)
     with pytest.raises(AppError) as raised:
         client.predict("Hello", 10, *GREEDY, api_name="/complete")
     message = str(raised.value)
     assert "Generation failed inside the engine" in message
     assert "/secret/path" not in message and "Traceback" not in message
     monkeypatch.undo()
-    assert not genai_engine._lock.locked() and genai_engine.active == 0
+    wait_until(lambda: genai_engine.active == 0, what="the failed request to end")
+    # The next real step drops the cancelled request from the pipeline.
+    wait_until(lambda: not genai_engine.pipeline.has_non_finished_requests(), what="the pipeline")
     assert client.predict("Hello", 5, *GREEDY, api_name="/complete")
 
 
-def test_an_engine_that_stalls_times_out(tiny_folder, monkeypatch):
-    class StallingEngine(RecordingEngine):
-        def run_native(self, ids, params, on_token):
-            time.sleep(1.5)
+def test_a_pipeline_that_stalls_times_out_and_frees_its_slot(settings, tiny_folder, monkeypatch):
+    from playground.engine import load_engine
 
-    engine = StallingEngine(tiny_folder)
+    engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, max_concurrent=1)
+    step = engine._stepper.step
+    stalled = threading.Event()
+
+    def stalling_step():
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(1.5)
+        step()
+
+    engine._stepper.step = stalling_step
     monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 0.3)
-    with pytest.raises(EngineError, match="produced nothing"):
+    with pytest.raises(EngineError, match=r"produced nothing|no progress"):
         engine.generate("Hello", SamplingParams(max_new_tokens=5)).run()
-    # The stalled native call still holds the lock until it returns; then it is free.
-    wait_until(lambda: not engine._lock.locked() and engine.active == 0, what="the lock")
+    # The stalled step returns in the end; then the slot is free and the engine works.
+    wait_until(lambda: engine.active == 0, what="the slot")
+    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 30.0)
+    assert engine.generate("Hello", SamplingParams(max_new_tokens=5)).run().new_tokens
 
 
 # ---- 4. a full queue ------------------------------------------------------------------------
@@ -283,31 +296,33 @@ def test_upload_size_is_capped_and_monitoring_is_off(app_url):
     assert missing.value.code in (403, 404)
 
 
-def test_concurrent_engine_use_from_threads_is_serialised(genai_engine):
-    """The engine lock alone (no Gradio queue) keeps the native pipeline to one generation."""
+def test_concurrent_engine_use_from_threads_is_bounded_by_its_slots(genai_engine):
+    """The engine's slots alone (no Gradio queue) bound how many requests decode together,
+    and batching changes no greedy reply."""
     genai_engine.peak_active = 0
+    params = SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.0)
+    alone = genai_engine.generate("Hello", params).run().text
     results = []
 
     def run():
-        params = SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.0)
         results.append(genai_engine.generate("Hello", params).run().text)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
+    threads = [threading.Thread(target=run) for _ in range(genai_engine.max_concurrent + 2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 4 and len(set(results)) == 1
-    assert genai_engine.peak_active == 1
+    assert results == [alone] * len(threads)
+    assert 1 < genai_engine.peak_active <= genai_engine.max_concurrent
 
 
-def test_a_generation_cancelled_while_queued_for_the_lock_ends_as_cancelled(tiny_folder):
+def test_a_generation_cancelled_while_queued_for_a_slot_ends_as_cancelled(tiny_folder):
     engine = RecordingEngine(tiny_folder)
-    engine._lock.acquire()  # another generation holds the engine
+    engine._slots.acquire()  # another generation holds the engine's one slot
     cancel = threading.Event()
     generation = engine.generate("Hello", SamplingParams(max_new_tokens=5), cancel)
     cancel.set()  # the visitor leaves while waiting
-    threading.Timer(0.2, engine._lock.release).start()
+    threading.Timer(0.2, engine._slots.release).start()
     result = generation.run()
     assert result.stop_reason == "cancelled" and result.new_tokens == 0
     assert engine.calls == []  # the model never ran

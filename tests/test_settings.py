@@ -148,6 +148,7 @@ def test_env_overrides_yaml():
         ENV["device"]: "GPU",
         ENV["cache_dir"]: "/tmp/some-cache",
         ENV["queue_size"]: "3",
+        ENV["max_concurrent"]: "2",
         ENV["ov_config"]: '{"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": 1}',
     }
     settings = load_settings(env=env)
@@ -157,6 +158,7 @@ def test_env_overrides_yaml():
     assert settings.device == "GPU"
     assert settings.cache_dir == Path("/tmp/some-cache")
     assert settings.queue_size == 3
+    assert settings.max_concurrent == 2
     assert settings.ov_config == {"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": "1"}
     assert settings.context_size == 8192  # untouched: still space.yaml's
 
@@ -168,6 +170,8 @@ def test_env_var_names():
         "device": "PLAYGROUND_DEVICE",
         "cache_dir": "PLAYGROUND_CACHE",
         "queue_size": "PLAYGROUND_QUEUE_SIZE",
+        "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
+        "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
         "ov_config": "PLAYGROUND_OV_CONFIG",
     }
 

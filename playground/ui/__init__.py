@@ -25,7 +25,7 @@ from playground.ui.chat import build_chat, wire_chat
 from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, user_errors
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.inspector import as_json, build_inspector, wire_inspector
-from playground.ui.model import build_banner, build_model
+from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
 from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
@@ -44,7 +44,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             "send raw prompts, and see exactly how its chat format works."
         )
         build_banner(notice)
-        controls = build_controls(settings)
+        controls = build_controls(settings, engine.supports_prompt_lookup)
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat(playground)
@@ -54,13 +54,14 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 inspector = build_inspector(inspector_tab, playground)
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook(playground)
-            with gr.Tab("Model", id="model"):
-                build_model(engine, notice)
+            with gr.Tab("Model", id="model") as model_tab:
+                model = build_model(engine, notice)
         wire_controls(controls, settings)
         wire_chat(chat, controls, playground)
         wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
         wire_notebook(notebook, controls, playground, demo)
+        wire_model(model, engine, model_tab)
         add_endpoints(playground)
 
         @user_errors
@@ -121,6 +122,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     """Hardened launch settings for a public Space."""
     return {
         "max_file_size": "1mb",  # only conversations and lessons are uploaded: no big bodies
+        "state_session_capacity": settings.session_capacity,
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
         "ssr_mode": False,

@@ -1,4 +1,4 @@
-"""The named API endpoints: /complete, /chat and /render.
+"""The named API endpoints: /complete, /chat, their _json forms, /render and /status.
 
 Owns: the endpoint functions and their signatures, which are built from the one list of sampling
 fields (`sampling.SAMPLING_FIELDS`): names, types, space.yaml's defaults and help text. Values are
@@ -17,18 +17,39 @@ import gradio as gr
 
 from playground.chat_format import parse_conversation
 from playground.inspection import inspect_messages
-from playground.sampling import RANDOM_SEED, SAMPLING_FIELDS, ParamError, SamplingParams, describe
+from playground.sampling import (
+    RANDOM_SEED,
+    SAMPLING_FIELDS,
+    Domain,
+    ParamError,
+    SamplingParams,
+    describe,
+)
 from playground.session import Playground, PromptOptions, Reply, throttle
-from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.common import engine_events, user_errors
 
 P = inspect.Parameter
 # After the sampling values, on the _json endpoints. /complete and /chat keep their parameter
 # lists, because Gradio refuses a raw HTTP call that leaves out any parameter: adding one would
 # break every existing caller.
-TRAILING = [("stop", str, "", "Stop strings, one per line. " + describe("stop"))]
+TRAILING = [
+    ("stop", str, "", "Stop strings, one per line. " + describe("stop")),
+    (
+        "logprobs",
+        int,
+        0,
+        "0 for none; N from 1 to 20 adds `tokens` to the last object: each generated token "
+        "with its logprob and, on engines that give them (optimum), up to N likeliest "
+        "alternatives in top_logprobs, as OpenAI's logprobs and llama.cpp's n_probs.",
+    ),
+    ("prompt_lookup", bool, False, describe("prompt_lookup") + " genai engine only."),
+]
+DEFAULTS = {"stop": "", "logprobs": 0, "prompt_lookup": False}
+MAX_LOGPROBS = 20
 JSON_NOTE = (
     "Streams JSON objects {text, figures}; figures is null until the last one, which has "
-    "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed."
+    "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed (and "
+    "accepted_drafts with prompt lookup)."
 )
 
 
@@ -65,7 +86,7 @@ def with_sampling(
         except TypeError as error:
             raise ParamError(f"Bad arguments: {error}.") from None
         bound.apply_defaults()
-        arguments = {"stop": "", **bound.arguments, "figures": bool(trailing)}
+        arguments = {**DEFAULTS, **bound.arguments, "figures": bool(trailing)}
         yield from fn(**arguments)
 
     endpoint.__name__ = name or fn.__name__
@@ -82,6 +103,7 @@ def request_params(playground: Playground, arguments: dict[str, Any]) -> Samplin
     """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
     told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
     values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
+    values["prompt_lookup"] = arguments["prompt_lookup"]
     if values["seed"] is None:
         values["seed"] = RANDOM_SEED
     params, drawn = playground.request_params(values, stop_lines(arguments["stop"]))
@@ -96,20 +118,33 @@ def stop_lines(stop: Any) -> list[str] | Any:
     return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
 
 
-def stream_out(replies: Iterator[Reply], with_figures: bool) -> Iterator[str]:
-    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures."""
+def stream_out(replies: Iterator[Reply], arguments: dict[str, Any]) -> Iterator[str]:
+    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures,
+    and the tokens with their logprobs when asked for."""
+    top = logprobs_count(arguments["logprobs"])
     for reply in throttle(replies):
-        if with_figures:
-            yield json.dumps({"text": reply.text, "figures": reply.figures}, ensure_ascii=False)
-        else:
+        if not arguments["figures"]:
             yield reply.text
+            continue
+        out: dict[str, Any] = {"text": reply.text, "figures": reply.figures}
+        if top and reply.tokens is not None:
+            out["tokens"] = [
+                {**t, "top_logprobs": t["top_logprobs"][:top]} if "top_logprobs" in t else t
+                for t in reply.tokens
+            ]
+        yield json.dumps(out, ensure_ascii=False)
+
+
+def logprobs_count(value: Any) -> int:
+    return int(Domain(0, MAX_LOGPROBS, integer=True).check("logprobs", value))
 
 
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
         params = request_params(playground, arguments)
-        yield from stream_out(playground.complete(prompt, params), arguments["figures"])
+        logprobs_count(arguments["logprobs"])  # refused before any generation
+        yield from stream_out(playground.complete(prompt, params), arguments)
 
     def chat(
         message: Any,
@@ -129,7 +164,8 @@ def add_endpoints(playground: Playground) -> None:
         options = PromptOptions(
             system, system_policy, playground.check_text(prefill or "", "The prefill")
         )
-        yield from stream_out(playground.reply(turns, options, params), arguments["figures"])
+        logprobs_count(arguments["logprobs"])
+        yield from stream_out(playground.reply(turns, options, params), arguments)
 
     @user_errors
     def render(
@@ -154,7 +190,7 @@ def add_endpoints(playground: Playground) -> None:
         ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
         ("prefill", str, "", "text the reply starts with"),
     ]
-    engine = {"concurrency_id": ENGINE_GROUP, "concurrency_limit": 1}
+    engine = engine_events(playground)
     for fn, leading, trailing, name in [
         (complete, prompt, [], "complete"),
         (chat, chat_leading, [], "chat"),
@@ -164,3 +200,10 @@ def add_endpoints(playground: Playground) -> None:
         endpoint = with_sampling(fn, leading, playground, trailing, name)
         gr.api(endpoint, api_name=name, api_description=endpoint.api_description, **engine)
     gr.api(render, api_name="render")
+
+    def status() -> str:
+        """The engine now, as JSON: generations running (active) and waiting for a slot, the
+        slots, and on the genai engine KV-cache usage (0 to 1) and its size in bytes."""
+        return json.dumps(playground.engine.status())
+
+    gr.api(status, api_name="status")

@@ -23,7 +23,7 @@ from playground import display, session
 from playground.chat_format import SYSTEM_POLICIES
 from playground.errors import UserError
 from playground.session import Control, Playground, PromptOptions
-from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.common import engine_events, refuse, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -37,6 +37,8 @@ class ChatTab:
     policy: gr.Radio
     prefill: gr.Textbox
     chatbot: gr.Chatbot
+    show_probs: gr.Checkbox
+    probs: gr.HTML  # the last reply's tokens, tinted by probability
     meter: gr.HTML
     notice: gr.Markdown
     message: gr.Textbox
@@ -67,6 +69,12 @@ def build_chat(playground: Playground) -> ChatTab:
     chatbot = gr.Chatbot(
         label="Gemma-2", height=460, elem_id="chatbot", sanitize_html=True, editable="user"
     )
+    show_probs = gr.Checkbox(
+        label="Show probabilities",
+        info="How sure the model was of each token of the last reply",
+        elem_id="show-probs",
+    )
+    probs = gr.HTML(elem_id="chat-probs")
     meter = gr.HTML(display.context_meter(0, 0, playground.context_size), elem_id="meter")
     notice = gr.Markdown(elem_id="chat-notice")
     with gr.Row(equal_height=True, elem_id="message-row"):
@@ -100,6 +108,8 @@ def build_chat(playground: Playground) -> ChatTab:
         policy,
         prefill,
         chatbot,
+        show_probs,
+        probs,
         meter,
         notice,
         message,
@@ -119,6 +129,18 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
     answer = responder(tab, controls, playground)
     wire_turn_starts(tab, playground, answer)
     wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
+    tab.show_probs.change(
+        lambda turns, show: probabilities(playground, turns, show),
+        [tab.turns, tab.show_probs],
+        tab.probs,
+        **PRIVATE,
+    )
+
+
+def probabilities(playground: Playground, turns: list, show: bool) -> str:
+    """The probability view of the last reply, when it is asked for and the reply is done."""
+    tokens = turns[-1].get("tokens", []) if turns and show else []
+    return display.probability_view(tokens, playground.engine.kind)
 
 
 def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Callable[[Any], None]:
@@ -144,40 +166,45 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
                     # any update of ours that was already on its way.
                     yield cleared_outputs()
                     return
-                outputs = respond_outputs(turns, reply, params.max_new_tokens)
+                outputs = respond_outputs(turns, reply, params.max_new_tokens, data[tab.show_probs])
                 control.shown = outputs[1]
                 yield outputs
         except UserError as error:
             note = display.escape(str(error))
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), note, gr.update(interactive=False)
+            skip = gr.skip()
+            yield skip, skip, skip, skip, note, gr.update(interactive=False), skip
         finally:
             control.streaming = False
             control.end()
 
     def cleared_outputs() -> tuple:
         meter = display.context_meter(0, 0, playground.context_size)
-        return [], [], meter, "", gr.skip(), gr.update(interactive=False)
+        return [], [], meter, "", gr.skip(), gr.update(interactive=False), ""
 
-    def respond_outputs(turns: list, reply: session.Reply, reserved: int) -> tuple:
+    def respond_outputs(
+        turns: list, reply: session.Reply, reserved: int, show_probs: bool
+    ) -> tuple:
         budget = reply.budget
         # Dropped turns and control-token text: the same notes the inspector shows.
         note = display.notes_markdown([], budget.rendered.warnings, empty="")
         shown = {"role": "assistant", "content": reply.text}
         if reply.figures:
             shown["figures"] = reply.figures
+        if reply.tokens:
+            shown["tokens"] = reply.tokens
         current = [*turns, shown]
         meter = display.context_meter(budget.prompt_tokens, reserved, playground.context_size)
         # The note beside the input is left alone: a refused send's reason must stay up.
         stop = gr.update(interactive=reply.figures is None)
-        return display.chat_display(current), current, meter, note, gr.skip(), stop
+        probs = probabilities(playground, current, show_probs)
+        return display.chat_display(current), current, meter, note, gr.skip(), stop, probs
 
-    inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, *controls.inputs}
-    outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop]
+    inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, tab.show_probs}
+    inputs |= set(controls.inputs)
+    outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop, tab.probs]
 
     def answer(accepted: Any) -> None:
-        accepted.success(
-            on_respond, inputs, outputs, concurrency_id=ENGINE_GROUP, concurrency_limit=1, **PRIVATE
-        )
+        accepted.success(on_respond, inputs, outputs, **engine_events(playground), **PRIVATE)
 
     return answer
 
@@ -269,34 +296,35 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
 
     def on_undo(turns: list, control: Control) -> tuple:
         if control.busy:
-            return gr.skip(), gr.skip(), gr.skip(), "Press Stop first: a reply is being written."
+            busy = "Press Stop first: a reply is being written."
+            return gr.skip(), gr.skip(), gr.skip(), busy, gr.skip()
         text, turns = session.undo(turns)
-        return text, turns, display.chat_display(turns), ""
+        return text, turns, display.chat_display(turns), "", ""
 
     tab.undo.click(
         on_undo,
         [tab.turns, tab.control],
-        [tab.message, tab.turns, tab.chatbot, tab.input_note],
+        [tab.message, tab.turns, tab.chatbot, tab.input_note, tab.probs],
         **PRIVATE,
     )
 
     def on_clear(control: Control) -> tuple:
         control.clear()  # every way of clearing clears the state, streaming or not
-        return [], [], empty_meter, "", ""
+        return [], [], empty_meter, "", "", ""
 
-    clear_outputs = [tab.turns, tab.chatbot, tab.meter, tab.notice, tab.input_note]
+    clear_outputs = [tab.turns, tab.chatbot, tab.meter, tab.notice, tab.input_note, tab.probs]
     tab.clear.click(on_clear, tab.control, clear_outputs, **PRIVATE)
     tab.chatbot.clear(on_clear, tab.control, clear_outputs, **PRIVATE)
 
     @user_errors
     def on_example(title: str | None) -> tuple:
         system, last, turns = session.apply_example(playground.examples.get(title or "", []))
-        return system, last, turns, display.chat_display(turns), empty_meter
+        return system, last, turns, display.chat_display(turns), empty_meter, ""
 
     tab.examples.change(
         on_example,
         tab.examples,
-        [tab.system, tab.message, tab.turns, tab.chatbot, tab.meter],
+        [tab.system, tab.message, tab.turns, tab.chatbot, tab.meter, tab.probs],
         **PRIVATE,
     )
 
@@ -316,18 +344,19 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         trigger(on_download_ready, [tab.turns, tab.system, tab.control], tab.download, **PRIVATE)
 
     def on_upload(data: bytes, control: Control) -> tuple:
+        skip = gr.skip()
         if control.busy:
-            return gr.skip(), gr.skip(), gr.skip(), "Press Stop first: a reply is being written."
+            return skip, skip, skip, "Press Stop first: a reply is being written.", skip
         try:
             text = data.decode("utf-8")
             system, turns = session.load_conversation(playground.check_text(text, "The file"))
         except (UserError, UnicodeDecodeError, ValueError) as error:
-            return gr.skip(), gr.skip(), gr.skip(), display.escape(f"Not loaded: {error}")
-        return system, turns, display.chat_display(turns), ""
+            return skip, skip, skip, display.escape(f"Not loaded: {error}"), skip
+        return system, turns, display.chat_display(turns), "", ""
 
     tab.upload.upload(
         on_upload,
         [tab.upload, tab.control],
-        [tab.system, tab.turns, tab.chatbot, tab.input_note],
+        [tab.system, tab.turns, tab.chatbot, tab.input_note, tab.probs],
         **PRIVATE,
     )

@@ -1,8 +1,9 @@
 """What every tab shares: the engine's concurrency group, error translation and CSS.
 
-Owns: `user_errors` (expected errors become an escaped gr.Error and one log line; anything else a
-short message, with the traceback in the server log only), `refuse` (a refusal that stops an event
-chain without marking any component as failed), and the page's CSS.
+Owns: `engine_events` (the concurrency of every generating event), `user_errors` (expected
+errors become an escaped gr.Error and one log line; anything else a short message, with the
+traceback in the server log only), `refuse` (a refusal that stops an event chain without marking
+any component as failed), and the page's CSS.
 Does not own: any component or handler of a tab.
 """
 
@@ -18,6 +19,7 @@ import gradio as gr
 
 from playground.display import toast_text
 from playground.errors import UserError
+from playground.session import Playground
 
 log = logging.getLogger("playground.ui")
 
@@ -27,7 +29,15 @@ CLOSE_SIDEBAR_ON_PHONES = """() => {
     document.querySelector('.sidebar.open .toggle-button')?.click();
   }
 }"""
-ENGINE_GROUP = "engine"  # every event that generates: one generation at a time, app-wide
+ENGINE_GROUP = "engine"  # every event that generates shares the engine's slots, app-wide
+
+
+def engine_events(playground: Playground) -> dict[str, Any]:
+    """Event options of everything that generates: one concurrency group, as wide as the
+    engine's slots (genai decodes that many together), so the rest wait in Gradio's queue,
+    where the page shows their position."""
+    return {"concurrency_id": ENGINE_GROUP, "concurrency_limit": playground.engine.max_concurrent}
+
 
 CSS = """
 .prompt { white-space: pre-wrap; word-break: break-word; font-size: 0.9em; }
@@ -39,6 +49,16 @@ CSS = """
 #banner-close { max-width: 2.5em; min-width: 2.5em; }
 #input-note:empty { display: none; }
 #input-note { color: #b91c1c; }
+.probs-note, .probs-eot { font-size: 0.85em; color: #4b5563; margin: 4px 0; }
+.probs-eot { font-weight: 600; }
+.probs-text { white-space: pre-wrap; word-break: break-word; line-height: 1.9; }
+.probs .tok { position: relative; border-radius: 3px; cursor: help;
+  box-shadow: inset -1px 0 0 rgba(255, 255, 255, 0.9); }
+.probs .tok:hover::after, .probs .tok:focus::after {
+  content: attr(data-tip); position: absolute; left: 0; top: 1.7em; z-index: 20;
+  width: max-content; max-width: 18em; white-space: normal; font-size: 0.8em;
+  background: #111827; color: #fff; padding: 2px 6px; border-radius: 4px;
+}
 @media (max-width: 640px) {
   #banner .prose { font-size: 0.8em; max-height: 4.5em; overflow-y: auto; }
   #message-row { flex-wrap: wrap; }

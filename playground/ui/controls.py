@@ -28,18 +28,20 @@ class Controls:
     seed_mode: gr.Radio
     dice: gr.Button
     stop: gr.Textbox
+    prompt_lookup: gr.Checkbox
 
     @property
     def inputs(self) -> set[gr.components.Component]:
-        return {*self.values.values(), self.seed_mode, self.stop}
+        return {*self.values.values(), self.seed_mode, self.stop, self.prompt_lookup}
 
     def read(self, data: dict) -> tuple[dict[str, Any], str, bool]:
         """(sampling values by name, stop strings text, whether to draw a new seed)."""
         values = {name: data[component] for name, component in self.values.items()}
+        values["prompt_lookup"] = bool(data[self.prompt_lookup])
         return values, data[self.stop] or "", data[self.seed_mode] == SEED_MODES[0]
 
 
-def build_controls(settings: Settings) -> Controls:
+def build_controls(settings: Settings, supports_lookup: bool) -> Controls:
     ranges = settings.ranges
     with gr.Sidebar(label="Sampling", open=True, elem_id="sampling"):
         preset = gr.Dropdown(
@@ -76,7 +78,14 @@ def build_controls(settings: Settings) -> Controls:
             lines=2,
             elem_id="stop-strings",
         )
-    return Controls(preset, {n: values[n] for n in SAMPLING_NAMES}, seed_mode, dice, stop)
+        prompt_lookup = gr.Checkbox(
+            label=label("prompt_lookup"),
+            info=describe("prompt_lookup") + " Off by default.",
+            visible=supports_lookup,  # only the genai engine drafts
+            elem_id="prompt-lookup",
+        )
+    values = {n: values[n] for n in SAMPLING_NAMES}
+    return Controls(preset, values, seed_mode, dice, stop, prompt_lookup)
 
 
 def wire_controls(controls: Controls, settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """The Model tab and the fallback banner: what is being served, and why if it is not the default.
 
-Owns: the `ModelTab` components, and the banner's presentation (styled, dismissable, small on a
+Owns: the `ModelTab` components (what is served, and the engine's live figures: generations
+running and waiting, KV-cache usage), and the banner's presentation (styled, dismissable, small on a
 phone). The notice's wording is `engine.open_engine`'s; every text here is escaped.
 Does not own: loading the model or choosing a fallback (`engine`, `models`).
 """
@@ -25,6 +26,8 @@ class Banner:
 @dataclass
 class ModelTab:
     info: gr.Markdown
+    status: gr.Markdown
+    refresh: gr.Button
 
 
 def build_banner(notice: str | None) -> Banner:
@@ -49,4 +52,18 @@ def build_model(engine: Engine, notice: str | None) -> ModelTab:
     ]
     if notice:
         lines.append(f"- **Note:** {display.escape(notice)}")
-    return ModelTab(gr.Markdown("\n".join(lines), elem_id="model-info"))
+    info_md = gr.Markdown("\n".join(lines), elem_id="model-info")
+    gr.Markdown("### Now")
+    status = gr.Markdown(display.engine_status(engine.status()), elem_id="engine-status")
+    refresh = gr.Button("Refresh", size="sm", elem_id="status-refresh")
+    return ModelTab(info_md, status, refresh)
+
+
+def wire_model(tab: ModelTab, engine: Engine, shown: gr.Tab) -> None:
+    """The live figures are read when the tab is opened and on Refresh (no polling)."""
+
+    def on_status() -> str:
+        return display.engine_status(engine.status())
+
+    for trigger in (shown.select, tab.refresh.click):
+        trigger(on_status, None, tab.status, show_progress="hidden", api_visibility="private")

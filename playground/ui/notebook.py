@@ -35,7 +35,7 @@ from playground.notebook_doc import (
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, exported_model, throttle
-from playground.ui.common import ENGINE_GROUP, refuse, user_errors
+from playground.ui.common import engine_events, refuse, user_errors
 from playground.ui.controls import Controls
 from playground.ui.raw import raw_checks
 
@@ -173,7 +173,9 @@ def run_one(
         prompt = nb.cell_prompt(cell)
         yield (notebook := notebook.with_output(index, CellOutput()))
         for reply in throttle(playground.complete(prompt, params, control)):
-            yield (notebook := notebook.with_output(index, CellOutput(reply.text, reply.figures)))
+            probs = display.probability_view(reply.tokens or [], playground.engine.kind)
+            output = CellOutput(reply.text, reply.figures, probabilities=probs)
+            yield (notebook := notebook.with_output(index, output))
     except UserError as error:
         yield notebook.with_output(index, CellOutput(error=str(error)))
 
@@ -417,8 +419,7 @@ def wire_runs(
             runner(every_cell),
             {tab.notebook, tab.control, tab.cell, *controls.inputs},
             [tab.notebook, tab.document],
-            concurrency_id=ENGINE_GROUP,
-            concurrency_limit=1,
+            **engine_events(playground),
             show_progress="minimal",  # the place in the queue shows; the stream is not covered
             **PRIVATE,
         ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)

@@ -15,7 +15,7 @@ import gradio as gr
 from playground import display
 from playground.errors import UserError
 from playground.session import Control, Playground, throttle
-from playground.ui.common import ENGINE_GROUP, user_errors
+from playground.ui.common import engine_events, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -32,6 +32,9 @@ class RawTab:
     inspect: gr.Button
     output: gr.Textbox
     figures: gr.Markdown
+    show_probs: gr.Checkbox
+    tokens: gr.State  # the last continuation's `session.token_probabilities`
+    probs: gr.HTML
 
 
 def build_raw() -> RawTab:
@@ -48,7 +51,26 @@ def build_raw() -> RawTab:
         inspect = gr.Button("Open in the inspector", elem_id="raw-inspect")
     output = gr.Textbox(label="Continuation", lines=8, interactive=False, elem_id="raw-output")
     figures = gr.Markdown(elem_id="raw-figures")
-    return RawTab(control, prompt, checks, run, stop, load, inspect, output, figures)
+    show_probs = gr.Checkbox(
+        label="Show probabilities",
+        info="How sure the model was of each token",
+        elem_id="raw-show-probs",
+    )
+    probs = gr.HTML(elem_id="raw-probs")
+    return RawTab(
+        control,
+        prompt,
+        checks,
+        run,
+        stop,
+        load,
+        inspect,
+        output,
+        figures,
+        show_probs,
+        gr.State([]),
+        probs,
+    )
 
 
 def raw_checks(playground: Playground, prompt: str | None) -> str:
@@ -79,7 +101,9 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
             params = playground.params(values, stop, new_seed=fresh)
             for reply in throttle(playground.complete(data[tab.prompt] or "", params, control)):
                 line = display.escape(display.figures_line(reply.figures)) if reply.figures else ""
-                yield reply.text, line, gr.update(interactive=reply.figures is None)
+                tokens = reply.tokens or []
+                probs = probabilities(playground, tokens, data[tab.show_probs])
+                yield reply.text, line, gr.update(interactive=reply.figures is None), tokens, probs
         finally:
             control.end()
 
@@ -96,11 +120,21 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
 
     tab.run.click(on_raw_start, tab.control, tab.stop, **PRIVATE).then(
         on_raw,
-        {tab.prompt, tab.control, *controls.inputs},
-        [tab.output, tab.figures, tab.stop],
-        concurrency_id=ENGINE_GROUP,
-        concurrency_limit=1,
+        {tab.prompt, tab.control, tab.show_probs, *controls.inputs},
+        [tab.output, tab.figures, tab.stop, tab.tokens, tab.probs],
+        **engine_events(playground),
         **PRIVATE,
     ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
     tab.stop.click(on_raw_stop, tab.control, None, **PRIVATE)
     tab.prompt.change(on_prompt_change, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE)
+    tab.show_probs.change(
+        lambda tokens, show: probabilities(playground, tokens, show),
+        [tab.tokens, tab.show_probs],
+        tab.probs,
+        **PRIVATE,
+    )
+
+
+def probabilities(playground: Playground, tokens: list, show: bool) -> str:
+    """The probability view of a continuation, when asked for."""
+    return display.probability_view(tokens if show else [], playground.engine.kind)
