@@ -315,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
     )
     parser.add_argument(
+        "--peer",
+        choices=("llama.cpp",),
+        help="instead, measure llama.cpp (Q4_0 and Q4_K_M GGUFs of the same synthetic model) "
+        "beside genai at 1 and 2 threads, as the machine is and beside a busy loop "
+        "(playground/peers.py; needs requirements-bench.txt)",
+    )
+    parser.add_argument(
         "--concurrency",
         action="store_true",
         help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
@@ -335,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.worker:
         _worker(opts)
         return 0
+    if opts.peer:
+        from playground import peers
+
+        return peers.main(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
     if opts.concurrency:

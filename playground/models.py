@@ -193,6 +193,13 @@ def build_synthetic_model(name: str, cache_dir: Path) -> Path:
 
 
 def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
+    save_synthetic_checkpoint(spec, hf_dir)
+    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
+
+
+def save_synthetic_checkpoint(spec: SyntheticSpec, hf_dir: Path) -> None:
+    """Write the Hugging Face checkpoint (weights and tokenizer) of a synthetic model, before its
+    OpenVINO export: the same weights every time (seeded), for peers that convert it themselves."""
     import torch
 
     tokenizer = _train_tokenizer(spec.vocab_size)
@@ -209,8 +216,6 @@ def _build(spec: SyntheticSpec, hf_dir: Path, ov_dir: Path) -> None:
     ).eval()
     model.save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)
-
-    export_ir(hf_dir, ov_dir, bits=4, group_size=spec.group_size)
 
 
 def new_gemma2(**shape: Any):
@@ -236,17 +241,27 @@ def new_gemma2(**shape: Any):
     return model
 
 
-def export_ir(hf_dir: Path, ov_dir: Path, *, bits: int, group_size: int) -> None:
+def export_ir(
+    hf_dir: Path,
+    ov_dir: Path,
+    *,
+    bits: int,
+    group_size: int,
+    sym: bool = False,
+    all_layers: bool | None = None,
+) -> None:
     """Export a Hugging Face Gemma-2 checkpoint to an OpenVINO IR folder with u4 or u8 weights
-    and OpenVINO tokenizers (optimum-intel and nncf; int8 is per channel)."""
+    and OpenVINO tokenizers (optimum-intel and nncf; int8 is per channel). `sym` makes the
+    weights symmetric (no zero points); `all_layers` puts the embedding and output layer in int4
+    too, where nncf by default keeps them int8 per channel (group_size -1: int4 per channel)."""
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
     from transformers import AutoTokenizer
 
     if bits == 4:
-        quantization = OVWeightQuantizationConfig(bits=4, sym=False, group_size=group_size,
-                                                  ratio=1.0)  # fmt: skip
+        quantization = OVWeightQuantizationConfig(bits=4, sym=sym, group_size=group_size,
+                                                  ratio=1.0, all_layers=all_layers)  # fmt: skip
     else:
-        quantization = OVWeightQuantizationConfig(bits=8, sym=False)
+        quantization = OVWeightQuantizationConfig(bits=8, sym=sym)
     ov_model = OVModelForCausalLM.from_pretrained(
         hf_dir, export=True, compile=False, quantization_config=quantization
     )
