@@ -71,6 +71,7 @@ def test_held_out_content_is_never_trained(examples):
         assert all((a, 12) in train.pairs[op] for a, _ in test.pairs[op])
     for key in FILLERS:
         assert not set(train.fillers[key]) & set(test.fillers[key])
+
     # Version 3's English-shaped names and words keep clear of the held-out names and words.
     def lower(items):
         return {w.lower() for w in items}

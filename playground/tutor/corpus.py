@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 # 3: adds V3_PHRASINGS, names and words of English shapes (consonant clusters), and first
 # messages of free form for "What did I say first?", so that recall is copying, not a template.
 # 4: more free first messages, with "I'm" and openers followed by a comma, and V4_PHRASINGS.
-CORPUS_VERSION = 4
+# 5: V5_PHRASINGS: questions that start like the format questions ("Why ...?") or like
+# "What is my name?" ("Who ...?") but are refused, and more questions for the name.
+CORPUS_VERSION = 5
 # The held-out set is always drawn as corpus version 2 drew it: every version is measured on the
 # same prompts (the later versions add only trained phrasings, never held-out ones).
 EVAL_VERSION = 2
@@ -165,7 +167,15 @@ V4_PHRASINGS = {
     "ask_name": ["Who is chatting with you?", "Who said hello to you?", "Who is writing?",
                  "Who is at the keyboard?", "Who introduced themselves?"],
     "ask_first": ["What did I say before anything else?", "Give me my first message."],
-}
+}  # fmt: skip
+
+V5_PHRASINGS = {
+    "unknown": ["Why do people like {topic}?", "Why does it rain in {place}?",
+                "Who invented the {thing}?", "Who wrote the best {form}?",
+                "Why is {place} famous?", "Who lives in {place}?", "Why do I need a {thing}?"],
+    "ask_name": ["Who is the person talking to you?", "Who are you chatting with?",
+                 "Who did you just greet?", "Who is this user?", "Who is typing?"],
+}  # fmt: skip
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 # English-shaped syllables for version 3's names and words: onsets and codas with clusters.
@@ -361,11 +371,13 @@ class _Maker:
 
     def phrasing(self, options: list[str], more: str = "") -> str:
         if self.version >= 2 and more:
-            options = options + MORE_PHRASINGS[more]
+            options = options + MORE_PHRASINGS.get(more, [])
         if self.version >= 3 and more:
-            options = options + V3_PHRASINGS[more]
+            options = options + V3_PHRASINGS.get(more, [])
         if self.version >= 4 and more:
             options = options + V4_PHRASINGS.get(more, [])
+        if self.version >= 5 and more:
+            options = options + V5_PHRASINGS.get(more, [])
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.
@@ -448,7 +460,7 @@ class _Maker:
             a, b = (a, b) if self.rng.random() < 0.5 else (b, a)
             text = f"What is {a} {op} {b}?"
             return text, _reply(OUT_OF_RANGE, pirate=f"Arr! {OUT_OF_RANGE}"), {}
-        template = self.phrasing(UNKNOWN)
+        template = self.phrasing(UNKNOWN, "unknown")
         fill = {k: self.rng.choice(v) for k, v in self.pools.fillers.items()}
         pirate = "Arr, I be a tiny demo model and can't answer that."
         return template.format(**fill), _reply(REFUSAL, "I can't answer that.", pirate), {}

@@ -73,6 +73,12 @@ STAGES = (
         ("system-pirate", 6), ("system-ok", 6), ("multi-arithmetic", 8), ("multi-first", 18),
         ("multi-name", 14),
     )),
+    Schedule(steps=1000, lr=4e-4, warmup=50, seed=4, corpus_version=5, skills=(
+        ("greeting", 6), ("arithmetic", 10), ("repeat", 4), ("reverse", 5), ("uppercase", 4),
+        ("format-faq", 8), ("refusal", 10), ("system-upper", 6), ("system-brief", 5),
+        ("system-pirate", 5), ("system-ok", 6), ("multi-arithmetic", 8), ("multi-first", 12),
+        ("multi-name", 18),
+    )),
 )  # fmt: skip
 
 
