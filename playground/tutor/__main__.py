@@ -18,7 +18,7 @@ WORK_DIR = Path("artifacts/tutor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m playground.tutor",
-        description="Rebuild tiny-tutor: train (torch, five stages, ~150 min on a shared 2-core "
+        description="Rebuild tiny-tutor: train (torch, six stages, ~160 min on a shared 2-core "
         "machine), export to OpenVINO, "
         "evaluate on the held-out set. Needs requirements-optimum.txt.",
     )

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 # 4: more free first messages, with "I'm" and openers followed by a comma, and V4_PHRASINGS.
 # 5: V5_PHRASINGS: questions that start like the format questions ("Why ...?") or like
 # "What is my name?" ("Who ...?") but are refused, and more questions for the name.
-CORPUS_VERSION = 5
+# 6: V6_PHRASINGS: questions for the name that ask who the user is, in the first person.
+CORPUS_VERSION = 6
 # The held-out set is always drawn as corpus version 2 drew it: every version is measured on the
 # same prompts (the later versions add only trained phrasings, never held-out ones).
 EVAL_VERSION = 2
@@ -175,6 +176,13 @@ V5_PHRASINGS = {
                 "Why is {place} famous?", "Who lives in {place}?", "Why do I need a {thing}?"],
     "ask_name": ["Who is the person talking to you?", "Who are you chatting with?",
                  "Who did you just greet?", "Who is this user?", "Who is typing?"],
+}  # fmt: skip
+
+V6_PHRASINGS = {
+    "ask_name": ["Who did I tell you I was?", "Who did I introduce myself as?",
+                 "Who do you think is talking?", "Who is it that is writing to you?",
+                 "Do you know who is talking?", "Who is the one asking?",
+                 "Who greeted you?"],
 }  # fmt: skip
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
@@ -378,6 +386,8 @@ class _Maker:
             options = options + V4_PHRASINGS.get(more, [])
         if self.version >= 5 and more:
             options = options + V5_PHRASINGS.get(more, [])
+        if self.version >= 6 and more:
+            options = options + V6_PHRASINGS.get(more, [])
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.

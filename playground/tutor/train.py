@@ -79,6 +79,12 @@ STAGES = (
         ("system-pirate", 5), ("system-ok", 6), ("multi-arithmetic", 8), ("multi-first", 12),
         ("multi-name", 18),
     )),
+    Schedule(steps=800, lr=3e-4, warmup=50, seed=5, corpus_version=6, skills=(
+        ("greeting", 6), ("arithmetic", 12), ("repeat", 4), ("reverse", 5), ("uppercase", 4),
+        ("format-faq", 8), ("refusal", 8), ("system-upper", 6), ("system-brief", 5),
+        ("system-pirate", 5), ("system-ok", 6), ("multi-arithmetic", 10), ("multi-first", 10),
+        ("multi-name", 20),
+    )),
 )  # fmt: skip
 
 
