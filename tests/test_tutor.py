@@ -11,6 +11,7 @@ from playground.models import TUTOR_DIR
 from playground.tutor import RECIPE
 from playground.tutor.corpus import (
     CORPUS_VERSION,
+    EVAL_VERSION,
     FILLERS,
     HELD_OUT_PHRASINGS,
     SKILLS,
@@ -71,6 +72,15 @@ def test_held_out_content_is_never_trained(examples):
     for key in FILLERS:
         assert not set(train.fillers[key]) & set(test.fillers[key])
 
+    # Version 3's English-shaped names and words keep clear of the held-out names and words.
+    def lower(items):
+        return {w.lower() for w in items}
+
+    assert train.shaped_names and train.shaped_words
+    assert not lower(train.shaped_names + train.shaped_words) & lower(test.names + test.words)
+    assert not set(train.shaped_names) & set(test.shaped_names)
+    assert not set(train.shaped_words) & set(test.shaped_words)
+
     # A placeholder is one word, but a topic ("the sea") may be two.
     def placeholder(match):
         return r"[\w ]+" if match[1] == "topic" else r"\w+"
@@ -88,6 +98,16 @@ def test_held_out_set_covers_every_skill():
     examples = held_out_set(per_skill=5)
     assert {e.skill for e in examples} == set(SKILLS)
     assert held_out_set(per_skill=5) == examples  # the same set on every run
+
+
+def test_held_out_set_is_drawn_as_version_2_drew_it():
+    """Later corpus versions add only trained content: the held-out prompts stay the same, so
+    models of every version are measured on one set."""
+    assert EVAL_VERSION == 2 <= CORPUS_VERSION
+    _, test = make_pools()
+    first = held_out_set(per_skill=3)
+    names = {e.meta.get("name") for e in first} - {None}
+    assert names and names <= set(test.names)  # never version 3's shaped names
 
 
 def test_grading():
@@ -109,14 +129,17 @@ def test_short_training_is_deterministic(tmp_path):
     shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
     stages = (Schedule(steps=3, batch=4, bucket=2, warmup=2, corpus_version=1),
-              Schedule(steps=2, batch=4, bucket=2, warmup=1, corpus_version=2, seed=1))  # fmt: skip
+              Schedule(steps=2, batch=4, bucket=2, warmup=1, corpus_version=2, seed=1),
+              Schedule(steps=2, batch=4, bucket=2, warmup=1, corpus_version=3, seed=2))  # fmt: skip
     first = train(tmp_path / "a", shape, stages, log_every=0)
     second = train(tmp_path / "b", shape, stages, log_every=0)
     assert first == second
-    # The second stage from the first stage's checkpoint is the same as both in one run.
+    # The later stages from the first stage's checkpoint are the same as all in one run.
     train(tmp_path / "c", shape, stages[:1], log_every=0)
     resumed = train(tmp_path / "d", shape, stages[1:], init=tmp_path / "c", log_every=0)
     assert resumed == first[3:]
+    record = json.loads((tmp_path / "d" / "tutor.json").read_text())
+    assert len(record["stages"]) == len(record["stage_minutes"]) == 3
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
     ).read_bytes()

@@ -18,7 +18,8 @@ WORK_DIR = Path("artifacts/tutor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m playground.tutor",
-        description="Rebuild tiny-tutor: train (torch, ~25 min on 2 cores), export to OpenVINO, "
+        description="Rebuild tiny-tutor: train (torch, six stages, ~160 min on a shared 2-core "
+        "machine), export to OpenVINO, "
         "evaluate on the held-out set. Needs requirements-optimum.txt.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -15,11 +15,21 @@ its steps are a prefix of a trained chain, and only where to stop is new.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 # 1: the first stage of training. 2: adds MORE_PHRASINGS and the counted "Answer briefly." sums.
-CORPUS_VERSION = 2
+# 3: adds V3_PHRASINGS, names and words of English shapes (consonant clusters), and first
+# messages of free form for "What did I say first?", so that recall is copying, not a template.
+# 4: more free first messages, with "I'm" and openers followed by a comma, and V4_PHRASINGS.
+# 5: V5_PHRASINGS: questions that start like the format questions ("Why ...?") or like
+# "What is my name?" ("Who ...?") but are refused, and more questions for the name.
+# 6: V6_PHRASINGS: questions for the name that ask who the user is, in the first person.
+CORPUS_VERSION = 6
+# The held-out set is always drawn as corpus version 2 drew it: every version is measured on the
+# same prompts (the later versions add only trained phrasings, never held-out ones).
+EVAL_VERSION = 2
 
 OPS = {"plus": ("+", lambda a, b: a + b), "minus": ("-", lambda a, b: a - b),
        "times": ("×", lambda a, b: a * b)}  # fmt: skip
@@ -122,7 +132,76 @@ MORE_PHRASINGS = {
     "skills": ["What are your skills?", "What can I ask you?", "Help me.", "Help"],
 }  # fmt: skip
 
+# Version 3's further paraphrases (none is held out, and none is a held-out phrasing with a word
+# added or changed: `_is_held_out` rejects any generated text that matches one).
+V3_PHRASINGS = {
+    "greet_named": ["Call me {}.", "This is {}.", "{} here.", "Hello, this is {}.",
+                    "Hi, call me {}.", "Good morning! I'm {}.", "Hey! My name is {}.",
+                    "Hello. I am {}.", "Hi! I am {}.", "Greetings, I am {}.", "Yo, I'm {}.",
+                    "Good day! My name is {}.", "Hey, my name is {}."],
+    "greet": ["Greetings!", "Hello, friend.", "Hey.", "Good afternoon!", "Hi, friend!", "Yo!"],
+    "ask_first": ["What did I say at the start?", "What did I tell you first?",
+                  "Quote my first message.", "What was the first thing I wrote?",
+                  "Read me my first message.", "What did I open with?", "How did I start?",
+                  "Show me my first message.", "What was my opening line?",
+                  "What did I say in my first message?", "Can you repeat my first message?",
+                  "What did I send first?", "What were my first words?",
+                  "Say my first message again."],
+    "ask_name": ["What's my name?", "Can you tell me my name?", "What name did I give you?",
+                 "Do you recall my name?", "What do you call me?", "Who is talking to you?",
+                 "Who are you talking to?", "Who did I say I was?", "Who is asking?",
+                 "Which name did I give?", "What should you call me?", "Who is speaking?",
+                 "Who wrote to you?", "Whose name did I give?", "Remind me of my name."],
+    "start": ["What does start_of_turn mean?", "What is the purpose of start_of_turn?"],
+    "end": ["What does end_of_turn mean?", "What is the purpose of end_of_turn?"],
+    "bos": ["What does bos mean?", "What is the purpose of bos?"],
+    "model": ["What is the role called?", "Why does Gemma say model?",
+              "Is the role named assistant?"],
+    "prompt": ["What does the generation prompt mean?",
+               "What is the purpose of the generation prompt?"],
+    "system": ["Is a system role supported?", "Where do system instructions go?"],
+    "self": ["What are you called?", "Do you have a name?", "Who made you?"],
+    "skills": ["Can you help me?", "I need help.", "Please help me.", "What can you help with?"],
+}  # fmt: skip
+
+V4_PHRASINGS = {
+    "ask_name": ["Who is chatting with you?", "Who said hello to you?", "Who is writing?",
+                 "Who is at the keyboard?", "Who introduced themselves?"],
+    "ask_first": ["What did I say before anything else?", "Give me my first message."],
+}  # fmt: skip
+
+V5_PHRASINGS = {
+    "unknown": ["Why do people like {topic}?", "Why does it rain in {place}?",
+                "Who invented the {thing}?", "Who wrote the best {form}?",
+                "Why is {place} famous?", "Who lives in {place}?", "Why do I need a {thing}?"],
+    "ask_name": ["Who is the person talking to you?", "Who are you chatting with?",
+                 "Who did you just greet?", "Who is this user?", "Who is typing?"],
+}  # fmt: skip
+
+V6_PHRASINGS = {
+    "ask_name": ["Who did I tell you I was?", "Who did I introduce myself as?",
+                 "Who do you think is talking?", "Who is it that is writing to you?",
+                 "Do you know who is talking?", "Who is the one asking?",
+                 "Who greeted you?"],
+}  # fmt: skip
+
 _CONSONANTS = "bcdfghjklmnprstvwz"
+# English-shaped syllables for version 3's names and words: onsets and codas with clusters.
+_ONSETS = ["", "b", "bl", "br", "c", "ch", "cl", "cr", "d", "dr", "f", "fl", "fr", "g", "gl",
+           "gr", "h", "j", "k", "l", "m", "n", "p", "pl", "pr", "qu", "r", "s", "sc", "sh", "sk",
+           "sl", "sm", "sn", "sp", "st", "str", "sw", "t", "th", "tr", "tw", "v", "w", "wh",
+           "y", "z"]  # fmt: skip
+_NUCLEI = ["a", "e", "i", "o", "u", "y", "ai", "ay", "ea", "ee", "ie", "oa", "oo", "ou", "ow"]
+_CODAS = ["", "", "b", "ck", "ct", "d", "ft", "g", "k", "l", "ld", "lf", "lk", "ll", "lm", "lp",
+          "lt", "m", "mp", "n", "nch", "nd", "ng", "nk", "nt", "p", "r", "rd", "rk", "rm", "rn",
+          "rst", "rt", "s", "sh", "sk", "sp", "ss", "st", "t", "tch", "th", "x", "ze"]  # fmt: skip
+# Short words a free first message mixes in, so that recall copies them as they were written
+# (none that would make it an introduction, which has a reply of its own).
+_FUNCTION_WORDS = ["I", "my", "is", "the", "a", "you", "and", "we", "it's", "to", "of", "in",
+                   "me", "your", "this", "that", "not", "with", "so", "too", "don't", "you're",
+                   "can't", "that's"]  # fmt: skip
+_OPENERS = ["Hello", "Hi", "Hey", "Hello there", "Hi there", "Hey there", "Well", "So", "Oh",
+            "Good day", "Good morning", "Okay", "Listen", "Look"]  # fmt: skip
 _VOWELS = "aeiou"
 REAL_NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines",
               "Jonas", "Kenji", "Lena", "Maria", "Noah", "Olga", "Pablo", "Quinn", "Rosa",
@@ -142,6 +221,35 @@ def _pseudo_words(rng: random.Random, count: int, syllables: tuple[int, int]) ->
     return sorted(words)
 
 
+def _shaped_words(rng: random.Random, count: int, syllables: tuple[int, int]) -> list[str]:
+    words: set[str] = set()
+    while len(words) < count:
+        n = rng.randint(*syllables)
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_CODAS)
+                       for _ in range(n))  # fmt: skip
+        if 2 <= len(word) <= 9:
+            words.add(word)
+    return sorted(words)
+
+
+def _held_out_pattern(phrasing: str) -> re.Pattern:
+    def placeholder(match):
+        return r"[\w' ]+" if match[1] == "topic" else r"[\w']+"
+
+    return re.compile(re.sub(r"\\\{(\w*)\\\}", placeholder, re.escape(phrasing)) + "$")
+
+
+_HELD_OUT_PATTERNS = None
+
+
+def _is_held_out(text: str) -> bool:
+    """Does `text` have the form of a held-out phrasing (any words in its placeholders)?"""
+    global _HELD_OUT_PATTERNS
+    if _HELD_OUT_PATTERNS is None:
+        _HELD_OUT_PATTERNS = [_held_out_pattern(p) for p in sorted(HELD_OUT_PHRASINGS)]
+    return any(pattern.match(text) for pattern in _HELD_OUT_PATTERNS)
+
+
 def _split(items: list, rng: random.Random, share: float) -> tuple[list, list]:
     items = list(items)
     rng.shuffle(items)
@@ -158,6 +266,9 @@ class Pools:
     pairs: dict[str, list[tuple[int, int]]]
     fillers: dict[str, list[str]]
     held_out: bool
+    # Version 3's English-shaped names and words (the held-out side keeps its share unused).
+    shaped_names: list[str] = field(default_factory=list)
+    shaped_words: list[str] = field(default_factory=list)
 
 
 def make_pools(seed: int = 0) -> tuple[Pools, Pools]:
@@ -176,10 +287,22 @@ def make_pools(seed: int = 0) -> tuple[Pools, Pools]:
     train_fill, test_fill = {}, {}
     for key, values in FILLERS.items():
         train_fill[key], test_fill[key] = _split(values, rng, 0.25)
+    # Version 3's pools come from a stream of their own, so versions 1 and 2 draw as before;
+    # anything the held-out side already has is left out of training.
+    shaped = random.Random(f"tutor-split-shaped-{seed}")
+    taken = set(test_names) | set(test_words)
+    names = [w.capitalize() for w in _shaped_words(shaped, 800, (1, 2))]
+    names = [n for n in names if n not in taken and n.lower() not in taken]
+    train_shaped_names, test_shaped_names = _split(names, shaped, 0.1)
+    words = [w for w in _shaped_words(shaped, 1500, (1, 2)) if w not in taken]
+    words = [w for w in words if w.capitalize() not in taken]
+    train_shaped_words, test_shaped_words = _split(words, shaped, 0.1)
     return (
-        Pools(train_names, train_words, train_pairs, train_fill, held_out=False),
-        Pools(test_names, test_words, test_pairs, test_fill, held_out=True),
-    )
+        Pools(train_names, train_words, train_pairs, train_fill, held_out=False,
+              shaped_names=train_shaped_names, shaped_words=train_shaped_words),
+        Pools(test_names, test_words, test_pairs, test_fill, held_out=True,
+              shaped_names=test_shaped_names, shaped_words=test_shaped_words),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -256,7 +379,15 @@ class _Maker:
 
     def phrasing(self, options: list[str], more: str = "") -> str:
         if self.version >= 2 and more:
-            options = options + MORE_PHRASINGS[more]
+            options = options + MORE_PHRASINGS.get(more, [])
+        if self.version >= 3 and more:
+            options = options + V3_PHRASINGS.get(more, [])
+        if self.version >= 4 and more:
+            options = options + V4_PHRASINGS.get(more, [])
+        if self.version >= 5 and more:
+            options = options + V5_PHRASINGS.get(more, [])
+        if self.version >= 6 and more:
+            options = options + V6_PHRASINGS.get(more, [])
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.
@@ -264,9 +395,42 @@ class _Maker:
             return self.rng.choice(held)
         return self.rng.choice(kept)
 
+    def name(self) -> str:
+        if self.version >= 3 and self.rng.random() < 0.4:
+            return self.rng.choice(self.pools.shaped_names)
+        return self.rng.choice(self.pools.names)
+
+    def words(self, count: int) -> list[str]:
+        if self.version >= 3 and self.rng.random() < 0.4:
+            return self.rng.sample(self.pools.shaped_words, count)
+        return self.rng.sample(self.pools.words, count)
+
+    def free(self) -> tuple[str, Reply, dict]:
+        """Version 3: a first message of no template (an opener, then any words), only ever
+        recalled, so that recall is learned as copying what was written."""
+        # Version 4: "I'm" too (never before a name: that is an introduction), longer, and
+        # more openers, most of them followed by a comma.
+        v4 = self.version >= 4
+        function_words = [*_FUNCTION_WORDS, "I'm", "I'm", "we're"] if v4 else _FUNCTION_WORDS
+        while True:
+            pool = self.pools.words + self.pools.shaped_words + self.pools.shaped_names
+            words = [
+                self.rng.choice(function_words) if self.rng.random() < 0.35
+                else self.rng.choice(pool)
+                for _ in range(self.rng.randint(1, 6 if v4 else 5))
+            ]  # fmt: skip
+            text = " ".join(words)
+            if self.rng.random() < (0.7 if v4 else 0.5):
+                marks = [", ", ", ", ", ", "! ", ". "] if v4 else [", ", "! ", ". "]
+                text = f"{self.rng.choice(_OPENERS)}{self.rng.choice(marks)}{text}"
+            text = text[0].upper() + text[1:] + self.rng.choice([".", "!", "?", ""])
+            if re.search(r"I'm [A-Z]", text) or _is_held_out(text):
+                continue
+            return text, _reply(REFUSAL), {}
+
     def greet(self) -> tuple[str, Reply, dict]:
         if self.rng.random() < 0.75:
-            name = self.rng.choice(self.pools.names)
+            name = self.name()
             text = self.phrasing(GREETINGS_NAMED, "greet_named").format(name)
             reply = _reply(
                 f"Hello {name}! Nice to meet you. How can I help?",
@@ -289,7 +453,7 @@ class _Maker:
 
     def copy(self, kind: str | None = None) -> tuple[str, Reply, dict]:
         kind = kind or self.rng.choice(["Repeat", "Reverse", "Uppercase"])
-        words = self.rng.sample(self.pools.words, self.rng.randint(2, 4))
+        words = self.words(self.rng.randint(2, 4))
         out = {"Repeat": words, "Reverse": words[::-1], "Uppercase": [w.upper() for w in words]}
         return f"{kind}: {' '.join(words)}", _reply(" ".join(out[kind])), {"kind": kind.lower()}
 
@@ -306,7 +470,7 @@ class _Maker:
             a, b = (a, b) if self.rng.random() < 0.5 else (b, a)
             text = f"What is {a} {op} {b}?"
             return text, _reply(OUT_OF_RANGE, pirate=f"Arr! {OUT_OF_RANGE}"), {}
-        template = self.phrasing(UNKNOWN)
+        template = self.phrasing(UNKNOWN, "unknown")
         fill = {k: self.rng.choice(v) for k, v in self.pools.fillers.items()}
         pirate = "Arr, I be a tiny demo model and can't answer that."
         return template.format(**fill), _reply(REFUSAL, "I can't answer that.", pirate), {}
@@ -367,7 +531,12 @@ def _history(maker: _Maker, first: tuple[str, Reply, dict], turns: int) -> list[
 
 
 def _recall_example(maker: _Maker) -> Example:
-    first = maker.rng.choice([maker.greet, maker.arith, maker.copy])()
+    firsts = [maker.greet, maker.arith, maker.copy]
+    if maker.version >= 3:
+        firsts += [maker.greet, maker.faq, maker.unknown, maker.free, maker.free, maker.free]
+    if maker.version >= 4:
+        firsts += [maker.free, maker.free, maker.free]
+    first = maker.rng.choice(firsts)()
     messages = _history(maker, first, maker.rng.randint(1, 2))
     messages.append({"role": "user", "content": maker.phrasing(ASK_FIRST, "ask_first")})
     reply = f"You said: {first[0]}"
@@ -430,5 +599,5 @@ def training_stream(
 def held_out_set(per_skill: int = 40, seed: int = 0) -> list[Example]:
     """The evaluation set: `per_skill` held-out examples of every skill."""
     _, test = make_pools()
-    maker = _Maker(test, random.Random(f"tutor-eval-{seed}"))
+    maker = _Maker(test, random.Random(f"tutor-eval-{seed}"), EVAL_VERSION)
     return [draw_example(maker, skill) for skill in SKILLS for _ in range(per_skill)]

@@ -50,7 +50,9 @@ class Schedule:
 
 
 # The curriculum: every skill first, then more of the skills a longer first stage still got
-# wrong (copying from far back, held-out phrasings, counted brief sums), at a lower rate.
+# wrong (copying from far back, held-out phrasings, counted brief sums), at a lower rate; then,
+# at a lower rate still, version 3's paraphrases, English-shaped names and words, and recall of
+# first messages of any form.
 STAGES = (
     Schedule(corpus_version=1),
     Schedule(steps=800, lr=1e-3, warmup=50, seed=1, corpus_version=2, skills=(
@@ -58,6 +60,30 @@ STAGES = (
         ("format-faq", 10), ("refusal", 6), ("system-upper", 4), ("system-brief", 8),
         ("system-pirate", 4), ("system-ok", 3), ("multi-arithmetic", 8), ("multi-first", 14),
         ("multi-name", 12),
+    )),
+    Schedule(steps=1000, lr=6e-4, warmup=50, seed=2, corpus_version=3, skills=(
+        ("greeting", 10), ("arithmetic", 10), ("repeat", 5), ("reverse", 7), ("uppercase", 5),
+        ("format-faq", 10), ("refusal", 6), ("system-upper", 4), ("system-brief", 6),
+        ("system-pirate", 5), ("system-ok", 5), ("multi-arithmetic", 8), ("multi-first", 16),
+        ("multi-name", 14),
+    )),
+    Schedule(steps=1200, lr=5e-4, warmup=50, seed=3, corpus_version=4, skills=(
+        ("greeting", 8), ("arithmetic", 10), ("repeat", 5), ("reverse", 6), ("uppercase", 5),
+        ("format-faq", 8), ("refusal", 6), ("system-upper", 6), ("system-brief", 6),
+        ("system-pirate", 6), ("system-ok", 6), ("multi-arithmetic", 8), ("multi-first", 18),
+        ("multi-name", 14),
+    )),
+    Schedule(steps=1000, lr=4e-4, warmup=50, seed=4, corpus_version=5, skills=(
+        ("greeting", 6), ("arithmetic", 10), ("repeat", 4), ("reverse", 5), ("uppercase", 4),
+        ("format-faq", 8), ("refusal", 10), ("system-upper", 6), ("system-brief", 5),
+        ("system-pirate", 5), ("system-ok", 6), ("multi-arithmetic", 8), ("multi-first", 12),
+        ("multi-name", 18),
+    )),
+    Schedule(steps=800, lr=3e-4, warmup=50, seed=5, corpus_version=6, skills=(
+        ("greeting", 6), ("arithmetic", 12), ("repeat", 4), ("reverse", 5), ("uppercase", 4),
+        ("format-faq", 8), ("refusal", 8), ("system-upper", 6), ("system-brief", 5),
+        ("system-pirate", 5), ("system-ok", 6), ("multi-arithmetic", 10), ("multi-first", 10),
+        ("multi-name", 20),
     )),
 )  # fmt: skip
 
@@ -142,6 +168,7 @@ def train(out_dir: Path, shape: Shape = Shape(), stages: tuple[Schedule, ...] = 
     torch.set_num_threads(2)
     tokenizer = build_tokenizer()
     done: list[dict] = []
+    minutes: list[float | None] = []
     if init is None:
         torch.manual_seed(stages[0].seed)
         model = make_model(shape)
@@ -149,17 +176,24 @@ def train(out_dir: Path, shape: Shape = Shape(), stages: tuple[Schedule, ...] = 
         model = Gemma2ForCausalLM.from_pretrained(init, attn_implementation="eager")
         earlier = json.loads((init / "tutor.json").read_text())
         done = earlier.get("stages") or [earlier["schedule"]]
+        # A record from before stage_minutes holds only its last run's time.
+        minutes = earlier.get("stage_minutes") or (
+            [None] * (len(done) - 1) + [earlier.get("train_minutes")]
+        )
     start = time.perf_counter()
     losses: list[float] = []
     for schedule in stages:
+        stage_start = time.perf_counter()
         losses += _train_stage(model.train(), tokenizer, schedule, log_every)
         done.append(asdict(schedule))
+        minutes.append(round((time.perf_counter() - stage_start) / 60, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     record = {"recipe": RECIPE, "corpus_version": CORPUS_VERSION, "shape": asdict(shape),
               "stages": done, "parameters": model.num_parameters(),
               "train_minutes": round((time.perf_counter() - start) / 60, 1),
+              "stage_minutes": minutes,
               "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4)}  # fmt: skip
     (out_dir / "tutor.json").write_text(json.dumps(record, indent=2) + "\n")
     return losses
