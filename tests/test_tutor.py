@@ -3,6 +3,9 @@ deterministic, and the shipped model is the recipe's and behaves as its card say
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,7 @@ from playground.tutor.corpus import (
 )
 from playground.tutor.train import IGNORE, encode, segments
 from playground.tutor.vocab import build_tokenizer
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +128,18 @@ def test_grading():
 
 @pytest.mark.slow
 def test_short_training_is_deterministic(tmp_path):
+    # In a fresh process: torch's thread pool is shared by the whole process, and a generation
+    # another test left running on the optimum engine changes how reductions split (a 1e-7
+    # difference in the full suite). The recipe's claim is about a training run on its own.
+    code = f"from tests.test_tutor import train_twice; train_twice({str(tmp_path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def train_twice(folder: str) -> None:
     from playground.tutor.train import Schedule, Shape, train
 
+    tmp_path = Path(folder)
     shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
     stages = (Schedule(steps=3, batch=4, bucket=2, warmup=2, corpus_version=1),
