@@ -10,15 +10,9 @@ import time
 import pytest
 
 from tests.test_browser import open_page, screenshot, send, set_number
+from tests.test_reliability import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def wait_until(condition, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def press_stop(page):

@@ -9,7 +9,6 @@ import json
 import math
 import random
 import threading
-import time
 
 import pytest
 from gradio_client import Client
@@ -18,6 +17,7 @@ from gradio_client.exceptions import AppError
 from playground.chat_format import render
 from playground.engine import EngineError, load_engine
 from playground.sampling import SamplingParams
+from tests.test_reliability import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +44,6 @@ def run_together(engine, prompts, params=GREEDY):
     for thread in threads:
         thread.join(timeout=300)
     return results
-
-
-def wait_until(condition, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # ---- the engine -------------------------------------------------------------------------------
