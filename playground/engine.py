@@ -85,8 +85,8 @@ class NativeFigures:
     """Figures the native engine measured itself (GenAI's perf metrics), which win over the
     timing taken around it."""
 
-    ttft_s: float
-    tokens_per_s: float
+    ttft_s: float | None = None  # None where GenAI has none: a request stopped early
+    tokens_per_s: float | None = None
     accepted_drafts: int | None = None  # prompt lookup: draft tokens the model confirmed
 
 
@@ -389,7 +389,7 @@ class Engine:
         ttft_s = first - progress.start
         tokens_per_s = (new - 1) / decode_s if new > 1 and decode_s > 0 else 0.0
         native = progress.native
-        if native is not None and new and not math.isnan(native.ttft_s):
+        if native is not None and new and native.ttft_s is not None:
             # GenAI's own clock, which matched hand timing to 0.1% (issue 12).
             ttft_s, tokens_per_s = native.ttft_s, native.tokens_per_s
         return GenerationResult(
@@ -433,7 +433,10 @@ class _Stepper:
     """
 
     def __init__(self, pipeline: Any, name: str) -> None:
+        import openvino_genai
+
         self.pipeline = pipeline
+        self.running = openvino_genai.GenerationStatus.RUNNING
         self.steps = 0
         self._live: dict[int, _Request] = {}
         self._ids = itertools.count()
@@ -458,7 +461,7 @@ class _Stepper:
     def remove(self, request_id: int) -> None:
         with self._wake:
             request = self._live.pop(request_id)
-            if request.handle.get_status() == _running():
+            if request.handle.get_status() == self.running:
                 request.handle.cancel()  # GenAI frees its KV blocks on the next step
             request.handle = None
             self._wake.notify_all()
@@ -484,12 +487,6 @@ class _Stepper:
             with self._wake:
                 self.steps += 1
                 self._wake.notify_all()
-
-
-def _running() -> Any:
-    import openvino_genai
-
-    return openvino_genai.GenerationStatus.RUNNING
 
 
 class GenAIEngine(Engine):
@@ -605,7 +602,7 @@ class GenAIEngine(Engine):
                             tokens += 1
                             if on_token(token_id, TokenScore(logprob)):
                                 return self._figures(handle, params, reads, tokens)
-                elif handle.get_status() != _running():
+                elif handle.get_status() != stepper.running:
                     return self._figures(handle, params, reads, tokens)
                 else:
                     newest = stepper.wait(seen, TOKEN_TIMEOUT_S)
@@ -619,12 +616,12 @@ class GenAIEngine(Engine):
 
     def _figures(
         self, handle: Any, params: SamplingParams, reads: int, tokens: int
-    ) -> NativeFigures | None:
+    ) -> NativeFigures:
         """GenAI's figures for a finished request (it has none for one stopped early)."""
         # Each step gives a request one token, plus the drafts it confirmed (prompt lookup).
         accepted = tokens - reads if params.prompt_lookup else None
         if handle.get_status() != self._genai.GenerationStatus.FINISHED:
-            return NativeFigures(math.nan, math.nan, accepted)
+            return NativeFigures(accepted_drafts=accepted)
         metrics = handle.get_perf_metrics()
         return NativeFigures(
             ttft_s=metrics.get_ttft().mean / 1000,

@@ -118,12 +118,11 @@ def stop_lines(stop: Any) -> list[str] | Any:
     return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
 
 
-def stream_out(replies: Iterator[Reply], arguments: dict[str, Any]) -> Iterator[str]:
+def stream_out(replies: Iterator[Reply], with_figures: bool, top: int) -> Iterator[str]:
     """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures,
-    and the tokens with their logprobs when asked for."""
-    top = logprobs_count(arguments["logprobs"])
+    and, when `top` (a checked `logprobs`) is above 0, the tokens with their logprobs."""
     for reply in throttle(replies):
-        if not arguments["figures"]:
+        if not with_figures:
             yield reply.text
             continue
         out: dict[str, Any] = {"text": reply.text, "figures": reply.figures}
@@ -143,8 +142,9 @@ def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
         params = request_params(playground, arguments)
-        logprobs_count(arguments["logprobs"])  # refused before any generation
-        yield from stream_out(playground.complete(prompt, params), arguments)
+        top = logprobs_count(arguments["logprobs"])  # refused before any generation
+        replies = playground.complete(prompt, params)
+        yield from stream_out(replies, arguments["figures"], top)
 
     def chat(
         message: Any,
@@ -164,8 +164,8 @@ def add_endpoints(playground: Playground) -> None:
         options = PromptOptions(
             system, system_policy, playground.check_text(prefill or "", "The prefill")
         )
-        logprobs_count(arguments["logprobs"])
-        yield from stream_out(playground.reply(turns, options, params), arguments)
+        top = logprobs_count(arguments["logprobs"])
+        yield from stream_out(playground.reply(turns, options, params), arguments["figures"], top)
 
     @user_errors
     def render(

@@ -23,7 +23,7 @@ from playground import display, session
 from playground.chat_format import SYSTEM_POLICIES
 from playground.errors import UserError
 from playground.session import Control, Playground, PromptOptions
-from playground.ui.common import engine_events, refuse, user_errors
+from playground.ui.common import engine_events, probabilities, refuse, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -130,17 +130,16 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
     wire_turn_starts(tab, playground, answer)
     wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
     tab.show_probs.change(
-        lambda turns, show: probabilities(playground, turns, show),
+        lambda turns, show: last_reply_probabilities(playground, turns, show),
         [tab.turns, tab.show_probs],
         tab.probs,
         **PRIVATE,
     )
 
 
-def probabilities(playground: Playground, turns: list, show: bool) -> str:
-    """The probability view of the last reply, when it is asked for and the reply is done."""
-    tokens = turns[-1].get("tokens", []) if turns and show else []
-    return display.probability_view(tokens, playground.engine.kind)
+def last_reply_probabilities(playground: Playground, turns: list, show: bool) -> str:
+    """The probability view of the last reply, once it is done (its tokens come with its end)."""
+    return probabilities(playground, turns[-1].get("tokens", []) if turns else [], show)
 
 
 def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Callable[[Any], None]:
@@ -196,7 +195,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         meter = display.context_meter(budget.prompt_tokens, reserved, playground.context_size)
         # The note beside the input is left alone: a refused send's reason must stay up.
         stop = gr.update(interactive=reply.figures is None)
-        probs = probabilities(playground, current, show_probs)
+        probs = last_reply_probabilities(playground, current, show_probs)
         return display.chat_display(current), current, meter, note, gr.skip(), stop, probs
 
     inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, tab.show_probs}

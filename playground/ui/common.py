@@ -1,9 +1,10 @@
 """What every tab shares: the engine's concurrency group, error translation and CSS.
 
-Owns: `engine_events` (the concurrency of every generating event), `user_errors` (expected
-errors become an escaped gr.Error and one log line; anything else a short message, with the
-traceback in the server log only), `refuse` (a refusal that stops an event chain without marking
-any component as failed), and the page's CSS.
+Owns: `engine_events` (the concurrency of every generating event), `probabilities` (the
+probability view when asked for), `user_errors` (expected errors become an escaped gr.Error and
+one log line; anything else a short message, with the traceback in the server log only),
+`refuse` (a refusal that stops an event chain without marking any component as failed), and the
+page's CSS.
 Does not own: any component or handler of a tab.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from playground import display
 from playground.display import toast_text
 from playground.errors import UserError
 from playground.session import Playground
@@ -30,6 +32,12 @@ CLOSE_SIDEBAR_ON_PHONES = """() => {
   }
 }"""
 ENGINE_GROUP = "engine"  # every event that generates shares the engine's slots, app-wide
+
+
+def probabilities(playground: Playground, tokens: list, show: bool) -> str:
+    """The probability view of a reply's tokens (`session.token_probabilities`), when the
+    visitor asked for it, with the note of the engine that made them."""
+    return display.probability_view(tokens if show else [], playground.engine.kind)
 
 
 def engine_events(playground: Playground) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import gradio as gr
 from playground import display
 from playground.errors import UserError
 from playground.session import Control, Playground, throttle
-from playground.ui.common import engine_events, user_errors
+from playground.ui.common import engine_events, probabilities, user_errors
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -133,8 +133,3 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
         tab.probs,
         **PRIVATE,
     )
-
-
-def probabilities(playground: Playground, tokens: list, show: bool) -> str:
-    """The probability view of a continuation, when asked for."""
-    return display.probability_view(tokens if show else [], playground.engine.kind)
