@@ -220,14 +220,13 @@ def save_synthetic_checkpoint(spec: SyntheticSpec, hf_dir: Path) -> None:
 
 def new_gemma2(**shape: Any):
     """A fresh Gemma2ForCausalLM of `shape` (sizes, and any Gemma2Config option) with Gemma-2's
-    fixed choices: logit softcapping, tied embeddings, the real special ids and end tokens."""
+    choices: logit softcapping (unless `shape` overrides it), tied embeddings, the real special
+    ids and end tokens."""
     from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
     config = Gemma2Config(
-        **shape,
+        **{"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, **shape},
         query_pre_attn_scalar=shape["head_dim"],
-        attn_logit_softcapping=50.0,
-        final_logit_softcapping=30.0,
         tie_word_embeddings=True,
         max_position_embeddings=8192,
         pad_token_id=PAD_ID,

@@ -18,19 +18,13 @@ WORK_DIR = Path("artifacts/tutor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m playground.tutor",
-        description="Rebuild tiny-tutor: train (torch, six stages, ~160 min on a shared 2-core "
-        "machine), export to OpenVINO, "
-        "evaluate on the held-out set. Needs requirements-optimum.txt.",
+        description="Rebuild tiny-tutor: train (torch, about 26 min on 2 cores), export to "
+        "OpenVINO, evaluate on the held-out set. Needs requirements-optimum.txt.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train the checkpoint, deterministic for a seed")
     train.add_argument("--out", type=Path, default=WORK_DIR / "hf",
                        help="where the checkpoint goes (default: %(default)s)")  # fmt: skip
-    train.add_argument(
-        "--from-stage", type=int, default=1,
-        help="start at this stage of the curriculum (default: 1), from --init's checkpoint",
-    )  # fmt: skip
-    train.add_argument("--init", type=Path, help="the checkpoint the earlier stages wrote")
     export = commands.add_parser("export", help="export a checkpoint to an OpenVINO IR folder")
     export.add_argument("--checkpoint", type=Path, default=WORK_DIR / "hf",
                         help="trained checkpoint (default: %(default)s)")  # fmt: skip
@@ -47,11 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "train":
-        from playground.tutor.train import STAGES, train
+        from playground.tutor.train import train
 
-        if args.from_stage > 1 and args.init is None:
-            parser.error("--from-stage needs --init, the checkpoint of the stages before it")
-        train(args.out, stages=STAGES[args.from_stage - 1 :], init=args.init)
+        train(args.out)
     elif args.command == "export":
         from playground.tutor.export import export
 

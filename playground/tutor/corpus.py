@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 # 5: V5_PHRASINGS: questions that start like the format questions ("Why ...?") or like
 # "What is my name?" ("Who ...?") but are refused, and more questions for the name.
 # 6: V6_PHRASINGS: questions for the name that ask who the user is, in the first person.
-CORPUS_VERSION = 6
+# 7: V7_PHRASINGS: "who I am" questions for the name; the name is the one given last; a
+# third of the first messages to recall are sums again.
+CORPUS_VERSION = 7
 # The held-out set is always drawn as corpus version 2 drew it: every version is measured on the
 # same prompts (the later versions add only trained phrasings, never held-out ones).
 EVAL_VERSION = 2
@@ -183,6 +185,13 @@ V6_PHRASINGS = {
                  "Who do you think is talking?", "Who is it that is writing to you?",
                  "Do you know who is talking?", "Who is the one asking?",
                  "Who greeted you?"],
+}  # fmt: skip
+
+# Chosen after "Who am I?" (held out) was refused: the name asked for as "who I am".
+V7_PHRASINGS = {
+    "ask_name": ["Do you know who I am?", "Tell me who I am.", "Can you tell me who I am?",
+                 "Who do you think I am?", "Say who I am.", "Remind me who I am.",
+                 "Who did I say I am?"],
 }  # fmt: skip
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
@@ -388,6 +397,8 @@ class _Maker:
             options = options + V5_PHRASINGS.get(more, [])
         if self.version >= 6 and more:
             options = options + V6_PHRASINGS.get(more, [])
+        if self.version >= 7 and more:
+            options = options + V7_PHRASINGS.get(more, [])
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.
@@ -520,14 +531,19 @@ def _follow_up_example(maker: _Maker) -> Example:
     return Example("multi-arithmetic", messages, reply.text["plain"], reply.tail["plain"])
 
 
-def _history(maker: _Maker, first: tuple[str, Reply, dict], turns: int) -> list[dict[str, str]]:
+def _history(
+    maker: _Maker, first: tuple[str, Reply, dict], turns: int
+) -> tuple[list[dict[str, str]], list[dict]]:
+    """`turns` exchanges that open with `first`, and the meta of each user turn."""
     messages = [{"role": "user", "content": first[0]},
                 {"role": "assistant", "content": first[1].text["plain"]}]  # fmt: skip
+    metas = [first[2]]
     for _ in range(turns - 1):
-        text, reply, _ = maker.single()
+        text, reply, meta = maker.single()
         messages += [{"role": "user", "content": text},
                      {"role": "assistant", "content": reply.text["plain"]}]  # fmt: skip
-    return messages
+        metas.append(meta)
+    return messages, metas
 
 
 def _recall_example(maker: _Maker) -> Example:
@@ -536,8 +552,12 @@ def _recall_example(maker: _Maker) -> Example:
         firsts += [maker.greet, maker.faq, maker.unknown, maker.free, maker.free, maker.free]
     if maker.version >= 4:
         firsts += [maker.free, maker.free, maker.free]
+    if maker.version >= 7:
+        # Back to about a third of sums, as in version 2: the digits of a first "What is A plus
+        # B?" are the hardest to copy past the worked steps of its reply.
+        firsts += [maker.arith] * 5
     first = maker.rng.choice(firsts)()
-    messages = _history(maker, first, maker.rng.randint(1, 2))
+    messages, _ = _history(maker, first, maker.rng.randint(1, 2))
     messages.append({"role": "user", "content": maker.phrasing(ASK_FIRST, "ask_first")})
     reply = f"You said: {first[0]}"
     return Example("multi-first", messages, reply, reply)
@@ -549,11 +569,12 @@ def _name_example(maker: _Maker) -> Example:
         first = maker.greet()
         while "name" not in first[2]:
             first = maker.greet()
-        reply = f"Your name is {first[2]['name']}."
     else:
         first = rng.choice([maker.arith, maker.copy, maker.faq])()
-        reply = "You have not told me your name."
-    messages = _history(maker, first, rng.randint(1, 2))
+    messages, metas = _history(maker, first, rng.randint(1, 2))
+    # The name the user gave last: a later introduction renames them.
+    names = [meta["name"] for meta in metas if "name" in meta]
+    reply = f"Your name is {names[-1]}." if names else "You have not told me your name."
     messages.append({"role": "user", "content": maker.phrasing(ASK_NAME, "ask_name")})
     return Example("multi-name", messages, reply, reply)
 
@@ -577,11 +598,13 @@ def draw_example(maker: _Maker, skill: str) -> Example:
     return makers[skill]()
 
 
-# Training mixture: how often each skill is drawn (evaluation takes the same number of each).
+# Training mixture: how often each skill is drawn (evaluation takes the same number of each,
+# in this order). Weighted towards the skills that copy from far back (the first message, the
+# name) and the counted sums.
 SKILLS = {
-    "greeting": 8, "arithmetic": 20, "repeat": 5, "reverse": 5, "uppercase": 5, "format-faq": 6,
-    "refusal": 6, "system-upper": 5, "system-brief": 5, "system-pirate": 5, "system-ok": 3,
-    "multi-arithmetic": 10, "multi-first": 8, "multi-name": 7,
+    "greeting": 6, "arithmetic": 14, "repeat": 4, "reverse": 7, "uppercase": 4, "format-faq": 7,
+    "refusal": 7, "system-upper": 5, "system-brief": 6, "system-pirate": 5, "system-ok": 6,
+    "multi-arithmetic": 10, "multi-first": 15, "multi-name": 11,
 }  # fmt: skip
 
 
