@@ -296,6 +296,34 @@ def test_inspector_rows_and_json_are_two_views_of_one_conversation(page):
     assert page.locator("#rows span[data-editable=true]").get_by_text("assistant").count() == 1
 
 
+def test_an_inspector_prompt_runs_as_is_in_raw_and_comes_back(browser, tutor_app_url):
+    """A teacher's round trip: build a prompt from turns, send it to Raw prompt unchanged, run it
+    there (tiny-tutor answers and ends its turn), edit it as text, open it in the inspector."""
+    page = open_page(browser, tutor_app_url)
+    try:
+        set_number(page, "slider-temperature", 0)
+        page.get_by_role("tab", name="Template inspector").click()
+        page.locator("#rows span[data-editable=true]").get_by_text("Hello!", exact=True).dblclick()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("What is 7 plus 5?")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "document.querySelector('#prompt-text textarea').value.includes('7 plus 5')"
+        )
+        rendered = page.input_value("#prompt-text textarea")
+        page.click("#to-raw")
+        page.locator("#raw-prompt textarea").wait_for()  # the Raw prompt tab is now the one shown
+        assert page.input_value("#raw-prompt textarea") == rendered
+        page.click("#raw-generate")
+        page.wait_for_selector("#raw-figures >> text=end of turn")
+        assert page.input_value("#raw-output textarea").endswith("So 7 plus 5 is 12.")
+        page.fill("#raw-prompt textarea", rendered.replace("7 plus 5", "3 times 4"))
+        page.click("#raw-inspect")
+        page.locator("#rows span[data-editable=true]").get_by_text("What is 3 times 4?").wait_for()
+    finally:
+        page.close()
+
+
 # ---- issue 10: each test names the numbered item it proves --------------------------------
 
 HOSTILE_IMG = "<img src=x onerror=alert(1)>"
