@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -168,3 +169,16 @@ def test_explicit_model_never_falls_back(tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "Could not get the model 'fakezeta/gemma-2-9b-it-ov-int4'" in done.stderr
+
+
+def test_downloads_older_than_an_hour_go_when_the_next_is_written(tmp_path, monkeypatch):
+    from playground.ui import common
+
+    monkeypatch.setattr(common, "DOWNLOADS", tmp_path)
+    old = common.write_download("a/conversation.json", "{}")
+    an_hour_ago = time.time() - common.DOWNLOAD_AGE_S - 1
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    recent = common.write_download("b/conversation.json", '{"messages": []}')
+    assert not old.exists() and not old.parent.exists()
+    assert recent.read_text() == '{"messages": []}'
+    assert common.write_download("b/lesson.md", "# 1").parent == recent.parent

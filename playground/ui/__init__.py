@@ -22,7 +22,7 @@ from playground.session import Playground, PromptOptions
 from playground.settings import Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
-from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, user_errors
+from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, DOWNLOAD_AGE_S, user_errors
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.inspector import as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
@@ -38,7 +38,9 @@ TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
 def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
     """The whole playground around `engine`; `notice` is shown as a banner (model fallback)."""
     playground = Playground(engine, settings)
-    with gr.Blocks(title="Gemma-2 OpenVINO Playground") as demo:
+    with gr.Blocks(
+        title="Gemma-2 OpenVINO Playground", delete_cache=(DOWNLOAD_AGE_S, DOWNLOAD_AGE_S)
+    ) as demo:
         gr.Markdown(
             "# Gemma-2 OpenVINO Playground\nChat with Gemma-2-9b-it on a CPU (OpenVINO int4), "
             "send raw prompts, and see exactly how its chat format works."

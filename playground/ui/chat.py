@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import html
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,7 +21,13 @@ from playground import display, session
 from playground.chat_format import SYSTEM_POLICIES
 from playground.errors import UserError
 from playground.session import Control, Playground, PromptOptions
-from playground.ui.common import engine_events, probabilities, refuse, user_errors
+from playground.ui.common import (
+    engine_events,
+    probabilities,
+    refuse,
+    user_errors,
+    write_download,
+)
 from playground.ui.controls import Controls
 
 PRIVATE = {"api_visibility": "private"}
@@ -334,9 +338,7 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         # Named by content: the same conversation is one file, not one more per update.
         text = session.conversation_json(turns, system or "")
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / "gemma2-playground" / digest / "conversation.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        path = write_download(f"{digest}/conversation.json", text)
         return gr.DownloadButton(value=str(path))
 
     for trigger in (tab.turns.change, tab.system.change):

@@ -3,8 +3,8 @@
 Owns: `engine_events` (the concurrency of every generating event), `probabilities` (the
 probability view when asked for), `user_errors` (expected errors become an escaped gr.Error and
 one log line; anything else a short message, with the traceback in the server log only),
-`refuse` (a refusal that stops an event chain without marking any component as failed), and the
-page's CSS.
+`refuse` (a refusal that stops an event chain without marking any component as failed),
+`write_download` (the files visitors download, pruned after an hour), and the page's CSS.
 Does not own: any component or handler of a tab.
 """
 
@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -32,6 +35,28 @@ CLOSE_SIDEBAR_ON_PHONES = """() => {
   }
 }"""
 ENGINE_GROUP = "engine"  # every event that generates shares the engine's slots, app-wide
+DOWNLOADS = Path(tempfile.gettempdir()) / "gemma2-playground"
+# Gradio copies a returned file into its own cache at once; the original is only kept this long,
+# and Gradio's copy as long (`delete_cache` in build_demo), so a Space running for weeks does not
+# fill its disk one conversation at a time.
+DOWNLOAD_AGE_S = 3600
+
+
+def write_download(relative: str, text: str) -> Path:
+    """Write a file for a visitor to download at `DOWNLOADS / relative`, first removing the files
+    there older than `DOWNLOAD_AGE_S`; return its path."""
+    cutoff = time.time() - DOWNLOAD_AGE_S
+    for old in DOWNLOADS.glob("*/*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+                old.parent.rmdir()  # each download has a folder; fails while it holds another
+        except OSError:
+            pass  # another visitor's request removed it first, or the folder is not empty
+    path = DOWNLOADS / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def probabilities(playground: Playground, tokens: list, show: bool) -> str:

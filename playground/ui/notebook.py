@@ -10,7 +10,7 @@ edits and the page's HTML (`notebook_doc`), a prompt's checks (`ui.raw.raw_check
 
 from __future__ import annotations
 
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, wraps
@@ -35,7 +35,7 @@ from playground.notebook_doc import (
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, exported_model, throttle
-from playground.ui.common import engine_events, refuse, user_errors
+from playground.ui.common import engine_events, refuse, user_errors, write_download
 from playground.ui.controls import Controls
 from playground.ui.raw import raw_checks
 
@@ -237,19 +237,14 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     settings = playground.settings
     context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
     outputs = notebook.output_texts()
-    folder = Path(tempfile.mkdtemp(prefix="notebook-"))
+    folder = f"notebook-{secrets.token_hex(8)}"
     stem = file_stem(notebook.title)
     files = {
         "md": notebook.lesson(),
         "ipynb": nbformat.writes(nb.to_ipynb(notebook.cells, outputs, context)),
         "html": nb.handout_html(notebook.title, notebook.cells, outputs),
     }
-    paths = []
-    for ext, text in files.items():
-        path = folder / f"{stem}.{ext}"
-        path.write_text(text, encoding="utf-8")
-        paths.append(str(path))
-    return paths
+    return [str(write_download(f"{folder}/{stem}.{ext}", text)) for ext, text in files.items()]
 
 
 def edited(tab: NotebookTab, playground: Playground, data: dict) -> Notebook:
