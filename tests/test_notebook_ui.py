@@ -230,11 +230,22 @@ def engine_ends(engine, seconds=10):
     return engine.active == 0
 
 
-def download(page, elem_id, path):
-    with page.expect_download() as info:
-        page.click(f"#{elem_id}")
-    info.value.save_as(path)
-    return path
+def download(page, elem_id, path, ready=lambda text: True):
+    """Save the button's file; the files are rewritten once a run ends, so download again (for
+    up to 30 s) until `ready` holds for the text."""
+    deadline = time.monotonic() + 30
+    while True:
+        with page.expect_download() as info:
+            page.click(f"#{elem_id}")
+        info.value.save_as(path)
+        if ready(path.read_text()) or time.monotonic() > deadline:
+            return path
+        page.wait_for_timeout(300)
+
+
+def ran_export_me(ipynb: str) -> bool:
+    cells = json.loads(ipynb)["cells"]
+    return any("EXPORT-ME" in "".join(c["source"]) and c.get("outputs") for c in cells)
 
 
 def test_export_ipynb_and_load_it_back(page, tmp_path):
@@ -243,8 +254,7 @@ def test_export_ipynb_and_load_it_back(page, tmp_path):
     wait_text(page, "#nb-cell-2", "5 new tokens")
     heads = page.locator("#nb-document .nb-head").all_inner_texts()
     prompts = page.locator("#nb-document .prompt").all_inner_texts()
-    page.wait_for_timeout(1000)  # the downloads are rewritten once the run ends
-    saved = download(page, "nb-download-ipynb", tmp_path / "lesson.ipynb")
+    saved = download(page, "nb-download-ipynb", tmp_path / "lesson.ipynb", ran_export_me)
     notebook = nbformat.read(saved, as_version=4)
     nbformat.validate(notebook)
     code = [c for c in notebook.cells if c.cell_type == "code" and "EXPORT-ME" in c.source]
@@ -292,8 +302,8 @@ def test_the_handout_opens_offline_with_hostile_text_inert(page, tmp_path):
     edit_cell(page, 2, HOSTILE_CHAT, "max_new_tokens=4")
     page.click("#nb-run-cell")
     wait_text(page, "#nb-cell-2", "4 new tokens")
-    page.wait_for_timeout(1000)
-    handout = download(page, "nb-download-html", tmp_path / "handout.html")
+    handout = download(page, "nb-download-html", tmp_path / "handout.html",
+                       lambda text: "alert(4)" in text)  # fmt: skip
     fetched = []
     page.on("request", lambda r: fetched.append(r.url) if not r.url.startswith("file:") else 0)
     page.goto(handout.as_uri())
@@ -327,8 +337,8 @@ def test_hostile_model_output_stays_inert_as_text_as_markdown_and_in_the_handout
         for link in page.locator("#nb-document a").all():
             link.click(force=True)
         assert_inert(page)
-        page.wait_for_timeout(1000)  # the downloads are rewritten once the run ends
-        handout = download(page, "nb-download-html", tmp_path / "handout.html")
+        handout = download(page, "nb-download-html", tmp_path / "handout.html",
+                           lambda text: "alert(7)" in text)  # fmt: skip
         page.goto(handout.as_uri())
         assert HOSTILE_OUTPUT in page.inner_text("body")
         assert page.locator("img, script, a[href^='javascript:']").count() == 0
