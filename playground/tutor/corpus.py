@@ -194,6 +194,10 @@ V7_PHRASINGS = {
                  "Who did I say I am?"],
 }  # fmt: skip
 
+# The paraphrases each corpus version adds to training, keyed by a phrasing list's name.
+ADDED_PHRASINGS = {2: MORE_PHRASINGS, 3: V3_PHRASINGS, 4: V4_PHRASINGS, 5: V5_PHRASINGS,
+                   6: V6_PHRASINGS, 7: V7_PHRASINGS}  # fmt: skip
+
 _CONSONANTS = "bcdfghjklmnprstvwz"
 # English-shaped syllables for version 3's names and words: onsets and codas with clusters.
 _ONSETS = ["", "b", "bl", "br", "c", "ch", "cl", "cr", "d", "dr", "f", "fl", "fr", "g", "gl",
@@ -387,18 +391,10 @@ class _Maker:
         self.pools, self.rng, self.version = pools, rng, version
 
     def phrasing(self, options: list[str], more: str = "") -> str:
-        if self.version >= 2 and more:
-            options = options + MORE_PHRASINGS.get(more, [])
-        if self.version >= 3 and more:
-            options = options + V3_PHRASINGS.get(more, [])
-        if self.version >= 4 and more:
-            options = options + V4_PHRASINGS.get(more, [])
-        if self.version >= 5 and more:
-            options = options + V5_PHRASINGS.get(more, [])
-        if self.version >= 6 and more:
-            options = options + V6_PHRASINGS.get(more, [])
-        if self.version >= 7 and more:
-            options = options + V7_PHRASINGS.get(more, [])
+        if more:
+            for version, phrasings in ADDED_PHRASINGS.items():
+                if self.version >= version:
+                    options = options + phrasings.get(more, [])
         held = [p for p in options if p in HELD_OUT_PHRASINGS]
         kept = [p for p in options if p not in HELD_OUT_PHRASINGS]
         # Held-out prompts use a held-out phrasing half of the time, where one exists.
