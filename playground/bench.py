@@ -29,6 +29,7 @@ from playground.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("genai", "optimum")
+VERSIONED = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -199,7 +200,7 @@ def run(opts: argparse.Namespace) -> dict:
             "cores": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "versions": _versions(),
+        "versions": package_versions(),
         "command": " ".join(["python -m playground.bench", *sys.argv[1:]]),
         "model": opts.model,
         "weight_bytes": weight_bytes,
@@ -232,20 +233,23 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str]:
+    """The installed version of each package, for the record of a run."""
     from importlib.metadata import version
 
-    names = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
     return {name: version(name) for name in names}
+
+
+def cell(values: list[float], fmt: str = "{:.1f}") -> str:
+    """A table cell: the median, then the min–max range; empty for no values."""
+    if not values:
+        return ""
+    s = _summary(values)
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
 def table(results: dict) -> str:
     """The markdown table of medians (with min–max) from `run`'s results."""
-
-    def cell(values: list[float], fmt: str = "{:.1f}") -> str:
-        s = _summary(values)
-        return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
-
     roofline = results["roofline_tokens_per_s"]
     rows = [
         "| path | mode | time to first token, s | decode tokens/s | of roofline | "

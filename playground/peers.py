@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playground.bench import cell
+
 LLAMA_CPP_PYTHON = "0.3.36"  # the version requirements-bench.txt pins; its sdist has the converter
 QUANTS = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 THREADS = (1, 2)
@@ -450,7 +452,7 @@ def busy_loop(seconds: float) -> subprocess.Popen:
 
 
 def run(opts: argparse.Namespace) -> dict:
-    from playground.bench import _cpu_name
+    from playground.bench import _cpu_name, package_versions
     from playground.models import SYNTHETIC_MODELS, resolve_model
     from playground.tokens import Tokenizer
 
@@ -482,7 +484,7 @@ def run(opts: argparse.Namespace) -> dict:
         "cores": os.cpu_count(),
         "command": " ".join(["python -m playground.bench", *sys.argv[1:]]),
         "model": opts.model,
-        "versions": _versions(),
+        "versions": package_versions(("openvino", "openvino-genai", "llama-cpp-python")),
         "file_mb": {
             "genai (openvino_model.bin)": (folder / "openvino_model.bin").stat().st_size / 1e6,
             **{f"llama.cpp {k}": p.stat().st_size / 1e6 for k, p in files.items()},
@@ -525,21 +527,8 @@ def run(opts: argparse.Namespace) -> dict:
     return results
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("openvino", "openvino-genai", "llama-cpp-python")}
-
-
 def _pool(workers: list[dict], size: str, field: str) -> list[float]:
     return [run[field] for worker in workers for run in worker["runs"][size]]
-
-
-def _cell(values: list[float], fmt: str) -> str:
-    if not values:
-        return ""
-    low, mid, high = min(values), statistics.median(values), max(values)
-    return f"{fmt.format(mid)} ({fmt.format(low)}–{fmt.format(high)})"
 
 
 def table(results: dict) -> str:
@@ -557,13 +546,13 @@ def table(results: dict) -> str:
             name, threads = key.rsplit(" @", 1)
             rows.append(
                 f"| {phase} | {threads} | {name} | "
-                f"{_cell([w['load_s'] for w in workers], '{:.2f}')} | "
-                f"{_cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
-                f"{_cell(_pool(workers, long, 'ttft_s'), '{:.3f}')} | "
-                f"{_cell(_pool(workers, short, 'tokens_per_s'), '{:.1f}')} | "
-                f"{_cell(_pool(workers, long, 'tokens_per_s'), '{:.1f}')} | "
-                f"{_cell([w['peak_rss_mb'] for w in workers], '{:.0f}')} | "
-                f"{_cell([w.get('others_cores', 0.0) for w in workers], '{:.1f}')} |"
+                f"{cell([w['load_s'] for w in workers], '{:.2f}')} | "
+                f"{cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
+                f"{cell(_pool(workers, long, 'ttft_s'), '{:.3f}')} | "
+                f"{cell(_pool(workers, short, 'tokens_per_s'), '{:.1f}')} | "
+                f"{cell(_pool(workers, long, 'tokens_per_s'), '{:.1f}')} | "
+                f"{cell([w['peak_rss_mb'] for w in workers], '{:.0f}')} | "
+                f"{cell([w.get('others_cores', 0.0) for w in workers], '{:.1f}')} |"
             )
         for threads in THREADS:
             genai = samples.get(f"genai @{threads}")
@@ -696,10 +685,10 @@ def gap_table(results: dict) -> str:
         tps = _pool(workers, short, "tokens_per_s")
         cpu = _pool(workers, short, "tokens_per_cpu_s")
         rows.append(
-            f"| {label} | {_cell(tps, '{:.1f}')} | {statistics.median(tps) / peer_tps:.2f}× | "
-            f"{_cell(cpu, '{:.1f}')} | {statistics.median(cpu) / peer_cpu:.2f}× | "
-            f"{_cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
-            f"{_cell([w.get('others_cores', 0.0) for w in workers], '{:.1f}')} |"
+            f"| {label} | {cell(tps, '{:.1f}')} | {statistics.median(tps) / peer_tps:.2f}× | "
+            f"{cell(cpu, '{:.1f}')} | {statistics.median(cpu) / peer_cpu:.2f}× | "
+            f"{cell(_pool(workers, short, 'ttft_s'), '{:.3f}')} | "
+            f"{cell([w.get('others_cores', 0.0) for w in workers], '{:.1f}')} |"
         )
     return "\n".join(rows)
 
