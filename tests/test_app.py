@@ -171,13 +171,16 @@ def test_explicit_model_never_falls_back(tmp_path):
     assert "Could not get the model 'fakezeta/gemma-2-9b-it-ov-int4'" in done.stderr
 
 
-def test_downloads_older_than_an_hour_go_when_the_next_is_written(tmp_path, monkeypatch):
+def test_downloads_older_than_an_hour_go_at_the_next_pruning_write(tmp_path, monkeypatch):
     from playground.ui import common
 
     monkeypatch.setattr(common, "DOWNLOADS", tmp_path)
     old = common.write_download("a/conversation.json", "{}")
     an_hour_ago = time.time() - common.DOWNLOAD_AGE_S - 1
     os.utime(old, (an_hour_ago, an_hour_ago))
+    common.write_download("b/conversation.json", "{}")
+    assert old.exists()  # the folder was walked moments ago: not again before PRUNE_EVERY_S
+    monkeypatch.setattr(common, "_next_prune", 0.0)
     recent = common.write_download("b/conversation.json", '{"messages": []}')
     assert not old.exists() and not old.parent.exists()
     assert recent.read_text() == '{"messages": []}'

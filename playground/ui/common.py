@@ -40,12 +40,27 @@ DOWNLOADS = Path(tempfile.gettempdir()) / "gemma2-playground"
 # and Gradio's copy as long (`delete_cache` in build_demo), so a Space running for weeks does not
 # fill its disk one conversation at a time.
 DOWNLOAD_AGE_S = 3600
+# The folder is walked at most this often: every chat turn writes a download, and a busy Space's
+# hour of them is thousands of files.
+PRUNE_EVERY_S = 300
+_next_prune = 0.0  # the app's own housekeeping clock, the same for every visitor
 
 
 def write_download(relative: str, text: str) -> Path:
     """Write a file for a visitor to download at `DOWNLOADS / relative`, first removing the files
-    there older than `DOWNLOAD_AGE_S`; return its path."""
-    cutoff = time.time() - DOWNLOAD_AGE_S
+    there older than `DOWNLOAD_AGE_S` (at most every `PRUNE_EVERY_S`); return its path."""
+    global _next_prune
+    now = time.time()
+    if now >= _next_prune:
+        _next_prune = now + PRUNE_EVERY_S
+        _prune(now - DOWNLOAD_AGE_S)
+    path = DOWNLOADS / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _prune(cutoff: float) -> None:
     for old in DOWNLOADS.glob("*/*"):
         try:
             if old.stat().st_mtime < cutoff:
@@ -53,10 +68,6 @@ def write_download(relative: str, text: str) -> Path:
                 old.parent.rmdir()  # each download has a folder; fails while it holds another
         except OSError:
             pass  # another visitor's request removed it first, or the folder is not empty
-    path = DOWNLOADS / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def probabilities(playground: Playground, tokens: list, show: bool) -> str:
