@@ -9,7 +9,7 @@ Does not own: anything else; each step is a call into `playground`.
 import argparse
 import logging
 
-from playground.engine import ENGINE_KINDS, EngineError, open_engine
+from playground.engines import ENGINE_KINDS, EngineError, open_engine
 from playground.models import ModelUnavailableError
 from playground.settings import SettingsError, load_settings
 from playground.ui import build_demo, launch_options

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import sync_playwright
 
-from playground.engine import open_engine
+from playground.engines import open_engine
 from playground.settings import load_settings
 from playground.ui import build_demo
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, serve

@@ -72,7 +72,7 @@ def peak_rss_mb() -> float:
 
 def _worker(args: argparse.Namespace) -> None:
     """In a fresh process: load one engine, measure, print one JSON object."""
-    from playground.engine import load_engine
+    from playground.engines import load_engine
     from playground.models import resolve_model
 
     cache_dir = Path(args.cache_dir)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
-from playground.engine import ENGINE_KINDS, open_engine
+from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
-from playground.engine import StopReason
+from playground.engines import StopReason
 from playground.tokens import Token
 
 STOP_REASONS: dict[StopReason, str] = {

@@ -5,7 +5,7 @@ Owns: the kinds of spec (a Hugging Face repo id, a local folder, the shipped tra
 those synthetic Gemma-2 models, the fallback rule (the default model falls back to the shipped one,
 with a notice; a model given explicitly never does), and the one-time conversion of a folder's
 Hugging Face tokenizer to OpenVINO tokenizer IRs.
-Does not own: running a model (see `engine`), reading settings or the environment (the cache
+Does not own: running a model (see `engines`), reading settings or the environment (the cache
 folder is passed in), or chat templates (see `chat_format`).
 
 Heavy imports (torch, transformers, optimum) happen only inside the build functions, so resolving
@@ -76,8 +76,15 @@ class ModelUnavailableError(UserError, RuntimeError):
     """A model spec that cannot be turned into a local folder; the message is for people."""
 
 
-def resolve_model(spec: str, cache_dir: Path) -> Path:
-    """Return a local OpenVINO IR folder for `spec`, building or fetching it if needed."""
+# What a served model needs here when its weights run elsewhere (the remote engine): the
+# tokenizer, its template and end ids, and the config.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                   "generation_config.json", "config.json", "special_tokens_map.json")  # fmt: skip
+
+
+def resolve_model(spec: str, cache_dir: Path, *, weights: bool = True) -> Path:
+    """Return a local OpenVINO IR folder for `spec`, building or fetching it if needed; with
+    `weights=False`, a folder with its tokenizer files only (a repo's weights are not fetched)."""
     if spec == TUTOR:
         folder = TUTOR_DIR
     elif spec in SYNTHETIC_MODELS:
@@ -85,12 +92,18 @@ def resolve_model(spec: str, cache_dir: Path) -> Path:
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser().resolve()
     elif looks_like_repo_id(spec):
-        folder = _download(spec)
+        folder = _download(spec, None if weights else TOKENIZER_FILES)
     else:
         raise ModelUnavailableError(
             f"Model {spec!r} is neither a local folder, a Hugging Face repo id (owner/name) "
             f"nor one of the built-in models ({', '.join(BUILTIN_MODELS)})."
         )
+    if not weights:
+        if not (folder / "tokenizer.json").is_file():
+            raise ModelUnavailableError(
+                f"{folder} holds no tokenizer.json; the playground needs one."
+            )
+        return folder
     if not (folder / MODEL_XML).is_file():
         raise ModelUnavailableError(
             f"{folder} holds no {MODEL_XML}: it is not an OpenVINO IR export. Export one with "
@@ -101,13 +114,13 @@ def resolve_model(spec: str, cache_dir: Path) -> Path:
 
 
 def resolve_or_fall_back(
-    spec: str, fallback: str, *, cache_dir: Path, may_fall_back: bool
+    spec: str, fallback: str, *, cache_dir: Path, may_fall_back: bool, weights: bool = True
 ) -> tuple[Path, str, str | None]:
     """`spec`'s folder, or, when it can't be had and `may_fall_back` (the default model, not one
     given explicitly), `fallback`'s: returns the folder, the name served, and a notice saying
-    why when it fell back."""
+    why when it fell back. `weights=False` fetches the tokenizer files only."""
     try:
-        return resolve_model(spec, cache_dir), spec, None
+        return resolve_model(spec, cache_dir, weights=weights), spec, None
     except ModelUnavailableError as error:
         if not may_fall_back or spec == fallback:
             raise
@@ -136,13 +149,13 @@ def looks_like_repo_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, files: tuple[str, ...] | None = None) -> Path:
     # huggingface_hub honours HF_HOME and HF_HUB_OFFLINE itself, and returns the cached snapshot
     # when the hub is unreachable but a copy exists.
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, etag_timeout=10))
+        return Path(snapshot_download(repo_id, etag_timeout=10, allow_patterns=files))
     except Exception as error:  # ConnectError, LocalEntryNotFoundError, RepositoryNotFound, ...
         raise ModelUnavailableError(
             f"Could not get the model {repo_id!r}: neither the Hugging Face Hub nor a cached copy "

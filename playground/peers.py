@@ -11,7 +11,7 @@ each engine in its own process (so peak memory is its own), interleaved, on the 
 is and beside a busy-loop process on one core. It prints a markdown table; `--json` keeps every
 raw sample. `python -m playground.peers --gap` measures genai's exports and OpenVINO settings
 against llama.cpp Q4_0 at a short prompt.
-Does not own: the engines (it loads `genai` through `playground.engine` as bench does), the
+Does not own: the engines (it loads `genai` through `playground.engines` as bench does), the
 synthetic models' recipe (`playground.models`), or bench's own measurements (`playground.bench`
 only dispatches here). llama-cpp-python is not a requirement of the app or the tests: it is in
 `requirements-bench.txt`, and without it this says how to install it and exits with status 2.
@@ -314,7 +314,7 @@ def _llama_worker(job: dict) -> dict:
 
 
 def _genai_worker(job: dict) -> dict:
-    from playground.engine import load_engine
+    from playground.engines import load_engine
     from playground.sampling import SamplingParams
 
     ov_config = {"INFERENCE_NUM_THREADS": job["threads"], **job.get("ov_config", {})}

@@ -6,7 +6,7 @@ error that names a bad field and its allowed values:
   the command line take any value in them (`SamplingParams.from_request`);
 * `RANGES`, the sliders' comfortable ranges (hard limits of space.yaml's narrower ones); the
   sliders go through `SamplingParams.checked`.
-Does not own: how an engine maps these onto OpenVINO or transformers (see `engine`).
+Does not own: how an engine maps these onto OpenVINO or transformers (see `engines`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ turn operations (submit, regenerate, undo, edit an earlier message, clear, apply
 of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the `Playground` object
 that the UI, the named API endpoints and the command line share.
 Does not own: components or events (`ui`), markup (`display`), template rules (`chat_format`),
-generation itself (`engine`). Nothing here imports gradio, so all of it is testable in-process.
+generation itself (`engines`). Nothing here imports gradio, so all of it is testable in-process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from playground.chat_format import (
     fit_budget,
     parse_conversation,
 )
-from playground.engine import Engine, Generation, GenerationResult
+from playground.engines import Engine, Generation, GenerationResult
 from playground.inspection import Inspection, export_code, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.sampling import RANGES, ParamError, SamplingParams

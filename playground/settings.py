@@ -1,8 +1,8 @@
 """Settings: the one place that reads space.yaml and the environment.
 
 Owns: the `Settings` frozen dataclass (model, engine, device, context size, queue size, caches,
-OpenVINO properties, the fold separator, slider ranges and presets) and the precedence between
-its sources:
+OpenVINO properties, the fold separator, slider ranges and presets, and `RemoteSettings`: the
+serving engine the remote engine talks to) and the precedence between its sources:
 command-line flags over environment variables over space.yaml over built-in defaults.
 Does not own: validating a request's sampling values (`sampling`), or loading anything.
 """
@@ -34,11 +34,36 @@ ENV = {
     "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
     "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
+    "base_url": "PLAYGROUND_BASE_URL",  # the remote engine's server
 }
+REMOTE_SERVERS = ("auto", "llama.cpp", "vllm", "ovms", "localai")
 
 
 class SettingsError(UserError, ValueError):
     """A bad space.yaml value, flag or environment variable; the message names it."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """The OpenAI-compatible completions server of `--engine remote`: the operator's setting
+    only (no visitor input reaches it), with the API key read from an environment variable
+    whose *name* is kept here, so the key itself is never logged, shown or exported."""
+
+    base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
+    served_model: str = ""  # the server's name for the model; "" = the first it lists
+    api_key_env: str = ""  # name of the environment variable holding the API key
+    server: str = "auto"  # which server's names the controls take (REMOTE_SERVERS)
+    # Generations sent at once; the app's queue holds the rest. A server that batches
+    # (vLLM, OVMS) can take more than the local engine; one that serves one request at a time
+    # (llama-cpp-python) simply queues them.
+    max_concurrent: int = 8
+    timeout_s: float = 30.0  # connecting, and waiting for the first byte of each answer
+
+    @property
+    def api_key(self) -> str:
+        import os
+
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class Settings:
     fold_separator: str = DEFAULT_FOLD_SEPARATOR
     ranges: Mapping[str, Range] = field(default_factory=lambda: dict(RANGES))
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
 
     @property
     def max_input_chars(self) -> int:
@@ -98,6 +124,8 @@ def load_settings(
             values[name] = value
             if name == "model":
                 values["model_given"] = True
+    if "base_url" in values:
+        values["remote"] = {**values.get("remote", {}), "base_url": values.pop("base_url")}
     return _build(values)
 
 
@@ -139,6 +167,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
     ):
         values[key] = own.get(key)
     values["ov_config"] = own.get("ov_config") or {}
+    values["remote"] = own.get("remote") or {}
     values["ranges"] = _ranges(own.get("sampling") or {})
     values["presets"] = _presets(own.get("presets") or {}, values["ranges"])
     return {k: v for k, v in values.items() if v is not None}
@@ -218,6 +247,43 @@ def _build(values: dict[str, Any]) -> Settings:
         raise SettingsError(
             f"fold_separator must be text, got {values['fold_separator']!r}; quote it in YAML."
         )
-    if values.get("engine", "genai") not in ("genai", "optimum"):
-        raise SettingsError(f"engine must be genai or optimum, got {values['engine']!r}.")
+    from playground.engines import ENGINE_KINDS
+
+    if values.get("engine", "genai") not in ENGINE_KINDS:
+        raise SettingsError(
+            f"engine must be one of {', '.join(ENGINE_KINDS)}, got {values['engine']!r}."
+        )
+    values["remote"] = _remote(values.get("remote") or {})
+    if values.get("engine") == "remote" and not values["remote"].base_url:
+        raise SettingsError(
+            "The remote engine needs the server's address: --base-url http://HOST:PORT/v1, "
+            "PLAYGROUND_BASE_URL, or playground.remote.base_url in space.yaml."
+        )
     return Settings(**values)
+
+
+def _remote(remote: Any) -> RemoteSettings:
+    """space.yaml's playground.remote (and --base-url), checked."""
+    if not isinstance(remote, Mapping):
+        raise SettingsError("playground.remote must be a mapping.")
+    known = RemoteSettings.__dataclass_fields__
+    if unknown := sorted(set(remote) - set(known)):
+        raise SettingsError(f"playground.remote: unknown key {unknown[0]!r}.")
+    values = {k: v for k, v in remote.items() if v is not None}
+    for key in ("base_url", "served_model", "api_key_env", "server"):
+        if not isinstance(values.get(key, ""), str):
+            raise SettingsError(f"playground.remote.{key} must be text.")
+    base_url = values.get("base_url", "").strip().rstrip("/")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"The remote base URL must start with http:// or https://: {base_url!r}."
+        )
+    if values.get("server", "auto") not in REMOTE_SERVERS:
+        raise SettingsError(f"playground.remote.server must be one of {', '.join(REMOTE_SERVERS)}.")
+    for key, kind in (("max_concurrent", int), ("timeout_s", float)):
+        if key in values:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise SettingsError(f"playground.remote.{key} must be a number of at least 1.")
+            values[key] = kind(value)
+    return RemoteSettings(**{**values, "base_url": base_url})

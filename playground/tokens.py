@@ -4,7 +4,7 @@ Owns: the model's Hugging Face tokenizer (`tokenizer.json`, read with the `token
 the rule that every prompt sent to the model starts with exactly one `<bos>`, the token view that
 the template inspector shows, and the incremental decoder that never yields half a character.
 Both engines and the inspector use this one tokenizer, so what the inspector shows is what is sent.
-Does not own: chat templates (`chat_format`), running the model (`engine`).
+Does not own: chat templates (`chat_format`), running the model (`engines`).
 """
 
 from __future__ import annotations

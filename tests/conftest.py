@@ -49,7 +49,7 @@ def tokenizer(tiny_folder):
 
 
 def _engine(settings, kind):
-    from playground.engine import open_engine
+    from playground.engines import open_engine
 
     engine, notice = open_engine(settings.with_(engine=kind))
     assert notice is None
@@ -140,7 +140,7 @@ def pace(engine, seconds_per_token: float):
 def paced_tiny_engine(settings, tiny_folder, slots: int):
     """A real engine on the tiny model (not the cached one) with `slots` generations at once,
     paced at about 50 tokens/s."""
-    from playground.engine import load_engine
+    from playground.engines import load_engine
 
     engine = load_engine(
         tiny_folder,

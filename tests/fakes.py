@@ -6,7 +6,7 @@ native loop is replaced: it records every call and emits a fixed reply's token i
 
 from pathlib import Path
 
-from playground.engine import Engine, EngineInfo
+from playground.engines import Engine, EngineInfo
 from playground.tokens import Tokenizer
 
 
@@ -20,7 +20,8 @@ class RecordingEngine(Engine):
         self.reply_ids = [*tokenizer.encode(reply)[1:], tokenizer.end_of_turn_id]
         self.calls: list[dict] = []
 
-    def run_native(self, ids, params, on_token):
+    def run_native(self, prompt, params, on_token):
+        ids = prompt.ids
         self.calls.append({"prompt": self.tokenizer.decode(ids), "ids": ids, "params": params})
         for token_id in self.reply_ids[: params.max_new_tokens]:
             if on_token(token_id):

@@ -15,7 +15,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground.chat_format import render
-from playground.engine import EngineError, load_engine
+from playground.engines import EngineError, load_engine
 from playground.sampling import SamplingParams
 from tests.test_reliability import wait_until
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from playground.chat_format import render
-from playground.engine import ContextOverflowError, get_engine, load_engine
+from playground.engines import ContextOverflowError, get_engine, load_engine
 from playground.sampling import SamplingParams
 
 pytestmark = pytest.mark.slow

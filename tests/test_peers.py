@@ -383,7 +383,7 @@ def test_api_top_p_nan_is_refused(app_url):
 def test_api_max_new_tokens_up_to_what_fits_the_context(settings, tiny_folder):
     from gradio_client import Client
 
-    from playground.engine import load_engine
+    from playground.engines import load_engine
     from playground.ui import build_demo
 
     small = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, context_size=24,

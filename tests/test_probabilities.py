@@ -4,7 +4,7 @@ the tokenizer, and `display.probability_view` with hostile token text (fast)."""
 import math
 
 from playground import display
-from playground.engine import GenerationResult, TokenScore
+from playground.engines import GenerationResult, TokenScore
 from playground.notebook import PromptCell
 from playground.notebook_doc import CellOutput, output_html
 from playground.session import token_probabilities

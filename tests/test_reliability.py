@@ -15,8 +15,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from playground import engine as engine_module
-from playground.engine import EngineError
+from playground.engines import genai as engine_module
+from playground.engines import EngineError
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve
@@ -103,12 +103,12 @@ def count_tokens(engine):
     counted = [0]
     run = engine.run_native
 
-    def counting_run(ids, params, on_token):
-        def counting(token_id, score=None):
+    def counting_run(prompt, params, on_token):
+        def counting(token_id, score=None, text=None):
             counted[0] += 1
-            return on_token(token_id, score)
+            return on_token(token_id, score, text)
 
-        return run(ids, params, counting)
+        return run(prompt, params, counting)
 
     engine.run_native = counting_run
     return counted
@@ -139,7 +139,7 @@ def test_failure_inside_generation_is_reported_and_frees_everything(
 
 
 def test_a_pipeline_that_stalls_times_out_and_frees_its_slot(settings, tiny_folder, monkeypatch):
-    from playground.engine import load_engine
+    from playground.engines import load_engine
 
     engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, max_concurrent=1)
     step = engine._stepper.step

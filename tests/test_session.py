@@ -171,7 +171,7 @@ def test_the_token_table_says_when_the_tokens_are_not_gemmas(fake):
 
 
 def test_every_user_facing_error_shares_one_base():
-    from playground.engine import EngineError
+    from playground.engines import EngineError
     from playground.models import ModelUnavailableError
     from playground.settings import SettingsError
 

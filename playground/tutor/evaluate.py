@@ -2,7 +2,7 @@
 
 Owns: running the held-out set greedily (each prompt rendered by `chat_format`, the system
 prompt folded as the app folds it), grading, and the per-skill table. Does not own: what a
-correct reply is (`corpus`) or the engine (`engine`).
+correct reply is (`corpus`) or the engine (`engines`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from playground.chat_format import render
-from playground.engine import load_engine
+from playground.engines import load_engine
 from playground.sampling import SamplingParams
 from playground.tutor.corpus import held_out_set
 

@@ -6,7 +6,7 @@ options. Each tab is a module of this package (`chat`, `raw`, `inspector`, `note
 with `controls` for the sidebar and `api` for the
 named endpoints); this package is the only place that imports gradio. Per-visitor state lives in
 gr.State and component values; the engine is shared and stateless.
-Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engine`),
+Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engines`),
 markup (`display`), or reading settings (`settings`).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from playground.chat_format import parse_prompt
-from playground.engine import Engine
+from playground.engines import Engine
 from playground.session import Playground, PromptOptions
 from playground.settings import Settings
 from playground.ui.api import add_endpoints

@@ -3,7 +3,7 @@
 Owns: the `ModelTab` components (what is served, and the engine's live figures: generations
 running and waiting, KV-cache usage), and the banner's presentation (styled, dismissable, small on a
 phone). The notice's wording is `engine.open_engine`'s; every text here is escaped.
-Does not own: loading the model or choosing a fallback (`engine`, `models`).
+Does not own: loading the model or choosing a fallback (`engines`, `models`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from playground import display
-from playground.engine import Engine
+from playground.engines import Engine
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""The engines: one module per kind, this registry, and the per-process cache.
+
+Owns: the one list of engine kinds (`ENGINE_KINDS`: every module of this package but `base`,
+each defining `ENGINE`, so adding an engine is adding one file), the `EngineSpec` that keys the
+cache, loading an engine (`load_engine`), the process's one engine per spec (`get_engine`), and
+`open_engine`, which turns `Settings` into the served engine (with the fallback notice).
+Does not own: the contract every engine keeps (`engines.base`, re-exported here), or what any
+one engine does (its own module).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from playground.engines.base import (
+    ContextOverflowError,
+    Engine,
+    EngineError,
+    EngineInfo,
+    Generation,
+    GenerationResult,
+    NativeFigures,
+    Prompt,
+    StopReason,
+    TokenScore,
+)
+
+if TYPE_CHECKING:
+    from playground.settings import RemoteSettings, Settings
+
+__all__ = [
+    "ENGINE_KINDS",
+    "ContextOverflowError",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "EngineSpec",
+    "Generation",
+    "GenerationResult",
+    "NativeFigures",
+    "Prompt",
+    "StopReason",
+    "TokenScore",
+    "engine_class",
+    "get_engine",
+    "load_engine",
+    "open_engine",
+]
+
+# The kinds, by module name; the first is the default.
+_OTHERS = (m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("base", "genai"))
+ENGINE_KINDS = ("genai", *sorted(_OTHERS))
+
+
+def engine_class(kind: str) -> type[Engine]:
+    """The engine class of `kind` (its module imports its native library only when used)."""
+    if kind not in ENGINE_KINDS:
+        raise EngineError(f"Unknown engine {kind!r}: choose one of {', '.join(ENGINE_KINDS)}.")
+    return importlib.import_module(f"{__name__}.{kind}").ENGINE
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that shapes an engine, and so the key of the per-process cache: a caller
+    asking for another config or context size never gets this one by mistake."""
+
+    folder: str  # resolved, so two spellings of one folder share an engine
+    kind: str = "genai"
+    device: str = "CPU"
+    ov_config: tuple[tuple[str, str], ...] = ()
+    context_size: int = 8192
+    max_concurrent: int = 4
+    remote: RemoteSettings | None = None  # the server, for the remote engine
+
+    @classmethod
+    def of(
+        cls,
+        folder: Path,
+        kind: str = "genai",
+        device: str = "CPU",
+        ov_config: dict[str, str] | None = None,
+        context_size: int = 8192,
+        max_concurrent: int = 4,
+        remote: RemoteSettings | None = None,
+    ) -> EngineSpec:
+        config = tuple(sorted((str(k), str(v)) for k, v in (ov_config or {}).items()))
+        return cls(
+            str(Path(folder).resolve()), kind, device, config, context_size, max_concurrent,
+            remote if kind == "remote" else None,
+        )  # fmt: skip
+
+
+_engines: dict[EngineSpec, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def load_engine(
+    folder: Path,
+    kind: str = "genai",
+    device: str = "CPU",
+    *,
+    cache_dir: Path,
+    context_size: int = 8192,
+    ov_config: dict[str, str] | None = None,
+    model_name: str | None = None,
+    max_concurrent: int = 4,
+    remote: RemoteSettings | None = None,
+) -> Engine:
+    """Create an engine (no caching); `get_engine` is the cached way in. `max_concurrent` is
+    how many generations run at once (the optimum engine runs one); `remote` names the server
+    of the remote engine."""
+    import openvino as ov
+
+    from playground.tokens import Tokenizer
+
+    spec = EngineSpec.of(folder, kind, device, ov_config, context_size, max_concurrent, remote)
+    cls = engine_class(kind)
+    ov_cache = cache_dir / "ov_cache" / folder.resolve().name  # per model: "cache used" is true
+    cache_used = cls.compiles and ov_cache.is_dir() and any(ov_cache.iterdir())
+    if cls.compiles:
+        ov_cache.mkdir(parents=True, exist_ok=True)
+    config = {"CACHE_DIR": str(ov_cache), **(ov_config or {})}
+    start = time.perf_counter()
+    engine = cls.create(Path(folder), spec, Tokenizer(folder), config)
+    load_s = time.perf_counter() - start
+    engine.info = EngineInfo(
+        model_name or str(folder), kind, device, ov.get_version(), load_s, cache_used
+    )
+    return engine
+
+
+def get_engine(
+    folder: Path,
+    kind: str = "genai",
+    device: str = "CPU",
+    *,
+    cache_dir: Path,
+    context_size: int = 8192,
+    ov_config: dict[str, str] | None = None,
+    model_name: str | None = None,
+    max_concurrent: int = 4,
+    remote: RemoteSettings | None = None,
+) -> Engine:
+    """The process's one engine for these arguments (their `EngineSpec`), created once."""
+    spec = EngineSpec.of(folder, kind, device, ov_config, context_size, max_concurrent, remote)
+    with _engines_lock:
+        if spec not in _engines:
+            _engines[spec] = load_engine(
+                Path(folder),
+                kind,
+                device,
+                cache_dir=cache_dir,
+                context_size=context_size,
+                ov_config=dict(spec.ov_config),
+                model_name=model_name,
+                max_concurrent=max_concurrent,
+                remote=remote,
+            )
+        return _engines[spec]
+
+
+def open_engine(settings: Settings) -> tuple[Engine, str | None]:
+    """The cached engine for `settings`, and a notice when it had to fall back.
+
+    The default model falls back to `settings.fallback_model` when it can't be had (no network
+    and no cached copy); a model given explicitly never does. The remote engine needs only the
+    model's tokenizer files here: the weights are the server's.
+    """
+    from playground.models import resolve_or_fall_back
+
+    remote = settings.engine == "remote"
+    folder, name, notice = resolve_or_fall_back(
+        settings.model,
+        settings.fallback_model,
+        cache_dir=settings.cache_dir,
+        may_fall_back=not settings.model_given and not remote,
+        weights=not remote,
+    )
+    engine = get_engine(
+        folder,
+        settings.engine,
+        settings.device,
+        cache_dir=settings.cache_dir,
+        context_size=settings.context_size,
+        ov_config=dict(settings.ov_config),
+        model_name=name,
+        max_concurrent=settings.remote.max_concurrent if remote else settings.max_concurrent,
+        remote=settings.remote if remote else None,
+    )
+    return engine, notice

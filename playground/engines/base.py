@@ -1,0 +1,426 @@
+"""The engines' shared contract: what every engine takes and streams back.
+
+Owns: the `Engine` base (the slots that bound how many generations run at once, the worker
+thread, the stream of text deltas, stop strings, end tokens, cancellation, the context-size
+check, the timing figures), the values it returns (`Generation`, `GenerationResult`,
+`TokenScore`, `NativeFigures`, `EngineInfo`), the `Prompt` a native loop receives, and the
+engines' errors.
+Does not own: running a model (one module per engine kind beside this one: `genai`, `optimum`,
+`remote`), the registry of kinds and the per-process cache (`engines/__init__`), chat templates
+(`chat_format`), tokenization rules (`tokens`), where a model comes from (`models`).
+
+A prompt reaches `generate` as text that is already final (a rendered chat prompt or raw text);
+`tokens.Tokenizer.encode` gives it exactly one `<bos>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from playground.errors import UserError
+from playground.sampling import SamplingParams
+from playground.tokens import Tokenizer
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled"]
+
+# How long a request waits for the engine lock, and for the next token, before giving up: no
+# wait on the engine can hang forever.
+LOCK_TIMEOUT_S = 600.0
+TOKEN_TIMEOUT_S = 300.0
+# How many of the most likely tokens an engine keeps per step, where it can (optimum, and remote
+# servers that give alternatives), as llama.cpp's n_probs.
+TOP_ALTERNATIVES = 5
+
+
+class EngineError(UserError, RuntimeError):
+    """A generation that could not run or failed; the message is for people."""
+
+
+class ContextOverflowError(EngineError):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """How sure the model was of one generated token: its log-probability under the model's own
+    distribution (before temperature, top-k and top-p reshaped it), and, on engines that give
+    them, the most likely tokens at that step as (id, log-probability), best first."""
+
+    logprob: float
+    alternatives: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def probability(self) -> float:
+        return math.exp(self.logprob)
+
+
+# What a native loop calls for each new token id (with its score, where the engine gives one, and
+# its text, where the engine decoded it itself); True means stop.
+OnToken = Callable[..., bool]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request as a native loop receives it: the final text, its ids (exactly one `<bos>`
+    first), and the event that is set when the visitor stops it."""
+
+    text: str
+    ids: list[int]
+    cancel: threading.Event
+
+
+@dataclass(frozen=True)
+class NativeFigures:
+    """Figures the native engine measured itself (GenAI's perf metrics), which win over the
+    timing taken around it."""
+
+    ttft_s: float | None = None  # None where GenAI has none: a request stopped early
+    tokens_per_s: float | None = None
+    accepted_drafts: int | None = None  # prompt lookup: draft tokens the model confirmed
+    # A remote server's own token counts (its `usage`), which win over the local ones.
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    stop_reason: StopReason
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+    scores: tuple[TokenScore | None, ...] = ()  # one per token id, None where the engine gave none
+    accepted_drafts: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    kind: str
+    device: str
+    openvino_version: str
+    load_s: float
+    cache_used: bool
+
+
+_END = object()
+_STARTED = object()
+
+
+@dataclass
+class Generation:
+    """An Iterator[str] of text deltas; `result` is set once it is exhausted.
+
+    Leaving the loop early (a closed page, a `break`) cancels the native generation.
+    """
+
+    _chunks: Iterator[str]
+    cancel_event: threading.Event
+    result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def run(self) -> GenerationResult:
+        """Consume everything and return the result."""
+        for _ in self._chunks:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+@dataclass
+class _Progress:
+    """What one generation has produced so far; decides when to stop."""
+
+    tokenizer: Tokenizer
+    params: SamplingParams
+    cancel: threading.Event
+    start: float
+    ids: list[int] = field(default_factory=list)
+    scores: list[TokenScore | None] = field(default_factory=list)
+    native: NativeFigures | None = None
+    text: str = ""
+    emitted: int = 0
+    first_token_at: float | None = None
+    stop_reason: StopReason | None = None
+
+    def __post_init__(self) -> None:
+        self.decoder = self.tokenizer.decoder()
+
+    def push(self, token_id: int, score: TokenScore | None = None, text: str | None = None) -> bool:
+        """Take one generated id (how sure the model was of it, and its text where a server
+        decoded it: that text is shown as is); return True when generation must stop."""
+        if self.stop_reason is not None:
+            return True
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.ids.append(token_id)
+        self.scores.append(score)
+        if token_id in self.tokenizer.eos_ids:
+            self.stop_reason = "end_of_turn" if token_id == self.tokenizer.end_of_turn_id else "eos"
+            return True
+        before = len(self.text)
+        self.text += self.decoder.push(token_id) if text is None else text
+        for stop in self.params.stop:
+            # A new match must end inside the newest delta: search just that window.
+            at = self.text.find(stop, max(0, before - len(stop) + 1))
+            if at != -1:
+                self.text = self.text[:at]
+                self.stop_reason = "stop_string"
+                return True
+        if self.cancel.is_set():
+            self.stop_reason = "cancelled"
+            return True
+        if len(self.ids) >= self.params.max_new_tokens:
+            self.stop_reason = "max_new_tokens"
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Add what the decoder still holds (an unfinished character at the very end)."""
+        if self.stop_reason not in ("stop_string", "cancelled"):
+            self.text += self.decoder.flush()
+
+    def take(self) -> str:
+        """Text that is safe to show: holds back a tail that may start a stop string."""
+        hold = max((_overlap(self.text, s) for s in self.params.stop), default=0)
+        if self.stop_reason is not None:
+            hold = 0
+        end = len(self.text) - hold
+        if end <= self.emitted:
+            return ""
+        delta, self.emitted = self.text[self.emitted : end], end
+        return delta
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of stop."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+class Engine:
+    """Base: the slots, the worker thread, the stream and the figures; subclasses run the model.
+
+    At most `max_concurrent` generations run in the native code at once; the others wait for a
+    slot (up to LOCK_TIMEOUT_S). The app's queue is set to the same number, so a visitor waits
+    in Gradio's queue, where the page shows the position, rather than here.
+    """
+
+    kind = "base"
+    supports_prompt_lookup = False
+    compiles = True  # runs an OpenVINO model here, so it has a compiled-model cache
+
+    @classmethod
+    def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:
+        """Build the engine that `spec` (an `EngineSpec`) describes: the registry's one way in."""
+        raise NotImplementedError
+
+    def __init__(
+        self,
+        folder: Path,
+        tokenizer: Tokenizer,
+        context_size: int,
+        info: EngineInfo | None = None,  # set by load_engine once loading is timed
+        max_concurrent: int = 1,
+    ) -> None:
+        self.folder = folder
+        self.tokenizer = tokenizer
+        self.context_size = context_size
+        self.info = info
+        self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._count_lock = threading.Lock()
+        # Generations in the native code now, and waiting for a slot; tests check the bound.
+        self.active = 0
+        self.waiting = 0
+        self.peak_active = 0
+
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        if prompt_tokens + max_new_tokens > self.context_size:
+            raise ContextOverflowError(
+                f"The prompt has {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}: "
+                f"together {prompt_tokens + max_new_tokens}, over the context size of "
+                f"{self.context_size}. Shorten the prompt or lower max_new_tokens."
+            )
+
+    def warm_up(self) -> float:
+        """Run one short generation, so the first visitor waits no longer than the second
+        (a fresh process took 1.9 s to its first token, 0.2 s once warm: issue 12). Returns
+        the seconds it took."""
+        start = time.perf_counter()
+        params = SamplingParams(max_new_tokens=2, temperature=0, repetition_penalty=1.0)
+        self.generate("Hello", params).run()
+        return time.perf_counter() - start
+
+    def status(self) -> dict[str, Any]:
+        """What the engine is doing now, for the Model tab."""
+        return {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
+
+    def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Stream the continuation of `prompt` (final text, rendered or raw)."""
+        if params.prompt_lookup and not self.supports_prompt_lookup:
+            raise EngineError(
+                f"Prompt lookup runs on the genai engine; this is the {self.kind} engine."
+            )
+        ids = self.tokenizer.encode(prompt)
+        self.check_fits(len(ids), params.max_new_tokens)
+        cancel = cancel or threading.Event()
+        generation = Generation(iter(()), cancel)
+        generation._chunks = self._stream(Prompt(prompt, ids, cancel), params, generation)
+        return generation
+
+    def _stream(
+        self, prompt: Prompt, params: SamplingParams, generation: Generation
+    ) -> Iterator[str]:
+        cancel = prompt.cancel
+        updates: queue.Queue = queue.Queue()
+        progress = _Progress(self.tokenizer, params, cancel, time.perf_counter())
+        worker = threading.Thread(
+            target=self._work, args=(prompt, params, progress, updates), daemon=True
+        )
+        worker.start()
+        started = False
+        try:
+            while True:
+                # Waiting for a slot has its own limit (in the worker); once the engine is
+                # ours, a silence of TOKEN_TIMEOUT_S means it is stuck.
+                timeout = TOKEN_TIMEOUT_S if started else LOCK_TIMEOUT_S + TOKEN_TIMEOUT_S
+                try:
+                    item = updates.get(timeout=timeout)
+                except queue.Empty:
+                    cancel.set()
+                    raise EngineError(
+                        f"The engine produced nothing for {timeout:.0f} s; cancelled."
+                    ) from None
+                if item is _STARTED:
+                    started = True
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    yield item
+        finally:
+            # Reached on normal end, on error, and when the consumer goes away (close()).
+            cancel.set()
+        generation.result = self._result(prompt.ids, progress)
+
+    def _count(self, active: int = 0, waiting: int = 0) -> None:
+        with self._count_lock:
+            self.active += active
+            self.waiting += waiting
+            self.peak_active = max(self.peak_active, self.active)
+
+    def _work(
+        self, prompt: Prompt, params: SamplingParams, progress: _Progress, updates: queue.Queue
+    ) -> None:
+        def on_token(
+            token_id: int, score: TokenScore | None = None, text: str | None = None
+        ) -> bool:
+            stop = progress.push(token_id, score, text)
+            if delta := progress.take():
+                updates.put(delta)
+            return stop
+
+        try:
+            self._count(waiting=1)
+            try:
+                got_slot = self._slots.acquire(timeout=LOCK_TIMEOUT_S)
+            finally:
+                self._count(waiting=-1)
+            if not got_slot:
+                raise EngineError("The engine is busy with other generations; try again.")
+            try:
+                updates.put(_STARTED)
+                if progress.cancel.is_set():  # cancelled while waiting for a slot
+                    progress.stop_reason = "cancelled"
+                else:
+                    self._count(active=1)
+                    progress.start = time.perf_counter()
+                    try:
+                        progress.native = self.run_native(prompt, params, on_token)
+                    finally:
+                        self._count(active=-1)
+            finally:
+                self._slots.release()
+            progress.flush()
+            if progress.stop_reason is None:
+                # The native loop ended by itself: an end id it did not pass on, or the limit.
+                reached = len(progress.ids) >= params.max_new_tokens
+                progress.stop_reason = "max_new_tokens" if reached else "eos"
+            if delta := progress.take():
+                updates.put(delta)
+            updates.put(_END)
+        except EngineError as error:
+            updates.put(error)
+        except Exception as error:
+            # The details go to the server log; the visitor gets a short message.
+            log.exception("generation failed")
+            updates.put(
+                EngineError(
+                    f"Generation failed inside the engine ({type(error).__name__}); "
+                    "the engine is free again, please retry."
+                )
+            )
+
+    def _result(self, ids: list[int], progress: _Progress) -> GenerationResult:
+        end = time.perf_counter()
+        first = progress.first_token_at or end
+        new = len(progress.ids)
+        decode_s = end - first
+        ttft_s = first - progress.start
+        tokens_per_s = (new - 1) / decode_s if new > 1 and decode_s > 0 else 0.0
+        native = progress.native or NativeFigures()
+        if new and native.ttft_s is not None:
+            # GenAI's own clock, which matched hand timing to 0.1% (issue 12).
+            ttft_s, tokens_per_s = native.ttft_s, native.tokens_per_s
+        return GenerationResult(
+            text=progress.text,
+            token_ids=progress.ids,
+            stop_reason=progress.stop_reason or "cancelled",
+            prompt_tokens=native.prompt_tokens or len(ids),
+            new_tokens=native.new_tokens or new,
+            ttft_s=ttft_s,
+            tokens_per_s=tokens_per_s,
+            scores=tuple(progress.scores),
+            accepted_drafts=native.accepted_drafts,
+        )
+
+    def notes(self) -> list[str]:
+        """What a visitor should know about this engine (the Model tab shows each line)."""
+        return []
+
+    def run_native(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        on_token: OnToken,
+    ) -> NativeFigures | None:
+        """Run the native generation of `prompt`, calling on_token per new id (with its score,
+        where the engine gives one) until it returns True; return the engine's own figures."""
+        raise NotImplementedError

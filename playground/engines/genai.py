@@ -1,0 +1,260 @@
+"""The `genai` engine: OpenVINO GenAI's ContinuousBatchingPipeline, the default.
+
+Owns: the pipeline (and a second one built for prompt lookup on first use), the one stepper
+thread that drives each, the GenerationConfig made from `SamplingParams`, the KV-cache status
+(GenAI's own metrics) and GenAI's figures.
+Does not own: the stream, slots and stop rules (`engines.base`), loading and caching (the
+registry in `engines/__init__`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from playground.engines.base import (
+    TOKEN_TIMEOUT_S,
+    Engine,
+    EngineError,
+    NativeFigures,
+    OnToken,
+    Prompt,
+    TokenScore,
+)
+from playground.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+FAILED_STEP_PAUSE_S = 0.1
+
+# Prompt lookup's drafts: up to 5 tokens copied after a match of up to 3 tokens of the text so
+# far (GenAI's prompt_lookup sample uses these values).
+PROMPT_LOOKUP_TOKENS = 5
+PROMPT_LOOKUP_NGRAM = 3
+
+
+class _Request:
+    """One request inside a ContinuousBatchingPipeline: its handle, and the failure of a step
+    that it was part of. Dropping the handle drops the request (GenAI), so it is kept here."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: BaseException | None = None
+
+
+class _Stepper:
+    """The one thread that drives a ContinuousBatchingPipeline: it calls `step()` while any
+    request is unfinished (step releases the GIL), and wakes the requests' readers after each.
+
+    A step that raises fails the requests that were in it, not the thread: the next request
+    gets a fresh start.
+    """
+
+    def __init__(self, pipeline: Any, name: str) -> None:
+        import openvino_genai
+
+        self.pipeline = pipeline
+        self.running = openvino_genai.GenerationStatus.RUNNING
+        self.steps = 0
+        self._live: dict[int, _Request] = {}
+        self._ids = itertools.count()
+        self._wake = threading.Condition()
+        threading.Thread(target=self._loop, daemon=True, name=name).start()
+
+    def step(self) -> None:  # an attribute, so tests can inject a failing or stalling step
+        self.pipeline.step()
+
+    def add(self, ids: list[int], config: Any) -> tuple[int, _Request]:
+        import numpy as np
+        import openvino as ov
+
+        with self._wake:
+            request_id = next(self._ids)
+            tensor = ov.Tensor(np.array([ids], dtype=np.int64))
+            request = _Request(self.pipeline.add_request(request_id, tensor, config))
+            self._live[request_id] = request
+            self._wake.notify_all()
+        return request_id, request
+
+    def remove(self, request_id: int) -> None:
+        with self._wake:
+            request = self._live.pop(request_id)
+            if request.handle.get_status() == self.running:
+                request.handle.cancel()  # GenAI frees its KV blocks on the next step
+            request.handle = None
+            self._wake.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Block until a step after step number `seen` has ended; return the newest number."""
+        with self._wake:
+            self._wake.wait_for(lambda: self.steps > seen, timeout)
+            return self.steps
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(self.pipeline.has_non_finished_requests)
+            try:
+                self.step()
+            except Exception as error:
+                log.exception("a continuous-batching step failed")
+                with self._wake:
+                    for request in self._live.values():
+                        request.error = error
+                time.sleep(FAILED_STEP_PAUSE_S)  # a step that keeps failing must not spin
+            with self._wake:
+                self.steps += 1
+                self._wake.notify_all()
+
+
+class GenAIEngine(Engine):
+    """openvino_genai's ContinuousBatchingPipeline: every running request advances in the same
+    pass over the weights, which on a CPU costs little more than one (decoding is bound by
+    memory bandwidth). Prefix caching keeps a chat's earlier turns in the KV cache.
+
+    Prompt lookup decoding needs a pipeline built for it, where every request drafts (GenAI
+    checks it), so that second pipeline is built on the first request that asks for it.
+    """
+
+    kind = "genai"
+    supports_prompt_lookup = True
+
+    def __init__(
+        self,
+        folder: Path,
+        device: str,
+        ov_config: dict[str, str],
+        max_concurrent: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        import openvino_genai
+
+        self._genai = openvino_genai
+        self._device = device
+        self._ov_config = dict(ov_config)
+        self._scheduler = openvino_genai.SchedulerConfig()
+        self._scheduler.enable_prefix_caching = True
+        self._scheduler.max_num_seqs = max_concurrent
+        self.pipeline = openvino_genai.ContinuousBatchingPipeline(
+            str(folder), self._scheduler, device, self._ov_config
+        )
+        self._stepper = _Stepper(self.pipeline, "genai-step")
+        self._lookup_stepper: _Stepper | None = None
+        self._lookup_lock = threading.Lock()
+        super().__init__(folder, max_concurrent=max_concurrent, **kwargs)
+
+    @classmethod
+    def create(cls, folder: Path, spec: Any, tokenizer: Any, ov_config: dict) -> GenAIEngine:
+        return cls(folder, spec.device, ov_config, tokenizer=tokenizer,
+                   context_size=spec.context_size, max_concurrent=spec.max_concurrent)  # fmt: skip
+
+    def _stepper_for(self, params: SamplingParams) -> _Stepper:
+        if not params.prompt_lookup:
+            return self._stepper
+        with self._lookup_lock:
+            if self._lookup_stepper is None:
+                pipeline = self._genai.ContinuousBatchingPipeline(
+                    str(self.folder),
+                    self._scheduler,
+                    self._device,
+                    {**self._ov_config, "prompt_lookup": True},
+                )
+                self._lookup_stepper = _Stepper(pipeline, "genai-lookup-step")
+            return self._lookup_stepper
+
+    def status(self) -> dict[str, Any]:
+        metrics = self.pipeline.get_metrics()  # as of the pipeline's last step
+        running = self.pipeline.has_non_finished_requests()
+        return {
+            **super().status(),
+            # GenAI reports percentages. With no unfinished request no block is held: prefix
+            # caching keeps finished requests' blocks only as reusable, evictable cache.
+            "kv_cache_usage": metrics.cache_usage / 100 if running else 0.0,
+            "kv_cache_peak": metrics.max_cache_usage / 100,
+            "kv_cache_bytes": metrics.kv_cache_size_in_bytes,
+            "prompt_lookup_loaded": self._lookup_stepper is not None,
+        }
+
+    def config(self, params: SamplingParams) -> Any:
+        """The GenerationConfig for `params`: explicit, as GenAI's samples write it."""
+        config = self._genai.GenerationConfig(
+            # GenAI's max_new_tokens is unbounded by default: always set it.
+            max_new_tokens=params.max_new_tokens,
+            stop_token_ids=set(self.tokenizer.eos_ids),
+            repetition_penalty=params.repetition_penalty,
+            apply_chat_template=False,
+            # The chosen token's log-probability under the raw model (about 3% slower); GenAI
+            # gives no alternatives (values above 1 count as 1).
+            logprobs=1,
+        )
+        if not params.greedy:
+            config.do_sample = True
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+            config.rng_seed = params.seed
+            if params.top_k:
+                # top_k has no cap in the API; past the vocabulary it cuts nothing, and
+                # GenAI's size_t field could not hold every whole number anyway.
+                config.top_k = min(params.top_k, self.tokenizer.vocab_size)
+        if params.prompt_lookup:
+            config.num_assistant_tokens = PROMPT_LOOKUP_TOKENS
+            config.max_ngram_size = PROMPT_LOOKUP_NGRAM
+        return config
+
+    def run_native(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        on_token: OnToken,
+    ) -> NativeFigures | None:
+        stepper = self._stepper_for(params)
+        seen = stepper.steps
+        request_id, request = stepper.add(prompt.ids, self.config(params))
+        reads = tokens = 0
+        try:
+            while True:
+                if request.error is not None:
+                    raise request.error
+                handle = request.handle
+                if handle.can_read():
+                    for output in handle.read().values():
+                        reads += 1
+                        for token_id, logprob in zip(
+                            output.generated_ids, output.generated_log_probs, strict=True
+                        ):
+                            tokens += 1
+                            if on_token(token_id, TokenScore(logprob)):
+                                return self._figures(handle, params, reads, tokens)
+                elif handle.get_status() != stepper.running:
+                    return self._figures(handle, params, reads, tokens)
+                else:
+                    newest = stepper.wait(seen, TOKEN_TIMEOUT_S)
+                    if newest == seen:
+                        raise EngineError(
+                            f"The engine made no progress for {TOKEN_TIMEOUT_S:.0f} s; cancelled."
+                        )
+                    seen = newest
+        finally:
+            stepper.remove(request_id)
+
+    def _figures(
+        self, handle: Any, params: SamplingParams, reads: int, tokens: int
+    ) -> NativeFigures:
+        """GenAI's figures for a finished request (it has none for one stopped early)."""
+        # Each step gives a request one token, plus the drafts it confirmed (prompt lookup).
+        accepted = tokens - reads if params.prompt_lookup else None
+        if handle.get_status() != self._genai.GenerationStatus.FINISHED:
+            return NativeFigures(accepted_drafts=accepted)
+        metrics = handle.get_perf_metrics()
+        return NativeFigures(
+            ttft_s=metrics.get_ttft().mean / 1000,
+            tokens_per_s=metrics.get_throughput().mean,
+            accepted_drafts=accepted,
+        )
+
+
+ENGINE = GenAIEngine
