@@ -1,7 +1,7 @@
 """The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
-Owns: the command line of `python app.py [--model M] [--engine genai|optimum] [--host H]
-[--port P]`, logging set-up, the warm-up before serving, and the module-level `demo` that Hugging
+Owns: the command line of `python app.py [--model M] [--engine genai|optimum|remote]
+[--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, and the module-level `demo` that Hugging
 Face Spaces imports.
 Does not own: anything else; each step is a call into `playground`.
 """
@@ -20,6 +20,7 @@ log = logging.getLogger("app")
 parser = argparse.ArgumentParser(description="Gemma-2 OpenVINO Playground")
 parser.add_argument("--model", help="HF repo id, local OpenVINO IR folder, or tiny-random")
 parser.add_argument("--engine", choices=ENGINE_KINDS)
+parser.add_argument("--base-url", help="the remote engine's server, e.g. http://127.0.0.1:8080/v1")
 # No default host: Gradio then reads GRADIO_SERVER_NAME (0.0.0.0 on Spaces), else 127.0.0.1.
 parser.add_argument("--host")
 parser.add_argument("--port", type=int)  # likewise GRADIO_SERVER_PORT, else 7860
@@ -27,7 +28,7 @@ parser.add_argument("--port", type=int)  # likewise GRADIO_SERVER_PORT, else 786
 args, _ = parser.parse_known_args()
 
 try:
-    settings = load_settings(model=args.model, engine=args.engine)
+    settings = load_settings(model=args.model, engine=args.engine, base_url=args.base_url)
     engine, notice = open_engine(settings)
 except (ModelUnavailableError, SettingsError, EngineError) as error:
     raise SystemExit(f"error: {error}") from None

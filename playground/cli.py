@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="HF repo id, local folder, tiny-tutor, tiny-random or mid-random (default: "
         "space.yaml's model, or tiny-tutor when it can't be had)",
     )
-    gen.add_argument("--engine", choices=ENGINE_KINDS, help="genai (default) or optimum")
+    gen.add_argument("--engine", choices=ENGINE_KINDS, help="default: genai")
+    gen.add_argument("--base-url", help="the remote engine's server, e.g. http://HOST:PORT/v1")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
     source.add_argument("--messages", type=Path, help="JSON list of {role, content}")
@@ -163,7 +164,10 @@ def _read_conversation(path: Path) -> list[dict[str, str]]:
 
 def _generate(args: argparse.Namespace) -> int:
     settings = load_settings(
-        model=args.model, engine=args.engine, fold_separator=args.fold_separator
+        model=args.model,
+        engine=args.engine,
+        base_url=args.base_url,
+        fold_separator=args.fold_separator,
     )
     # Anything the engine accepts, as the API does, refused before loading anything.
     values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}

@@ -1,14 +1,18 @@
 """A prompt explained: rendered text, its tokens, warnings, the double-BOS trap and code export.
 
 Owns: joining `chat_format` (text) with `tokens` (ids) into what the template inspector and the
-`render` command show, and the export of a prompt plus sampling values as runnable Python.
+`render` command show, and the export of a prompt plus sampling values as runnable Python (and,
+on the remote engine, as the same completions request in curl and in OpenAI-client Python).
 Does not own: the template rules (`chat_format`), the tokenizer (`tokens`), the UI.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from playground.chat_format import (
     BOS,
@@ -244,3 +248,35 @@ text = tokenizer.decode(new, skip_special_tokens=False)
 {cut}print(text)
 """
     return {"openvino_genai": genai, "optimum": optimum}
+
+
+def remote_code(request: Mapping[str, Any], base_url: str, api_key_env: str = "") -> dict[str, str]:
+    """The remote engine's streamed completions request, as curl and as OpenAI-client Python.
+    The API key is named by its environment variable, never written out."""
+    extra = dict(request.get("extra_body") or {})
+    body = {k: v for k, v in request.items() if k != "extra_body"} | extra
+    key = f"${api_key_env}" if api_key_env else "none"
+    header = f" \\\n  -H {shlex.quote(f'Authorization: Bearer {key}')}" if api_key_env else ""
+    curl = (
+        f"curl -N {shlex.quote(base_url + '/completions')} \\\n"
+        f"  -H 'Content-Type: application/json'{header} \\\n"
+        f"  -d {shlex.quote(json.dumps(body, ensure_ascii=False))}\n"
+    )
+    fields = {k: v for k, v in request.items() if k not in ("extra_body", "stream")}
+    args = "".join(f"    {k}={v!r},\n" for k, v in fields.items())
+    python = f"""import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url={base_url!r}, api_key={
+        f"os.environ[{api_key_env!r}]" if api_key_env else repr("none")
+    })
+stream = client.completions.create(
+{args}    stream=True,
+    extra_body={extra!r},  # fields of the server's own, beyond OpenAI's
+)
+for chunk in stream:
+    print(chunk.choices[0].text if chunk.choices else "", end="", flush=True)
+print()
+"""
+    return {"curl": curl, "openai": python}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,8 +27,8 @@ from playground.chat_format import (
     fit_budget,
     parse_conversation,
 )
-from playground.engines import Engine, Generation, GenerationResult
-from playground.inspection import Inspection, export_code, inspect_text
+from playground.engines import Engine, Generation, GenerationResult, Prompt
+from playground.inspection import Inspection, export_code, inspect_text, remote_code
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.sampling import RANGES, ParamError, SamplingParams
 from playground.settings import Settings
@@ -479,7 +480,7 @@ class Playground:
         """Runnable code for `prompt`, naming the model as a visitor can get it (never this
         server's folders)."""
         model, from_hub = exported_model(self.engine.info.model if self.engine.info else "")
-        return export_code(
+        code = export_code(
             prompt,
             params,
             model=model,
@@ -487,6 +488,11 @@ class Playground:
             end_ids=self.engine.tokenizer.eos_ids,
             from_hub=from_hub,
         )
+        if self.engine.kind == "remote":
+            request = self.engine.request(Prompt(prompt, [], threading.Event()), params)
+            remote = self.settings.remote
+            code |= remote_code(request, remote.base_url, remote.api_key_env)
+        return code
 
 
 def exported_model(name: str, folder: Path | None = None) -> tuple[str, bool]:

@@ -51,6 +51,16 @@ class Tokenizer:
         prompt. Kept to demonstrate the mistake, never used to generate."""
         return self._tokenizer.encode(text, add_special_tokens=True).ids
 
+    def id_of(self, piece: str) -> int:
+        """The id of one token that a server sent as text (llama.cpp and OpenAI's logprobs give
+        pieces, not ids): its vocabulary entry, spaces written as SentencePiece's '▁'; else the
+        first id of the text, the nearest this tokenizer has."""
+        found = self._tokenizer.token_to_id(piece.replace(" ", "\u2581"))
+        if found is not None:
+            return found
+        ids = self._tokenizer.encode(piece, add_special_tokens=False).ids
+        return ids[0] if ids else self.bos_id
+
     def count(self, text: str) -> int:
         return len(self.encode(text))
 

@@ -46,6 +46,8 @@ class InspectorTab:
     bos_note: gr.Markdown
     code_genai: gr.Code
     code_optimum: gr.Code
+    code_curl: gr.Code
+    code_openai: gr.Code
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -58,6 +60,8 @@ class InspectorTab:
             self.bos_note,
             self.code_genai,
             self.code_optimum,
+            self.code_curl,
+            self.code_openai,
         ]
 
 
@@ -120,6 +124,12 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
     with gr.Accordion("The double-BOS trap", open=False):
         bos_note = gr.Markdown(elem_id="bos-note")
     with gr.Accordion("Code export", open=False):
+        # On the remote engine, the request the app sends, to run without the app.
+        remote = playground.engine.kind == "remote"
+        code_curl = gr.Code(language="shell", label="curl: the server's request", visible=remote)
+        code_openai = gr.Code(
+            language="python", label="OpenAI client: the server's request", visible=remote
+        )
         code_genai = gr.Code(language="python", label="openvino_genai")
         code_optimum = gr.Code(language="python", label="optimum-intel")
     return InspectorTab(
@@ -141,6 +151,8 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
         bos_note,
         code_genai,
         code_optimum,
+        code_curl,
+        code_openai,
     )
 
 
@@ -160,7 +172,7 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
         )
         inspection = playground.inspect(messages, options, params.max_new_tokens)
     except UserError as error:
-        return display.notes_markdown([str(error)], []), "", "", "", None, "", "", ""
+        return display.notes_markdown([str(error)], []), "", "", "", None, "", "", "", "", ""
     code = playground.export(inspection.prompt, params)
     counts = (
         f"**{inspection.token_count} tokens**, {inspection.bos_count} `<bos>` at the "
@@ -175,6 +187,8 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
         display.escape(double_bos_note(inspection, playground.engine.tokenizer)),
         code["openvino_genai"],
         code["optimum"],
+        code.get("curl", ""),
+        code.get("openai", ""),
     )
 
 

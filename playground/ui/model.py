@@ -50,6 +50,7 @@ def build_model(engine: Engine, notice: str | None) -> ModelTab:
         + ("used" if info.cache_used else "empty at start (now filled)"),
         f"- **Context size:** {engine.context_size} tokens",
     ]
+    lines += [f"- {display.escape(note)}" for note in engine.notes()]
     if notice:
         lines.append(f"- **Note:** {display.escape(notice)}")
     info_md = gr.Markdown("\n".join(lines), elem_id="model-info")
