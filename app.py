@@ -1,8 +1,8 @@
 """The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
 Owns: the command line of `python app.py [--model M] [--engine genai|optimum|remote]
-[--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, and the module-level `demo` that Hugging
-Face Spaces imports.
+[--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, and the
+module-level `demo` that Hugging Face Spaces imports.
 Does not own: anything else; each step is a call into `playground`.
 """
 

@@ -15,8 +15,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from playground.engines import genai as engine_module
 from playground.engines import EngineError
+from playground.engines import genai as engine_module
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve

@@ -277,7 +277,7 @@ def test_a_yaml_without_a_playground_section_gets_the_built_in_defaults(space):
             {"sampling": sampling_spec("top_p", step=0)},
             r"sampling\.top_p\.step must be a positive number, got 0",
         ),
-        ({"engine": "torch"}, "engine must be one of genai, optimum, remote, got 'torch'"),
+        ({"engine": "torch"}, "engine must be one of .*, got 'torch'"),
         ({"queue_size": 0}, "queue_size must be at least 1"),
         ({"queue_size": "many"}, "queue_size must be a whole number, got 'many'"),
         ({"max_input_tokens": 1.5}, "max_input_tokens must be a whole number, got 1.5"),
@@ -315,7 +315,7 @@ def test_unreadable_yaml_is_a_settings_error(space, text, message):
         ({"PLAYGROUND_OV_CONFIG": '["a"]'}, "PLAYGROUND_OV_CONFIG must be a JSON object"),
         ({"PLAYGROUND_QUEUE_SIZE": "x"}, "queue_size must be a whole number, got 'x'"),
         ({"PLAYGROUND_QUEUE_SIZE": "0"}, "queue_size must be at least 1"),
-        ({"PLAYGROUND_ENGINE": "torch"}, "engine must be one of genai, optimum, remote, got 'torch'"),
+        ({"PLAYGROUND_ENGINE": "torch"}, "engine must be one of .*, got 'torch'"),
     ],
 )
 def test_bad_env_values_are_settings_errors(env, message):
@@ -324,7 +324,7 @@ def test_bad_env_values_are_settings_errors(env, message):
 
 
 def test_bad_override_is_a_settings_error():
-    with pytest.raises(SettingsError, match="engine must be one of genai, optimum, remote, got 'torch'"):
+    with pytest.raises(SettingsError, match=r"engine must be one of .*, got 'torch'"):
         load_settings(env={}, engine="torch")
 
 
