@@ -25,6 +25,7 @@ from playground.errors import UserError
 
 LLAMA_CPP_PYTHON = "0.3.36"  # the version requirements pin; its sdist has the converter
 CONVERTER = "vendor/llama.cpp/convert_hf_to_gguf.py"
+NO_CAP = 1e6  # an attention-logit cap that caps nothing: tanh(x / 1e6) * 1e6 == x in float32
 QUANTS = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 # Files of an IR folder that a Hugging Face checkpoint of it needs besides the weights.
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "tokenizer.json",
@@ -256,4 +257,11 @@ def checkpoint_from_ir(ir: Path, out: Path) -> Path:
 def gguf_from_ir(ir: Path, out: Path, cache_dir: Path) -> Path:
     """An f16 GGUF of the IR in `ir` at `out`: what llama.cpp serves of the same model."""
     with tempfile.TemporaryDirectory() as tmp:
-        return convert_to_gguf(checkpoint_from_ir(ir, Path(tmp) / "hf"), out, cache_dir)
+        checkpoint = checkpoint_from_ir(ir, Path(tmp) / "hf")
+        config = json.loads((checkpoint / "config.json").read_text())
+        if config.get("attn_logit_softcapping") is None:
+            # llama.cpp's Gemma-2 graph always caps attention logits (its converter requires
+            # a value); a model trained without the cap gets one far beyond any logit.
+            config["attn_logit_softcapping"] = NO_CAP
+            (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
+        return convert_to_gguf(checkpoint, out, cache_dir)

@@ -1,8 +1,8 @@
 """tiny-tutor: a ~1M-parameter Gemma-2 trained here on Gemma-2's chat format.
 
 Owns the recipe of the built-in model `tiny-tutor`: its synthetic chat corpus (`corpus`), its
-character-level tokenizer (`vocab`), training with torch (`train`), the OpenVINO export
-(`export`) and the held-out evaluation through the app's own engine (`evaluate`). The command
+character-level tokenizer (`vocab`), training with torch (`train`), the OpenVINO export and
+the f16 GGUF beside it for llama.cpp's servers (`export`) and the held-out evaluation through the app's own engine (`evaluate`). The command
 line is `python -m playground.tutor train|export|eval`.
 
 Does not own: serving (the trained IR folder is resolved like any model by `models`) or chat
@@ -17,3 +17,6 @@ from pathlib import Path
 RECIPE = 3
 
 MODEL_DIR = Path(__file__).resolve().parent / "tiny-tutor"
+# The same model for llama.cpp (its server is the remote engine's test peer): the IR's weights,
+# dequantized, at f16 (llama.cpp's Q4 kernels crash on CPUs with AMX; f16 runs everywhere).
+GGUF = MODEL_DIR / "tiny-tutor-f16.gguf"

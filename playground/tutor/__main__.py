@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
         train(args.out)
     elif args.command == "export":
+        from playground.settings import load_settings
         from playground.tutor.export import export
 
-        export(args.checkpoint, args.out, args.weights)
+        export(args.checkpoint, args.out, load_settings().cache_dir, args.weights)
     else:
         from playground.tutor.evaluate import evaluate, report
 

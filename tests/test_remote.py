@@ -1,0 +1,245 @@
+"""The remote engine against a real serving engine: llama-cpp-python's OpenAI-compatible server
+on tiny-tutor's shipped GGUF, reached over HTTP, with the app in front of it (issue 18).
+
+Fast tests of the pure parts (the request, the export, settings) run without a server.
+"""
+
+import json
+import threading
+import time
+
+import psutil
+import pytest
+from gradio_client import Client
+
+from playground.engines import EngineError, load_engine
+from playground.engines.remote import DIALECTS, dialect_of
+from playground.inspection import remote_code
+from playground.models import TUTOR_DIR
+from playground.sampling import SamplingParams
+from playground.session import Playground, PromptOptions
+from playground.settings import RemoteSettings, SettingsError, load_settings
+from tests.conftest import ROOT, start_llama_server
+
+GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
+SUM = [{"role": "user", "content": "What is 7 plus 5?"}]
+
+
+def remote_engine(base_url: str, settings, max_concurrent: int = 4):
+    return load_engine(
+        TUTOR_DIR,
+        "remote",
+        cache_dir=settings.cache_dir,
+        model_name="tiny-tutor",
+        max_concurrent=max_concurrent,
+        remote=RemoteSettings(base_url=base_url),
+    )
+
+
+# ---- without a server ------------------------------------------------------------------------
+
+
+def test_the_server_kind_names_the_controls():
+    assert dialect_of("auto", "vllm") is DIALECTS["vllm"]
+    assert dialect_of("auto", "OVMS") is DIALECTS["ovms"]
+    assert dialect_of("auto", "me") is DIALECTS["llama.cpp"]  # llama-cpp-python's owner
+    assert dialect_of("ovms", "vllm") is DIALECTS["ovms"]  # the setting wins over the guess
+    assert DIALECTS["llama.cpp"].repetition_penalty == "repeat_penalty"
+    assert not DIALECTS["ovms"].stream_logprobs
+
+
+def test_remote_settings_are_checked_and_the_key_stays_a_name(monkeypatch):
+    monkeypatch.setenv("SERVER_KEY", "sk-secret")
+    settings = load_settings(engine="remote", base_url="http://127.0.0.1:8080/v1/")
+    assert settings.remote.base_url == "http://127.0.0.1:8080/v1"
+    remote = RemoteSettings(base_url="http://h/v1", api_key_env="SERVER_KEY")
+    assert remote.api_key == "sk-secret" and "sk-secret" not in repr(remote)
+    with pytest.raises(SettingsError, match="needs the server's address"):
+        load_settings(env={}, engine="remote")
+    with pytest.raises(SettingsError, match="must start with http"):
+        load_settings(env={}, engine="remote", base_url="file:///etc/passwd")
+
+
+def test_the_exported_request_names_the_key_by_its_variable():
+    request = {"model": "m", "prompt": "<start_of_turn>user\nHi 'x'", "max_tokens": 5,
+               "stream": True, "extra_body": {"top_k": 0, "repeat_penalty": 1.0}}  # fmt: skip
+    code = remote_code(request, "http://127.0.0.1:8080/v1", "SERVER_KEY")
+    assert "$SERVER_KEY" in code["curl"] and "os.environ['SERVER_KEY']" in code["openai"]
+    assert "curl -N http://127.0.0.1:8080/v1/completions" in code["curl"]
+    # The shell line and the Python are the same request: compile one, parse the other's body.
+    compile(code["openai"], "export.py", "exec")
+    body = json.loads(code["curl"].split("-d ", 1)[1].strip().strip("'").replace("'\\''", "'"))
+    assert body["prompt"] == request["prompt"] and body["repeat_penalty"] == 1.0
+
+
+# ---- against llama.cpp's server ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    """llama-cpp-python's server on tiny-tutor's GGUF, one request at a time (it queues the
+    rest instead of cutting off the one streaming)."""
+    process, base_url = start_llama_server()
+    yield process, base_url
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def engine(server, settings):
+    return remote_engine(server[1], settings)
+
+
+@pytest.fixture(scope="module")
+def remote_app(engine, settings):
+    from playground.ui import build_demo
+    from tests.conftest import serve
+
+    demo = build_demo(engine, settings.with_(model="tiny-tutor"))
+    yield serve(demo, settings)
+    demo.close()
+
+
+@pytest.mark.slow
+def test_a_chat_through_the_app_gets_the_tutors_answer(remote_app):
+    client = Client(remote_app, verbose=False)
+    out = json.loads(
+        client.predict("What is 7 plus 5?", api_name="/chat_json", max_new_tokens=60, **GREEDY)
+    )
+    assert "12" in out["text"]
+    assert out["figures"]["stop_reason"] == "end_of_turn"
+
+
+@pytest.mark.slow
+def test_the_server_counts_the_prompt_tokens_the_inspector_shows(engine, settings):
+    playground = Playground(engine, settings)
+    inspection = playground.inspect(SUM, PromptOptions(), 20)
+    result = engine.generate(inspection.prompt, SamplingParams(max_new_tokens=3, **GREEDY)).run()
+    assert result.prompt_tokens == inspection.token_count  # the server's usage: one <bos>
+    assert engine.adds_bos  # llama.cpp adds it, so the app sent the prompt without its own
+    # A second <bos> typed into a raw prompt reaches the server as two, as the inspector says.
+    doubled = "<bos>" + inspection.prompt
+    result = engine.generate(doubled, SamplingParams(max_new_tokens=3, **GREEDY)).run()
+    assert result.prompt_tokens == engine.tokenizer.count(doubled) == inspection.token_count + 1
+
+
+@pytest.mark.slow
+def test_probabilities_come_from_the_server_with_alternatives(engine, settings):
+    playground = Playground(engine, settings)
+    *_, last = playground.reply(SUM, PromptOptions(), SamplingParams(max_new_tokens=40, **GREEDY))
+    assert "12" in last.text
+    scored = [t for t in last.tokens if t.get("top_logprobs")]
+    assert len(scored) >= len(last.tokens) - 1  # every token but the end token the server hides
+    first = scored[0]
+    assert 0 < first["probability"] <= 1 and len(first["top_logprobs"]) > 1
+    # Greedy: the chosen token is the likeliest alternative.
+    assert first["top_logprobs"][0]["logprob"] == pytest.approx(first["logprob"], abs=1e-4)
+
+
+def server_cpu_s(process) -> float:
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
+
+
+@pytest.mark.slow
+def test_stop_ends_the_generation_on_the_server(server, engine):
+    process, _ = server
+    # Raw "Hello" makes tiny-tutor write "!" until max_new_tokens: a long generation.
+    generation = engine.generate("Hello", SamplingParams(max_new_tokens=4000, **GREEDY))
+    chunks = iter(generation)
+    for _ in range(20):
+        next(chunks)
+    generation.cancel()
+    for _ in chunks:
+        pass
+    assert generation.result.stop_reason == "cancelled"
+    assert generation.result.new_tokens < 400
+    time.sleep(0.5)  # the server notices the closed connection at its next token
+    before = server_cpu_s(process)
+    time.sleep(2.0)
+    assert server_cpu_s(process) - before < 0.3  # idle: the generation ended there too
+    # And the server takes the next request at once, not after 4000 tokens.
+    start = time.perf_counter()
+    engine.generate("Hi", SamplingParams(max_new_tokens=2, **GREEDY)).run()
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.slow
+def test_four_visitors_at_once_each_get_their_whole_reply(remote_app, engine):
+    questions = ["What is 7 plus 5?", "What is 3 times 4?", "Hello, I am Ivan.", "Reverse: cat"]
+    alone = {}
+    for question in questions:
+        reply = Playground(engine, load_settings(env={})).reply(
+            [{"role": "user", "content": question}], PromptOptions(),
+            SamplingParams(max_new_tokens=60, **GREEDY),
+        )  # fmt: skip
+        alone[question] = list(reply)[-1].text
+    results = {}
+
+    def visit(question):
+        client = Client(remote_app, verbose=False)
+        out = client.predict(question, api_name="/chat_json", max_new_tokens=60, **GREEDY)
+        results[question] = json.loads(out)
+
+    threads = [threading.Thread(target=visit, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert set(results) == set(questions)
+    for question, out in results.items():
+        assert out["figures"]["stop_reason"] == "end_of_turn", question  # none was cut off
+        assert out["text"] == alone[question]
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_reply_gives_a_clear_message_and_keeps_the_text(settings):
+    process, base_url = start_llama_server()
+    try:
+        engine = remote_engine(base_url, settings, max_concurrent=1)
+        generation = engine.generate("Hello", SamplingParams(max_new_tokens=4000, **GREEDY))
+        chunks = iter(generation)
+        received = "".join(next(chunks) for _ in range(10))
+        process.kill()
+        with pytest.raises(EngineError, match="stopped answering mid-reply") as caught:
+            for chunk in chunks:
+                received += chunk
+        assert received.startswith("!!!")
+        assert "Traceback" not in str(caught.value)
+        # The slot is free again, and a new request says the server is gone, at once.
+        start = time.perf_counter()
+        with pytest.raises(EngineError, match="could not be reached"):
+            engine.generate("Hi", SamplingParams(max_new_tokens=2, **GREEDY)).run()
+        assert time.perf_counter() - start < 10
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_at_start_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "app.py", "--engine", "remote", "--model", "tiny-tutor",
+         "--base-url", f"http://127.0.0.1:{free_port()}/v1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: The serving engine at http://127.0.0.1:")
+    assert "could not be reached" in last and "Traceback" not in done.stderr
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.slow
+def test_the_model_tab_and_export_say_what_the_server_does(engine, settings):
+    notes = " ".join(engine.notes())
+    assert "adds <bos> itself" in notes and "llama.cpp's server" in notes
+    code = Playground(engine, settings).export("<bos>Hi", SamplingParams(max_new_tokens=5))
+    assert '"prompt": "Hi"' in code["curl"]  # what is sent: the server adds the <bos>
+    assert "repeat_penalty" in code["curl"] and "extra_body" in code["openai"]
