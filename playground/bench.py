@@ -331,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
         "a late arrival, and one visitor against a bare LLMPipeline (playground.bench_serving)",
     )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="only the remote section: 1, 4 and 16 visitors at once through the app on the "
+        "remote engine (llama-cpp-python's server on tiny-tutor's GGUF) and on genai, and the "
+        "app's CPU per streamed token (playground.bench_serving)",
+    )
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
@@ -352,7 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         return peers.main(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
-    if opts.concurrency:
+    if opts.remote:
+        from playground import bench_serving
+
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["remote"] = bench_serving.remote(opts)
+        print(bench_serving.remote_table(results["remote"]))
+    elif opts.concurrency:
         from playground import bench_serving
         from playground.models import resolve_model
 

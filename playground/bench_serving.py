@@ -5,6 +5,8 @@ same moment to `python app.py`'s API, each from its own process (aggregate token
 request's time to first token); a late arrival that sends while three others decode; and the
 single-visitor decode of the app's engine against a bare `openvino_genai.LLMPipeline` (the
 engine before continuous batching), in the same run.
+`--remote`: 1, 4 and 16 visitors at once through the app on the remote engine (llama.cpp's
+server) beside the local engine, with light HTTP clients, and the app's CPU per streamed token.
 Does not own: the other sections (`bench`), the engines or the app (it drives them as a user
 would). Timing lives here: the tests check behaviour only.
 """
@@ -33,8 +35,11 @@ LATE_AFTER_S = 1.0  # the late visitor sends this long after three others starte
 
 
 @contextmanager
-def serving(model: str, model_cache: str, ov_config: str) -> Iterator[str]:
-    """`python app.py` on `model` on a free local port; yields its URL."""
+def serving(
+    model: str, model_cache: str, ov_config: str, *flags: str, process: list | None = None
+) -> Iterator[str]:
+    """`python app.py` on `model` (with `flags`) on a free local port; yields its URL. The
+    server's process is appended to `process`, for those who measure it."""
     import socket
     import urllib.request
 
@@ -48,9 +53,11 @@ def serving(model: str, model_cache: str, ov_config: str) -> Iterator[str]:
         ENV["queue_size"]: "64",
     }
     server = subprocess.Popen(
-        [sys.executable, "app.py", "--model", model, "--port", str(port)],
+        [sys.executable, "app.py", "--model", model, "--port", str(port), *flags],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    if process is not None:
+        process.append(server)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 600
@@ -142,6 +149,91 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
         raise SystemExit(f"the LLMPipeline baseline failed:\n{done.stderr[-2000:]}")
     out["llm_pipeline"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
+
+
+def light_chat(url: str, question: str, new_tokens: int) -> dict:
+    """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read with urllib):
+    a client that costs almost no CPU, unlike a gradio_client process per visitor."""
+    import urllib.request
+
+    body = [question, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "", 0, False]
+    request = urllib.request.Request(
+        url + "gradio_api/call/chat_json",
+        data=json.dumps({"data": body}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    start = time.time()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.loads(response.read())["event_id"]
+    first = last = None
+    with urllib.request.urlopen(
+        f"{url}gradio_api/call/chat_json/{event_id}", timeout=900
+    ) as stream:
+        for line in stream:
+            if line.startswith(b"data:") and line[5:].strip() not in (b"null", b""):
+                first = first or time.time()
+                last = line[5:]
+    end = time.time()
+    figures = json.loads(json.loads(last)[0])["figures"]
+    return {"start": start, "first": first, "end": end, **figures}
+
+
+def light_at_once(url: str, count: int, new_tokens: int) -> list[dict]:
+    """`count` light chats sent together, each from its own thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [f"{QUESTION} ({i})" for i in range(count)]
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda q: light_chat(url, q, new_tokens), questions))
+
+
+def remote(opts: argparse.Namespace) -> dict[str, Any]:
+    """1, 4 and 16 visitors at once through the app on the remote engine (llama-cpp-python's
+    server on tiny-tutor's GGUF) and on the local genai engine, in one run, with the app
+    process's own CPU seconds per streamed token on each."""
+    import psutil
+
+    from playground import llama_server
+
+    out: dict[str, Any] = {"new_tokens": opts.new_tokens}
+    llama, base_url = llama_server.start(threads=2)
+    try:
+        for name, flags in (
+            ("remote", ("--engine", "remote", "--base-url", base_url)),
+            ("genai", ()),
+        ):
+            apps: list = []
+            with serving("tiny-tutor", str(opts.model_cache), "{}", *flags, process=apps) as url:
+                light_at_once(url, 1, 8)  # warm
+                app = psutil.Process(apps[0].pid)
+                out[name] = {}
+                for count in (1, 4, 16):
+                    cpu = sum(app.cpu_times()[:2])
+                    runs = light_at_once(url, count, opts.new_tokens)
+                    cpu = sum(app.cpu_times()[:2]) - cpu
+                    tokens = sum(r["new_tokens"] for r in runs)
+                    out[name][str(count)] = {"requests": runs, "app_cpu_s_per_token": cpu / tokens}
+    finally:
+        llama.terminate()
+        llama.wait(30)
+    return out
+
+
+def remote_table(section: dict[str, Any]) -> str:
+    rows = [
+        "| engine | visitors at once | aggregate tokens/s | first token, s (median, max) "
+        "| app CPU ms per token |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("remote", "genai"):
+        for count, run in section[name].items():
+            ttfts = [r["first"] - r["start"] for r in run["requests"]]
+            rows.append(
+                f"| {name} | {count} | {aggregate_tokens_per_s(run['requests']):.1f} | "
+                f"{statistics.median(ttfts):.2f}, {max(ttfts):.2f} | "
+                f"{1000 * run['app_cpu_s_per_token']:.2f} |"
+            )
+    return "\n".join(rows)
 
 
 def aggregate_tokens_per_s(requests: list[dict]) -> float:

@@ -2,19 +2,17 @@
 
 Owns: putting a synthetic Gemma-2 (`mid-random`, `tiny-random`) in llama.cpp's hands and timing
 it beside the `genai` engine in the same run: the model's Hugging Face checkpoint (the seeded
-weights its OpenVINO IR was exported from), a SentencePiece `tokenizer.model` written from its
-`tokenizer.json` (llama.cpp's converter reads Gemma-2's vocabulary only from one), the GGUF at
-f16 made by the unmodified `convert_hf_to_gguf.py` of the llama-cpp-python source distribution,
-its Q4_0 and Q4_K_M quantizations (`llama_cpp.llama_model_quantize`), and the measurement: load,
-time to first token at ~100 and ~1000 prompt tokens and decode tokens/s, at 1 and 2 threads,
-each engine in its own process (so peak memory is its own), interleaved, on the machine as it
-is and beside a busy-loop process on one core. It prints a markdown table; `--json` keeps every
-raw sample. `python -m playground.peers --gap` measures genai's exports and OpenVINO settings
-against llama.cpp Q4_0 at a short prompt.
+weights its OpenVINO IR was exported from) and its f16, Q4_0 and Q4_K_M GGUFs (made by `gguf`),
+cached; and the measurement: load, time to first token at ~100 and ~1000 prompt tokens and
+decode tokens/s, at 1 and 2 threads, each engine in its own process (so peak memory is its own),
+interleaved, on the machine as it is and beside a busy-loop process on one core. It prints a
+markdown table; `--json` keeps every raw sample. `python -m playground.peers --gap` measures
+genai's exports and OpenVINO settings against llama.cpp Q4_0 at a short prompt.
 Does not own: the engines (it loads `genai` through `playground.engines` as bench does), the
-synthetic models' recipe (`playground.models`), or bench's own measurements (`playground.bench`
-only dispatches here). llama-cpp-python is not a requirement of the app or the tests: it is in
-`requirements-bench.txt`, and without it this says how to install it and exits with status 2.
+synthetic models' recipe (`playground.models`), making a GGUF (`playground.gguf`), or bench's
+own measurements (`playground.bench` only dispatches here). llama-cpp-python is not a
+requirement of the app: it is in `requirements-dev.txt` (the remote engine's tests serve with
+it) and `requirements-bench.txt`; without it this says how to install it and exits with 2.
 """
 
 from __future__ import annotations
@@ -26,23 +24,27 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from playground.bench import cell
+from playground.gguf import (
+    LLAMA_CPP_PYTHON,
+    QUANTS,
+    GGUFError,
+    convert_to_gguf,
+    quantize,
+    write_sentencepiece_model,
+)
 
-LLAMA_CPP_PYTHON = "0.3.36"  # the version requirements-bench.txt pins; its sdist has the converter
-QUANTS = {"Q4_0": 2, "Q4_K_M": 15}  # llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
 THREADS = (1, 2)
 PROMPT_SIZES = (100, 1000)
 # The machine as found (other jobs included: the table says how many cores they used), then
 # beside a busy loop pinned to one core.
 AS_IS, BUSY = "as is", "+ busy loop"
 LLAMA_CTX = 2048  # llama.cpp's context: the longest prompt and its new tokens fit
-CONVERTER = "vendor/llama.cpp/convert_hf_to_gguf.py"
 
 INSTALL_MESSAGE = f"""\
 --peer llama.cpp needs llama-cpp-python {LLAMA_CPP_PYTHON} and the converter's packages, which \
@@ -78,118 +80,7 @@ def install_message(missing: list[str], cache_dir: Path) -> str:
 # --- the SentencePiece model ---------------------------------------------------------------
 
 
-def sentencepiece_pieces(tokenizer_json: Path) -> list[tuple[str, float, str]]:
-    """(piece, score, type) for every id of a Gemma-like BPE `tokenizer.json`, in id order.
-
-    Types as Gemma's own tokenizer.model has them: the unknown token UNKNOWN, the other special
-    added tokens CONTROL, non-special added tokens USER_DEFINED, `<0xNN>` BYTE (byte fallback),
-    the rest NORMAL. Scores: SentencePiece's BPE merges the pair whose merged piece scores
-    highest, so a piece made by the merge of rank r scores -r, as HF's BPE applies merges by
-    rank; pieces no merge makes score 0.
-    """
-    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
-    model = data["model"]
-    if model.get("type") != "BPE":
-        raise PeerError(f"{tokenizer_json}: a {model.get('type')} model, not BPE")
-    vocab: dict[str, int] = dict(model["vocab"])
-    added = {token["content"]: token for token in data.get("added_tokens", [])}
-    for content, token in added.items():
-        vocab.setdefault(content, token["id"])
-    by_id = sorted(vocab.items(), key=lambda item: item[1])
-    if [i for _, i in by_id] != list(range(len(by_id))):
-        raise PeerError(f"{tokenizer_json}: the ids are not 0..{len(by_id) - 1} without gaps")
-    rank: dict[str, int] = {}
-    for r, merge in enumerate(model.get("merges", [])):
-        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-        rank.setdefault(left + right, r)
-    unk = model.get("unk_token")
-    byte_fallback = model.get("byte_fallback", False)
-    pieces = []
-    for piece, _ in by_id:
-        if piece in added:
-            kind = "UNKNOWN" if piece == unk else "CONTROL" if added[piece]["special"] else ""
-            kind = kind or "USER_DEFINED"
-        elif piece == unk:
-            kind = "UNKNOWN"
-        elif byte_fallback and len(piece) == 6 and piece.startswith("<0x") and piece[-1] == ">":
-            kind = "BYTE"
-        else:
-            kind = "NORMAL"
-        score = 0.0 if kind != "NORMAL" else -float(rank.get(piece, 0))
-        pieces.append((piece, score, kind))
-    return pieces
-
-
-def write_sentencepiece_model(tokenizer_json: Path, out: Path) -> Path:
-    """Write a SentencePiece `tokenizer.model` (its protobuf ModelProto) with the same pieces at
-    the same ids as `tokenizer_json`, for llama.cpp's converter; return `out`."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    pieces = sentencepiece_pieces(tokenizer_json)
-    ids = {piece: i for i, (piece, _, _) in enumerate(pieces)}
-    proto = pb.ModelProto()
-    spec = proto.trainer_spec
-    spec.model_type = pb.TrainerSpec.BPE
-    spec.vocab_size = len(pieces)
-    spec.byte_fallback = any(kind == "BYTE" for _, _, kind in pieces)
-    spec.unk_id = ids.get("<unk>", 0)
-    spec.bos_id = ids.get("<bos>", -1)
-    spec.eos_id = ids.get("<eos>", -1)
-    spec.pad_id = ids.get("<pad>", -1)
-    spec.unk_piece, spec.bos_piece, spec.eos_piece, spec.pad_piece = (
-        "<unk>", "<bos>", "<eos>", "<pad>",
-    )  # fmt: skip
-    # As the tokenizer.json's normalizer: spaces become '▁', nothing else changes, no prefix.
-    norm = proto.normalizer_spec
-    norm.name = "identity"
-    norm.add_dummy_prefix = False
-    norm.remove_extra_whitespaces = False
-    norm.escape_whitespaces = True
-    for piece, score, kind in pieces:
-        entry = proto.pieces.add()
-        entry.piece, entry.score = piece, score
-        entry.type = pb.ModelProto.SentencePiece.Type.Value(kind)
-    out = Path(out)
-    out.write_bytes(proto.SerializeToString())
-    return out
-
-
 # --- the GGUF files -------------------------------------------------------------------------
-
-
-def converter_script(cache_dir: Path) -> Path:
-    """`convert_hf_to_gguf.py` (with its `conversion/` and `gguf-py/`) from llama-cpp-python's
-    sdist in `cache_dir/llama.cpp`, fetched once with `pip download` when it is not there."""
-    home = cache_dir / "llama.cpp"
-    root = home / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
-    script = root / CONVERTER
-    if script.is_file():
-        return script
-    home.mkdir(parents=True, exist_ok=True)
-    sdist = home / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-    if not sdist.is_file():
-        print(f"fetching llama-cpp-python {LLAMA_CPP_PYTHON}'s sdist into {home}", file=sys.stderr)
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-d", str(home), f"llama-cpp-python=={LLAMA_CPP_PYTHON}"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if done.returncode != 0 or not sdist.is_file():
-            raise PeerError(
-                f"Could not fetch llama-cpp-python {LLAMA_CPP_PYTHON}'s sdist with pip "
-                f"download ({done.stderr.strip()[-300:]}); put {sdist.name} in {home}."
-            )
-    wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-    prefix = f"{root.name}/vendor/llama.cpp/"
-    with tempfile.TemporaryDirectory(dir=home) as tmp, tarfile.open(sdist) as archive:
-        members = [
-            m for m in archive.getmembers()
-            if m.name.startswith(prefix) and m.name[len(prefix):].startswith(wanted)
-        ]  # fmt: skip
-        archive.extractall(tmp, members=members, filter="data")
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(Path(tmp) / root.name, root)
-    return script
 
 
 def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
@@ -212,54 +103,6 @@ def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
     if ours["model"] != theirs["model"]:
         raise PeerError(f"{target} and {folder} have different tokenizers: not the same build")
     return target
-
-
-def convert_to_gguf(hf_dir: Path, out: Path, cache_dir: Path) -> Path:
-    """The unmodified converter, at f16, in its own process; return `out`."""
-    script = converter_script(cache_dir)
-    partial = out.with_suffix(".partial")
-    done = subprocess.run(
-        [sys.executable, str(script), str(hf_dir), "--outtype", "f16", "--outfile", str(partial)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise PeerError(f"convert_hf_to_gguf.py failed:\n{done.stderr[-3000:]}")
-    os.replace(partial, out)
-    return out
-
-
-def quantize(f16: Path, out: Path, quant: str, threads: int = 2) -> Path:
-    """`llama_cpp.llama_model_quantize` of `f16` to `quant` (a key of QUANTS); return `out`."""
-    import ctypes
-
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANTS[quant]
-    params.nthread = threads
-    partial = out.with_suffix(".partial")
-    # llama.cpp logs every tensor on the C level's stdout and stderr: keep it for errors only.
-    with tempfile.TemporaryFile() as log:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            code = llama_cpp.llama_model_quantize(
-                str(f16).encode(), str(partial).encode(), ctypes.byref(params)
-            )
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        log.seek(0)
-        tail = log.read().decode(errors="replace")[-2000:]
-    if code != 0:
-        raise PeerError(f"llama_model_quantize to {quant} failed ({code}):\n{tail}")
-    os.replace(partial, out)
-    return out
 
 
 def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
@@ -314,7 +157,7 @@ def _llama_worker(job: dict) -> dict:
 
 
 def _genai_worker(job: dict) -> dict:
-    from playground.engines import load_engine
+    from playground.engine import load_engine
     from playground.sampling import SamplingParams
 
     ov_config = {"INFERENCE_NUM_THREADS": job["threads"], **job.get("ov_config", {})}
@@ -587,7 +430,7 @@ def main(opts: argparse.Namespace) -> int:
     opts.phases = (AS_IS,) if opts.quick else (AS_IS, BUSY)
     try:
         results = run(opts)
-    except PeerError as error:
+    except (PeerError, GGUFError) as error:
         print(str(error), file=sys.stderr)
         return 2
     print(table(results))

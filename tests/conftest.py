@@ -218,35 +218,7 @@ def browser():
 
 
 def start_llama_server(threads: int = 1):
-    """llama-cpp-python's OpenAI-compatible server on tiny-tutor's shipped f16 GGUF, on a free
-    loopback port; returns (the process, its base URL) once it lists its model. It serves one
-    request at a time: `--interrupt_requests False` queues a second one instead of cutting off
-    the one streaming (its default)."""
-    import subprocess
-    import sys
-    import tempfile
+    """llama-cpp-python's server on tiny-tutor's GGUF (`playground.llama_server`)."""
+    from playground import llama_server
 
-    from playground.tutor import GGUF
-
-    port = free_port()
-    # A pipe nobody reads would fill and stall the server: its log goes to a file.
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (kept open as long as the server runs)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
-         "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=log, text=True,
-    )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"llama_cpp.server exited: {log.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(base_url + "/models", timeout=5):
-                return process, base_url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    pytest.fail("llama_cpp.server did not start within 120 s")
+    return llama_server.start(threads=threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from playground import peers
+from playground import gguf, peers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [
@@ -41,7 +41,7 @@ def test_sentencepiece_model_has_every_piece_and_type_of_tokenizer_json(tiny_fol
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     data = json.loads((tiny_folder / "tokenizer.json").read_text(encoding="utf-8"))
-    written = peers.write_sentencepiece_model(
+    written = gguf.write_sentencepiece_model(
         tiny_folder / "tokenizer.json", tmp_path / "tokenizer.model"
     )
     processor = spm.SentencePieceProcessor(model_file=str(written))
@@ -69,7 +69,7 @@ def test_sentencepiece_model_tokenizes_as_tokenizer_json(tiny_folder, tmp_path):
     spm = pytest.importorskip("sentencepiece", reason="sentencepiece is in requirements-dev.txt")
     from tokenizers import Tokenizer
 
-    written = peers.write_sentencepiece_model(
+    written = gguf.write_sentencepiece_model(
         tiny_folder / "tokenizer.json", tmp_path / "tokenizer.model"
     )
     processor = spm.SentencePieceProcessor(model_file=str(written))

@@ -1,9 +1,10 @@
 """tiny-tutor: a ~1M-parameter Gemma-2 trained here on Gemma-2's chat format.
 
 Owns the recipe of the built-in model `tiny-tutor`: its synthetic chat corpus (`corpus`), its
-character-level tokenizer (`vocab`), training with torch (`train`), the OpenVINO export and
-the f16 GGUF beside it for llama.cpp's servers (`export`) and the held-out evaluation through the app's own engine (`evaluate`). The command
-line is `python -m playground.tutor train|export|eval`.
+character-level tokenizer (`vocab`), training with torch (`train`), the OpenVINO export and the
+f16 GGUF beside it for llama.cpp's servers (`export`), and the held-out evaluation through the
+app's own engine (`evaluate`). The command line is `python -m playground.tutor
+train|export|eval`.
 
 Does not own: serving (the trained IR folder is resolved like any model by `models`) or chat
 templates (`chat_format` renders every training conversation, so the model learns exactly the
