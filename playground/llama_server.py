@@ -20,7 +20,7 @@ from typing import Any
 START_TIMEOUT_S = 120
 
 
-def start(gguf: Path | None = None, threads: int = 1, n_ctx: int = 2048) -> tuple[Any, str]:
+def start(gguf: Path | None = None, threads: int = 1, n_ctx: int = 8192) -> tuple[Any, str]:
     """Start the server; return (its process, its base URL ending in /v1). It serves one request
     at a time: `--interrupt_requests False` queues a second request instead of cutting off the
     one streaming (its default would end one visitor's reply when another sends)."""
@@ -31,8 +31,10 @@ def start(gguf: Path | None = None, threads: int = 1, n_ctx: int = 2048) -> tupl
         port = sock.getsockname()[1]
     # A pipe nobody reads would fill and stall the server: its log goes to a file.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open as long as the server runs)
+    gguf = gguf or GGUF
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf or GGUF),
+        # The alias is the model's name in the API; by default it is the file's server path.
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", gguf.stem,
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
          "--n_threads", str(threads), "--interrupt_requests", "False"],
         stdout=subprocess.DEVNULL, stderr=log, text=True,

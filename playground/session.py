@@ -490,7 +490,7 @@ class Playground:
         )
         if self.engine.kind == "remote":
             request = self.engine.request(Prompt(prompt, [], threading.Event()), params)
-            remote = self.settings.remote
+            remote = self.engine.remote  # the server this engine talks to
             code |= remote_code(request, remote.base_url, remote.api_key_env)
         return code
 

@@ -5,6 +5,7 @@ Fast tests of the pure parts (the request, the export, settings) run without a s
 """
 
 import json
+import shlex
 import threading
 import time
 
@@ -68,7 +69,8 @@ def test_the_exported_request_names_the_key_by_its_variable():
     assert "curl -N http://127.0.0.1:8080/v1/completions" in code["curl"]
     # The shell line and the Python are the same request: compile one, parse the other's body.
     compile(code["openai"], "export.py", "exec")
-    body = json.loads(code["curl"].split("-d ", 1)[1].strip().strip("'").replace("'\\''", "'"))
+    words = shlex.split(code["curl"].replace("\\\n", " "))
+    body = json.loads(words[words.index("-d") + 1])
     assert body["prompt"] == request["prompt"] and body["repeat_penalty"] == 1.0
 
 
@@ -131,7 +133,7 @@ def test_probabilities_come_from_the_server_with_alternatives(engine, settings):
     scored = [t for t in last.tokens if t.get("top_logprobs")]
     assert len(scored) >= len(last.tokens) - 1  # every token but the end token the server hides
     first = scored[0]
-    assert 0 < first["probability"] <= 1 and len(first["top_logprobs"]) > 1
+    assert first["logprob"] <= 0 and len(first["top_logprobs"]) > 1
     # Greedy: the chosen token is the likeliest alternative.
     assert first["top_logprobs"][0]["logprob"] == pytest.approx(first["logprob"], abs=1e-4)
 
@@ -242,4 +244,5 @@ def test_the_model_tab_and_export_say_what_the_server_does(engine, settings):
     assert "adds <bos> itself" in notes and "llama.cpp's server" in notes
     code = Playground(engine, settings).export("<bos>Hi", SamplingParams(max_new_tokens=5))
     assert '"prompt": "Hi"' in code["curl"]  # what is sent: the server adds the <bos>
+    assert f"curl -N {engine.remote.base_url}/completions" in code["curl"]
     assert "repeat_penalty" in code["curl"] and "extra_body" in code["openai"]

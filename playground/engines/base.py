@@ -369,6 +369,8 @@ class Engine:
             finally:
                 self._slots.release()
             progress.flush()
+            if progress.stop_reason is None and progress.cancel.is_set():
+                progress.stop_reason = "cancelled"  # the native loop saw Stop before a token did
             if progress.stop_reason is None:
                 # The native loop ended by itself: an end id it did not pass on, or the limit.
                 reached = len(progress.ids) >= params.max_new_tokens

@@ -91,14 +91,13 @@ class RemoteEngine(Engine):
         context_size: int,
         max_concurrent: int,
     ) -> None:
-        import httpx
         import openai
 
         super().__init__(folder, tokenizer, context_size, max_concurrent=max_concurrent)
         self.remote = remote
         self._openai = openai
         # No hidden retries; connecting has its own bound, and so does each wait for a chunk.
-        timeout = httpx.Timeout(TOKEN_TIMEOUT_S, connect=remote.timeout_s)
+        timeout = openai.Timeout(TOKEN_TIMEOUT_S, connect=remote.timeout_s)
         self.client = openai.OpenAI(
             base_url=remote.base_url,
             api_key=remote.api_key or "none",

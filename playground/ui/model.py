@@ -40,16 +40,16 @@ def build_banner(notice: str | None) -> Banner:
 
 def build_model(engine: Engine, notice: str | None) -> ModelTab:
     info = engine.info
-    lines = [
-        f"- **Model:** `{display.escape(info.model)}`",
-        f"- **Engine:** {info.kind}",
-        f"- **Device:** {display.escape(info.device)}",
-        f"- **OpenVINO:** {display.escape(info.openvino_version)}",
-        f"- **Load time:** {info.load_s:.2f} s",
-        "- **Compiled-model cache:** "
-        + ("used" if info.cache_used else "empty at start (now filled)"),
-        f"- **Context size:** {engine.context_size} tokens",
-    ]
+    lines = [f"- **Model:** `{display.escape(info.model)}`", f"- **Engine:** {info.kind}"]
+    if engine.compiles:  # an OpenVINO model runs in this process
+        lines += [
+            f"- **Device:** {display.escape(info.device)}",
+            f"- **OpenVINO:** {display.escape(info.openvino_version)}",
+            f"- **Load time:** {info.load_s:.2f} s",
+            "- **Compiled-model cache:** "
+            + ("used" if info.cache_used else "empty at start (now filled)"),
+        ]
+    lines.append(f"- **Context size:** {engine.context_size} tokens")
     lines += [f"- {display.escape(note)}" for note in engine.notes()]
     if notice:
         lines.append(f"- **Note:** {display.escape(notice)}")

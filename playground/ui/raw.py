@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from playground import display
+from playground.engines import EngineError
 from playground.errors import UserError
 from playground.session import Control, Playground, throttle
 from playground.ui.common import engine_events, probabilities, user_errors
@@ -96,6 +97,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
     @user_errors
     def on_raw(data: dict) -> Iterator[tuple]:
         control = data[tab.control]
+        text = None
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh)
@@ -103,7 +105,13 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
                 line = display.escape(display.figures_line(reply.figures)) if reply.figures else ""
                 tokens = reply.tokens or []
                 probs = probabilities(playground, tokens, data[tab.show_probs])
+                text = reply.text
                 yield reply.text, line, gr.update(interactive=reply.figures is None), tokens, probs
+        except EngineError as error:
+            if text is None:
+                raise  # nothing arrived: the toast says why
+            # A failure mid-reply (a server gone, say): keep what arrived and say what happened.
+            yield text, display.escape(f"⚠️ {error}"), gr.update(interactive=False), [], ""
         finally:
             control.end()
 
