@@ -124,12 +124,45 @@ def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
 # --- the workers (one engine each, in a fresh process) --------------------------------------
 
 
+def has_amx() -> bool:
+    """Whether this CPU has AMX (Linux's `amx_tile` flag)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any("amx_tile" in line for line in cpuinfo if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def load_llama(model_file: str, **kwargs: Any) -> Any:
+    """`llama_cpp.Llama`, with llama.cpp's extra weight buffers (repacked and AMX) off on a
+    CPU with AMX: there llama-cpp-python 0.3.36's Q4_0 and Q4_K_M GGUFs crashed in `decode`
+    (a segmentation fault), and ran with them off. `Llama` has no argument for it, so the
+    default model parameters it starts from are changed while it loads."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as native
+
+    if not has_amx():
+        return llama_cpp.Llama(model_file, **kwargs)
+    default = native.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(model_file, **kwargs)
+    finally:
+        native.llama_model_default_params = default
+
+
 def _llama_worker(job: dict) -> dict:
     import llama_cpp
 
     threads = job["threads"]
     start = time.perf_counter()
-    llm = llama_cpp.Llama(
+    llm = load_llama(
         job["model_file"], n_ctx=LLAMA_CTX, n_threads=threads, n_threads_batch=threads,
         verbose=False,
     )  # fmt: skip
@@ -157,7 +190,7 @@ def _llama_worker(job: dict) -> dict:
 
 
 def _genai_worker(job: dict) -> dict:
-    from playground.engine import load_engine
+    from playground.engines import load_engine
     from playground.sampling import SamplingParams
 
     ov_config = {"INFERENCE_NUM_THREADS": job["threads"], **job.get("ov_config", {})}

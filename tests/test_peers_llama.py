@@ -80,12 +80,7 @@ def test_sentencepiece_model_tokenizes_as_tokenizer_json(tiny_folder, tmp_path):
 
 @pytest.mark.slow
 def test_llama_cpp_converts_quantizes_and_generates(tiny_folder, settings, tmp_path):
-    pytest.importorskip(
-        "llama_cpp",
-        reason="llama-cpp-python is in requirements-bench.txt only (a 20-minute source build)",
-    )
-    import llama_cpp
-
+    # Not skipped: requirements-dev.txt installs llama-cpp-python, and CI runs this.
     from playground.tokens import Tokenizer
 
     files = peers.gguf_files("tiny-random", tiny_folder, settings.cache_dir)
@@ -95,7 +90,8 @@ def test_llama_cpp_converts_quantizes_and_generates(tiny_folder, settings, tmp_p
     assert files["Q4_0"].stat().st_size < files["f16"].stat().st_size
 
     ours = Tokenizer(tiny_folder)
-    llm = llama_cpp.Llama(str(files["Q4_0"]), n_ctx=256, n_threads=1, verbose=False)
+    # Q4_0 crashes in decode on CPUs with AMX unless llama.cpp's extra buffers are off.
+    llm = peers.load_llama(str(files["Q4_0"]), n_ctx=256, n_threads=1, verbose=False)
     prompt = "<bos><start_of_turn>user\n" + TEXTS[0] + "<end_of_turn>\n<start_of_turn>model\n"
     # The same ids in both engines, control tokens included.
     assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ours.encode(prompt)
@@ -130,3 +126,28 @@ def test_bench_peer_without_llama_cpp_says_how_to_install_it():
     assert "llama-cpp-python" in done.stderr
     assert "pip install -r requirements-bench.txt" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_llama_loads_without_extra_buffers_on_an_amx_cpu(tiny_folder, settings, monkeypatch):
+    """The AMX path, on any CPU: the Q4_0 GGUF loads and generates with the extra buffers off,
+    and llama-cpp-python's default parameters are left as they were."""
+    import llama_cpp.llama_cpp as native
+
+    seen = []
+    default = native.llama_model_default_params
+
+    def recording() -> object:
+        params = default()
+        seen.append(params)
+        return params
+
+    monkeypatch.setattr(native, "llama_model_default_params", recording)
+    monkeypatch.setattr(peers, "has_amx", lambda: True)
+    files = peers.gguf_files("tiny-random", tiny_folder, settings.cache_dir)
+    llm = peers.load_llama(str(files["Q4_0"]), n_ctx=256, n_threads=1, verbose=False)
+    assert seen and not seen[0].use_extra_bufts
+    assert native.llama_model_default_params is recording  # put back after loading
+    assert llm.create_completion([2, 106], max_tokens=4, temperature=0)["usage"][
+        "completion_tokens"
+    ]
