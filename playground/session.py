@@ -416,16 +416,18 @@ class Playground:
         return [f"Read as control tokens, not text: {', '.join(found)}."]
 
     def token_note(self) -> str:
-        """Said when the served model's tokenizer is not Gemma-2's, whose token ids and pieces
-        the table would otherwise seem to show."""
+        """Where the token table's tokens come from, when that is not plain: a remote engine's
+        (the model's files here, not the server), and a tokenizer that is not Gemma-2's,
+        whose token ids and pieces the table would otherwise seem to show."""
         tokenizer = self.engine.tokenizer
-        if tokenizer.vocab_size == GEMMA2_VOCAB_SIZE:
-            return ""
-        return (
-            f"These are not Gemma-2's tokens: the served model's tokenizer has "
-            f"{tokenizer.vocab_size} entries, Gemma-2's has {GEMMA2_VOCAB_SIZE}, so words split "
-            "differently here than for Gemma-2-9b-it."
-        )
+        notes = [self.engine.token_source] if self.engine.token_source else []
+        if tokenizer.vocab_size != GEMMA2_VOCAB_SIZE:
+            notes.append(
+                f"These are not Gemma-2's tokens: the served model's tokenizer has "
+                f"{tokenizer.vocab_size} entries, Gemma-2's has {GEMMA2_VOCAB_SIZE}, so words "
+                "split differently here than for Gemma-2-9b-it."
+            )
+        return " ".join(notes)
 
     def reply(
         self,

@@ -228,6 +228,7 @@ class Engine:
     kind = "base"
     supports_prompt_lookup = False
     compiles = True  # runs an OpenVINO model here, so it has a compiled-model cache
+    token_source = ""  # where the inspector's tokens come from, when not from this engine
 
     @classmethod
     def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:

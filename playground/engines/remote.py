@@ -107,6 +107,9 @@ class RemoteEngine(Engine):
         self.model, owned_by = self._served_model()
         self.dialect = dialect_of(remote.server, owned_by)
         self.adds_bos, self.counts = self._probe_bos()
+        self.token_source = "Tokens come from the model's own tokenizer files, read here; " + (
+            _agreement(*self.counts)
+        )
 
     @classmethod
     def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:
@@ -172,13 +175,8 @@ class RemoteEngine(Engine):
             f"{self.max_concurrent} requests are sent at once, and the queue holds the rest.",
             f"The server {bos} (probed at start: it counted {theirs} tokens where the playground "
             f"counts {ours} without <bos>).",
-            "Tokens, the context meter and the inspector use the model's own tokenizer files.",
+            self.token_source,
         ]
-        if theirs >= 0 and theirs not in (ours, ours + 1):
-            notes.append(
-                "Warning: the server's tokenizer counts differently from the model's files: "
-                "they may not be the same model."
-            )
         if self.dialect.alternatives <= 1:
             notes.append(
                 f"{self.dialect.name} gives no alternatives per token"
@@ -264,6 +262,18 @@ class RemoteEngine(Engine):
                 logprob, tuple((self.tokenizer.id_of(p), lp) for p, lp in alternatives)
             )  # fmt: skip
             yield self.tokenizer.id_of(piece), score, piece
+
+
+def _agreement(theirs: int, ours: int) -> str:
+    """What the probe says of the server's tokenizer against the model's files."""
+    if theirs < 0:
+        return "the server gives no token counts to check them against."
+    if theirs in (ours, ours + 1):
+        return "at start the server counted a probe as they do."
+    return (
+        f"warning: the server counted a probe as {theirs} tokens where they count {ours}, "
+        "so it may not serve the same model."
+    )
 
 
 def _close_on(cancel: threading.Event, stream: Any) -> None:
