@@ -151,3 +151,27 @@ def test_llama_loads_without_extra_buffers_on_an_amx_cpu(tiny_folder, settings, 
     assert llm.create_completion([2, 106], max_tokens=4, temperature=0)["usage"][
         "completion_tokens"
     ]
+
+
+@pytest.mark.slow
+def test_tiny_tutors_gguf_is_its_ir_and_rebuilds_byte_for_byte(settings, tmp_path):
+    """The shipped GGUF is what `gguf.gguf_from_ir` makes of the shipped IR, and it is the same
+    model: llama.cpp's greedy reply to a sum is the genai engine's."""
+    from playground.models import TUTOR_DIR
+    from playground.tutor import GGUF
+
+    rebuilt = gguf.gguf_from_ir(TUTOR_DIR, tmp_path / "tutor.gguf", settings.cache_dir)
+    assert rebuilt.read_bytes() == GGUF.read_bytes()
+
+    from playground.engines import open_engine
+    from playground.sampling import SamplingParams
+    from playground.tokens import Tokenizer
+
+    prompt = "<bos><start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n<start_of_turn>model\n"
+    ids = Tokenizer(TUTOR_DIR).encode(prompt)
+    llm = peers.load_llama(str(GGUF), n_ctx=512, n_threads=1, verbose=False)
+    theirs = llm.create_completion(ids, max_tokens=60, temperature=0)["choices"][0]["text"]
+    engine, _ = open_engine(settings.with_(model="tiny-tutor"))
+    greedy = SamplingParams(max_new_tokens=60, temperature=0, repetition_penalty=1.0)
+    ours = engine.generate(prompt, greedy).run().text
+    assert theirs == ours and "So 7 plus 5 is 12." in ours
