@@ -1,4 +1,4 @@
-"""The command line: `python -m playground generate|render|notebook run`.
+"""The command line: `python -m playground generate|render|chat|convert|notebook run`.
 
 Owns: argument parsing, reading conversation files, printing (streamed text or one JSON object),
 and turning every expected error into exit status 2 with a one-line message on stderr.
@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
 
+    chat = commands.add_parser(
+        "chat",
+        help="a conversation in the terminal",
+        description="A conversation in the terminal on the web app's playground: replies "
+        "stream, Ctrl-C stops one, Ctrl-D or /quit leaves; /help lists the commands.",
+    )
+    chat.add_argument("--model", help="as for generate (default: space.yaml's, or tiny-tutor)")
+    chat.add_argument("--engine", choices=ENGINE_KINDS, help="genai (default) or optimum")
+    chat.add_argument(
+        "--preset", help=f"start from a preset of the web app's sidebar: {_presets_for_help()}"
+    )
+
     notebook = commands.add_parser("notebook", help="lessons: run them without a browser")
     notebook_commands = notebook.add_subparsers(
         dest="notebook_command", required=True, parser_class=_Parser
@@ -120,10 +132,23 @@ def _ranges_for_help() -> dict:
         return dict(RANGES)
 
 
+def _presets_for_help() -> str:
+    """space.yaml's preset names, quoted, for --help."""
+    try:
+        return ", ".join(f"'{name}'" for name in load_settings().presets)
+    except UserError:
+        return "space.yaml's presets"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"generate": _generate, "render": _render, "notebook": _notebook_run}
+        commands = {
+            "generate": _generate,
+            "render": _render,
+            "chat": _chat,
+            "notebook": _notebook_run,
+        }
         return commands[args.command](args)
     except EXPECTED_ERRORS as error:
         return _fail(str(error).replace("\n", " "))
@@ -198,6 +223,16 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("\n")
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from playground.terminal import preset_values, run_chat
+
+    settings = load_settings(model=args.model, engine=args.engine)
+    values = preset_values(settings, args.preset)  # a bad name is refused before loading
+    with _stdout_to_stderr():
+        engine, notice = open_engine(settings)
+    return run_chat(Playground(engine, settings), values, notice)
 
 
 def _render(args: argparse.Namespace) -> int:
