@@ -57,8 +57,8 @@ class WeightChoice:
         given = [flag for flag, on in int4_only.items() if on]
         if self.weights != "int4" and given:
             raise ConversionError(
-                f"{', '.join(given)} apply to int4 only: int8 is per channel and compresses "
-                "every layer, fp16 compresses none."
+                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to int4 only: "
+                "int8 is per channel and compresses every layer, fp16 compresses none."
             )
         if self.weights == "fp16" and self.sym is not None:
             raise ConversionError(
