@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from playground import display, session
 from playground.chat_format import CONTROL_TOKEN_TEXTS, SYSTEM_POLICIES
 from playground.errors import UserError
+from playground.inspection import Inspection
 from playground.sampling import SAMPLING_NAMES, ParamError
 from playground.session import Control, Playground, PromptOptions, Turn
 from playground.settings import Settings
@@ -180,15 +181,13 @@ class TerminalChat:
         """Read lines until Ctrl-D or /quit; every line is a message or a command."""
         while True:
             try:
-                line = self.read_line(read)
+                if not self.handle(self.read_line(read)):
+                    return 0
             except EOFError:
                 self.write("\n")
                 return 0
-            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh line, as in a shell
+            except KeyboardInterrupt:  # at the prompt, or in a command: a fresh line, as in a shell
                 self.write("\n")
-                continue
-            if not self.handle(line):
-                return 0
 
     def read_line(self, read: Callable[[str], str]) -> str:
         """One line; an undone message is put back on it where readline can do that."""
@@ -281,7 +280,7 @@ class TerminalChat:
         for position, token_id, piece, special in display.token_rows(inspection.tokens):
             self.write(f"{position:>5} {token_id:>7}  {printable(str(piece))}  {special}\n")
 
-    def inspection(self) -> Any:
+    def inspection(self) -> Inspection:
         max_new_tokens = self.playground.params(self.state.values).max_new_tokens
         return self.playground.inspect(self.prompt_turns(), self.state.options, max_new_tokens)
 

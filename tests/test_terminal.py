@@ -264,6 +264,9 @@ def test_pty_ctrl_c_stops_the_reply_not_the_chat(terminal):
     figures = re.search(r"\[\d+ prompt tokens · (\d+) new tokens .* stopped by you\]",
                         terminal.before)  # fmt: skip
     assert figures and int(figures.group(1)) < 4000
+    terminal.sendintr()  # at the prompt: a fresh prompt, as in a shell, not an exit
+    terminal.expect_exact("you> ")
+    assert terminal.isalive()
     # The chat goes on: a z-filled history derails tiny-tutor, so start afresh first.
     assert "conversation cleared" in say(terminal, "/clear")
     assert "prefill off" in say(terminal, "/prefill")
