@@ -136,6 +136,7 @@ def looks_like_repo_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 
 
+HUB_TIMEOUT_S = 10  # the longest silence of the Hub before it counts as unreachable
 # What a user can do instead of downloading, for the model a command serves.
 SERVE_INSTEAD = (
     f"pass a local folder with --model PATH, or try the playground with --model {TUTOR}, the "
@@ -151,7 +152,12 @@ def download_snapshot(repo_id: str, instead: str = SERVE_INSTEAD) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, etag_timeout=10))
+        # A silent Hub leaves only the cache: snapshot_download's own first request has no
+        # timeout, and would wait forever.
+        cached_only = _hub_is_silent(repo_id)
+        return Path(
+            snapshot_download(repo_id, etag_timeout=HUB_TIMEOUT_S, local_files_only=cached_only)
+        )
     except Exception as error:  # ConnectError, LocalEntryNotFoundError, RepositoryNotFound, ...
         raise ModelUnavailableError(
             f"Could not get the model {repo_id!r}: neither the Hugging Face Hub nor a cached copy "
@@ -159,6 +165,21 @@ def download_snapshot(repo_id: str, instead: str = SERVE_INSTEAD) -> Path:
             f"`hf download {repo_id}` on a machine with network (or set HF_HOME to a cache that "
             f"holds it), {instead}."
         ) from error
+
+
+def _hub_is_silent(repo_id: str) -> bool:
+    """Whether the Hub accepts connections but does not answer within HUB_TIMEOUT_S (a proxy or
+    firewall that swallows requests); any other failure is snapshot_download's to report."""
+    import httpx
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except httpx.TimeoutException:
+        return True
+    except Exception:  # offline mode, refused, not found, gated: reported by snapshot_download
+        return False
+    return False
 
 
 def ensure_ov_tokenizers(folder: Path) -> Path:
