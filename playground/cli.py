@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help="a Hugging Face id (owner/name) or a checkpoint folder")
     conv.add_argument("out", type=Path, help="the IR folder to write (new or empty)")
     conv.add_argument("--weights", choices=WEIGHTS, default="int4",
-                      help="int4 (smallest), int8 (per channel, closer to the original) or fp16 "
+                      help="int4 (smallest), int8 (per channel) or fp16 "
                       "(uncompressed) (default: %(default)s)")  # fmt: skip
     conv.add_argument("--group-size", type=int,
                       help=f"int4: weights per scale, -1 for one per channel "
