@@ -209,8 +209,8 @@ class TerminalChat:
                     raise ParamError(f"Unknown command {name}: /help lists them.")
                 return self.commands[name][0](argument) is not False
             if line.strip():
-                self.state.turns = session.submit(self.state.turns, line)
                 self.playground.check_text(line, "The message")
+                self.state.turns = session.submit(self.state.turns, line)
                 self.answer()
         except UserError as error:
             self.say(f"error: {error}")
