@@ -1,4 +1,4 @@
-"""The command line: `python -m playground generate|render|notebook run`.
+"""The command line: `python -m playground generate|render|chat|convert|notebook run`.
 
 Owns: argument parsing, reading conversation files, printing (streamed text or one JSON object),
 and turning every expected error into exit status 2 with a one-line message on stderr.
@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
+from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
@@ -96,6 +98,50 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
 
+    chat = commands.add_parser(
+        "chat",
+        help="a conversation in the terminal",
+        description="A conversation in the terminal on the web app's playground: replies "
+        "stream, Ctrl-C stops one, Ctrl-D or /quit leaves; /help lists the commands.",
+    )
+    chat.add_argument("--model", help="as for generate (default: space.yaml's, or tiny-tutor)")
+    chat.add_argument("--engine", choices=ENGINE_KINDS, help="default: genai")
+    chat.add_argument("--base-url", help="the remote engine's server, e.g. http://HOST:PORT/v1")
+    chat.add_argument(
+        "--preset", help=f"start from a preset of the web app's sidebar: {_presets_for_help()}"
+    )
+
+    conv = commands.add_parser(
+        "convert",
+        help="a Hugging Face checkpoint to an OpenVINO IR folder (int4, int8 or fp16)",
+        description="Export a Hugging Face checkpoint (a Hub id or a local folder) to an "
+        "OpenVINO IR folder the app serves with --model OUT, its tokenizers converted with "
+        "openvino-tokenizers; OUT/convert.json records the settings and the command. Weight "
+        "compression is NNCF's, through optimum-intel: OpenVINO's answer to bitsandbytes' "
+        "load_in_4bit and load_in_8bit. Needs requirements-optimum.txt.",
+    )
+    conv.add_argument("source", help="a Hugging Face id (owner/name) or a checkpoint folder")
+    conv.add_argument("out", type=Path, help="the IR folder to write (new or empty)")
+    conv.add_argument("--weights", choices=WEIGHTS, default="int4",
+                      help="int4 (smallest), int8 (per channel) or fp16 "
+                      "(uncompressed) (default: %(default)s)")  # fmt: skip
+    conv.add_argument("--group-size", type=int,
+                      help=f"int4: weights per scale, -1 for one per channel "
+                      f"(default: {DEFAULT_GROUP_SIZE})")  # fmt: skip
+    symmetry = conv.add_mutually_exclusive_group()
+    symmetry.add_argument("--sym", action="store_true", default=None,
+                          help="symmetric weights, no zero points")  # fmt: skip
+    symmetry.add_argument("--asym", action="store_false", dest="sym",
+                          help="asymmetric weights, with zero points (the default)")  # fmt: skip
+    conv.add_argument(
+        "--ratio", type=float, help="int4: the share of layers in int4, the rest int8 (default: 1)"
+    )
+    conv.add_argument(
+        "--all-layers",
+        action="store_true",
+        help="int4: the embedding and output layer in int4 too (by default int8)",
+    )
+
     notebook = commands.add_parser("notebook", help="lessons: run them without a browser")
     notebook_commands = notebook.add_subparsers(
         dest="notebook_command", required=True, parser_class=_Parser
@@ -121,10 +167,25 @@ def _ranges_for_help() -> dict:
         return dict(RANGES)
 
 
+def _presets_for_help() -> str:
+    """space.yaml's preset names, quoted, for --help."""
+    try:
+        return ", ".join(f"'{name}'" for name in load_settings().presets)
+    except UserError:
+        return "space.yaml's presets"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the record of a conversion
     try:
-        commands = {"generate": _generate, "render": _render, "notebook": _notebook_run}
+        commands = {
+            "generate": _generate,
+            "render": _render,
+            "chat": _chat,
+            "convert": _convert,
+            "notebook": _notebook_run,
+        }
         return commands[args.command](args)
     except EXPECTED_ERRORS as error:
         return _fail(str(error).replace("\n", " "))
@@ -201,6 +262,27 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from playground.terminal import preset_values, run_chat
+
+    settings = load_settings(model=args.model, engine=args.engine, base_url=args.base_url)
+    values = preset_values(settings, args.preset)  # a bad name is refused before loading
+    with _stdout_to_stderr():
+        engine, notice = open_engine(settings)
+    return run_chat(Playground(engine, settings), values, notice)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from playground.conversion import WeightChoice, convert
+
+    choice = WeightChoice(args.weights, args.group_size, args.sym, args.ratio, args.all_layers)
+    command = shlex.join(["python", "-m", "playground", *args.argv])
+    with _stdout_to_stderr():  # NNCF's tables and progress bars: stdout carries only OUT
+        out = convert(args.source, args.out, choice, command)
+    print(out)
     return 0
 
 

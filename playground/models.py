@@ -92,7 +92,7 @@ def resolve_model(spec: str, cache_dir: Path, *, weights: bool = True) -> Path:
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser().resolve()
     elif looks_like_repo_id(spec):
-        folder = _download(spec, None if weights else TOKENIZER_FILES)
+        folder = download_snapshot(spec, files=None if weights else TOKENIZER_FILES)
     else:
         raise ModelUnavailableError(
             f"Model {spec!r} is neither a local folder, a Hugging Face repo id (owner/name) "
@@ -149,21 +149,57 @@ def looks_like_repo_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 
 
-def _download(repo_id: str, files: tuple[str, ...] | None = None) -> Path:
+HUB_TIMEOUT_S = 10  # the longest silence of the Hub before it counts as unreachable
+# What a user can do instead of downloading, for the model a command serves.
+SERVE_INSTEAD = (
+    f"pass a local folder with --model PATH, or try the playground with --model {TUTOR}, the "
+    "small model that ships with it"
+)
+
+
+def download_snapshot(
+    repo_id: str, instead: str = SERVE_INSTEAD, files: tuple[str, ...] | None = None
+) -> Path:
+    """The local snapshot of the Hub repo `repo_id` (only `files`, when given), fetched or
+    cached; `instead` says what else the user can do when neither can be had."""
     # huggingface_hub honours HF_HOME and HF_HUB_OFFLINE itself, and returns the cached snapshot
     # when the hub is unreachable but a copy exists.
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, etag_timeout=10, allow_patterns=files))
+        # A silent Hub leaves only the cache: snapshot_download's own first request has no
+        # timeout, and would wait forever.
+        cached_only = _hub_is_silent(repo_id)
+        return Path(
+            snapshot_download(
+                repo_id,
+                etag_timeout=HUB_TIMEOUT_S,
+                local_files_only=cached_only,
+                allow_patterns=files,
+            )
+        )
     except Exception as error:  # ConnectError, LocalEntryNotFoundError, RepositoryNotFound, ...
         raise ModelUnavailableError(
             f"Could not get the model {repo_id!r}: neither the Hugging Face Hub nor a cached copy "
             f"could be reached ({type(error).__name__}). Ways forward: download it ahead with "
             f"`hf download {repo_id}` on a machine with network (or set HF_HOME to a cache that "
-            f"holds it), pass a local folder with --model PATH, or try the playground with "
-            f"--model {TUTOR}, the small model that ships with it."
+            f"holds it), {instead}."
         ) from error
+
+
+def _hub_is_silent(repo_id: str) -> bool:
+    """Whether the Hub accepts connections but does not answer within HUB_TIMEOUT_S (a proxy or
+    firewall that swallows requests); any other failure is snapshot_download's to report."""
+    import httpx
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except httpx.TimeoutException:
+        return True
+    except Exception:  # offline mode, refused, not found, gated: reported by snapshot_download
+        return False
+    return False
 
 
 def ensure_ov_tokenizers(folder: Path) -> Path:
@@ -261,25 +297,41 @@ def export_ir(
     group_size: int,
     sym: bool = False,
     all_layers: bool | None = None,
+    ratio: float = 1.0,
 ) -> None:
-    """Export a Hugging Face Gemma-2 checkpoint to an OpenVINO IR folder with u4 or u8 weights
-    and OpenVINO tokenizers (optimum-intel and nncf; int8 is per channel). `sym` makes the
-    weights symmetric (no zero points); `all_layers` puts the embedding and output layer in int4
-    too, where nncf by default keeps them int8 per channel (group_size -1: int4 per channel)."""
+    """Export a Hugging Face checkpoint to an OpenVINO IR folder with u4, u8 or f16 weights
+    (`bits` 4, 8 or 16) and OpenVINO tokenizers (optimum-intel and nncf; int8 is per channel).
+    `sym` makes the weights symmetric (no zero points); `ratio` is the share of int4 layers, the
+    rest int8; `all_layers` puts the embedding and output layer in int4 too, where nncf by default
+    keeps them int8 per channel (group_size -1: int4 per channel)."""
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
     from transformers import AutoTokenizer
 
-    if bits == 4:
-        quantization = OVWeightQuantizationConfig(bits=4, sym=sym, group_size=group_size,
-                                                  ratio=1.0, all_layers=all_layers)  # fmt: skip
+    if bits == 16:
+        _export_fp16(hf_dir, ov_dir)
     else:
-        quantization = OVWeightQuantizationConfig(bits=8, sym=sym)
-    ov_model = OVModelForCausalLM.from_pretrained(
-        hf_dir, export=True, compile=False, quantization_config=quantization
-    )
-    ov_model.save_pretrained(ov_dir)
+        if bits == 4:
+            quantization = OVWeightQuantizationConfig(
+                bits=4, sym=sym, group_size=group_size, ratio=ratio, all_layers=all_layers
+            )
+        else:
+            quantization = OVWeightQuantizationConfig(bits=8, sym=sym)
+        ov_model = OVModelForCausalLM.from_pretrained(
+            hf_dir, export=True, compile=False, quantization_config=quantization
+        )
+        ov_model.save_pretrained(ov_dir)
     AutoTokenizer.from_pretrained(hf_dir).save_pretrained(ov_dir)
     ensure_ov_tokenizers(ov_dir)
+
+
+def _export_fp16(hf_dir: Path, ov_dir: Path) -> None:
+    """Export with f16 weights and no compression: OVModelForCausalLM.save_pretrained always
+    writes f32, so this is `optimum-cli export openvino --weight-format fp16`'s own call."""
+    from optimum.exporters.openvino import main_export
+    from optimum.intel import OVConfig
+
+    main_export(str(hf_dir), ov_dir, task="text-generation-with-past",
+                ov_config=OVConfig(dtype="fp16"))  # fmt: skip
 
 
 def _corpus() -> list[str]:
