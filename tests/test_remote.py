@@ -61,6 +61,20 @@ def test_remote_settings_are_checked_and_the_key_stays_a_name(monkeypatch):
         load_settings(env={}, engine="remote", base_url="file:///etc/passwd")
 
 
+def test_a_servers_error_body_becomes_one_line_of_text():
+    import httpx2
+    import openai
+
+    from playground.engines.remote import _error_text
+
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/completions")
+    body = {"message": "bad <img src=x onerror=alert(1)>\n  top_k\tout of range " + "x" * 500}
+    error = openai.BadRequestError("400", response=httpx2.Response(400, request=request), body=body)
+    text = _error_text(error)
+    assert text.startswith("bad <img src=x onerror=alert(1)> top_k out of range")  # as text
+    assert "\n" not in text and len(text) == 300  # the UI escapes it; here it is kept short
+
+
 def test_the_exported_request_names_the_key_by_its_variable():
     request = {"model": "m", "prompt": "<start_of_turn>user\nHi 'x'", "max_tokens": 5,
                "stream": True, "extra_body": {"top_k": 0, "repeat_penalty": 1.0}}  # fmt: skip
@@ -213,6 +227,23 @@ def test_a_server_killed_mid_reply_gives_a_clear_message_and_keeps_the_text(sett
         with pytest.raises(EngineError, match="could not be reached"):
             engine.generate("Hi", SamplingParams(max_new_tokens=2, **GREEDY)).run()
         assert time.perf_counter() - start < 10
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+@pytest.mark.slow
+def test_a_server_that_fails_silently_is_named(settings):
+    from playground import llama_server
+
+    # A server with a smaller context than the app's refuses a prompt the app lets through.
+    process, base_url = llama_server.start(n_ctx=64)
+    try:
+        engine = remote_engine(base_url, settings)
+        # llama-cpp-python answers 200, then closes the stream without a word.
+        with pytest.raises(EngineError, match="ended its answer without saying why"):
+            engine.generate("Hello " * 80, SamplingParams(max_new_tokens=4, **GREEDY)).run()
+        assert engine.active == 0  # the slot is free again
     finally:
         process.kill()
         process.wait(30)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,23 +116,26 @@ class RemoteEngine(Engine):
     def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:
         return cls(folder, spec.remote, tokenizer, spec.context_size, spec.max_concurrent)
 
-    def _unreachable(self, error: Exception) -> EngineError:
-        return EngineError(
-            f"The serving engine at {self.remote.base_url} could not be reached "
-            f"({type(error).__name__}): start it, or check --base-url."
-        )
-
-    def _served_model(self) -> tuple[str, str]:
-        """The model's name on the server (the setting, else the first listed) and its owner."""
+    @contextmanager
+    def _answering(self, what: str) -> Iterator[None]:
+        """A server's refusal or absence, while asking it for `what`, as one clear message."""
         try:
-            models = list(self.client.models.list())
+            yield
         except self._openai.APIStatusError as error:
             raise EngineError(
                 f"The serving engine at {self.remote.base_url} answered {error.status_code} "
-                f"to /models: {_error_text(error)}"
+                f"to {what}: {_error_text(error)}"
             ) from None
         except (self._openai.APIError, OSError) as error:
-            raise self._unreachable(error) from None
+            raise EngineError(
+                f"The serving engine at {self.remote.base_url} could not be reached "
+                f"({type(error).__name__}): start it, or check --base-url."
+            ) from None
+
+    def _served_model(self) -> tuple[str, str]:
+        """The model's name on the server (the setting, else the first listed) and its owner."""
+        with self._answering("the list of models"):
+            models = list(self.client.models.list())
         wanted = self.remote.served_model
         for model in models:
             if not wanted or model.id == wanted:
@@ -143,17 +147,10 @@ class RemoteEngine(Engine):
         """Whether the server adds <bos> itself: it counts PROBE as the playground does
         without <bos> plus one. Returns that and (the server's count, the playground's)."""
         ours = len(self.tokenizer.encode(PROBE)) - 1  # without the <bos> encode adds
-        try:
+        with self._answering("a one-token probe"):
             reply = self.client.completions.create(
                 model=self.model, prompt=PROBE, max_tokens=1, temperature=0.0
             )
-        except self._openai.APIStatusError as error:
-            raise EngineError(
-                f"The serving engine refused a one-token probe ({error.status_code}): "
-                f"{_error_text(error)}"
-            ) from None
-        except (self._openai.APIError, OSError) as error:
-            raise self._unreachable(error) from None
         theirs = reply.usage.prompt_tokens if reply.usage else None
         if theirs is None:
             log.warning("the server reports no usage: assuming it adds <bos> itself")
@@ -214,18 +211,12 @@ class RemoteEngine(Engine):
     def run_native(
         self, prompt: Prompt, params: SamplingParams, on_token: OnToken
     ) -> NativeFigures | None:
-        try:
+        with self._answering("the request"):
             stream = self.client.completions.create(**self.request(prompt, params))
-        except self._openai.APIStatusError as error:
-            raise EngineError(
-                f"The server refused the request ({error.status_code}): {_error_text(error)}"
-            ) from None
-        except (self._openai.APIError, OSError) as error:
-            raise self._unreachable(error) from None
         # Stop closes the stream even while the server is silent (queued behind another
         # request); closing it is what ends the generation on the server.
         threading.Thread(target=_close_on, args=(prompt.cancel, stream), daemon=True).start()
-        usage = None
+        usage = finish = None
         try:
             for chunk in stream:
                 usage = chunk.usage or usage
@@ -233,6 +224,7 @@ class RemoteEngine(Engine):
                     for token_id, score, text in self._tokens(choice):
                         if on_token(token_id, score, text):
                             return _figures(usage)
+                    finish = choice.finish_reason or finish
                     if choice.finish_reason == "stop":
                         # The server ended at an end token, which it does not send.
                         on_token(self.tokenizer.end_of_turn_id, None, "")
@@ -245,6 +237,12 @@ class RemoteEngine(Engine):
             ) from None
         finally:
             stream.close()
+        if finish is None and not prompt.cancel.is_set():
+            # llama-cpp-python answers 200 and then nothing to a prompt over its context.
+            raise EngineError(
+                "The server ended its answer without saying why it stopped; its log tells "
+                "(a prompt longer than the server's context size is one cause)."
+            )
         return _figures(usage)
 
     def _tokens(self, choice: Any) -> Iterator[tuple[int, TokenScore | None, str]]:
