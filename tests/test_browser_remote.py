@@ -61,12 +61,17 @@ def test_hostile_text_from_visitor_and_model_stays_text(page):
     hostile = "<img src=x onerror=alert(1)>"
     set_number(page, "slider-temperature", 0)
     set_number(page, "slider-max_new_tokens", 40)
-    send(page, f"Repeat after me: {hostile}")  # the tutor repeats it: the model writes it too
+    # The reply starts with the prefill, so the hostile text stands in the model's turn too.
+    page.get_by_text("System prompt and reply start").click()
+    page.fill("#prefill textarea", hostile)
+    send(page, f"Repeat after me: {hostile}")
     page.wait_for_selector("#chatbot >> text=prompt tokens")
     page.wait_for_timeout(500)
     assert page.dialogs == []
     assert page.locator("#chatbot img, #chatbot script").count() == 0
-    assert chat_text(page).count("<img src=x") >= 1
+    reply = page.locator("#chatbot [data-testid=bot]").last.inner_text()
+    assert reply.startswith(hostile)
+    assert hostile in page.locator("#chatbot [data-testid=user]").last.inner_text()
 
 
 def test_the_model_tab_and_the_inspector_show_the_server(page):
