@@ -295,7 +295,11 @@ def test_exported_snippet_prints_the_engines_text(
     request, tmp_path, settings, tiny_folder, library, prompt, params
 ):
     expected = _check_snippet(request, tmp_path, settings, tiny_folder, library, prompt, params)
-    assert expected.new_tokens == 12 and expected.text
+    # The whole run, to the limit or to an end token (where a CPU's kernels sample one: seen at
+    # token 9 of the sampled chat on an AMD EPYC); the snippet stopped there too.
+    assert expected.text and (
+        expected.new_tokens == 12 or expected.stop_reason in ("eos", "end_of_turn")
+    )
 
 
 @pytest.mark.slow
