@@ -151,6 +151,10 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return out
 
 
+# tiny-tutor repeats this in about 260 tokens (it refuses QUESTION in 46).
+REPEAT = "Repeat after me: " + "la " * 40
+
+
 def light_chat(url: str, question: str, new_tokens: int) -> dict:
     """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read with urllib):
     a client that costs almost no CPU, unlike a gradio_client process per visitor."""
@@ -182,7 +186,7 @@ def light_at_once(url: str, count: int, new_tokens: int) -> list[dict]:
     """`count` light chats sent together, each from its own thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    questions = [f"{QUESTION} ({i})" for i in range(count)]
+    questions = [REPEAT] * count
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(lambda q: light_chat(url, q, new_tokens), questions))
 
@@ -206,13 +210,16 @@ def remote(opts: argparse.Namespace) -> dict[str, Any]:
             with serving("tiny-tutor", str(opts.model_cache), "{}", *flags, process=apps) as url:
                 light_at_once(url, 1, 8)  # warm
                 app = psutil.Process(apps[0].pid)
-                out[name] = {}
-                for count in (1, 4, 16):
-                    cpu = sum(app.cpu_times()[:2])
-                    runs = light_at_once(url, count, opts.new_tokens)
-                    cpu = sum(app.cpu_times()[:2]) - cpu
-                    tokens = sum(r["new_tokens"] for r in runs)
-                    out[name][str(count)] = {"requests": runs, "app_cpu_s_per_token": cpu / tokens}
+                out[name] = {str(count): [] for count in (1, 4, 16)}
+                for _ in range(2):  # each count twice, interleaved
+                    for count in (1, 4, 16):
+                        cpu = sum(app.cpu_times()[:2])
+                        runs = light_at_once(url, count, opts.new_tokens)
+                        cpu = sum(app.cpu_times()[:2]) - cpu
+                        tokens = sum(r["new_tokens"] for r in runs)
+                        out[name][str(count)].append(
+                            {"requests": runs, "app_cpu_s_per_token": cpu / tokens}
+                        )
     finally:
         llama.terminate()
         llama.wait(30)
@@ -221,17 +228,19 @@ def remote(opts: argparse.Namespace) -> dict[str, Any]:
 
 def remote_table(section: dict[str, Any]) -> str:
     rows = [
-        "| engine | visitors at once | aggregate tokens/s | first token, s (median, max) "
-        "| app CPU ms per token |",
+        "| engine | visitors at once | aggregate tokens/s (each run) | first token, s (median, "
+        "max) | app CPU ms per streamed token (each run) |",
         "|---|---|---|---|---|",
     ]
     for name in ("remote", "genai"):
-        for count, run in section[name].items():
-            ttfts = [r["first"] - r["start"] for r in run["requests"]]
+        for count, runs in section[name].items():
+            rates = [aggregate_tokens_per_s(run["requests"]) for run in runs]
+            ttfts = [r["first"] - r["start"] for run in runs for r in run["requests"]]
+            cpu = [1000 * run["app_cpu_s_per_token"] for run in runs]
             rows.append(
-                f"| {name} | {count} | {aggregate_tokens_per_s(run['requests']):.1f} | "
+                f"| {name} | {count} | {', '.join(f'{r:.0f}' for r in rates)} | "
                 f"{statistics.median(ttfts):.2f}, {max(ttfts):.2f} | "
-                f"{1000 * run['app_cpu_s_per_token']:.2f} |"
+                f"{', '.join(f'{c:.2f}' for c in cpu)} |"
             )
     return "\n".join(rows)
 
