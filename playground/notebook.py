@@ -11,6 +11,7 @@ Does not own: components (`ui`), the engine, or the chat format itself (`chat_fo
 from __future__ import annotations
 
 import html
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from playground.chat_format import ChatFormatError, parse_conversation, render
+from playground.chat_format import ChatFormatError, check_unicode, parse_conversation, render
 from playground.errors import UserError
 from playground.models import looks_like_repo_id
 from playground.sampling import ParamError, Range, SamplingParams
@@ -74,13 +75,53 @@ def _parse_info(info: str, line: int) -> tuple[str, tuple[tuple[str, str], ...]]
     for word in words:
         name, sep, value = word.partition("=")
         if not sep or (name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS):
-            known = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
-            raise LessonError(f"line {line}: unknown cell option {word!r} (known: {known}).")
-        allowed = PROMPT_OPTIONS.get(name)
-        if allowed and value not in allowed:
-            raise LessonError(f"line {line}: {name} must be one of {', '.join(allowed)}.")
-        options.append((name, value))
+            raise LessonError(f"line {line}: unknown cell option {word!r} (known: {KNOWN}).")
+        options.append(checked_option(name, value, f"line {line}"))
     return kind, tuple(options)
+
+
+KNOWN = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
+
+
+def checked_option(name: str, value: str, where: str) -> tuple[str, str]:
+    """One cell option, as a lesson's fence or a notebook's metadata gives it: only known
+    names and allowed values, so whatever loads is written back and opens again."""
+    if name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS:
+        raise LessonError(f"{where}: unknown cell option {name!r} (known: {KNOWN}).")
+    allowed = PROMPT_OPTIONS.get(name)
+    if allowed and value not in allowed:
+        raise LessonError(f"{where}: {name} must be one of {', '.join(allowed)}.")
+    return name, value
+
+
+def _metadata_options(options: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A notebook cell's options: a list of [name, value] pairs of text."""
+    shape = f'{where}: options must be a list of [name, value] pairs, like [["seed", "7"]]'
+    if not isinstance(options, list):
+        raise LessonError(f"{shape}, got {json_text(options)}.")
+    pairs = []
+    for pair in options:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in pair)
+        ):
+            raise LessonError(f"{shape}, got {json_text(pair)} in it.")
+        pairs.append(checked_option(str(pair[0]), str(pair[1]), where))
+    return tuple(pairs)
+
+
+def _text(text: str, where: str) -> str:
+    try:
+        return check_unicode(text, where)
+    except ChatFormatError as error:
+        raise LessonError(str(error)) from None
+
+
+def json_text(value: Any) -> str:
+    """A value as a short JSON text, for a message."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_lesson(text: str) -> list[Cell]:
@@ -334,11 +375,13 @@ def from_ipynb(text: str) -> list[Cell]:
     for cell in notebook.cells:
         meta = cell.get("metadata", {}).get("playground")
         if cell.cell_type == "markdown":
-            cells.append(MarkdownCell(cell.source))
+            where = f"cell {len(cells) + 1} of the notebook"
+            cells.append(MarkdownCell(_text(cell.source, where)))
         elif isinstance(meta, dict) and meta.get("kind") in KINDS:
-            options = tuple((str(k), str(v)) for k, v in meta.get("options", []))
-            prompt = PromptCell(meta["kind"], str(meta.get("body", "")), options)
-            check_cell(prompt, where="a prompt cell of the notebook")
+            where = f"cell {len(cells) + 1} of the notebook"
+            options = _metadata_options(meta.get("options", []), where)
+            prompt = PromptCell(meta["kind"], _text(str(meta.get("body", "")), where), options)
+            check_cell(prompt, where=where)
             cells.append(prompt)
     return cells
 
