@@ -555,3 +555,60 @@ def test_1_clearing_while_a_reply_streams_clears_it_for_good(paced_page, paced_e
     send(page, "AFTER-CLEAR")
     wait_figures(page)
     assert "Tell me a long story" not in chat_text(page)
+
+
+class Listener:
+    """A local HTTP server that records every request it gets: what a page must never call."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.paths = []
+        paths = self.paths
+
+        class Record(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                paths.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Record)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_issue23_p6_no_message_makes_the_browser_fetch_what_it_points_at(page, tmp_path):
+    # Issue 23 P6: a markdown image in a typed or loaded message made Chromium request its URL.
+    listener = Listener()
+    try:
+        typed = (
+            f"![p]({listener.url}/typed.png?secret=abc) and ![q][r]\n\n[r]: {listener.url}/ref.png"
+        )
+        set_number(page, "slider-max_new_tokens", 4)
+        page.check("#show-probs input")
+        send(page, typed)
+        wait_figures(page)
+        loaded = [
+            {"role": "user", "content": f"![u]({listener.url}/loaded-user.png)"},
+            {"role": "assistant", "content": f"![a]({listener.url}/loaded-reply.png)"},
+        ]
+        path = tmp_path / "images.json"
+        path.write_text(json.dumps({"messages": loaded}))
+        with page.expect_file_chooser() as chooser:
+            page.click("#upload")
+        chooser.value.set_files(str(path))
+        # Shown as a text link (a click away, never fetched by itself).
+        page.wait_for_selector("#chatbot a[href*='loaded-reply.png']")
+        page.wait_for_timeout(2000)  # time for any image request to be made
+        assert page.locator("#chatbot img[src*='127.0.0.1']").count() == 0
+        assert listener.paths == []
+    finally:
+        listener.close()
