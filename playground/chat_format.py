@@ -699,26 +699,41 @@ def _exchange_tokens(
     count_tokens: Callable[[str], int],
     options: Mapping[str, Any],
 ) -> list[int]:
-    """Each exchange's tokens, counted once: the pair rendered on its own, less its `<bos>`.
-    Exact for Gemma-2's template, whose turns start with a control token (no token spans two
-    turns); for another template a guess that `fit_budget` checks. Empty if the template will
-    not render a pair alone."""
+    """Each exchange's tokens, counted once (and equal exchanges once in all): the pair rendered
+    on its own, less its `<bos>`. Exact for Gemma-2's template, whose turns start with a
+    control token (no token spans two turns); for another template a guess that `fit_budget`
+    checks. Empty if the template will not render a pair alone."""
     template = options.get("template", GEMMA2_CHAT_TEMPLATE)
     bos_token = options.get("bos_token", BOS)
     overhead = count_tokens(bos_token)
+    counted: dict[tuple[str, str], int] = {}
     costs = []
     for user, reply in exchanges:
-        try:
-            text = _render_template(
-                template,
-                [messages[user], messages[reply]],
-                bos_token=bos_token,
-                add_generation_prompt=False,
-            )
-        except ChatFormatError:
-            return []
-        costs.append(count_tokens(text) - overhead)
+        pair = (messages[user]["content"], messages[reply]["content"])
+        if pair not in counted:
+            text = _exchange_text(template, bos_token, pair)
+            if text is None:
+                return []
+            counted[pair] = count_tokens(text) - overhead
+        costs.append(counted[pair])
     return costs
+
+
+def _exchange_text(template: str, bos_token: str, pair: tuple[str, str]) -> str | None:
+    """One exchange as the template renders it after `bos_token`; None if it will not."""
+    if template == GEMMA2_CHAT_TEMPLATE:  # what Jinja gives, without Jinja's cost per call
+        user, reply = (text.strip() for text in pair)
+        return (
+            f"{bos_token}{START_OF_TURN}user\n{user}{END_OF_TURN}\n"
+            f"{START_OF_TURN}model\n{reply}{END_OF_TURN}\n"
+        )
+    messages = [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    try:
+        return _render_template(
+            template, messages, bos_token=bos_token, add_generation_prompt=False
+        )
+    except ChatFormatError:
+        return None
 
 
 def _drops_for(excess: int, costs: Sequence[int], most: int) -> int:
