@@ -147,3 +147,54 @@ def test_p2_a_normal_call_is_not_refused(server, settings):
     prompt = "é" * settings.max_input_chars
     kind, out = complete(url, prompt, 1)
     assert kind == "error" and "over the context size" in out["error"], out
+
+
+@pytest.fixture(scope="module")
+def batched_server(settings, batched_engine):
+    """Four slots, paced like a real model: a reply of 300 tokens takes about 6 s."""
+    from playground.ui import build_demo
+
+    demo = build_demo(batched_engine, settings)
+    url = serve(demo, settings)
+    yield url
+    demo.close()
+
+
+def test_p4_one_client_gets_its_share_and_others_are_served(batched_server, settings):
+    # 24 long /complete calls from one client filled the 16 places for minutes: a new visitor's
+    # page showed "This application is currently busy" and their sends were refused.
+    url = batched_server
+    greedy = "127.0.0.2"
+    answers = [call(url, "complete", ["Once", 300, *GREEDY.values()], greedy) for _ in range(24)]
+    admitted = [event_id for status, event_id in answers if status == 200]
+    refused = [detail for status, detail in answers if status != 200]
+    assert len(admitted) == settings.per_client
+    assert all("one client may have at most 2" in detail for detail in refused), refused[:1]
+    began = time.monotonic()
+    status, event_id = call(url, "status", [])
+    assert status == 200 and result(url, "status", event_id)[0] == "complete"
+    kind, out = complete(url, "Hello", 5)  # another client: a slot is still free for it
+    waited = time.monotonic() - began
+    print(f"P4: the other client's status and 5-token reply took {waited:.2f} s")
+    assert kind == "complete", out
+    assert waited < 5
+    for event_id in admitted:  # the greedy client's own replies still complete
+        assert result(url, "complete", event_id, greedy)[0] == "complete"
+
+
+def test_p4_page_events_are_not_refused_when_generations_fill_every_place(batched_server):
+    url = batched_server
+    # Many clients (127.0.0.10 to .35), each within its share: every place is taken.
+    sources = [f"127.0.0.{10 + i}" for i in range(26)]
+    answers = [
+        (source, call(url, "complete", ["Once", 200, *GREEDY.values()], source))
+        for source in sources
+    ]
+    held = [(source, event_id) for source, (status, event_id) in answers if status == 200]
+    full = [detail for _, (status, detail) in answers if status != 200]
+    status, event_id = call(url, "status", [])  # a non-generating event is still admitted
+    assert status == 200, event_id
+    assert result(url, "status", event_id)[0] == "complete"
+    assert full and all("places for replies are taken" in detail for detail in full)
+    for source, event_id in held:
+        assert result(url, "complete", event_id, source)[0] == "complete"
