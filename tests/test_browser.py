@@ -7,6 +7,7 @@ import json
 import random
 import re
 import time
+import urllib.request
 
 import pytest
 
@@ -612,3 +613,48 @@ def test_issue23_p6_no_message_makes_the_browser_fetch_what_it_points_at(page, t
         assert listener.paths == []
     finally:
         listener.close()
+
+
+@pytest.fixture(scope="module")
+def small_sessions_url(settings, genai_engine):
+    """The app keeping state for only 5 sessions, so a flood of 50 calls is a big one."""
+    from playground.ui import build_demo
+
+    few = settings.with_(session_capacity=5)
+    demo = build_demo(genai_engine, few)
+    yield serve(demo, few)
+    demo.close()
+
+
+def test_issue23_p3_other_clients_calls_do_not_wipe_a_visitors_chat(browser, small_sessions_url):
+    # Issue 23 P3: after more API calls than session_capacity, Regenerate said "Nothing to
+    # regenerate yet." and the chat had lost its turns (Gradio's session LRU evicted it).
+    page = open_page(browser, small_sessions_url)
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "My name is Zed.")
+    wait_figures(page)
+    for _ in range(50):  # each raw call is one more session for Gradio
+        request = urllib.request.Request(
+            small_sessions_url + "gradio_api/call/status",
+            data=b'{"data": []}',
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event_id = json.loads(response.read())["event_id"]
+        with urllib.request.urlopen(
+            f"{small_sessions_url}gradio_api/call/status/{event_id}", timeout=30
+        ) as response:
+            assert b"event: complete" in response.read()
+    before = chat_text(page)
+    page.click("#regenerate")
+    # Either a new reply (a new seed, so new figures) or the refusal beside the input.
+    page.wait_for_function(
+        "([before]) => document.querySelector('#chatbot').innerText !== before"
+        " && document.querySelector('#chatbot').innerText.includes('prompt tokens')"
+        " || document.querySelector('#input-note').innerText.trim() !== ''",
+        arg=[before],
+    )
+    assert "Nothing to regenerate" not in page.inner_text("#input-note")
+    wait_figures(page)
+    assert "My name is Zed." in chat_text(page)
+    page.close()
