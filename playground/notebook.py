@@ -31,6 +31,10 @@ PROMPT_OPTIONS = {"policy": ("fold", "error", "drop"), "generation_prompt": ("on
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
+# A lesson's size: the shipped ones are about 1,500 characters and 10 cells. Every step of a
+# run shows the whole page again, so its size bounds what a run costs beside the engine.
+MAX_LESSON_CHARS = 50_000
+MAX_CELLS = 100
 
 
 class LessonError(UserError, ValueError):
@@ -124,8 +128,26 @@ def json_text(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def check_size(cells: Sequence[Cell] | None = None, chars: int | None = None) -> None:
+    """Raise LessonError for a lesson over `MAX_CELLS` cells or `MAX_LESSON_CHARS` characters."""
+    if chars is None and cells is not None:
+        chars = sum(len(c.source) if isinstance(c, MarkdownCell) else len(c.body) for c in cells)
+    if chars is not None and chars > MAX_LESSON_CHARS:
+        raise LessonError(
+            f"the lesson has {chars} characters; the limit is {MAX_LESSON_CHARS}: "
+            "split it into several lessons."
+        )
+    if cells is not None and len(cells) > MAX_CELLS:
+        raise LessonError(
+            f"the lesson has {len(cells)} cells; the limit is {MAX_CELLS}: "
+            "split it into several lessons."
+        )
+
+
 def parse_lesson(text: str) -> list[Cell]:
-    """Cells of a lesson. Raises LessonError (with a line number) for a bad prompt cell."""
+    """Cells of a lesson. Raises LessonError (with a line number) for a bad prompt cell, and
+    for a lesson over the size limits (`check_size`)."""
+    check_size(chars=len(text))
     lines = text.splitlines(keepends=True)
     cells: list[Cell] = []
     taken = 0
@@ -143,6 +165,7 @@ def parse_lesson(text: str) -> list[Cell]:
         taken = end
     if source := "".join(lines[taken:]).strip("\n"):
         cells.append(MarkdownCell(source))
+    check_size(cells)
     return cells
 
 
@@ -373,6 +396,7 @@ def from_ipynb(text: str) -> list[Cell]:
         raise LessonError(f"not a valid Jupyter notebook ({type(error).__name__}).") from None
     cells: list[Cell] = []
     for cell in notebook.cells:
+        check_size(cells)
         meta = cell.get("metadata", {}).get("playground")
         if cell.cell_type == "markdown":
             where = f"cell {len(cells) + 1} of the notebook"
@@ -383,6 +407,7 @@ def from_ipynb(text: str) -> list[Cell]:
             prompt = PromptCell(meta["kind"], _text(str(meta.get("body", "")), where), options)
             check_cell(prompt, where=where)
             cells.append(prompt)
+    check_size(cells)
     return cells
 
 
