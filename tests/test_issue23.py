@@ -195,6 +195,158 @@ def test_p4_page_events_are_not_refused_when_generations_fill_every_place(batche
     status, event_id = call(url, "status", [])  # a non-generating event is still admitted
     assert status == 200, event_id
     assert result(url, "status", event_id)[0] == "complete"
-    assert full and all("places for replies are taken" in detail for detail in full)
+    assert full and all("queue is full: all 20 places" in detail for detail in full)
     for source, event_id in held:
         assert result(url, "complete", event_id, source)[0] == "complete"
+
+
+# ---- the abusive soak ---------------------------------------------------------------------------
+
+SOAK_SECONDS = 60  # the abuse runs this long at most; each abuser also has a count
+
+
+@pytest.fixture(scope="module")
+def soak_server(settings, batched_engine):
+    """Four paced slots and only 20 kept sessions, so the floods below are big for it."""
+    from playground.ui import build_demo
+
+    few = settings.with_(session_capacity=20)
+    demo = build_demo(batched_engine, few)
+    url = serve(demo, few)
+    yield url
+    demo.close()
+
+
+def abusers(url, stop):
+    """Oversized bodies, long histories, status floods and one greedy client, each from its
+    own loopback address, until `stop` is set or its count is done. Returns their tallies."""
+    import threading
+
+    tally = {"oversized": 0, "refused_413": 0, "long_history": 0, "status": 0, "greedy": 0,
+             "greedy_refused": 0}  # fmt: skip
+
+    def oversized():
+        for _ in range(20):
+            if stop.is_set():
+                return
+            try:
+                with http("127.0.0.3") as client:
+                    response = client.post(
+                        f"{url}gradio_api/call/complete",
+                        headers={"content-type": "application/json"},
+                        content=body_of(20 * MB),
+                    )
+                tally["refused_413"] += response.status_code == 413
+            except httpx.TransportError:
+                tally["refused_413"] += 1  # closed on us mid-body: refused too
+            tally["oversized"] += 1
+
+    def long_history():
+        turns = [{"role": "assistant" if i % 2 else "user", "content": ""} for i in range(2000)]
+        history = json.dumps(turns, separators=(",", ":"))
+        for _ in range(10):
+            if stop.is_set():
+                return
+            status, event_id = call(url, "chat_json", chat_json_data("Hi", history, 4), "127.0.0.4")
+            if status == 200:
+                result(url, "chat_json", event_id, "127.0.0.4")
+            tally["long_history"] += 1
+
+    def status_flood():
+        for _ in range(300):
+            if stop.is_set():
+                return
+            status, event_id = call(url, "status", [], "127.0.0.5")
+            if status == 200:
+                result(url, "status", event_id, "127.0.0.5")
+            tally["status"] += 1
+
+    def greedy():
+        while not stop.is_set() and tally["greedy"] < 200:
+            status, _ = call(url, "complete", ["Once", 300, *GREEDY.values()], "127.0.0.2")
+            tally["greedy"] += 1
+            tally["greedy_refused"] += status != 200
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=fn, daemon=True)
+               for fn in (oversized, long_history, status_flood, greedy)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    return threads, tally
+
+
+def api_visitor(url, source, turns_wanted, errors):
+    """A normal API visitor: a conversation of `turns_wanted` short turns, its history kept."""
+    history = []
+    for n in range(turns_wanted):
+        message = f"Visitor {source} turn {n}"
+        data = chat_json_data(message, json.dumps(history), 6)
+        status, event_id = call(url, "chat_json", data, source)
+        if status != 200:
+            errors.append(f"{source}: {event_id}")
+            return history
+        kind, out = result(url, "chat_json", event_id, source)
+        if kind != "complete":
+            errors.append(f"{source}: {out}")
+            return history
+        history += [{"role": "user", "content": message},
+                    {"role": "assistant", "content": json.loads(out[0])["text"]}]  # fmt: skip
+    return history
+
+
+def test_soak_abuse_beside_normal_visitors(soak_server, browser, tmp_path):
+    import threading
+
+    url = soak_server
+    stop = threading.Event()
+    threads, tally = abusers(url, stop)
+    me = psutil.Process()
+    rss_before = me.memory_info().rss
+    began = time.monotonic()
+    try:
+        time.sleep(2)  # the abuse is under way
+        errors, histories = [], {}
+
+        def visit(source):
+            histories[source] = api_visitor(url, source, 3, errors)
+
+        visitors = [threading.Thread(target=visit, args=(f"127.0.0.{50 + i}",)) for i in range(2)]
+        for thread in visitors:
+            thread.start()
+        page = browser.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(url)
+        page.wait_for_selector("#message textarea")
+        box = page.locator("#slider-max_new_tokens input[type=number]")
+        box.fill("6")
+        box.press("Enter")
+        for n in range(3):
+            page.fill("#message textarea", f"Browser turn {n}")
+            page.click("#send")
+            page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={n}")
+        with page.expect_download() as download:
+            page.click("#download")
+        path = tmp_path / "chat.json"
+        download.value.save_as(path)
+        page.close()
+        for thread in visitors:
+            thread.join(timeout=120)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    took = time.monotonic() - began
+    rss_after = me.memory_info().rss
+    print(
+        f"soak: {took:.0f} s, abuse {tally}, RSS {rss_before / MB:.0f} -> {rss_after / MB:.0f} MiB"
+    )
+    assert not errors, errors
+    assert all(len(history) == 6 for history in histories.values()), histories
+    saved = json.loads(path.read_text())["messages"]
+    assert [m["content"] for m in saved if m["role"] == "user"] == [
+        f"Browser turn {n}" for n in range(3)
+    ]
+    assert len(saved) == 6
+    assert tally["oversized"] and tally["refused_413"] == tally["oversized"]
+    assert tally["status"] > 20 and tally["long_history"] and tally["greedy_refused"]
+    assert took < SOAK_SECONDS + 120

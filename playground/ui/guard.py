@@ -154,8 +154,8 @@ class FairAdmission:
         taken = sum(map(len, self.held.values()))
         if taken >= self.places:
             return (
-                f"All {self.places} places for replies are taken; each lasts up to a few "
-                "minutes: please try again shortly."
+                f"The queue is full: all {self.places} places for replies are taken, and each "
+                "lasts up to a few minutes. Please try again shortly."
             )
         return ""
 
