@@ -26,7 +26,12 @@ def http(source="127.0.0.1", timeout=120.0):
 def call(url, name, data, source="127.0.0.1"):
     """A raw /gradio_api/call/NAME: (HTTP status, the event id or the refusal)."""
     with http(source) as client:
-        response = client.post(f"{url}gradio_api/call/{name}", json={"data": data})
+        # json.dumps escapes non-ASCII, so a lone surrogate travels as "\ud800", as in the issue.
+        response = client.post(
+            f"{url}gradio_api/call/{name}",
+            content=json.dumps({"data": data}),
+            headers={"content-type": "application/json"},
+        )
     body = response.json()
     return response.status_code, body.get("event_id") or body.get("detail") or body
 
@@ -350,3 +355,32 @@ def test_soak_abuse_beside_normal_visitors(soak_server, browser, tmp_path):
     assert tally["oversized"] and tally["refused_413"] == tally["oversized"]
     assert tally["status"] > 20 and tally["long_history"] and tally["greedy_refused"]
     assert took < SOAK_SECONDS + 120
+
+
+@pytest.mark.parametrize(
+    "name, data, said",
+    [
+        ("complete", ["a\ud800", 5, *GREEDY.values()], "The prompt holds a lone surrogate"),
+        ("chat", ["a\ud800", "[]", "", "fold", "", 5, *GREEDY.values()], "The message holds"),
+        ("render", ['[{"role": "user", "content": "\\ud800"}]', "fold", True],
+         "message 1: &#x27;content&#x27; holds a lone surrogate|message 1: 'content' holds"),
+        ("complete_json", ["Hi", 5, *GREEDY.values(), 123, 0, False], "stop must be text"),
+        ("complete_json", ["Hi", 5, *GREEDY.values(), {"a": 1}, 0, False], "stop must be text"),
+        ("chat", ["Hi", "[" * 30_000 + "]" * 30_000, "", "fold", "", 5, *GREEDY.values()],
+         "nested too deeply"),
+        ("complete", ["Hi", 5, 1e-300, 1.0, 0, 1.0, 1], "temperature .* float32"),
+        ("complete", ["Hi", 5, 0.5, 1e-300, 0, 1.0, 1], "top_p .* float32"),
+        ("complete", ["Hi", 5, 0.5, 1.0, 0, 1e-300, 1], "repetition_penalty .* float32"),
+    ],
+)  # fmt: skip
+def test_p7_each_odd_input_gets_one_clear_message_naming_it(server, name, data, said):
+    # Before: "Something went wrong" for most, "Generation failed inside the engine" for 1e-300,
+    # and stop={"a": 1} was taken as the stop string "a".
+    import re
+
+    url, _ = server
+    status, event_id = call(url, name, data)
+    assert status == 200, event_id
+    kind, out = result(url, name, event_id)
+    assert kind == "error"
+    assert re.search(said, out["error"]), out["error"]
