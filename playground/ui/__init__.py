@@ -1,11 +1,12 @@
 """The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
 
 Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Notebook and
-Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue and the launch
-options. Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`,
-with `controls` for the sidebar and `api` for the
-named endpoints); this package is the only place that imports gradio. Per-visitor state lives in
-gr.State and component values; the engine is shared and stateless.
+Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue (behind
+`guard.FairAdmission`), the launch options and `launch` (which installs `guard.VisitorsFirst`).
+Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`, with
+`controls` for the sidebar, `api` for the named endpoints and `guard` for what keeps one client
+from harming the others); this package is the only place that imports gradio. Per-visitor state
+lives in gr.State and component values; the engine is shared and stateless.
 Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engine`),
 markup (`display`), or reading settings (`settings`).
 """
