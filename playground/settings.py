@@ -83,8 +83,8 @@ class Settings:
 
     @property
     def per_client(self) -> int:
-        """Generations one client (IP address) may have running or waiting: half the engine's
-        slots, so one client never holds them all."""
+        """Generations one client (IP address) may have running or waiting once every slot
+        is in use: half the engine's slots, so a client cannot keep them all from others."""
         return max(1, self.max_concurrent // 2)
 
     def defaults(self) -> dict[str, int | float]:

@@ -125,6 +125,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     FairAdmission(
         demo._queue,
         ENGINE_GROUP,
+        slots=engine.max_concurrent,
         places=settings.queue_size + engine.max_concurrent,
         per_client=settings.per_client,
         other=4 * settings.queue_size,

@@ -106,14 +106,20 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class FairAdmission:
-    """Admits events to Gradio's queue (wrapping `Queue.push`): generations up to `places` in
-    all and `per_client` for one client, running or waiting; any other event up to
-    `other_places` waiting, apart from the generations, so a page still loads when every
-    generation place is taken."""
+    """Admits events to Gradio's queue (wrapping `Queue.push`).
 
-    def __init__(self, queue: Any, group: str, places: int, per_client: int, other: int):
+    Generations: up to `places` in all, running or waiting. One client (IP address) may take
+    free slots as it likes (a class behind one address, four tabs of one visitor), but once
+    every one of the engine's `slots` is in use it may hold at most `per_client`: past that its
+    new ones are refused, so a visitor who arrives behind a greedy client gets the next slot
+    that frees. Any other event is admitted up to `other` waiting, apart from the generations,
+    so a page still loads when every generation place is taken."""
+
+    def __init__(
+        self, queue: Any, group: str, *, slots: int, places: int, per_client: int, other: int
+    ) -> None:
         self.queue, self.group = queue, group
-        self.places, self.per_client, self.other = places, per_client, other
+        self.slots, self.places, self.per_client, self.other = slots, places, per_client, other
         self.held: dict[str, set[str]] = {}  # client -> its generating events' ids
         self.original = queue.push
         queue.push = self.push
@@ -145,13 +151,13 @@ class FairAdmission:
                 "The server is busy; please try again in a moment." if waiting >= self.other else ""
             )
         mine = len(self.held.get(client, ()))
-        if mine >= self.per_client:
-            return (
-                f"You already have {mine} replies running or waiting: one client may have at "
-                f"most {self.per_client} at once, so that every visitor gets a turn. Wait for "
-                "one to end, or stop it."
-            )
         taken = sum(map(len, self.held.values()))
+        if mine >= self.per_client and taken >= self.slots:
+            return (
+                f"You already have {mine} replies running or waiting and every slot is in use: "
+                f"then one client may have at most {self.per_client}, so that every visitor "
+                "gets a turn. Wait for one to end, or stop it."
+            )
         if taken >= self.places:
             return (
                 f"The queue is full: all {self.places} places for replies are taken, and each "
