@@ -84,8 +84,9 @@ class Settings:
     @property
     def per_client(self) -> int:
         """Generations one client (IP address) may have running or waiting once every slot
-        is in use: half the engine's slots, so a client cannot keep them all from others."""
-        return max(1, self.max_concurrent // 2)
+        is in use: half the engine's slots, so a client cannot keep them all from others, and
+        at least 2, so two visitors behind one address can each have a reply."""
+        return max(2, self.max_concurrent // 2)
 
     def defaults(self) -> dict[str, int | float]:
         """Slider defaults, by control name."""
