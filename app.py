@@ -12,7 +12,7 @@ import logging
 from playground.engines import ENGINE_KINDS, EngineError, open_engine
 from playground.models import ModelUnavailableError
 from playground.settings import SettingsError, load_settings
-from playground.ui import build_demo, launch_options
+from playground.ui import build_demo, launch
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -40,4 +40,4 @@ log.info("warmed up in %.2f s", engine.warm_up())  # before the server reports r
 demo = build_demo(engine, settings, notice)
 
 if __name__ == "__main__":
-    demo.launch(server_name=args.host, server_port=args.port, **launch_options(settings))
+    launch(demo, settings, server_name=args.host, server_port=args.port)

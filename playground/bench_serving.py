@@ -155,40 +155,51 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
 REPEAT = "Repeat after me: " + "la " * 40
 
 
-def light_chat(url: str, question: str, new_tokens: int) -> dict:
-    """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read with urllib):
-    a client that costs almost no CPU, unlike a gradio_client process per visitor."""
-    import urllib.request
+def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.1") -> dict:
+    """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read line by line):
+    a client that costs almost no CPU, unlike a gradio_client process per visitor. `source` is
+    the loopback address it sends from: the app tells visitors apart by address."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    where = urlsplit(url)
     body = [question, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "", 0, False]
-    request = urllib.request.Request(
-        url + "gradio_api/call/chat_json",
-        data=json.dumps({"data": body}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+
+    def connection() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(
+            where.hostname, where.port, timeout=900, source_address=(source, 0)
+        )
+
     start = time.time()
-    with urllib.request.urlopen(request, timeout=60) as response:
-        event_id = json.loads(response.read())["event_id"]
+    post = connection()
+    post.request("POST", "/gradio_api/call/chat_json", json.dumps({"data": body}),
+                 {"Content-Type": "application/json"})  # fmt: skip
+    event_id = json.loads(post.getresponse().read())["event_id"]
+    post.close()
+    stream = connection()
+    stream.request("GET", f"/gradio_api/call/chat_json/{event_id}")
     first = last = None
-    with urllib.request.urlopen(
-        f"{url}gradio_api/call/chat_json/{event_id}", timeout=900
-    ) as stream:
-        for line in stream:
-            if line.startswith(b"data:") and line[5:].strip() not in (b"null", b""):
-                first = first or time.time()
-                last = line[5:]
+    for line in stream.getresponse():
+        if line.startswith(b"data:") and line[5:].strip() not in (b"null", b""):
+            first = first or time.time()
+            last = line[5:]
+    stream.close()
     end = time.time()
     figures = json.loads(json.loads(last)[0])["figures"]
     return {"start": start, "first": first, "end": end, **figures}
 
 
 def light_at_once(url: str, count: int, new_tokens: int) -> list[dict]:
-    """`count` light chats sent together, each from its own thread."""
+    """`count` light chats sent together, each from its own thread and loopback address (the
+    app's fair queue allows one address only its share once every slot is busy)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    questions = [REPEAT] * count
     with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(lambda q: light_chat(url, q, new_tokens), questions))
+        runs = [
+            pool.submit(light_chat, url, REPEAT, new_tokens, f"127.0.0.{2 + i}")
+            for i in range(count)
+        ]
+        return [run.result() for run in runs]
 
 
 def remote(opts: argparse.Namespace) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import NoReturn, TypedDict, Unpack
+from typing import Any, NoReturn, TypedDict, Unpack
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -43,6 +43,7 @@ __all__ = [
     "END_OF_TURN",
     "EOS",
     "GEMMA2_CHAT_TEMPLATE",
+    "MAX_MESSAGES",
     "ROLES",
     "START_OF_TURN",
     "SYSTEM_POLICIES",
@@ -55,6 +56,7 @@ __all__ = [
     "RenderedPrompt",
     "apply_system_policy",
     "check_messages",
+    "check_unicode",
     "find_control_text",
     "fit_budget",
     "parse_conversation",
@@ -102,6 +104,12 @@ TEMPLATE_ALTERNATION_ERROR = "Conversation roles must alternate user/assistant/u
 
 # Gemma 3's official template joins the system text and the first user text with a blank line.
 DEFAULT_FOLD_SEPARATOR = "\n\n"
+
+# The most messages a conversation may have: twice what Gemma-2's context of 8,192 tokens can
+# hold at 4 tokens per message (an empty turn is <start_of_turn>, its role, "\n" and
+# <end_of_turn>), so no conversation that could fit is refused, and a 20,000-turn one is refused
+# before anything is rendered.
+MAX_MESSAGES = 4096
 
 # Gemma calls the assistant "model" inside the prompt.
 _PROMPT_ROLES = {"user": "user", "model": "assistant"}
@@ -227,12 +235,32 @@ def _normalize_message(position: int, item: object) -> Message:
             raise ChatFormatError(
                 f"message {position}: {key!r} must be {allowed}, got {_json_type_name(value)}"
             )
-        normalized[key] = value
+        normalized[key] = check_unicode(value, f"message {position}: {key!r}")
     return normalized
 
 
 def _normalize_messages(messages: Iterable[object]) -> list[Message]:
+    messages = list(messages)
+    if len(messages) > MAX_MESSAGES:
+        raise ChatFormatError(
+            f"the conversation has {len(messages)} messages; the limit is {MAX_MESSAGES} "
+            "(more than Gemma-2's context can hold): keep the newest ones"
+        )
     return [_normalize_message(position, item) for position, item in enumerate(messages, 1)]
+
+
+def check_unicode(text: str, what: str) -> str:
+    """`text`, unless it holds a lone surrogate (such as "\\ud800" in JSON): that is not a
+    character, so no tokenizer, file or event stream can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        raise ChatFormatError(
+            f"{what} holds a lone surrogate (U+{code:04X}) at character {error.start + 1}, "
+            "which is not text: remove it"
+        ) from None
+    return text
 
 
 def parse_conversation(data: object) -> list[dict[str, str]]:
@@ -249,6 +277,11 @@ def parse_conversation(data: object) -> list[dict[str, str]]:
                 f"the conversation is not valid JSON: {exc.msg} "
                 f"(line {exc.lineno}, column {exc.colno})"
             ) from exc
+        except RecursionError:
+            raise ChatFormatError(
+                "the conversation is nested too deeply: it must be a list of messages, "
+                "each an object with 'role' and 'content'"
+            ) from None
     if isinstance(data, Mapping):
         if "messages" not in data:
             raise ChatFormatError(
@@ -597,6 +630,10 @@ def fit_budget(
     ``prompt_tokens + max_new_tokens <= context_size``. Only whole user/assistant exchanges
     before the newest user message are dropped, oldest first; a leading system message is kept,
     so under ``fold`` its text moves to the first remaining user message.
+
+    The cost is linear in the conversation: each exchange's tokens are counted once, on its own,
+    which says how many to drop; two renders of the whole prompt then confirm it (a template or
+    tokenizer whose pieces do not add up is corrected by bisection, a few renders more).
     """
     if context_size <= 0:
         raise ChatFormatError(f"the context size must be positive, got {context_size}")
@@ -604,10 +641,9 @@ def fit_budget(
         raise ChatFormatError(f"max_new_tokens must not be negative, got {max_new_tokens}")
 
     original = _normalize_messages(messages)
-    positions = list(range(1, len(original) + 1))
-    rendered = _render_positioned(original, positions, **render_kwargs)
-    prompt_tokens = count_tokens(rendered.text)
-
+    limit = context_size - max_new_tokens
+    rendered = _render_positioned(original, range(1, len(original) + 1), **render_kwargs)
+    tried = {0: (rendered, count_tokens(rendered.text))}
     # render() has checked the order, so after an optional system message the roles alternate
     # user/assistant and every index pair (i, i + 1) before the newest user message is an
     # exchange.
@@ -615,31 +651,34 @@ def fit_budget(
     newest_user = max(i for i, message in enumerate(original) if message["role"] == "user")
     exchanges = [(i, i + 1) for i in range(start, newest_user, 2)]
 
-    dropped: list[int] = []
-    while prompt_tokens + max_new_tokens > context_size:
-        if not exchanges:
-            kept = ["the system message"] if start else []
-            kept.append("the newest user message")
-            if newest_user < len(original) - 1:
-                kept.append("the reply after it")
-            if render_kwargs.get("prefill"):
-                kept.append("the prefill")
-            left = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
-            raise ChatFormatError(
-                f"the prompt needs {prompt_tokens} tokens and max_new_tokens is "
-                f"{max_new_tokens}: together more than the context size of {context_size}, "
-                f"even with only {left} left; shorten it or lower max_new_tokens"
+    def without(count: int) -> tuple[RenderedPrompt, int]:
+        """The prompt with the `count` oldest exchanges dropped, and its tokens."""
+        if count not in tried:
+            keep = [i for i in range(len(original)) if i < start or i >= start + 2 * count]
+            shown = _render_positioned(
+                [original[i] for i in keep], [i + 1 for i in keep], **render_kwargs
             )
-        user_index, reply_index = exchanges.pop(0)
-        dropped.extend((user_index + 1, reply_index + 1))
-        keep = [i for i in range(len(original)) if i + 1 not in dropped]
-        rendered = _render_positioned(
-            [original[i] for i in keep], [i + 1 for i in keep], **render_kwargs
-        )
-        prompt_tokens = count_tokens(rendered.text)
+            tried[count] = (shown, count_tokens(shown.text))
+        return tried[count]
 
+    count = 0
+    if tried[0][1] > limit:
+        costs = _exchange_tokens(original, exchanges, count_tokens, render_kwargs)
+        guess = _drops_for(tried[0][1] - limit, costs, len(exchanges))
+        count = _fewest(guess, len(exchanges), lambda n: without(n)[1] <= limit)
+    rendered, prompt_tokens = without(count)
+    if prompt_tokens > limit:
+        _refuse_long(
+            original,
+            start,
+            newest_user,
+            prompt_tokens,
+            context_size,
+            max_new_tokens,
+            render_kwargs.get("prefill"),
+        )
+    dropped = [position for pair in exchanges[:count] for position in (pair[0] + 1, pair[1] + 1)]
     if dropped:
-        count = len(dropped) // 2
         exchanges_text = "the oldest exchange" if count == 1 else f"the {count} oldest exchanges"
         note = (
             f"{_describe_positions(dropped)} ({exchanges_text}) were left out to fit the "
@@ -651,6 +690,102 @@ def fit_budget(
         prompt_tokens=prompt_tokens,
         dropped_turns=tuple(dropped),
         remaining_tokens=context_size - prompt_tokens - max_new_tokens,
+    )
+
+
+def _exchange_tokens(
+    messages: Sequence[Message],
+    exchanges: Sequence[tuple[int, int]],
+    count_tokens: Callable[[str], int],
+    options: Mapping[str, Any],
+) -> list[int]:
+    """Each exchange's tokens, counted once (and equal exchanges once in all): the pair rendered
+    on its own, less its `<bos>`. Exact for Gemma-2's template, whose turns start with a
+    control token (no token spans two turns); for another template a guess that `fit_budget`
+    checks. Empty if the template will not render a pair alone."""
+    template = options.get("template", GEMMA2_CHAT_TEMPLATE)
+    bos_token = options.get("bos_token", BOS)
+    overhead = count_tokens(bos_token)
+    counted: dict[tuple[str, str], int] = {}
+    costs = []
+    for user, reply in exchanges:
+        pair = (messages[user]["content"], messages[reply]["content"])
+        if pair not in counted:
+            text = _exchange_text(template, bos_token, pair)
+            if text is None:
+                return []
+            counted[pair] = count_tokens(text) - overhead
+        costs.append(counted[pair])
+    return costs
+
+
+def _exchange_text(template: str, bos_token: str, pair: tuple[str, str]) -> str | None:
+    """One exchange as the template renders it after `bos_token`; None if it will not."""
+    if template == GEMMA2_CHAT_TEMPLATE:  # what Jinja gives, without Jinja's cost per call
+        user, reply = (text.strip() for text in pair)
+        return (
+            f"{bos_token}{START_OF_TURN}user\n{user}{END_OF_TURN}\n"
+            f"{START_OF_TURN}model\n{reply}{END_OF_TURN}\n"
+        )
+    messages = [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    try:
+        return _render_template(
+            template, messages, bos_token=bos_token, add_generation_prompt=False
+        )
+    except ChatFormatError:
+        return None
+
+
+def _drops_for(excess: int, costs: Sequence[int], most: int) -> int:
+    """How many of the oldest exchanges, of `costs` tokens each, free `excess` tokens."""
+    for count, cost in enumerate(costs):
+        if excess <= 0:
+            return count
+        excess -= cost
+    return most
+
+
+def _fewest(guess: int, most: int, fits: Callable[[int], bool]) -> int:
+    """The fewest drops in 0..`most` that fit (dropping more never adds tokens), starting from
+    `guess`: confirmed with two checks when it is right; else by bisection. `most` when
+    nothing fits; 0 is known not to fit."""
+    if fits(guess):
+        if guess == 0 or not fits(guess - 1):
+            return guess
+        low, high = 1, guess - 1
+    else:
+        if guess >= most or not fits(most):
+            return most
+        low, high = guess + 1, most
+    while low < high:  # fits(high) holds
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def _refuse_long(
+    messages: Sequence[Message],
+    start: int,
+    newest_user: int,
+    prompt_tokens: int,
+    context_size: int,
+    max_new_tokens: int,
+    prefill: str | None,
+) -> NoReturn:
+    kept = ["the system message"] if start else []
+    kept.append("the newest user message")
+    if newest_user < len(messages) - 1:
+        kept.append("the reply after it")
+    if prefill:
+        kept.append("the prefill")
+    left = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
+    raise ChatFormatError(
+        f"the prompt needs {prompt_tokens} tokens and max_new_tokens is "
+        f"{max_new_tokens}: together more than the context size of {context_size}, "
+        f"even with only {left} left; shorten it or lower max_new_tokens"
     )
 
 

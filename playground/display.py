@@ -29,8 +29,10 @@ _CONTROL = re.compile("|".join(re.escape(html.escape(t)) for t in CONTROL_TOKEN_
 
 
 def escape(text: str) -> str:
-    """Text for a Markdown or HTML component, shown literally (`<start_of_turn>` included)."""
-    return html.escape(text, quote=True)
+    """Text for a Markdown or HTML component, shown literally (`<start_of_turn>` included).
+    A Markdown image (`![alt](url)`) stays text too: the `!` as an entity cannot start one, so
+    a visitor's or the model's text never makes a browser fetch what it points at."""
+    return html.escape(text, quote=True).replace("![", "&#33;[")
 
 
 def toast_text(text: str) -> str:

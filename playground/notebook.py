@@ -11,6 +11,7 @@ Does not own: components (`ui`), the engine, or the chat format itself (`chat_fo
 from __future__ import annotations
 
 import html
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from playground.chat_format import ChatFormatError, parse_conversation, render
+from playground.chat_format import ChatFormatError, check_unicode, parse_conversation, render
 from playground.errors import UserError
 from playground.models import looks_like_repo_id
 from playground.sampling import ParamError, Range, SamplingParams
@@ -30,6 +31,10 @@ PROMPT_OPTIONS = {"policy": ("fold", "error", "drop"), "generation_prompt": ("on
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
+# A lesson's size: the shipped ones are about 1,500 characters and 10 cells. Every step of a
+# run shows the whole page again, so its size bounds what a run costs beside the engine.
+MAX_LESSON_CHARS = 50_000
+MAX_CELLS = 100
 
 
 class LessonError(UserError, ValueError):
@@ -74,17 +79,75 @@ def _parse_info(info: str, line: int) -> tuple[str, tuple[tuple[str, str], ...]]
     for word in words:
         name, sep, value = word.partition("=")
         if not sep or (name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS):
-            known = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
-            raise LessonError(f"line {line}: unknown cell option {word!r} (known: {known}).")
-        allowed = PROMPT_OPTIONS.get(name)
-        if allowed and value not in allowed:
-            raise LessonError(f"line {line}: {name} must be one of {', '.join(allowed)}.")
-        options.append((name, value))
+            raise LessonError(f"line {line}: unknown cell option {word!r} (known: {KNOWN}).")
+        options.append(checked_option(name, value, f"line {line}"))
     return kind, tuple(options)
 
 
+KNOWN = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
+
+
+def checked_option(name: str, value: str, where: str) -> tuple[str, str]:
+    """One cell option, as a lesson's fence or a notebook's metadata gives it: only known
+    names and allowed values, so whatever loads is written back and opens again."""
+    if name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS:
+        raise LessonError(f"{where}: unknown cell option {name!r} (known: {KNOWN}).")
+    allowed = PROMPT_OPTIONS.get(name)
+    if allowed and value not in allowed:
+        raise LessonError(f"{where}: {name} must be one of {', '.join(allowed)}.")
+    return name, value
+
+
+def _metadata_options(options: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A notebook cell's options: a list of [name, value] pairs of text."""
+    shape = f'{where}: options must be a list of [name, value] pairs, like [["seed", "7"]]'
+    if not isinstance(options, list):
+        raise LessonError(f"{shape}, got {json_text(options)}.")
+    pairs = []
+    for pair in options:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in pair)
+        ):
+            raise LessonError(f"{shape}, got {json_text(pair)} in it.")
+        pairs.append(checked_option(str(pair[0]), str(pair[1]), where))
+    return tuple(pairs)
+
+
+def _text(text: str, where: str) -> str:
+    try:
+        return check_unicode(text, where)
+    except ChatFormatError as error:
+        raise LessonError(str(error)) from None
+
+
+def json_text(value: Any) -> str:
+    """A value as a short JSON text, for a message."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_size(cells: Sequence[Cell] | None = None, chars: int | None = None) -> None:
+    """Raise LessonError for a lesson over `MAX_CELLS` cells or `MAX_LESSON_CHARS` characters."""
+    if chars is None and cells is not None:
+        chars = sum(len(c.source) if isinstance(c, MarkdownCell) else len(c.body) for c in cells)
+    if chars is not None and chars > MAX_LESSON_CHARS:
+        raise LessonError(
+            f"the lesson has {chars} characters; the limit is {MAX_LESSON_CHARS}: "
+            "split it into several lessons."
+        )
+    if cells is not None and len(cells) > MAX_CELLS:
+        raise LessonError(
+            f"the lesson has {len(cells)} cells; the limit is {MAX_CELLS}: "
+            "split it into several lessons."
+        )
+
+
 def parse_lesson(text: str) -> list[Cell]:
-    """Cells of a lesson. Raises LessonError (with a line number) for a bad prompt cell."""
+    """Cells of a lesson. Raises LessonError (with a line number) for a bad prompt cell, and
+    for a lesson over the size limits (`check_size`)."""
+    check_size(chars=len(text))
     lines = text.splitlines(keepends=True)
     cells: list[Cell] = []
     taken = 0
@@ -102,6 +165,7 @@ def parse_lesson(text: str) -> list[Cell]:
         taken = end
     if source := "".join(lines[taken:]).strip("\n"):
         cells.append(MarkdownCell(source))
+    check_size(cells)
     return cells
 
 
@@ -332,14 +396,18 @@ def from_ipynb(text: str) -> list[Cell]:
         raise LessonError(f"not a valid Jupyter notebook ({type(error).__name__}).") from None
     cells: list[Cell] = []
     for cell in notebook.cells:
+        check_size(cells)
         meta = cell.get("metadata", {}).get("playground")
         if cell.cell_type == "markdown":
-            cells.append(MarkdownCell(cell.source))
+            where = f"cell {len(cells) + 1} of the notebook"
+            cells.append(MarkdownCell(_text(cell.source, where)))
         elif isinstance(meta, dict) and meta.get("kind") in KINDS:
-            options = tuple((str(k), str(v)) for k, v in meta.get("options", []))
-            prompt = PromptCell(meta["kind"], str(meta.get("body", "")), options)
-            check_cell(prompt, where="a prompt cell of the notebook")
+            where = f"cell {len(cells) + 1} of the notebook"
+            options = _metadata_options(meta.get("options", []), where)
+            prompt = PromptCell(meta["kind"], _text(str(meta.get("body", "")), where), options)
+            check_cell(prompt, where=where)
             cells.append(prompt)
+    check_size(cells)
     return cells
 
 

@@ -12,6 +12,7 @@ Does not own: the lesson format or running cells (`notebook`), components or eve
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from playground.notebook import (
     MarkdownCell,
     PromptCell,
     cell_prompt,
+    check_size,
     lesson_markdown,
     parse_lesson,
     render_markdown,
@@ -89,6 +91,7 @@ class Notebook:
         """`cell` added after cell `after` (-1: first)."""
         at = max(0, min(after + 1, len(self.cells)))
         cells = (*self.cells[:at], cell, *self.cells[at:])
+        check_size(cells)
         outputs = (*self.outputs[:at], None, *self.outputs[at:])
         return replace(self, cells=cells, outputs=outputs)
 
@@ -119,6 +122,8 @@ class Notebook:
 
     def _with(self, index: int, cell: Cell, output: CellOutput | None) -> Notebook:
         cells = (*self.cells[:index], cell, *self.cells[index + 1 :])
+        if cell != self.cells[index]:
+            check_size(cells)
         outputs = (*self.outputs[:index], output, *self.outputs[index + 1 :])
         return replace(self, cells=cells, outputs=outputs)
 
@@ -186,11 +191,29 @@ def cell_label(index: int, cell: Cell) -> str:
 def prompt_html(cell: PromptCell, checks: Callable[[str], str]) -> str:
     """The prompt the model gets, control tokens marked, with `checks(prompt)` (HTML) under
     it; or the template's refusal, which running the cell shows too."""
+    prompt, marked = _marked_prompt(cell)
+    if prompt is None:
+        return marked
+    return marked + f'<div class="nb-checks">{checks(prompt)}</div>'
+
+
+# The page is shown again at every step of a run, and only the running cell changes: each
+# other cell's HTML comes from these caches (by content, so shared by visitors and bounded).
+@functools.lru_cache(maxsize=1024)
+def _marked_prompt(cell: PromptCell) -> tuple[str | None, str]:
     try:
         prompt = cell_prompt(cell)
     except ChatFormatError as error:
-        return f'<p class="nb-refused">{display.escape(f"Refused by the template: {error}")}</p>'
-    return display.marked_prompt(prompt) + f'<div class="nb-checks">{checks(prompt)}</div>'
+        return (
+            None,
+            f'<p class="nb-refused">{display.escape(f"Refused by the template: {error}")}</p>',
+        )
+    return prompt, display.marked_prompt(prompt)
+
+
+@functools.lru_cache(maxsize=1024)
+def _markdown_html(source: str) -> str:
+    return f'<div class="nb-md">{render_markdown(source)}</div>'
 
 
 def output_html(cell: PromptCell, output: CellOutput) -> str:
@@ -212,14 +235,15 @@ def output_html(cell: PromptCell, output: CellOutput) -> str:
 
 
 def document_html(notebook: Notebook, selected: int, checks: Callable[[str], str]) -> str:
-    """The whole lesson as one page: numbered cells, the selected one outlined."""
+    """The whole lesson as one page: numbered cells, the selected one outlined. Rendering is
+    incremental: a cell that did not change since it was last shown costs a cache look-up."""
     parts = []
     for i, cell in enumerate(notebook.cells):
         head = f"{i + 1} · {kind_of(cell)}"
         if options := options_line(cell):
             head += f" · {options}"
         if isinstance(cell, MarkdownCell):
-            body = f'<div class="nb-md">{render_markdown(cell.source)}</div>'
+            body = _markdown_html(cell.source)
         else:
             body = prompt_html(cell, checks)
             if i < len(notebook.outputs) and (output := notebook.outputs[i]):

@@ -27,6 +27,9 @@ MAX_STOP_LENGTH = 100
 MAX_ENGINE_STOP_STRINGS = 64
 # A seed of -1 asks for a random one, drawn in the UI seed field's range.
 RANDOM_SEED = -1
+# The smallest normal float32: the engines hold these values as float32, where a smaller one
+# (say 1e-300) is 0 and fails inside the engine, or divides by zero.
+FLOAT32_TINY = 1.1754944e-38
 
 
 class ParamError(UserError, ValueError):
@@ -64,6 +67,11 @@ class Domain:
         inside_low = self.low < value if self.low_open else self.low <= value
         if not (inside_low and value <= self.high):
             raise ParamError(f"{allowed}, got {_fmt(value)}.")
+        if not self.integer and 0 < abs(value) < FLOAT32_TINY:
+            raise ParamError(
+                f"{allowed}, got {value}, which is 0 in the engine's float32: use 0 or at least "
+                f"{FLOAT32_TINY}."
+            )
         return int(value) if self.integer else float(value)
 
 
@@ -262,11 +270,30 @@ def _check_all(
     return checked
 
 
+def stop_list(stop: Any) -> list[str]:
+    """Stop strings as given: one text (a string per line), a list of strings, or None."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return stop.splitlines()
+    if isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    # Not list(stop): a mapping would become its keys, a number a TypeError.
+    raise ParamError(
+        f"stop must be text (one stop string per line) or a list of strings, got {stop!r}."[:300]
+    )
+
+
 def _check_stop(stop: Any, max_stops: int) -> tuple[str, ...]:
     if isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
         raise ParamError("stop must be a list of strings.")
+    for number, text in enumerate(stop, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParamError(f"stop string {number} holds a lone surrogate: remove it.") from None
     stop = tuple(s for s in stop if s)
     longest = max(map(len, stop), default=0)
     if len(stop) > max_stops or longest > MAX_STOP_LENGTH:

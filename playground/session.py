@@ -24,13 +24,14 @@ from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
     DEFAULT_FOLD_SEPARATOR,
     Budget,
+    check_unicode,
     fit_budget,
     parse_conversation,
 )
 from playground.engines import Engine, Generation, GenerationResult, Prompt
 from playground.inspection import Inspection, export_code, inspect_text, remote_code
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
-from playground.sampling import RANGES, ParamError, SamplingParams
+from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
 from playground.tokens import Tokenizer
 
@@ -125,8 +126,8 @@ def load_conversation(text: str) -> tuple[str, list[Turn]]:
     offset = 1 if system else 0
     turns = [dict(m) for m in messages[offset:]]
     for i, turn in enumerate(turns):
-        if isinstance(figures.get(i + offset), dict) and turn["role"] == "assistant":
-            turn["figures"] = figures[i + offset]
+        if figures.get(i + offset) is not None and turn["role"] == "assistant":
+            turn["figures"] = checked_figures(figures[i + offset], i + offset + 1)
     return system, turns
 
 
@@ -135,6 +136,32 @@ def _figures_by_position(data: Any) -> dict[int, Any]:
     if not isinstance(items, list):
         return {}
     return {i: m.get("figures") for i, m in enumerate(items) if isinstance(m, Mapping)}
+
+
+# A reply's figures as `figures_of` writes them: what a loaded file's must look like, since
+# they are shown under the reply.
+FIGURE_TYPES = {"stop_reason": str, "prompt_tokens": int, "new_tokens": int,
+                "ttft_s": float, "tokens_per_s": float, "seed": int}  # fmt: skip
+
+
+def checked_figures(figures: Any, position: int) -> dict[str, Any]:
+    """A loaded reply's figures, checked against `FIGURE_TYPES`; the error names the message
+    and the field."""
+    where = f"message {position}: 'figures'"
+    if not isinstance(figures, Mapping):
+        raise ParamError(f"{where} must be an object.")
+    checked: dict[str, Any] = {}
+    for name, kind in FIGURE_TYPES.items():
+        value = figures.get(name)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (isinstance(value, str) if kind is str else number):
+            wanted = "text" if kind is str else "a number"
+            raise ParamError(f"{where}: {name!r} must be {wanted}, got {str(value)[:40]!r}.")
+        checked[name] = check_unicode(value, f"{where}: {name!r}") if kind is str else value
+    drafts = figures.get("accepted_drafts")
+    if isinstance(drafts, int) and not isinstance(drafts, bool):
+        checked["accepted_drafts"] = drafts
+    return checked
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]]:
@@ -331,7 +358,7 @@ def sampling_params(
     """Sampling values by name, checked against space.yaml's ranges; `stop` as one text (a
     string per line) or a list. `new_seed` draws a fresh seed (Regenerate, "new seed each
     run")."""
-    stops = stop.splitlines() if isinstance(stop, str) else stop
+    stops = stop_list(stop)
     values = dict(values)
     if new_seed:
         high = settings.ranges.get("seed", RANGES["seed"]).high
@@ -347,9 +374,8 @@ def request_params(
 ) -> tuple[SamplingParams, int | None]:
     """An API or command-line request's values: anything the engine accepts, not just the
     sliders' ranges (`SamplingParams.from_request`). Returns the seed it drew for -1."""
-    stops = stop.splitlines() if isinstance(stop, str) else stop
     return SamplingParams.from_request(
-        dict(settings.ranges), context_size, **values, stop=list(stops)
+        dict(settings.ranges), context_size, **values, stop=stop_list(stop)
     )
 
 
@@ -374,7 +400,15 @@ class Playground:
         limit = self.settings.max_input_chars
         if len(text) > limit:
             raise ParamError(f"{what} has {len(text)} characters; the limit is {limit}.")
-        return text
+        return check_unicode(text, what)
+
+    def check_file(self, data: Any, what: str) -> str:
+        """An uploaded file's text, held to the same rules as typed text."""
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError:
+            raise ParamError(f"{what} is not UTF-8 text.") from None
+        return self.check_text(text, what)
 
     def params(
         self, values: Mapping[str, Any], stop: str | Sequence[str] = "", new_seed: bool = False

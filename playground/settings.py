@@ -23,6 +23,8 @@ from playground.errors import UserError
 from playground.sampling import RANGES, ParamError, Range, SamplingParams
 
 SPACE_YAML = Path(__file__).resolve().parent.parent / "space.yaml"
+# Only conversations and lessons are uploaded: no big files.
+MAX_UPLOAD_BYTES = 2**20
 
 # Environment variables, each overriding one space.yaml value.
 ENV = {
@@ -97,6 +99,20 @@ class Settings:
         refused without spending tokenizer time): 8 characters per allowed token. A text that
         passes is still held to the context size, in tokens, by the engine."""
         return self.max_input_tokens * 8
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body the server reads: room for one request's text at up to 8
+        bytes a character (JSON escapes), and for an uploaded file (`MAX_UPLOAD_BYTES`), with
+        64 KiB for the rest of the request."""
+        return max(self.max_input_chars * 8, MAX_UPLOAD_BYTES) + 2**16
+
+    @property
+    def per_client(self) -> int:
+        """Generations one client (IP address) may have running or waiting once every slot
+        is in use: half the engine's slots, so a client cannot keep them all from others, and
+        at least 2, so two visitors behind one address can each have a reply."""
+        return max(2, self.max_concurrent // 2)
 
     def defaults(self) -> dict[str, int | float]:
         """Slider defaults, by control name."""

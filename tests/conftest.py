@@ -90,15 +90,16 @@ def wait_for_page(url, server, seconds=240):
 
 def serve(demo, settings):
     """Launch `demo` on 127.0.0.1 (a real Gradio server, in this process); return its URL."""
-    from playground.ui import launch_options
+    from playground.ui import launch
 
     port = free_port()
-    demo.launch(
+    launch(
+        demo,
+        settings,
         server_name="127.0.0.1",
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **launch_options(settings),
     )
     return f"http://127.0.0.1:{port}/"
 

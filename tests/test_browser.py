@@ -7,6 +7,7 @@ import json
 import random
 import re
 import time
+import urllib.request
 
 import pytest
 
@@ -557,3 +558,105 @@ def test_1_clearing_while_a_reply_streams_clears_it_for_good(paced_page, paced_e
     send(page, "AFTER-CLEAR")
     wait_figures(page)
     assert "Tell me a long story" not in chat_text(page)
+
+
+class Listener:
+    """A local HTTP server that records every request it gets: what a page must never call."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.paths = []
+        paths = self.paths
+
+        class Record(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                paths.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Record)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_issue23_p6_no_message_makes_the_browser_fetch_what_it_points_at(page, tmp_path):
+    # Issue 23 P6: a markdown image in a typed or loaded message made Chromium request its URL.
+    listener = Listener()
+    try:
+        typed = (
+            f"![p]({listener.url}/typed.png?secret=abc) and ![q][r]\n\n[r]: {listener.url}/ref.png"
+        )
+        set_number(page, "slider-max_new_tokens", 4)
+        page.check("#show-probs input")
+        send(page, typed)
+        wait_figures(page)
+        loaded = [
+            {"role": "user", "content": f"![u]({listener.url}/loaded-user.png)"},
+            {"role": "assistant", "content": f"![a]({listener.url}/loaded-reply.png)"},
+        ]
+        path = tmp_path / "images.json"
+        path.write_text(json.dumps({"messages": loaded}))
+        with page.expect_file_chooser() as chooser:
+            page.click("#upload")
+        chooser.value.set_files(str(path))
+        # Shown as a text link (a click away, never fetched by itself).
+        page.wait_for_selector("#chatbot a[href*='loaded-reply.png']")
+        page.wait_for_timeout(2000)  # time for any image request to be made
+        assert page.locator("#chatbot img[src*='127.0.0.1']").count() == 0
+        assert listener.paths == []
+    finally:
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def small_sessions_url(settings, genai_engine):
+    """The app keeping state for only 5 sessions, so a flood of 50 calls is a big one."""
+    from playground.ui import build_demo
+
+    few = settings.with_(session_capacity=5)
+    demo = build_demo(genai_engine, few)
+    yield serve(demo, few)
+    demo.close()
+
+
+def test_issue23_p3_other_clients_calls_do_not_wipe_a_visitors_chat(browser, small_sessions_url):
+    # Issue 23 P3: after more API calls than session_capacity, Regenerate said "Nothing to
+    # regenerate yet." and the chat had lost its turns (Gradio's session LRU evicted it).
+    page = open_page(browser, small_sessions_url)
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "My name is Zed.")
+    wait_figures(page)
+    for _ in range(50):  # each raw call is one more session for Gradio
+        request = urllib.request.Request(
+            small_sessions_url + "gradio_api/call/status",
+            data=b'{"data": []}',
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event_id = json.loads(response.read())["event_id"]
+        with urllib.request.urlopen(
+            f"{small_sessions_url}gradio_api/call/status/{event_id}", timeout=30
+        ) as response:
+            assert b"event: complete" in response.read()
+    before = chat_text(page)
+    page.click("#regenerate")
+    # Either a new reply (a new seed, so new figures) or the refusal beside the input.
+    page.wait_for_function(
+        "([before]) => document.querySelector('#chatbot').innerText !== before"
+        " && document.querySelector('#chatbot').innerText.includes('prompt tokens')"
+        " || document.querySelector('#input-note').innerText.trim() !== ''",
+        arg=[before],
+    )
+    assert "Nothing to regenerate" not in page.inner_text("#input-note")
+    wait_figures(page)
+    assert "My name is Zed." in chat_text(page)
+    page.close()

@@ -4,6 +4,7 @@ system policies, budgeting and parsing prompts back. No model or tokenizer is ne
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -911,3 +912,83 @@ def test_prefill_ending_in_whitespace_warns() -> None:
         .warnings[0]
         .startswith("the prefill ends in whitespace ('\\n')")
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: bounded cost, and one clear message per bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def quadratic_fit(messages, count_tokens, context_size, max_new_tokens):
+    """The old fit, kept as the reference: drop one exchange, render and count it all again."""
+    start = 1 if messages[0]["role"] == "system" else 0
+    for count in range(0, len(messages)):
+        kept = messages[:start] + messages[start + 2 * count :]
+        if kept[start]["role"] != "user":
+            break
+        tokens = count_tokens(render(kept).text)
+        if tokens + max_new_tokens <= context_size:
+            return tuple(range(start + 1, start + 2 * count + 1)), tokens
+    return None
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+@pytest.mark.parametrize("count_tokens", [len, words], ids=["chars", "words"])
+def test_linear_fit_drops_exactly_what_the_old_fit_dropped(count_tokens) -> None:
+    messages = [s("rules here")]
+    for n in range(12):
+        messages += [u(f"question {n} " + "x " * n), a(f"answer {n}")]
+    messages.append(u("newest question"))
+    full = count_tokens(render(messages).text)
+    newest = count_tokens(render([messages[0], messages[-1]]).text)
+    for context_size in range(newest, full + 2, 3):
+        expected = quadratic_fit(messages, count_tokens, context_size, 0)
+        budget = fit_budget(
+            messages, count_tokens=count_tokens, context_size=context_size, max_new_tokens=0
+        )
+        assert (budget.dropped_turns, budget.prompt_tokens) == expected, context_size
+
+
+def test_fitting_counts_each_turn_about_once() -> None:
+    # Issue 23 P1: "Hi" after 2,000 empty alternating turns cost 10 s of CPU, because every
+    # dropped exchange re-rendered and re-counted the whole conversation.
+    messages = [u("") if i % 2 == 0 else a("") for i in range(2000)] + [u("Hi")]
+    counted: list[int] = []
+
+    def counting(text: str) -> int:
+        counted.append(len(text))
+        return len(text)
+
+    full = len(render(messages).text)
+    budget = fit_budget(messages, count_tokens=counting, context_size=full // 2, max_new_tokens=0)
+    assert len(budget.dropped_turns) > 900
+    # The whole text a few times (first try, the guess and its neighbour), each turn once more.
+    assert sum(counted) < 5 * full, (len(counted), sum(counted), full)
+    assert budget.prompt_tokens <= full // 2
+
+
+def test_a_20000_turn_history_is_refused_at_once() -> None:
+    messages = [u("") if i % 2 == 0 else a("") for i in range(20_000)] + [u("Hi")]
+    began = time.process_time()
+    with pytest.raises(ChatFormatError, match="20001 messages; the limit is 4096"):
+        fit_budget(messages, count_tokens=len, context_size=8192, max_new_tokens=20)
+    with pytest.raises(ChatFormatError, match="20001 messages"):
+        parse_conversation(json.dumps(messages))
+    assert time.process_time() - began < 0.5
+
+
+def test_a_deeply_nested_conversation_gets_a_clear_message() -> None:
+    with pytest.raises(ChatFormatError, match="nested too deeply"):
+        parse_conversation("[" * 30_000 + "]" * 30_000)
+
+
+def test_a_lone_surrogate_is_refused_naming_the_message() -> None:
+    with pytest.raises(ChatFormatError, match=r"message 2: 'content' holds a lone surrogate"):
+        parse_conversation(
+            '[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a\\ud800"}]'
+        )
+    with pytest.raises(ChatFormatError, match=r"message 1: 'content'.*U\+D800"):
+        render([u("x\ud800")])

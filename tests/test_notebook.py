@@ -154,3 +154,30 @@ def test_the_exported_notebook_prints_the_playgrounds_own_output(tmp_path):
     printed = done.stdout.split(marker + "\n")[1:]
     stored = [c.outputs[0]["text"] for c in code[1:]]
     assert printed == stored and len(stored) >= 3
+
+
+def ipynb_with_options(options) -> str:
+    notebook = nbformat.v4.new_notebook()
+    meta = {"playground": {"kind": "raw", "body": "<bos>Hi", "options": options}}
+    notebook.cells.append(nbformat.v4.new_code_cell("pass", metadata=meta))
+    return nbformat.writes(notebook)
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [("ab", "must be a list"), (5, "must be a list"), ([["a", "b", "c"]], "pairs"),
+     ([["colour", "red"]], "unknown cell option 'colour'"),
+     ([["output", "pdf"]], "output must be")],
+)  # fmt: skip
+def test_odd_notebook_options_are_refused_naming_the_cell(options, said):
+    # Issue 23 P7: these were "Something went wrong", or (unknown names) loaded and then
+    # exported as a lesson that would not open again.
+    with pytest.raises(LessonError, match=f"cell 1 of the notebook: .*{said}"):
+        load_cells("x.ipynb", ipynb_with_options(options).encode())
+
+
+def test_what_a_notebook_loads_round_trips_through_a_lesson():
+    cells = load_cells(
+        "x.ipynb", ipynb_with_options([["seed", 7], ["output", "markdown"]]).encode()
+    )
+    assert parse_lesson(lesson_markdown(cells)) == cells

@@ -2,6 +2,7 @@
 cells as the lesson file does, and the page keeps every visitor's or model's text inert."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,35 @@ def test_the_exported_notebook_never_names_a_folder_of_this_server(tmp_path):
     assert exported_model("tiny-random", tmp_path) == (str(tmp_path), False)  # the CLI's own
     tutor, _ = exported_model("tiny-tutor")
     assert tutor == "playground/tutor/tiny-tutor" and not Path(tutor).is_absolute()
+
+
+# ---- issue 23 P5: a lesson's cost is bounded ---------------------------------------------------
+
+BIG_MARKDOWN = "*a " * 16_000  # 48,000 characters: just under the limit, slow to render
+
+
+def test_an_oversized_lesson_is_refused_with_a_clear_message():
+    # An 850 KB lesson cost about 8 s of CPU per upload or Apply edit.
+    with pytest.raises(LessonError, match="850000 characters; the limit is 50000"):
+        parse_lesson("*a " * 283_333 + "a")
+    many = "\n\n".join(f"```raw\nHi {i}\n```" for i in range(101))
+    with pytest.raises(LessonError, match="101 cells; the limit is 100"):
+        parse_lesson(many)
+    notebook = Notebook.open("t", parse_lesson(BIG_MARKDOWN))
+    with pytest.raises(LessonError, match="the limit is 50000"):
+        notebook.inserted(0, MarkdownCell("b" * 5000))
+
+
+def test_a_run_step_renders_only_the_changed_cell():
+    # Each step of a run rendered the whole document again (2.8 s for the 850 KB lesson).
+    cell = PromptCell("raw", "Once upon a time")
+    notebook = Notebook.open("t", [MarkdownCell(BIG_MARKDOWN), cell])
+    document_html(notebook, 1, lambda prompt: "")  # the first showing renders every cell
+    began = time.process_time()
+    for step in range(50):
+        notebook = notebook.with_output(1, CellOutput("word " * step))
+        page = document_html(notebook, 1, lambda prompt: "")
+    per_step = (time.process_time() - began) / 50
+    print(f"P5: {per_step * 1000:.2f} ms of CPU per step with a 48,000-character markdown cell")
+    assert "word word" in page
+    assert per_step < 0.02

@@ -370,3 +370,32 @@ def test_a_cell_waits_in_the_one_engine_queue_behind_a_chat_reply(
     finally:
         screenshot(page, request)
         chat.close()
+
+
+def test_issue23_p5_stop_ends_a_run_of_a_big_lesson_within_a_second(
+    browser, paced_app_url, paced_engine, request, tmp_path
+):
+    # An 850 KB lesson's Run all went on for 272 s after Stop: each step re-rendered the whole
+    # page. A lesson just under the size limit now stops within a second.
+    lesson = tmp_path / "big.md"
+    lesson.write_text("*a " * 16_000 + "\n\n```raw temperature=0 max_new_tokens=4096\nOnce\n```\n")
+    page = open_notebook(browser, paced_app_url)
+    try:
+        with page.expect_file_chooser() as chooser:
+            page.click("#nb-upload")
+        chooser.value.set_files(str(lesson))
+        page.wait_for_selector("#nb-cell-2")
+        page.click("#nb-run-all")
+        page.wait_for_function(
+            "document.querySelector('#nb-cell-2 .nb-out-text')?.innerText.length > 100"
+        )
+        began = time.monotonic()
+        page.click("#nb-stop")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        took = time.monotonic() - began
+        print(f"P5: Stop ended the run {took:.2f} s after the click")
+        assert "stopped by you" in cell_text(page, 2)
+        assert engine_ends(paced_engine, seconds=1)
+        assert took < 1.0
+    finally:
+        screenshot(page, request)

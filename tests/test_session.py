@@ -70,7 +70,9 @@ def test_an_example_fills_system_message_box_and_history(fake):
 
 
 def test_a_conversation_file_round_trips_with_its_figures():
-    turns = [*HI, {"role": "assistant", "content": "<b>x</b>", "figures": {"seed": 7}}]
+    figures = {"stop_reason": "eos", "prompt_tokens": 9, "new_tokens": 2, "ttft_s": 0.1,
+               "tokens_per_s": 5.0, "seed": 7}  # fmt: skip
+    turns = [*HI, {"role": "assistant", "content": "<b>x</b>", "figures": figures}]
     text = session.conversation_json(turns, "Be brief.")
     assert json.loads(text)["messages"][0] == {"role": "system", "content": "Be brief."}
     assert session.load_conversation(text) == ("Be brief.", turns)
@@ -197,3 +199,37 @@ def test_1_a_reply_begun_before_a_clear_is_outdated():
     assert control.outdated() and control.stop and not control.busy
     control.begin()
     assert not control.outdated()
+
+
+# ---- issue 23 P7: one clear message, naming the field, for each odd input --------------------
+
+
+def test_odd_api_values_get_a_message_naming_the_field(fake):
+    _, playground = fake
+    with pytest.raises(UserError, match="The prompt holds a lone surrogate"):
+        playground.check_text("a\ud800", "The prompt")
+    with pytest.raises(ParamError, match=r"stop must be text .* got 123"):
+        playground.request_params({}, 123)
+    with pytest.raises(ParamError, match=r"stop must be text .* got \{'a': 1\}"):
+        playground.request_params({}, {"a": 1})
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        with pytest.raises(ParamError, match=f"{name} .* 0 in the engine's float32"):
+            playground.request_params({name: 1e-300})
+    params, _ = playground.request_params({"temperature": 1e-3, "top_p": 1e-30})
+    assert params.temperature == 1e-3
+
+
+def test_a_loaded_conversation_with_odd_figures_is_refused_naming_them():
+    base = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    for figures, field in [({"seed": 7}, "stop_reason"), ("x", "must be an object"),
+                           ({**FIGURES, "ttft_s": "fast"}, "ttft_s")]:  # fmt: skip
+        text = json.dumps([base[0], {**base[1], "figures": figures}])
+        with pytest.raises(UserError, match=f"message 2: 'figures'.*{field}"):
+            session.load_conversation(text)
+    surrogate = json.dumps([base[0], {**base[1], "content": "a\ud800"}])
+    with pytest.raises(UserError, match="message 2: 'content' holds a lone surrogate"):
+        session.load_conversation(surrogate)
+
+
+FIGURES = {"stop_reason": "eos", "prompt_tokens": 9, "new_tokens": 2, "ttft_s": 0.1,
+           "tokens_per_s": 5.0, "seed": 7}  # fmt: skip

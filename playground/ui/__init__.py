@@ -1,11 +1,12 @@
 """The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
 
 Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Notebook and
-Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue and the launch
-options. Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`,
-with `controls` for the sidebar and `api` for the
-named endpoints); this package is the only place that imports gradio. Per-visitor state lives in
-gr.State and component values; the engine is shared and stateless.
+Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue (behind
+`guard.FairAdmission`), the launch options and `launch` (which installs `guard.VisitorsFirst`).
+Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`, with
+`controls` for the sidebar, `api` for the named endpoints and `guard` for what keeps one client
+from harming the others); this package is the only place that imports gradio. Per-visitor state
+lives in gr.State and component values; the engine is shared and stateless.
 Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engines`),
 markup (`display`), or reading settings (`settings`).
 """
@@ -15,22 +16,30 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
 from playground.session import Playground, PromptOptions
-from playground.settings import Settings
+from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
-from playground.ui.common import CLOSE_SIDEBAR_ON_PHONES, CSS, DOWNLOAD_AGE_S, user_errors
+from playground.ui.common import (
+    CLOSE_SIDEBAR_ON_PHONES,
+    CSS,
+    DOWNLOAD_AGE_S,
+    ENGINE_GROUP,
+    user_errors,
+)
 from playground.ui.controls import build_controls, wire_controls
+from playground.ui.guard import BodyLimit, FairAdmission, keep_visitors
 from playground.ui.inspector import as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
 from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
 
-__all__ = ["build_demo", "launch_options"]
+__all__ = ["build_demo", "launch", "launch_options"]
 PRIVATE = {"api_visibility": "private"}
 TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
 
@@ -110,8 +119,30 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
         demo.load(on_view, None, tabs, **PRIVATE)
-    demo.queue(max_size=settings.queue_size, default_concurrency_limit=4)
+    # The queue's places are FairAdmission's: a full queue of generations must not refuse a
+    # page load, so Gradio's own bound (which counts every event) is off.
+    demo.queue(max_size=None, default_concurrency_limit=4)
+    FairAdmission(
+        demo._queue,
+        ENGINE_GROUP,
+        slots=engine.max_concurrent,
+        places=settings.queue_size + engine.max_concurrent,
+        per_client=settings.per_client,
+        other=4 * settings.queue_size,
+    )
     return demo
+
+
+def launch(demo: gr.Blocks, settings: Settings, **options: Any) -> str:
+    """Launch `demo` with `launch_options`, then give it the session holder that keeps
+    visitors' chats (`guard.VisitorsFirst`); block unless `prevent_thread_lock`. Returns the
+    local URL."""
+    block = not options.pop("prevent_thread_lock", False)
+    demo.launch(prevent_thread_lock=True, **launch_options(settings), **options)
+    keep_visitors(demo.server_app, demo)
+    if block:
+        demo.block_thread()
+    return demo.local_url
 
 
 def on_view(request: gr.Request) -> gr.Tabs:
@@ -123,7 +154,9 @@ def on_view(request: gr.Request) -> gr.Tabs:
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Hardened launch settings for a public Space."""
     return {
-        "max_file_size": "1mb",  # only conversations and lessons are uploaded: no big bodies
+        "max_file_size": MAX_UPLOAD_BYTES,
+        # Every body is bounded before Gradio reads (and keeps) it: see `guard`.
+        "app_kwargs": {"middleware": [Middleware(BodyLimit, limit=settings.max_body_bytes)]},
         "state_session_capacity": settings.session_capacity,
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server

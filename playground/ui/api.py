@@ -106,16 +106,10 @@ def request_params(playground: Playground, arguments: dict[str, Any]) -> Samplin
     values["prompt_lookup"] = arguments["prompt_lookup"]
     if values["seed"] is None:
         values["seed"] = RANDOM_SEED
-    params, drawn = playground.request_params(values, stop_lines(arguments["stop"]))
+    params, drawn = playground.request_params(values, arguments["stop"])
     if drawn is not None:
         gr.Info(f"Random seed drawn: {drawn}")
     return params
-
-
-def stop_lines(stop: Any) -> list[str] | Any:
-    if stop is None:
-        return []
-    return stop.splitlines() if isinstance(stop, str) else stop  # a list is checked as is
 
 
 def stream_out(replies: Iterator[Reply], with_figures: bool, top: int) -> Iterator[str]:

@@ -349,14 +349,13 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         if control.busy:
             return skip, skip, skip, "Press Stop first: a reply is being written.", skip
         try:
-            text = data.decode("utf-8")
-            system, turns = session.load_conversation(playground.check_text(text, "The file"))
-        except (UserError, UnicodeDecodeError, ValueError) as error:
+            system, turns = session.load_conversation(playground.check_file(data, "The file"))
+        except UserError as error:  # anything else is the server's: user_errors says so
             return skip, skip, skip, display.escape(f"Not loaded: {error}"), skip
         return system, turns, display.chat_display(turns), "", ""
 
     tab.upload.upload(
-        on_upload,
+        user_errors(on_upload),
         [tab.upload, tab.control],
         [tab.system, tab.turns, tab.chatbot, tab.input_note, tab.probs],
         **PRIVATE,

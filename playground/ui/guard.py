@@ -1,0 +1,208 @@
+"""What keeps one client from wiping, blocking or starving the others, around Gradio.
+
+Owns:
+* `BodyLimit`, a plain ASGI middleware that answers 413 to a request whose Content-Length is over
+  the limit, and to one whose streamed (chunked) body grows past it, without reading the rest:
+  Gradio stores each input in the session's copy of the config before the app's own character
+  checks run, so a refused 100 MB string would otherwise stay in memory;
+* `FairAdmission`, the gate in front of Gradio's queue: events that do not generate are never
+  refused for a queue full of generations, and one client (by IP address) has at most its share
+  of the generation places, running or waiting;
+* `VisitorsFirst`, Gradio's session LRU, which evicts sessions that hold no gr.State value (API
+  calls, pages never used) before any visitor's chat.
+Gradio's queue and session holder are its internals (6.31): `install` names every use of them.
+Does not own: the limits themselves (`settings`), or the checks of each value (`session`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gradio.state_holder import StateHolder
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413 and one clear message."""
+
+    def __init__(self, app: Callable, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            await self.refuse(send, declared)
+            return
+        await self.counted(scope, receive, send)
+
+    async def counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, counting its body as it streams in: past the limit, the app
+        is told the client has gone and the client gets the 413."""
+        seen, over, started = 0, False, False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                return  # the app's answer to a body it never got whole
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self.refuse(send, seen)
+
+    async def refuse(self, send: Send, size: int) -> None:
+        message = (
+            f"The request body is over {self.limit} bytes (at least {size} were sent); "
+            "the limit keeps one request from holding the server's memory."
+        )
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class FairAdmission:
+    """Admits events to Gradio's queue (wrapping `Queue.push`).
+
+    Generations: up to `places` in all, running or waiting. One client (IP address) may take
+    free slots as it likes (a class behind one address, four tabs of one visitor), but once
+    every one of the engine's `slots` is in use it may hold at most `per_client`: past that its
+    new ones are refused, so a visitor who arrives behind a greedy client gets the next slot
+    that frees. Any other event is admitted up to `other` waiting, apart from the generations,
+    so a page still loads when every generation place is taken."""
+
+    def __init__(
+        self, queue: Any, group: str, *, slots: int, places: int, per_client: int, other: int
+    ) -> None:
+        self.queue, self.group = queue, group
+        self.slots, self.places, self.per_client, self.other = slots, places, per_client, other
+        self.held: dict[str, set[str]] = {}  # client -> its generating events' ids
+        self.original = queue.push
+        queue.push = self.push
+
+    async def push(self, body: Any, request: Any, username: str | None) -> tuple:
+        generating = self.generates(body)
+        refusal = self.refusal(generating, _client(request))
+        if refusal:
+            return False, refusal, "queue_full"
+        admitted, event_id, state = await self.original(body, request, username)
+        if admitted and generating:
+            self.held.setdefault(_client(request), set()).add(event_id)
+        return admitted, event_id, state
+
+    def generates(self, body: Any) -> bool:
+        fn = self.queue.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
+        return fn is not None and fn.concurrency_id == self.group
+
+    def refusal(self, generating: bool, client: str) -> str:
+        live = self.queue.event_ids_to_events  # Gradio drops an event from it when it ends
+        for key in list(self.held):
+            self.held[key] &= live.keys()
+            if not self.held[key]:
+                del self.held[key]
+        if not generating:
+            queues = self.queue.event_queue_per_concurrency_id.items()
+            waiting = sum(len(q.queue) for group, q in queues if group != self.group)
+            return (
+                "The server is busy; please try again in a moment." if waiting >= self.other else ""
+            )
+        mine = len(self.held.get(client, ()))
+        taken = sum(map(len, self.held.values()))
+        if mine >= self.per_client and taken >= self.slots:
+            return (
+                f"You already have {mine} replies running or waiting and every slot is in use: "
+                f"then one client may have at most {self.per_client}, so that every visitor "
+                "gets a turn. Wait for one to end, or stop it."
+            )
+        if taken >= self.places:
+            return (
+                f"The queue is full: all {self.places} places for replies are taken, and each "
+                "lasts up to a few minutes. Please try again shortly."
+            )
+        return ""
+
+
+def _client(request: Any) -> str:
+    """Who a request is from: its IP address (an API client can invent a session each call).
+
+    Behind a reverse proxy (a Hugging Face Space) every request comes from the proxy, so the
+    address the proxy saw counts: the last entry of X-Forwarded-For, the one the nearest proxy
+    appended. Earlier entries are whatever the client sent, so they are never trusted; a client
+    that reaches the app directly can still forge the header, which buys it no more than the
+    total of `places`."""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = [a.strip() for a in str(headers.get("x-forwarded-for", "")).split(",")]
+    if forwarded[-1]:
+        return forwarded[-1]
+    client = getattr(request, "client", None)
+    return client.host if client else ""
+
+
+class VisitorsFirst(StateHolder):
+    """Gradio's session holder whose least recently used session goes when it is full, as
+    before, except that sessions holding no gr.State value (every API call makes one) go
+    before any that does: other clients' calls cannot evict a visitor's chat, and the count of
+    sessions stays at `capacity`."""
+
+    def update(self, session_id: str) -> None:
+        with self.lock:
+            sessions: OrderedDict = self.session_data
+            if session_id in sessions:
+                sessions.move_to_end(session_id)
+            while len(sessions) > self.capacity:
+                stateless = (k for k, s in sessions.items() if not s.state_data and k != session_id)
+                evicted = next(stateless, None) or next(iter(sessions))
+                del sessions[evicted]
+                self.time_last_used.pop(evicted, None)
+
+
+def keep_visitors(app: Any, blocks: Any) -> None:
+    """Give a launched app the `VisitorsFirst` session holder, keeping any sessions it has."""
+    holder = VisitorsFirst()
+    holder.session_data.update(app.state_holder.session_data)
+    holder.set_blocks(blocks)
+    app.state_holder = holder
