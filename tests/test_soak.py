@@ -26,6 +26,11 @@ pytestmark = pytest.mark.slow
 REQUESTS, CLIENTS, WARM_UP = 200, 4, 20
 
 
+def visitor_of(client: Client) -> dict[str, str]:
+    """The visitor's address header a client was made with."""
+    return {"X-Forwarded-For": client.headers["X-Forwarded-For"]}
+
+
 def random_call(client: Client, rng: random.Random) -> object:
     sampling = [
         rng.randint(1, 48),  # max_new_tokens
@@ -38,7 +43,11 @@ def random_call(client: Client, rng: random.Random) -> object:
     kind = rng.choice(["complete", "chat", "render", "stop", "close"])
     if kind in ("stop", "close"):
         # A long reply, left mid-stream: Stop cancels the job; a closed page drops the client.
-        owner = client if kind == "stop" else Client(client.src, verbose=False)
+        owner = (
+            client
+            if kind == "stop"
+            else Client(client.src, verbose=False, headers=visitor_of(client))
+        )
         job = owner.submit("Once upon", 400, *sampling[1:], api_name="/complete")
         deadline = time.monotonic() + 60
         while not job.outputs() and not job.done() and time.monotonic() < deadline:
@@ -77,7 +86,11 @@ def test_soak_200_requests_from_4_clients(tmp_path):
         counts = [0] * CLIENTS
 
         def worker(index: int, requests: int, seed: int):
-            client, worker_rng = Client(url, verbose=False), random.Random(seed)
+            # Each its own visitor, as behind a Space's proxy: the app shares its slots out by
+            # the address the proxy appends to X-Forwarded-For (all of these come from 127.0.0.1).
+            visitor = {"X-Forwarded-For": f"192.0.2.{index + 1}"}
+            client = Client(url, verbose=False, headers=visitor)
+            worker_rng = random.Random(seed)
             for _ in range(requests):
                 try:
                     random_call(client, worker_rng)
