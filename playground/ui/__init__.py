@@ -1,12 +1,13 @@
 """The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
 
-Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Notebook and
-Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue (behind
-`guard.FairAdmission`), the launch options and `launch` (which installs `guard.VisitorsFirst`).
-Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`, with
-`controls` for the sidebar, `api` for the named endpoints and `guard` for what keeps one client
-from harming the others); this package is the only place that imports gradio. Per-visitor state
-lives in gr.State and component values; the engine is shared and stateless.
+Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Compare,
+Notebook and Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue
+(behind `guard.FairAdmission`), the launch options and `launch` (which installs
+`guard.VisitorsFirst`). Each tab is a module of this package (`chat`, `raw`, `inspector`,
+`compare`, `notebook`, `model`, with `controls` for the sidebar, `api` for the named endpoints
+and `guard` for what keeps one client from harming the others); this package is the only place
+that imports gradio. Per-visitor state lives in gr.State and component values; the engine is
+shared and stateless.
 Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engines`),
 markup (`display`), or reading settings (`settings`).
 """
@@ -20,7 +21,7 @@ from starlette.middleware import Middleware
 
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
-from playground.session import Playground, PromptOptions
+from playground.session import Playground, PromptOptions, without_reply
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
@@ -31,9 +32,10 @@ from playground.ui.common import (
     ENGINE_GROUP,
     user_errors,
 )
+from playground.ui.compare import build_compare, wire_compare
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.guard import BodyLimit, FairAdmission, keep_visitors
-from playground.ui.inspector import as_json, build_inspector, wire_inspector
+from playground.ui.inspector import START, as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
 from playground.ui.notebook import build_notebook, wire_notebook
@@ -41,7 +43,7 @@ from playground.ui.raw import build_raw, wire_raw
 
 __all__ = ["build_demo", "launch", "launch_options"]
 PRIVATE = {"api_visibility": "private"}
-TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
+TAB_IDS = ("chat", "raw", "inspector", "compare", "notebook", "model")
 
 
 def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
@@ -63,6 +65,8 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 raw = build_raw()
             with gr.Tab("Template inspector", id="inspector") as inspector_tab:
                 inspector = build_inspector(inspector_tab, playground)
+            with gr.Tab("Compare", id="compare"):
+                compare = build_compare()
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook(playground)
             with gr.Tab("Model", id="model") as model_tab:
@@ -71,6 +75,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         wire_chat(chat, controls, playground)
         wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
+        wire_compare(compare, controls, playground)
         wire_notebook(notebook, controls, playground, demo)
         wire_model(model, engine, model_tab)
         add_endpoints(playground)
@@ -82,6 +87,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             # one that ends with the visitor's message is exactly the prompt the chat sends.
             add_gen = not conversation or conversation[-1]["role"] != "assistant"
             return as_json(conversation), add_gen, policy, prefill or ""
+
+        @user_errors
+        def on_compare_chat(turns: list, system: str | None, prefill: str | None):
+            # The chat's last question, to be answered anew in every column.
+            conversation = PromptOptions(system or "").conversation(without_reply(turns))
+            return as_json(conversation or START), prefill or ""
 
         @user_errors
         def on_raw_to_inspector(prompt: str | None):
@@ -102,6 +113,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
                 inspector.policy,
                 inspector.prefill,
             ],
+            **PRIVATE,
+        )
+        compare.use_chat.click(
+            on_compare_chat,
+            [chat.turns, chat.system, chat.prefill],
+            [compare.conversation, compare.prefill],
             **PRIVATE,
         )
         inspector.to_raw.click(
