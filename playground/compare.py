@@ -313,3 +313,73 @@ def first_difference(reference: str, text: str) -> int | None:
             break
         same += 1
     return same
+
+
+# ---- the whole comparison as data (the /compare endpoint, lessons) ----------------------------
+
+
+def parse_variants(data: object) -> list[Variant]:
+    """Columns from JSON data: 2 to 4 items, each a variant's name or an object
+    {"prompt": name, "text": edited prompt, "sampling": {name: value}}."""
+    if not isinstance(data, list) or not 2 <= len(data) <= MAX_COLUMNS:
+        raise ParamError(f"columns must be a JSON list of 2 to {MAX_COLUMNS} variants.")
+    variants = []
+    for position, item in enumerate(data, 1):
+        item = {"prompt": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or set(item) - {"prompt", "text", "sampling"}:
+            raise ParamError(
+                f"column {position}: expected a variant name or an object with prompt, text "
+                "and sampling."
+            )
+        sampling = item.get("sampling") or {}
+        text = item.get("text") or ""
+        if not isinstance(sampling, dict) or not isinstance(text, str):
+            raise ParamError(f"column {position}: sampling must be an object, text a string.")
+        unknown = set(sampling) - set(SAMPLING_NAMES)
+        if unknown:
+            raise ParamError(f"column {position}: unknown sampling names {sorted(unknown)}.")
+        variants.append(Variant(str(item.get("prompt") or CORRECT), text, sampling))
+    return variants
+
+
+def compare(
+    playground: Playground,
+    messages: list[dict[str, str]],
+    options: PromptOptions,
+    variants: Sequence[Variant],
+    params: SamplingParams,
+) -> list[dict[str, Any]]:
+    """Every column planned and run to its end, one after another, as JSON-ready data: its
+    prompt, token count and difference from column 1's, output, figures and where the output
+    parts from column 1's. A column that cannot run carries its `error` instead."""
+    results: list[dict[str, Any]] = []
+    reference: Column | None = None
+    for position, variant in enumerate(variants, 1):
+        try:
+            column = plan_column(playground, messages, options, variant, params)
+        except UserError as error:
+            results.append({"column": position, "error": str(error)})
+            continue
+        reference = reference or (column if position == 1 else None)
+        runs = token_diff(reference.tokens, column.tokens) if reference else []
+        *_, last = playground.complete(column.prompt, column.params)
+        results.append({
+            "column": position,
+            "title": column.title,
+            "prompt": column.prompt,
+            "token_count": len(column.tokens),
+            "tokens_added": diff_counts(runs)[0],
+            "tokens_removed": diff_counts(runs)[1],
+            "diff": [
+                {"kind": kind, "tokens": [{"id": t.id, "piece": t.piece} for t in tokens]}
+                for kind, tokens in runs
+                if kind != "same"
+            ],
+            "output": last.text,
+            "figures": last.figures,
+        })  # fmt: skip
+    first = results[0].get("output")
+    for result in results:
+        if "output" in result and first is not None:
+            result["parts_at"] = first_difference(first, result["output"])
+    return results

@@ -14,6 +14,7 @@ markup (`display`), or reading settings (`settings`).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -40,6 +41,7 @@ from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
 from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
+from playground.ui.share import ShareBar, build_share_bar, wire_share
 
 __all__ = ["build_demo", "launch", "launch_options"]
 PRIVATE = {"api_visibility": "private"}
@@ -57,25 +59,31 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             "send raw prompts, and see exactly how its chat format works."
         )
         build_banner(notice)
+        share_note, expected = gr.Markdown(elem_id="share-note"), gr.State(None)
         controls = build_controls(settings, engine.supports_prompt_lookup)
+        bars: dict[str, ShareBar] = {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Chat", id="chat"):
+                bars["chat"] = build_share_bar("chat")
                 chat = build_chat(playground)
             with gr.Tab("Raw prompt", id="raw"):
+                bars["raw"] = build_share_bar("raw")
                 raw = build_raw()
             with gr.Tab("Template inspector", id="inspector") as inspector_tab:
+                bars["inspector"] = build_share_bar("inspector")
                 inspector = build_inspector(inspector_tab, playground)
             with gr.Tab("Compare", id="compare"):
+                bars["compare"] = build_share_bar("compare")
                 compare = build_compare()
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook(playground)
             with gr.Tab("Model", id="model") as model_tab:
                 model = build_model(engine, notice)
         wire_controls(controls, settings)
-        wire_chat(chat, controls, playground)
-        wire_raw(raw, controls, playground)
+        runs = {"chat": wire_chat(chat, controls, playground)}
+        runs["raw"] = wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
-        wire_compare(compare, controls, playground)
+        runs["compare"] = wire_compare(compare, controls, playground)
         wire_notebook(notebook, controls, playground, demo)
         wire_model(model, engine, model_tab)
         add_endpoints(playground)
@@ -136,6 +144,11 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
         demo.load(on_view, None, tabs, **PRIVATE)
+        page = SimpleNamespace(
+            demo=demo, tabs=tabs, playground=playground, controls=controls,
+            chat=chat, raw=raw, inspector=inspector, compare=compare,
+        )  # fmt: skip
+        wire_share(page, bars, share_note, expected, runs)
     # The queue's places are FairAdmission's: a full queue of generations must not refuse a
     # page load, so Gradio's own bound (which counts every event) is off.
     demo.queue(max_size=None, default_concurrency_limit=4)

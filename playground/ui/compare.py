@@ -185,7 +185,9 @@ def column_view(plan: Column | UserError | None, reference: Column | None) -> tu
     return "\n\n".join(lines), marked
 
 
-def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) -> None:
+def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) -> list:
+    """Wire the tab; returns the events that stream the columns."""
+
     @user_errors
     def on_prepare(data: dict) -> dict:
         plans = plan_columns(playground, data, tab, controls)
@@ -230,9 +232,10 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
         ],
         **PRIVATE,
     )  # fmt: skip
+    runs = []
     for column in tab.columns:
-        run = _wire_column(column, playground)
-        prepared.success(**run).then(
+        runs.append(prepared.success(**_wire_column(column, playground)))
+        runs[-1].then(
             on_parts, [c.output for c in tab.columns], [c.parts for c in tab.columns], **PRIVATE
         )
         column.stop.click(lambda control: control.press_stop(), column.control, None, **PRIVATE)
@@ -248,6 +251,7 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
         columns_in,
         **PRIVATE,
     )
+    return runs
 
 
 def _wire_column(column: CompareColumn, playground: Playground) -> dict:

@@ -93,7 +93,9 @@ def raw_checks(playground: Playground, prompt: str | None) -> str:
     return "\n\n".join([counts, display.notes_markdown([], notes, empty="")]).strip()
 
 
-def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
+def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
+    """Wire the tab; returns the event that streams a continuation."""
+
     @user_errors
     def on_raw(data: dict) -> Iterator[tuple]:
         control = data[tab.control]
@@ -126,13 +128,14 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
     def on_prompt_change(prompt: str | None) -> str:
         return raw_checks(playground, prompt)
 
-    tab.run.click(on_raw_start, tab.control, tab.stop, **PRIVATE).then(
+    run = tab.run.click(on_raw_start, tab.control, tab.stop, **PRIVATE).then(
         on_raw,
         {tab.prompt, tab.control, tab.show_probs, *controls.inputs},
         [tab.output, tab.figures, tab.stop, tab.tokens, tab.probs],
         **engine_events(playground),
         **PRIVATE,
-    ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
+    )
+    run.then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
     tab.stop.click(on_raw_stop, tab.control, None, **PRIVATE)
     tab.prompt.change(on_prompt_change, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE)
     tab.show_probs.change(
@@ -141,3 +144,4 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
         tab.probs,
         **PRIVATE,
     )
+    return [run]
