@@ -215,7 +215,7 @@ def _restore_outputs(ui: Any, note: gr.Markdown, expected: gr.State) -> list:
     )
     return [
         note, expected, ui.tabs, *controls.values.values(), controls.seed_mode, controls.stop,
-        chat.turns, chat.chatbot, chat.system, chat.policy, chat.prefill,
+        chat.turns, chat.chatbot, chat.message, chat.system, chat.policy, chat.prefill,
         raw.prompt,
         inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill,
         compare.conversation, compare.prefill, compare.count,
@@ -232,9 +232,12 @@ def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict
     for name, value in view["sampling"].items():
         updates[controls.values[name]] = value
     if tab == "chat":
-        chat, turns = ui.chat, view["messages"]
+        chat, turns, message = ui.chat, view["messages"], ""
+        if "hash" in view and len(turns) >= 2 and turns[-1]["role"] == "assistant":
+            # The shared reply is taken off and its question put back: Send replays it.
+            message, turns = turns[-2]["content"], turns[:-2]
         updates |= {
-            chat.turns: turns, chat.chatbot: display.chat_display(turns),
+            chat.turns: turns, chat.chatbot: display.chat_display(turns), chat.message: message,
             chat.system: view.get("system", ""), chat.policy: view.get("policy", "fold"),
             chat.prefill: view.get("prefill", ""),
         }  # fmt: skip
@@ -273,7 +276,8 @@ def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict
             f"page serves {served} with {kind}, so a replay may differ."
         )
     if "hash" in view:
-        lines.append(f"Run it: the shared output's hash is `{view['hash']}`.")
+        run = "press Send to replay its last reply" if tab == "chat" else "run it"
+        lines.append(f"To check it, {run}: the shared output's hash is `{view['hash']}`.")
     updates[note] = display.escape(" ".join(lines))
     want = {"tab": tab, "hash": view["hash"], "count": view.get("count", 0)}
     updates[expected] = want if "hash" in view else None

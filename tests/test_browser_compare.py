@@ -1,0 +1,229 @@
+"""The Compare tab and share links in real Chromium: a teacher's three columns with their token
+differences, four columns streaming at once and stopping alone, every fault's prompt as shown,
+hostile text in a message, an edited prompt and a link, and links that restore and replay.
+
+Screenshots go to the git-ignored `artifacts/` folder.
+"""
+
+import json
+import time
+
+import pytest
+
+from playground.compare import FAULTS, VARIANT_TITLES, Variant, conversation_inputs, plan_column
+from playground.session import Playground
+from playground.share import encode_view
+from tests.test_browser import open_page, screenshot, send, set_number
+from tests.test_reliability import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+QUESTION = [{"role": "user", "content": "What is 7 plus 5?"}]
+
+
+def open_compare(browser, url, width=1280, query="?view=compare"):
+    page = open_page(browser, url + query, width)
+    page.wait_for_selector("#compare-run")
+    return page
+
+
+def choose(page, column, name):
+    page.click(f"#compare-variant-{column} input")
+    page.get_by_role("option", name=VARIANT_TITLES[name], exact=True).click()
+
+
+def set_conversation(page, messages):
+    editor = page.locator("#compare-conversation .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    editor.fill(json.dumps(messages))  # CodeMirror's own input: no auto-closed brackets
+
+
+def run_all(page, columns):
+    page.click("#compare-run")
+    for n in range(1, columns + 1):
+        page.wait_for_function(
+            f"document.querySelector('#compare-figures-{n}').innerText.includes('tokens/s')"
+        )
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_a_teacher_runs_the_correct_prompt_beside_two_faults(browser, tutor_app_url, request,
+                                                             width):  # fmt: skip
+    page = open_compare(browser, tutor_app_url, width)
+    set_number(page, "slider-temperature", 0)
+    # The tab opens on the lesson's three: correct, a second <bos>, no generation prompt.
+    run_all(page, 3)
+    assert "12" in page.input_value("#compare-output-1 textarea")
+    added = page.locator("#compare-prompt-2 ins.diff-added")
+    assert added.count() == 1 and added.inner_text() == "<bos>"
+    removed = page.locator("#compare-prompt-3 del.diff-removed")
+    assert "<start_of_turn>model" in removed.inner_text()
+    assert "+1 / −0" in page.inner_text("#compare-info-2")
+    assert "+0 / −" in page.inner_text("#compare-info-3")
+    assert "P(<end_of_turn>)" in page.inner_text("#compare-probs-1")
+    assert "Same output as column 1" in page.inner_text("#compare-parts-2")
+    assert "Parts from column 1 at character 0" in page.inner_text("#compare-parts-3")
+    screenshot(page, request)
+
+
+def test_four_columns_stream_at_once_and_each_stops_alone(browser, batched_app_url,
+                                                          batched_engine, request):  # fmt: skip
+    page = open_compare(browser, batched_app_url)
+    page.locator("#compare-count label:has-text('4')").click()
+    # The tiny model's greedy reply to the chat's prompt for this runs to max_new_tokens (see
+    # test_browser.start_long_reply); a fault's prompt may end it early.
+    set_conversation(page, [{"role": "user", "content": "Tell me a long story"}])
+    for column in (2, 3, 4):
+        choose(page, column, "correct")
+    set_number(page, "slider-max_new_tokens", 2000)  # 40 s at the paced speed
+    set_number(page, "slider-temperature", 0)
+    page.click("#compare-run")
+    for n in range(1, 5):
+        # Polled, not per animation frame: four streams keep a loaded page's frames busy.
+        page.wait_for_function(
+            f"document.querySelector('#compare-output-{n} textarea').value.length > 30",
+            polling=250,
+        )
+    assert batched_engine.active == 4  # all four decode together
+    page.evaluate("document.querySelector('#compare-stop-2').click()")
+    page.wait_for_selector("#compare-figures-2 >> text=stopped by you")
+    wait_until(lambda: batched_engine.active == 3)
+    lengths = {n: len(page.input_value(f"#compare-output-{n} textarea")) for n in (1, 3, 4)}
+    time.sleep(1.0)
+    for n in (1, 3, 4):
+        assert len(page.input_value(f"#compare-output-{n} textarea")) > lengths[n]
+        assert "stopped by you" not in page.inner_text(f"#compare-figures-{n}")
+    for n in (1, 3, 4):
+        page.evaluate(f"document.querySelector('#compare-stop-{n}').click()")
+    wait_until(lambda: batched_engine.active == 0)
+    screenshot(page, request)
+
+
+def test_every_fault_shows_the_prompt_its_docs_describe(browser, tutor_app_url, tutor_engine,
+                                                        settings, request):  # fmt: skip
+    messages = [{"role": "system", "content": "Answer briefly."}, *QUESTION]
+    playground = Playground(tutor_engine, settings.with_(model="tiny-tutor"))
+    turns, options = conversation_inputs(playground, json.dumps(messages), "")
+    page = open_compare(browser, tutor_app_url)
+    set_conversation(page, messages)
+    page.locator("#compare-count label:has-text('2')").click()
+    set_number(page, "slider-max_new_tokens", 1)
+    for name in FAULTS:
+        choose(page, 2, name)
+        page.click("#compare-run")
+        if name == "error-system":
+            page.wait_for_selector("#compare-info-2 >> text=System role not supported")
+            continue
+        # The plan's info and cleared figures arrive together; then the one-token run ends.
+        page.wait_for_selector(f"#compare-info-2 >> text={FAULTS[name].title}")
+        page.wait_for_selector("#compare-figures-2 >> text=tokens/s")
+        expected = plan_column(playground, turns, options, Variant(name), playground.params({}))
+        assert shown_prompt(page, 2) == expected.prompt, name
+    screenshot(page, request)
+
+
+def shown_prompt(page, column):
+    """A column's prompt as the page shows it, without the tokens it lacks (struck through)."""
+    return page.evaluate(
+        f"""(() => {{
+        const pre = document.querySelector('#compare-prompt-{column} pre').cloneNode(true);
+        pre.querySelectorAll('del').forEach((d) => d.remove());
+        return pre.textContent.replaceAll('↵', '');
+        }})()"""
+    )
+
+
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>**bold** ![i](http://x/i.png)"
+
+
+def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
+    browser, tutor_app_url, request
+):
+    page = open_compare(browser, tutor_app_url)
+    set_conversation(page, [{"role": "user", "content": HOSTILE}])
+    choose(page, 3, "edited")
+    page.fill("#compare-edited-3 textarea", "<bos>" + HOSTILE)
+    set_number(page, "slider-max_new_tokens", 4)
+    run_all(page, 3)
+    assert HOSTILE in page.inner_text("#compare-prompt-1")
+    assert HOSTILE in page.inner_text("#compare-prompt-3")
+    assert shown_prompt(page, 1).count(HOSTILE) == 1 and HOSTILE in shown_prompt(page, 3)
+    assert page.locator("#compare-prompt-1 strong, #compare-prompt-3 strong").count() == 0
+    page.click("#compare-share")
+    page.wait_for_function(
+        "document.querySelector('#compare-link textarea').value.startsWith('http')"
+    )
+    link = page.input_value("#compare-link textarea")
+    shared = open_page(browser, link)
+    shared.wait_for_selector("#share-note >> text=Opened a shared compare view")
+    assert HOSTILE in shared.inner_text("#compare-conversation")
+    assert shared.input_value("#compare-edited-3 textarea") == "<bos>" + HOSTILE
+    # A hostile link: text in its fields, or a damaged value with markup in it.
+    view = {"tab": "raw", "prompt": HOSTILE, "sampling": {}, "model": HOSTILE, "engine": HOSTILE}
+    bad = open_page(browser, tutor_app_url + "?share=" + encode_view(view))
+    bad.wait_for_selector("#share-note >> text=Opened a shared raw view")
+    assert HOSTILE in bad.inner_text("#share-note")
+    assert bad.input_value("#raw-prompt textarea") == HOSTILE
+    damaged = open_page(browser, tutor_app_url + "?share=%3Cimg%20src%3Dx%20onerror%3Dalert(3)%3E")
+    damaged.wait_for_selector("#share-note >> text=The page opened empty instead")
+    for p in (page, shared, bad, damaged):
+        assert p.dialogs == []
+        assert p.locator("img[src='x'], img[src='http://x/i.png']").count() == 0
+    assert damaged.input_value("#raw-prompt textarea") == ""
+    for p in (shared, bad):
+        p.close()
+    screenshot(damaged, request)
+
+
+def copy_link(page, tab):
+    page.click(f"#{tab}-share")
+    page.wait_for_function(f"document.querySelector('#{tab}-link textarea').value.startsWith('h')")
+    return page.input_value(f"#{tab}-link textarea")
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_a_shared_link_restores_the_view_and_replays_to_the_same_hash(browser, tutor_app_url,
+                                                                      request, width):  # fmt: skip
+    page = open_compare(browser, tutor_app_url, width)
+    set_number(page, "slider-temperature", 1.0)
+    set_number(page, "seed", 1234)
+    page.fill("#compare-changes-2 input", "seed=99")
+    run_all(page, 3)
+    outputs = [page.input_value(f"#compare-output-{n} textarea") for n in (1, 2, 3)]
+    link = copy_link(page, "compare")
+    page.close()
+
+    fresh = open_page(browser, link, width)
+    fresh.wait_for_selector("#share-note >> text=Opened a shared compare view")
+    assert fresh.input_value("#compare-changes-2 input") == "seed=99"
+    assert fresh.input_value("#seed input[type=number]") == "1234"
+    run_all(fresh, 3)
+    fresh.wait_for_selector("#share-note >> text=The replay matched")
+    assert [fresh.input_value(f"#compare-output-{n} textarea") for n in (1, 2, 3)] == outputs
+
+    # Chat and Raw prompt carry their own views; the inspector its conversation.
+    fresh.click("button[role=tab]:has-text('Chat')")
+    send(fresh, "What is 2 plus 2?")
+    fresh.wait_for_selector("#chatbot >> text=tokens/s")
+    chat_link = copy_link(fresh, "chat")
+    fresh.click("button[role=tab]:has-text('Raw prompt')")
+    fresh.fill("#raw-prompt textarea", "<bos>Once upon a time")
+    fresh.click("#raw-generate")
+    fresh.wait_for_selector("#raw-figures >> text=tokens/s")
+    raw_link = copy_link(fresh, "raw")
+    screenshot(fresh, request)
+
+    chat = open_page(browser, chat_link, width)
+    chat.wait_for_selector("#share-note >> text=press Send to replay")
+    # The last question waits in the box, its reply taken off: Send replays it.
+    assert chat.input_value("#message textarea") == "What is 2 plus 2?"
+    chat.click("#send")
+    chat.wait_for_selector("#share-note >> text=The replay matched")
+    raw = open_page(browser, raw_link, width)
+    raw.wait_for_selector("#share-note >> text=Opened a shared raw view")
+    assert raw.input_value("#raw-prompt textarea") == "<bos>Once upon a time"
+    raw.click("#raw-generate")
+    raw.wait_for_selector("#share-note >> text=The replay matched")
+    chat.close()
+    raw.close()
