@@ -38,13 +38,14 @@ def complete(client, prompt, max_new_tokens=20, **sampling):
 def test_named_endpoints_and_their_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(api) == {
-        "/chat", "/complete", "/render", "/chat_json", "/complete_json", "/status"
+        "/chat", "/complete", "/render", "/chat_json", "/complete_json", "/status", "/compare"
     }  # fmt: skip
 
     def names(endpoint):
         return [p["parameter_name"] for p in api[endpoint]["parameters"]]
 
     assert names("/render") == ["conversation", "system_policy", "add_generation_prompt"]
+    assert names("/compare")[:3] == ["conversation", "columns", "prefill"]
     assert names("/complete") == [
         "prompt", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
     ]  # fmt: skip

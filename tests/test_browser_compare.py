@@ -67,8 +67,9 @@ def test_a_teacher_runs_the_correct_prompt_beside_two_faults(browser, tutor_app_
     screenshot(page, request)
 
 
-def test_four_columns_stream_at_once_and_each_stops_alone(browser, batched_app_url,
-                                                          batched_engine, request):  # fmt: skip
+def test_four_columns_stream_at_once_and_each_stops_alone(
+    browser, batched_app_url, batched_engine, request
+):
     page = open_compare(browser, batched_app_url)
     page.locator("#compare-count label:has-text('4')").click()
     # The tiny model's greedy reply to the chat's prompt for this runs to max_new_tokens (see
@@ -79,24 +80,26 @@ def test_four_columns_stream_at_once_and_each_stops_alone(browser, batched_app_u
     set_number(page, "slider-max_new_tokens", 2000)  # 40 s at the paced speed
     set_number(page, "slider-temperature", 0)
     page.click("#compare-run")
-    for n in range(1, 5):
-        # Polled, not per animation frame: four streams keep a loaded page's frames busy.
+    # The engine is the witness of "at once": a loaded 2-core machine's page can show the
+    # text seconds after it was made (test_browser_batching's note).
+    wait_until(lambda: batched_engine.active == 4, seconds=30)
+    page.evaluate("document.querySelector('#compare-stop-2').click()")
+    wait_until(lambda: batched_engine.active == 3)
+    time.sleep(1.0)
+    assert batched_engine.active == 3  # the other three go on
+    for n in (1, 3, 4):
+        # Each of the others streams on: its text grows on the page.
         page.wait_for_function(
             f"document.querySelector('#compare-output-{n} textarea').value.length > 30",
             polling=250,
         )
-    assert batched_engine.active == 4  # all four decode together
-    page.evaluate("document.querySelector('#compare-stop-2').click()")
     page.wait_for_selector("#compare-figures-2 >> text=stopped by you")
-    wait_until(lambda: batched_engine.active == 3)
-    lengths = {n: len(page.input_value(f"#compare-output-{n} textarea")) for n in (1, 3, 4)}
-    time.sleep(1.0)
     for n in (1, 3, 4):
-        assert len(page.input_value(f"#compare-output-{n} textarea")) > lengths[n]
         assert "stopped by you" not in page.inner_text(f"#compare-figures-{n}")
-    for n in (1, 3, 4):
         page.evaluate(f"document.querySelector('#compare-stop-{n}').click()")
     wait_until(lambda: batched_engine.active == 0)
+    for n in (1, 3, 4):
+        page.wait_for_selector(f"#compare-figures-{n} >> text=stopped by you")
     screenshot(page, request)
 
 

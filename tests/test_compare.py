@@ -195,8 +195,19 @@ def pack(data) -> str:
         (pack({"v": 1, "tab": "raw", "prompt": "x", "hash": "<b>"}), "hash"),
         (pack({"v": 1, "tab": "raw", "prompt": "x" * 10**5}), "limit"),
         (pack({"v": 1, "tab": "chat", "messages": [{"role": "system", "content": "x"}]}), "user"),
-        (pack({"v": 1, "tab": "compare", "conversation": "[]", "prefill": "", "count": 9,
-               "columns": []}), "2 to 4"),  # fmt: skip
+        (
+            pack(
+                {
+                    "v": 1,
+                    "tab": "compare",
+                    "conversation": "[]",
+                    "prefill": "",
+                    "count": 9,
+                    "columns": [],
+                }
+            ),
+            "2 to 4",
+        ),
         (pack(b"{" + b" " * 10**6 + b"}"), "more than a view can hold"),
     ],
 )
@@ -220,8 +231,14 @@ def test_compare_endpoint_returns_columns_diffs_and_outputs(tutor_client):
     result = json.loads(
         tutor_client.predict(
             json.dumps(QUESTION),
-            json.dumps(["correct", "second-bos", {"prompt": "correct", "sampling": {"seed": 3}},
-                        "error-system"]),  # fmt: skip
+            json.dumps(
+                [
+                    "correct",
+                    "second-bos",
+                    {"prompt": "correct", "sampling": {"seed": 3}},
+                    "error-system",
+                ]
+            ),
             "",
             temperature=0,
             api_name="/compare",
