@@ -16,13 +16,20 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
+from playground.chat_format import (
+    DEFAULT_SYSTEM_POLICY,
+    SYSTEM_POLICIES,
+    ChatFormatError,
+    RenderOptions,
+    parse_conversation,
+    render,
+)
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe
-from playground.session import Playground, PromptOptions, exported_model, request_params
+from playground.session import Playground, exported_model, request_params
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ren = commands.add_parser("render", help="render a conversation with the chat template")
     ren.add_argument("conversation", type=Path, help="JSON list of messages or {messages: [...]}")
-    ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default="fold")
+    ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default=DEFAULT_SYSTEM_POLICY)
     ren.add_argument("--no-generation-prompt", action="store_true")
     ren.add_argument("--prefill", default="")
     ren.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
@@ -242,7 +249,7 @@ def _generate(args: argparse.Namespace) -> int:
     if drawn_seed is not None and not args.json:
         print(f"random seed drawn: {drawn_seed}", file=sys.stderr)
     if args.messages is not None:
-        replies = playground.reply(_read_conversation(args.messages), PromptOptions(), params)
+        replies = playground.reply(_read_conversation(args.messages), RenderOptions(), params)
     else:
         replies = playground.complete(args.prompt, params)  # the UI's rule: no empty prompt
     shown = ""
@@ -291,7 +298,7 @@ def _render(args: argparse.Namespace) -> int:
 
     messages = _read_conversation(args.conversation)
     settings = load_settings(model=args.model, fold_separator=args.fold_separator)
-    options = dict(
+    options = RenderOptions(
         system_policy=args.system_policy,
         add_generation_prompt=not args.no_generation_prompt,
         prefill=args.prefill,
@@ -299,14 +306,12 @@ def _render(args: argparse.Namespace) -> int:
     )
     if not args.json and args.model is None:
         # Text only: the canonical template, no model needed.
-        sys.stdout.write(render(messages, **options).text)
+        sys.stdout.write(render(messages, options).text)
         return 0
     with _stdout_to_stderr():
         folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
         tokenizer = Tokenizer(folder)
-    inspection = inspect_messages(
-        messages, tokenizer, context_size=settings.context_size, **options
-    )
+    inspection = inspect_messages(messages, tokenizer, options, context_size=settings.context_size)
     if args.json:
         print(json.dumps(inspection.as_json(), ensure_ascii=False))
     else:

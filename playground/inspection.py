@@ -16,8 +16,8 @@ from typing import Any
 
 from playground.chat_format import (
     BOS,
-    DEFAULT_FOLD_SEPARATOR,
     Budget,
+    RenderOptions,
     fit_budget,
     prefill_whitespace_warning,
     render,
@@ -55,24 +55,16 @@ class Inspection:
 def inspect_messages(
     messages: Sequence[Mapping[str, str]],
     tokenizer: Tokenizer,
+    options: RenderOptions | None = None,
     *,
-    system_policy: str = "fold",
-    add_generation_prompt: bool = True,
-    prefill: str = "",
     context_size: int | None = None,
     max_new_tokens: int = 0,
-    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> Inspection:
     """Render with the model's template (fitting the context when `context_size` is given)."""
-    options = dict(
-        template=tokenizer.chat_template,
-        system_policy=system_policy,
-        add_generation_prompt=add_generation_prompt,
-        prefill=prefill,
-        fold_separator=fold_separator,
-    )
+    options = options or RenderOptions()
+    template = tokenizer.chat_template
     if context_size is None:
-        rendered = render(messages, **options)
+        rendered = render(messages, options, template=template)
         budget = Budget(rendered, 0, (), 0)
     else:
         budget = fit_budget(
@@ -80,12 +72,14 @@ def inspect_messages(
             count_tokens=tokenizer.count,
             context_size=context_size,
             max_new_tokens=max_new_tokens,
-            **options,
+            options=options,
+            template=template,
         )
     # fit_budget's warnings already name the dropped messages: add no second note.
     warnings = list(budget.rendered.warnings)
-    if prefill_whitespace_warning(prefill):
-        warnings.append(trailing_whitespace_tokens(budget.rendered.text, prefill, tokenizer))
+    if prefill_whitespace_warning(options.prefill):
+        prompt = budget.rendered.text
+        warnings.append(trailing_whitespace_tokens(prompt, options.prefill, tokenizer))
     inspection = inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
     inspection.notes.extend(budget.rendered.notes)
     return inspection

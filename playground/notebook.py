@@ -20,14 +20,22 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from playground.chat_format import ChatFormatError, check_unicode, parse_conversation, render
+from playground.chat_format import (
+    DEFAULT_SYSTEM_POLICY,
+    SYSTEM_POLICIES,
+    ChatFormatError,
+    RenderOptions,
+    check_unicode,
+    parse_conversation,
+    render,
+)
 from playground.errors import UserError
 from playground.models import looks_like_repo_id
 from playground.sampling import ParamError, Range, SamplingParams
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
 KINDS = ("chat", "raw")
-PROMPT_OPTIONS = {"policy": ("fold", "error", "drop"), "generation_prompt": ("on", "off"),
+PROMPT_OPTIONS = {"policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
@@ -201,9 +209,7 @@ def check_cell(cell: PromptCell, where: str = "this cell") -> None:
     what a lesson may want to teach."""
     if cell.kind == "chat":
         try:
-            render(parse_conversation(cell.body), system_policy="drop",
-                   add_generation_prompt=cell.option("generation_prompt", "on") == "on",
-                   prefill=cell.option("prefill"))  # fmt: skip
+            render(parse_conversation(cell.body), render_options(cell, "drop"))
         except ChatFormatError as error:
             raise LessonError(f"{where}: {error}") from None
 
@@ -212,12 +218,17 @@ def cell_prompt(cell: PromptCell) -> str:
     """The exact text the model gets for the cell (one `<bos>` is added to raw text without)."""
     if cell.kind == "raw":
         return cell.body
-    return render(
-        parse_conversation(cell.body),
-        system_policy=cell.option("policy", "fold"),
+    return render(parse_conversation(cell.body), render_options(cell)).text
+
+
+def render_options(cell: PromptCell, system_policy: str | None = None) -> RenderOptions:
+    """A chat cell's options: `policy=` (unless `system_policy` overrides it),
+    `generation_prompt=on|off` and `prefill=`."""
+    return RenderOptions(
+        system_policy=system_policy or cell.option("policy", DEFAULT_SYSTEM_POLICY),
         add_generation_prompt=cell.option("generation_prompt", "on") == "on",
         prefill=cell.option("prefill"),
-    ).text
+    )
 
 
 def cell_params(

@@ -2,9 +2,10 @@
 
 Owns: the list of turns (each `{"role", "content"}`, a reply also carrying its `"figures"`), the
 turn operations (submit, regenerate, undo, edit an earlier message, clear, apply an example), the
-`PromptOptions` and the one `fit_prompt` that both the chat and the inspector call, the figures
-of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the `Playground` object
-that the UI, the named API endpoints and the command line share.
+`conversation` (a system prompt before the turns) and the one `fit_prompt` that both the chat
+and the inspector call (with `chat_format.RenderOptions` and the configured fold separator), the
+figures of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the
+`Playground` object that the UI, the named API endpoints and the command line share.
 Does not own: components or events (`ui`), markup (`display`), template rules (`chat_format`),
 generation itself (`engines`). Nothing here imports gradio, so all of it is testable in-process.
 """
@@ -22,8 +23,8 @@ from typing import Any
 
 from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
-    DEFAULT_FOLD_SEPARATOR,
     Budget,
+    RenderOptions,
     check_unicode,
     fit_budget,
     parse_conversation,
@@ -177,43 +178,30 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]
 # ---- prompts ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PromptOptions:
-    """How a conversation becomes a prompt: the same options for the chat and the inspector."""
-
-    system: str = ""
-    policy: str = "fold"
-    prefill: str = ""
-    add_generation_prompt: bool = True
-
-    def conversation(self, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-        """The messages the template gets: the system prompt (if any) first, then the turns."""
-        system = [{"role": "system", "content": self.system}] if self.system.strip() else []
-        return [*system, *messages_of(turns)]
+def conversation(system: str, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The messages the template gets: the system prompt (if any) first, then the turns."""
+    first = [{"role": "system", "content": system}] if system.strip() else []
+    return [*first, *messages_of(turns)]
 
 
 def fit_prompt(
     turns: Sequence[Mapping[str, Any]],
-    options: PromptOptions,
+    options: RenderOptions,
     *,
     engine: Engine,
     max_new_tokens: int,
-    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+    system: str = "",
 ) -> Budget:
-    """The prompt that is sent for `turns`: rendered with the model's template, the oldest
-    exchanges dropped until it fits the context with room for the reply. The fold note joins
-    the warnings, so the fold says what it did as the drop policy does."""
-    conversation = options.conversation(turns)
+    """The prompt that is sent for `turns` after `system`: rendered with the model's template,
+    the oldest exchanges dropped until it fits the context with room for the reply. The fold
+    note joins the warnings, so the fold says what it did as the drop policy does."""
     budget = fit_budget(
-        conversation,
+        conversation(system, turns),
         count_tokens=engine.tokenizer.count,
         context_size=engine.context_size,
         max_new_tokens=max_new_tokens,
+        options=options,
         template=engine.tokenizer.chat_template,
-        system_policy=options.policy,
-        add_generation_prompt=options.add_generation_prompt,
-        prefill=options.prefill,
-        fold_separator=fold_separator,
     )
     rendered = budget.rendered
     if rendered.notes:
@@ -420,20 +408,25 @@ class Playground:
     ) -> tuple[SamplingParams, int | None]:
         return request_params(self.settings, values, stop, self.context_size)
 
-    def fit(self, turns: Sequence[Turn], options: PromptOptions, max_new_tokens: int) -> Budget:
+    def fit(
+        self, turns: Sequence[Turn], options: RenderOptions, max_new_tokens: int, system: str = ""
+    ) -> Budget:
+        """`fit_prompt` on this engine, folding with the configured separator (space.yaml's
+        fold_separator), whatever `options` says."""
+        configured = replace(options, fold_separator=self.settings.fold_separator)
         return fit_prompt(
-            turns,
-            options,
-            engine=self.engine,
-            max_new_tokens=max_new_tokens,
-            fold_separator=self.settings.fold_separator,
+            turns, configured, engine=self.engine, max_new_tokens=max_new_tokens, system=system
         )
 
     def inspect(
-        self, messages: Sequence[Turn], options: PromptOptions, max_new_tokens: int
+        self,
+        messages: Sequence[Turn],
+        options: RenderOptions,
+        max_new_tokens: int,
+        system: str = "",
     ) -> Inspection:
         """The inspector's view: exactly the prompt `fit_prompt` gives the chat."""
-        budget = self.fit(messages, options, max_new_tokens)
+        budget = self.fit(messages, options, max_new_tokens, system)
         rendered = budget.rendered
         return inspect_text(
             rendered.text, self.engine.tokenizer, list(rendered.warnings), budget.dropped_turns
@@ -466,14 +459,15 @@ class Playground:
     def reply(
         self,
         turns: Sequence[Turn],
-        options: PromptOptions,
+        options: RenderOptions,
         params: SamplingParams,
         control: Control | None = None,
+        system: str = "",
     ) -> Iterator[Reply]:
-        """Stream the reply to `turns` (they end with the visitor's message)."""
-        self.check_text(options.system, "The system prompt")
+        """Stream the reply to `turns` (they end with the visitor's message) after `system`."""
+        self.check_text(system, "The system prompt")
         self.check_text(options.prefill, "The prefill")
-        budget = self.fit(turns, options, params.max_new_tokens)
+        budget = self.fit(turns, options, params.max_new_tokens, system)
         for reply in self._stream(budget.rendered.text, params, options.prefill, control):
             yield replace(reply, budget=budget)
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from playground.chat_format import CONTROL_TOKEN_TEXTS, ChatFormatError, render
+from playground.chat_format import CONTROL_TOKEN_TEXTS, ChatFormatError, RenderOptions, render
 from playground.inspection import double_bos_note, export_code, inspect_messages, inspect_text
 from playground.sampling import SamplingParams
 
@@ -68,7 +68,7 @@ def test_special_flags_exactly_for_control_tokens(tokenizer):
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Bye"},
     ]
-    inspection = inspect_messages(messages, tokenizer, prefill="Sure")
+    inspection = inspect_messages(messages, tokenizer, RenderOptions(prefill="Sure"))
     assert any(not t.special for t in inspection.tokens)
     for token in inspection.tokens:
         assert token.special == (token.piece in CONTROL_TOKEN_TEXTS), token
@@ -128,12 +128,12 @@ def test_system_policy_and_generation_prompt_pass_through(tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, *HELLO]
     folded = inspect_messages(messages, tokenizer)
     assert "Be brief.\n\nHello" in folded.prompt
-    dropped = inspect_messages(messages, tokenizer, system_policy="drop")
+    dropped = inspect_messages(messages, tokenizer, RenderOptions(system_policy="drop"))
     assert "Be brief." not in dropped.prompt
     assert any("'drop' system policy" in w for w in dropped.warnings)
     with pytest.raises(ChatFormatError, match="System role not supported"):
-        inspect_messages(messages, tokenizer, system_policy="error")
-    bare = inspect_messages(HELLO, tokenizer, add_generation_prompt=False)
+        inspect_messages(messages, tokenizer, RenderOptions(system_policy="error"))
+    bare = inspect_messages(HELLO, tokenizer, RenderOptions(add_generation_prompt=False))
     assert bare.prompt.endswith("<end_of_turn>\n")
 
 

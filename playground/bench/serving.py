@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playground.chat_format import render
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, render
 from playground.settings import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +83,8 @@ def client_main(url: str, at: float, new_tokens: int) -> None:
     time.sleep(max(0.0, at - time.time()))
     start = time.time()
     first = last = None
-    job = client.submit(QUESTION, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "",
-                        0, False, api_name="/chat_json")  # fmt: skip
+    job = client.submit(QUESTION, "[]", "", DEFAULT_SYSTEM_POLICY, "", new_tokens,
+                        *GREEDY.values(), "", 0, False, api_name="/chat_json")  # fmt: skip
     for update in job:
         first = first or time.time()
         last = update
@@ -163,7 +163,8 @@ def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.
     from urllib.parse import urlsplit
 
     where = urlsplit(url)
-    body = [question, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "", 0, False]
+    body = [question, "[]", "", DEFAULT_SYSTEM_POLICY, "", new_tokens, *GREEDY.values(), "", 0,
+            False]  # fmt: skip
 
     def connection() -> http.client.HTTPConnection:
         return http.client.HTTPConnection(

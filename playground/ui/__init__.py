@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
-from playground.session import Playground, PromptOptions
+from playground.session import Playground, conversation
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
@@ -77,11 +77,11 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
 
         @user_errors
         def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
-            conversation = PromptOptions(system or "").conversation(turns)
+            messages = conversation(system or "", turns)
             # A chat that ends with a reply is shown as it stands (no new model turn opened);
             # one that ends with the visitor's message is exactly the prompt the chat sends.
-            add_gen = not conversation or conversation[-1]["role"] != "assistant"
-            return as_json(conversation), add_gen, policy, prefill or ""
+            add_gen = not messages or messages[-1]["role"] != "assistant"
+            return as_json(messages), add_gen, policy, prefill or ""
 
         @user_errors
         def on_raw_to_inspector(prompt: str | None):

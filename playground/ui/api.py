@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from playground.chat_format import parse_conversation
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, RenderOptions, parse_conversation
 from playground.inspection import inspect_messages
 from playground.sampling import (
     RANDOM_SEED,
@@ -25,7 +25,7 @@ from playground.sampling import (
     SamplingParams,
     describe,
 )
-from playground.session import Playground, PromptOptions, Reply, throttle
+from playground.session import Playground, Reply, throttle
 from playground.ui.common import engine_events, user_errors
 
 P = inspect.Parameter
@@ -155,25 +155,26 @@ def add_endpoints(playground: Playground) -> None:
         turns = parse_conversation(playground.check_text(history or "[]", "The history"))
         turns.append({"role": "user", "content": playground.check_text(message, "The message")})
         system = playground.check_text(system_prompt or "", "The system prompt")
-        options = PromptOptions(
-            system, system_policy, playground.check_text(prefill or "", "The prefill")
-        )
+        prefill = playground.check_text(prefill or "", "The prefill")
         top = logprobs_count(arguments["logprobs"])
-        yield from stream_out(playground.reply(turns, options, params), arguments["figures"], top)
+        options = RenderOptions(system_policy, prefill=prefill)
+        replies = playground.reply(turns, options, params, system=system)
+        yield from stream_out(replies, arguments["figures"], top)
 
     @user_errors
     def render(
-        conversation: str, system_policy: str = "fold", add_generation_prompt: bool = True
+        conversation: str,
+        system_policy: str = DEFAULT_SYSTEM_POLICY,
+        add_generation_prompt: bool = True,
     ) -> tuple[str, str]:
         """The exact prompt for a conversation (JSON), and its token view as JSON."""
         messages = parse_conversation(playground.check_text(conversation, "The conversation"))
-        inspection = inspect_messages(
-            messages,
-            playground.engine.tokenizer,
-            system_policy=system_policy,
+        options = RenderOptions(
+            system_policy,
             add_generation_prompt=bool(add_generation_prompt),
             fold_separator=playground.settings.fold_separator,
         )
+        inspection = inspect_messages(messages, playground.engine.tokenizer, options)
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
     prompt = [("prompt", str, P.empty, "raw text, sent with no chat template")]
@@ -181,7 +182,12 @@ def add_endpoints(playground: Playground) -> None:
         ("message", str, P.empty, "the visitor's new message"),
         ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
         ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
-        ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
+        (
+            "system_policy",
+            str,
+            DEFAULT_SYSTEM_POLICY,
+            "fold, error or drop: what to do with a system prompt",
+        ),
         ("prefill", str, "", "text the reply starts with"),
     ]
     engine = engine_events(playground)

@@ -18,9 +18,9 @@ from typing import Any
 import gradio as gr
 
 from playground import display, session
-from playground.chat_format import SYSTEM_POLICIES
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, RenderOptions
 from playground.errors import UserError
-from playground.session import Control, Playground, PromptOptions
+from playground.session import Control, Playground
 from playground.ui.common import (
     engine_events,
     probabilities,
@@ -63,7 +63,7 @@ def build_chat(playground: Playground) -> ChatTab:
         system = gr.Textbox(label="System prompt", lines=2, elem_id="system")
         policy = gr.Radio(
             list(SYSTEM_POLICIES),
-            value="fold",
+            value=DEFAULT_SYSTEM_POLICY,
             label="System policy (Gemma-2 has no system role)",
             info="fold: put it before the first user message · error: refuse, as "
             "the official template does · drop: leave it out",
@@ -160,10 +160,9 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
-            options = PromptOptions(
-                data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
-            )
-            for reply in session.throttle(playground.reply(turns, options, params, control)):
+            options = RenderOptions(data[tab.policy], prefill=data[tab.prefill] or "")
+            replies = playground.reply(turns, options, params, control, data[tab.system] or "")
+            for reply in session.throttle(replies):
                 if control.outdated():
                     # Cleared meanwhile: never write the reply back, and clear once more after
                     # any update of ours that was already on its way.
