@@ -29,7 +29,7 @@ from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe
-from playground.session import Playground, exported_model, request_params
+from playground.session import Playground, exported_model, params_from_request
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
@@ -239,7 +239,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     # Anything the engine accepts, as the API does, refused before loading anything.
     values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
-    params, drawn_seed = request_params(settings, values, args.stop, settings.context_size)
+    params, drawn_seed = params_from_request(settings, values, args.stop, settings.context_size)
     with _stdout_to_stderr():
         # Without --model, the default model falls back to tiny-tutor, as in the app.
         engine, notice = open_engine(settings)
@@ -347,7 +347,7 @@ def _notebook_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
     context = nb.NotebookContext(
         exported_model(engine.info.model, engine.folder)[0], settings.ranges, settings.defaults(),
-        dict(settings.ov_config),
+        dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids,
     )  # fmt: skip
     out = args.out or Path(args.lesson.stem + ".ipynb")
     nbformat.write(nb.to_ipynb(cells, outputs, context), out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from playground.chat_format import (
     render,
 )
 from playground.errors import UserError
-from playground.models import looks_like_repo_id
+from playground.export import notebook_run_code, notebook_setup_code
 from playground.sampling import ParamError, Range, SamplingParams
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
@@ -38,7 +38,6 @@ KINDS = ("chat", "raw")
 PROMPT_OPTIONS = {"policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
-END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
 # A lesson's size: the shipped ones are about 1,500 characters and 10 cells. Every step of a
 # run shows the whole page again, so its size bounds what a run costs beside the engine.
 MAX_LESSON_CHARS = 50_000
@@ -314,55 +313,16 @@ def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) 
     )
 
 
-def _setup_code(model: str, ov_config: Mapping[str, str]) -> str:
-    fetch = (
-        f"from huggingface_hub import snapshot_download\n\nmodel_dir = snapshot_download({model!r})"
-        if looks_like_repo_id(model) and not Path(model).expanduser().is_dir()
-        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
-    )
-    config = f", **{dict(ov_config)!r}" if ov_config else ""
-    return f'''import openvino_genai as ov_genai
-
-{fetch}
-pipe = ov_genai.LLMPipeline(model_dir, "CPU"{config})
-tokenizer = pipe.get_tokenizer()
-
-
-def run(prompt, **options):
-    """Generate as the playground does: the prompt has its one <bos> already, generation ends
-    at the model's end tokens, and special tokens stay in the text."""
-    config = ov_genai.GenerationConfig(**options)
-    config.stop_token_ids = {set(END_IDS)!r}
-    ids = tokenizer.encode(prompt, add_special_tokens=False).input_ids
-    new = list(pipe.generate(ids, config).tokens[0])
-    if new and new[-1] in {set(END_IDS)!r}:
-        new.pop()
-    print(tokenizer.decode(new, skip_special_tokens=False))
-'''
-
-
-def _run_code(prompt: str, params: SamplingParams) -> str:
-    if not prompt.startswith("<bos>"):
-        prompt = "<bos>" + prompt  # what the engine sends for raw text
-    options = {"max_new_tokens": params.max_new_tokens,
-               "repetition_penalty": params.repetition_penalty}  # fmt: skip
-    if not params.greedy:
-        options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
-                    "rng_seed": params.seed}  # fmt: skip
-        if params.top_k:
-            options["top_k"] = params.top_k
-    args = ",\n".join(f"    {k}={v!r}" for k, v in options.items())
-    return f"run(\n    {prompt!r},\n{args},\n)"
-
-
 @dataclass(frozen=True)
 class NotebookContext:
-    """What the exported notebook runs against: a hub id or a folder, and the sampling base."""
+    """What the exported notebook runs against: a hub id or a folder, the sampling base and the
+    model's end ids (its tokenizer's)."""
 
     model: str
     ranges: Mapping[str, Range]
     base: Mapping[str, Any] = field(default_factory=dict)
     ov_config: Mapping[str, str] = field(default_factory=dict)
+    end_ids: Collection[int] = field(kw_only=True)
 
 
 def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: NotebookContext):
@@ -372,7 +332,9 @@ def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: Noteboo
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
     notebook = new_notebook(metadata={"playground": {"model": context.model}})
-    notebook.cells.append(new_code_cell(_setup_code(context.model, context.ov_config)))
+    notebook.cells.append(
+        new_code_cell(notebook_setup_code(context.model, context.ov_config, context.end_ids))
+    )
     count = 1
     for i, cell in enumerate(cells):
         if isinstance(cell, MarkdownCell):
@@ -381,7 +343,8 @@ def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: Noteboo
         meta = {"playground": {"kind": cell.kind, "body": cell.body,
                                "options": [list(pair) for pair in cell.options]}}  # fmt: skip
         try:
-            source = _run_code(cell_prompt(cell), cell_params(cell, context.ranges, context.base))
+            params = cell_params(cell, context.ranges, context.base)
+            source = notebook_run_code(cell_prompt(cell), params)
         except ChatFormatError as error:
             refusal = f"raise ValueError({str(error)!r})"
             source = f"# The Gemma-2 template refuses this conversation.\n{refusal}"

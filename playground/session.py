@@ -30,7 +30,8 @@ from playground.chat_format import (
     parse_conversation,
 )
 from playground.engines import Engine, Generation, GenerationResult, Prompt
-from playground.inspection import Inspection, export_code, inspect_text, remote_code
+from playground.export import export_code, remote_code
+from playground.inspection import Inspection, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
@@ -354,7 +355,7 @@ def sampling_params(
     return SamplingParams.checked(dict(settings.ranges), **values, stop=list(stops))
 
 
-def request_params(
+def params_from_request(
     settings: Settings,
     values: Mapping[str, Any],
     stop: str | Sequence[str],
@@ -406,7 +407,7 @@ class Playground:
     def request_params(
         self, values: Mapping[str, Any], stop: str | Sequence[str] = ""
     ) -> tuple[SamplingParams, int | None]:
-        return request_params(self.settings, values, stop, self.context_size)
+        return params_from_request(self.settings, values, stop, self.context_size)
 
     def fit(
         self, turns: Sequence[Turn], options: RenderOptions, max_new_tokens: int, system: str = ""

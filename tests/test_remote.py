@@ -16,7 +16,7 @@ from gradio_client import Client
 from playground.chat_format import RenderOptions
 from playground.engines import EngineError, load_engine
 from playground.engines.remote import DIALECTS, dialect_of
-from playground.inspection import remote_code
+from playground.export import remote_code
 from playground.models import TUTOR_DIR
 from playground.sampling import SamplingParams
 from playground.session import Playground

@@ -99,7 +99,7 @@ def with_sampling(
     return user_errors(endpoint)
 
 
-def request_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
+def call_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
     """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
     told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
     values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
@@ -135,7 +135,7 @@ def logprobs_count(value: Any) -> int:
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
-        params = request_params(playground, arguments)
+        params = call_params(playground, arguments)
         top = logprobs_count(arguments["logprobs"])  # refused before any generation
         replies = playground.complete(prompt, params)
         yield from stream_out(replies, arguments["figures"], top)
@@ -149,7 +149,7 @@ def add_endpoints(playground: Playground) -> None:
         **arguments: Any,
     ) -> Iterator[str]:
         """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-        params = request_params(playground, arguments)
+        params = call_params(playground, arguments)
         if not isinstance(message, str) or not message.strip():
             raise ParamError("The message is empty.")
         turns = parse_conversation(playground.check_text(history or "[]", "The history"))

@@ -235,7 +235,9 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     engine = playground.engine
     model, _ = exported_model(engine.info.model if engine.info else "")
     settings = playground.settings
-    context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
+    context = nb.NotebookContext(
+        model, settings.ranges, base, dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids
+    )
     outputs = notebook.output_texts()
     folder = f"notebook-{secrets.token_hex(8)}"
     stem = file_stem(notebook.title)
