@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from playground import display
 from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
     Budget,
@@ -30,6 +31,7 @@ from playground.chat_format import (
     parse_conversation,
 )
 from playground.engines import Engine, Generation, GenerationResult, Prompt
+from playground.errors import UserError
 from playground.export import export_code, remote_code
 from playground.inspection import Inspection, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
@@ -248,12 +250,45 @@ class Control:
     shown: list[Turn] | None = None  # the turns last sent to the page by that reply
     generation: Generation | None = field(default=None, repr=False)
 
-    def begin(self) -> None:
-        """One reply at a time per visitor: a send while one streams would be overwritten."""
+    def begin(self, fresh_seed: bool = False, edit: tuple[int, str] | None = None) -> None:
+        """One reply at a time per visitor: a send while one streams would be overwritten.
+        `fresh_seed`: the reply is another draw (Regenerate); `edit`: the message edit being
+        answered (the event data reaches only the first handler)."""
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
         self.stop, self.busy, self.refusal, self.shown = False, True, "", None
         self.begun_after = self.cleared  # this turn belongs to the conversation as it is now
+        self.fresh_seed = self.fresh_seed or fresh_seed
+        if edit is not None:
+            self.edit = edit
+
+    def queue(self) -> None:
+        """A run (raw prompt, notebook) about to be queued: busy, and a Stop pressed while it
+        waits in the queue still counts."""
+        self.stop, self.busy = False, True
+
+    def refuse(self, reason: str) -> None:
+        """Why the last send was refused, for the note beside the input."""
+        self.refusal = reason
+
+    def stream(self) -> None:
+        """A reply starts streaming to the page (`finish` when it is over)."""
+        self.streaming = True
+
+    def finish(self) -> None:
+        """The reply streamed to the page is over, and with it the turn."""
+        self.streaming = False
+        self.end()
+
+    def show(self, turns: list[Turn]) -> None:
+        """The turns the streaming reply last sent to the page."""
+        self.shown = turns
+
+    def attach(self, generation: Generation) -> None:
+        """The engine's generation of this turn: Stop cancels it, also if pressed before."""
+        self.generation = generation
+        if self.stop:  # Stop pressed while this turn was still queued
+            generation.cancel()
 
     def outdated(self) -> bool:
         """The conversation was cleared since the current turn began."""
@@ -436,6 +471,17 @@ class Playground:
     def inspect_raw(self, prompt: str) -> Inspection:
         return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
 
+    def raw_checks(self, prompt: str | None) -> str:
+        """What the engine will receive for raw text, as markdown: its tokens and what to watch
+        out for (the raw tab's and the notebook's checks)."""
+        if not prompt:
+            return ""
+        try:
+            inspection = self.inspect_raw(prompt)
+        except UserError as error:
+            return display.notes_markdown([str(error)], [])
+        return display.raw_checks(inspection, prompt, self.control_token_notes(prompt))
+
     def control_token_notes(self, prompt: str) -> list[str]:
         """Control-token texts in a raw prompt: each becomes one control token, not text."""
         found = [f"{t} ×{prompt.count(t)}" for t in CONTROL_TOKEN_TEXTS if t in prompt]
@@ -486,9 +532,7 @@ class Playground:
     ) -> Iterator[Reply]:
         generation = self.engine.generate(prompt, params)
         if control is not None:
-            control.generation = generation
-            if control.stop:  # Stop pressed while this turn was still queued
-                generation.cancel()
+            control.attach(generation)
         text = start
         try:
             for chunk in generation:

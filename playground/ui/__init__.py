@@ -29,6 +29,7 @@ from playground.ui.common import (
     CSS,
     DOWNLOAD_AGE_S,
     ENGINE_GROUP,
+    PRIVATE,
     user_errors,
 )
 from playground.ui.controls import build_controls, wire_controls
@@ -40,7 +41,6 @@ from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
 
 __all__ = ["build_demo", "launch", "launch_options"]
-PRIVATE = {"api_visibility": "private"}
 TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
 
 

@@ -22,6 +22,7 @@ from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, Rende
 from playground.errors import UserError
 from playground.session import Control, Playground
 from playground.ui.common import (
+    PRIVATE,
     engine_events,
     probabilities,
     refuse,
@@ -29,8 +30,6 @@ from playground.ui.common import (
     write_download,
 )
 from playground.ui.controls import Controls
-
-PRIVATE = {"api_visibility": "private"}
 
 
 @dataclass
@@ -156,7 +155,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
             control.end()
             yield cleared_outputs()
             return
-        control.streaming = True
+        control.stream()
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
@@ -169,15 +168,14 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
                     yield cleared_outputs()
                     return
                 outputs = respond_outputs(turns, reply, params.max_new_tokens, data[tab.show_probs])
-                control.shown = outputs[1]
+                control.show(outputs[1])
                 yield outputs
         except UserError as error:
             note = display.escape(str(error))
             skip = gr.skip()
             yield skip, skip, skip, skip, note, gr.update(interactive=False), skip
         finally:
-            control.streaming = False
-            control.end()
+            control.finish()
 
     def cleared_outputs() -> tuple:
         meter = display.context_meter(0, 0, playground.context_size)
@@ -244,8 +242,7 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
     def on_check_regenerate(turns: list, control: Control) -> None:
         with refusals(control, "regenerate"):
             session.regenerate(turns)
-            control.begin()
-            control.fresh_seed = True  # a regenerated reply is another draw, not the same one
+            control.begin(fresh_seed=True)  # a regenerated reply is another draw, not the same one
 
     def on_regenerate(turns: list, control: Control) -> tuple:
         return shown(session.regenerate(turns))
@@ -256,8 +253,7 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
             # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
             text = html.unescape(str(edit.value))
             session.edit(turns, index, text)
-            control.begin()
-            control.edit = (index, text)  # the event data reaches only this first handler
+            control.begin(edit=(index, text))  # the event data reaches only this first handler
 
     def on_edit(turns: list, control: Control) -> tuple:
         return shown(session.edit(turns, *control.edit))
@@ -274,7 +270,7 @@ def refusals(control: Control, where: str) -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        control.refusal = str(error)
+        control.refuse(str(error))
         raise refuse(error, where) from None
 
 

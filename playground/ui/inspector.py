@@ -25,10 +25,9 @@ from playground.chat_format import (
 from playground.errors import UserError
 from playground.inspection import double_bos_note
 from playground.session import Playground
-from playground.ui.common import user_errors
+from playground.ui.common import PRIVATE, user_errors
 from playground.ui.controls import Controls
 
-PRIVATE = {"api_visibility": "private"}
 START = [{"role": "user", "content": "Hello!"}]
 
 
