@@ -331,18 +331,19 @@ def _notebook_run(args: argparse.Namespace) -> int:
         engine, notice = open_engine(settings)
     if notice:
         print(f"note: {notice}", file=sys.stderr)
+    playground = Playground(engine, settings)
     outputs = {}
     for i, cell in enumerate(cells):
         if isinstance(cell, nb.PromptCell):
             params = nb.cell_params(cell, settings.ranges, settings.defaults())
             try:
-                generation = nb.start_cell(engine, cell, params)
-            except ChatFormatError as error:  # a refusal some lessons show on purpose
+                replies = playground.run_cell(cell, params)  # the Notebook tab's path
+            except UserError as error:  # a refusal some lessons show on purpose
                 outputs[i] = f"error: {error}"
                 print(f"cell {i + 1}: {outputs[i]}", file=sys.stderr)
                 continue
-            outputs[i] = "".join(generation)
-            result = generation.result
+            *_, last = replies
+            outputs[i], result = last.text, last.result
             print(f"cell {i + 1}: {result.new_tokens} new tokens, {result.stop_reason}",
                   file=sys.stderr)  # fmt: skip
     context = nb.NotebookContext(

@@ -71,11 +71,16 @@ def inspect_messages(
             options=options,
             template=template,
         )
+    return inspect_budget(budget, tokenizer, options.prefill)
+
+
+def inspect_budget(budget: Budget, tokenizer: Tokenizer, prefill: str) -> Inspection:
+    """A rendered (and fitted) prompt explained: the one route from messages to an inspection,
+    for `/render`, the `render` command and the inspector (`session.Playground.inspect`)."""
     # fit_budget's warnings already name the dropped messages: add no second note.
     warnings = list(budget.rendered.warnings)
-    if prefill_whitespace_warning(options.prefill):
-        prompt = budget.rendered.text
-        warnings.append(trailing_whitespace_tokens(prompt, options.prefill, tokenizer))
+    if prefill_whitespace_warning(prefill):
+        warnings.append(trailing_whitespace_tokens(budget.rendered.text, prefill, tokenizer))
     inspection = inspect_text(budget.rendered.text, tokenizer, warnings, budget.dropped_turns)
     inspection.notes.extend(budget.rendered.notes)
     return inspection

@@ -3,7 +3,7 @@
 Owns: the lesson format (ordinary CommonMark; a fenced block whose info string starts with
 `chat` or `raw` is a prompt cell, its options written after the kind as `key=value`), parsing it
 with markdown-it-py's token stream, writing it back byte for byte, a cell's prompt and sampling,
-running cells on an engine, the Jupyter notebook (nbformat) and the standalone HTML handout, and
+the Jupyter notebook (nbformat) and the standalone HTML handout, and
 the one safe markdown renderer of the server (raw HTML off, links only http(s) and mailto).
 Does not own: components (`ui`), the engine, or the chat format itself (`chat_format`).
 """
@@ -21,7 +21,9 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 from playground.chat_format import (
+    DEFAULT_FOLD_SEPARATOR,
     DEFAULT_SYSTEM_POLICY,
+    GEMMA2_CHAT_TEMPLATE,
     SYSTEM_POLICIES,
     ChatFormatError,
     RenderOptions,
@@ -213,20 +215,32 @@ def check_cell(cell: PromptCell, where: str = "this cell") -> None:
             raise LessonError(f"{where}: {error}") from None
 
 
-def cell_prompt(cell: PromptCell) -> str:
-    """The exact text the model gets for the cell (one `<bos>` is added to raw text without)."""
+def cell_prompt(
+    cell: PromptCell,
+    template: str = GEMMA2_CHAT_TEMPLATE,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+) -> str:
+    """The exact text the model gets for the cell (one `<bos>` is added to raw text without):
+    a chat cell rendered with `template` (the served model's, when a playground runs it: see
+    `session.Playground.cell_prompt`) and `fold_separator`."""
     if cell.kind == "raw":
         return cell.body
-    return render(parse_conversation(cell.body), render_options(cell)).text
+    options = render_options(cell, fold_separator=fold_separator)
+    return render(parse_conversation(cell.body), options, template=template).text
 
 
-def render_options(cell: PromptCell, system_policy: str | None = None) -> RenderOptions:
+def render_options(
+    cell: PromptCell,
+    system_policy: str | None = None,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+) -> RenderOptions:
     """A chat cell's options: `policy=` (unless `system_policy` overrides it),
     `generation_prompt=on|off` and `prefill=`."""
     return RenderOptions(
         system_policy=system_policy or cell.option("policy", DEFAULT_SYSTEM_POLICY),
         add_generation_prompt=cell.option("generation_prompt", "on") == "on",
         prefill=cell.option("prefill"),
+        fold_separator=fold_separator,
     )
 
 
@@ -242,11 +256,6 @@ def cell_params(
             except ValueError:
                 raise ParamError(f"{name} must be a number, not {raw!r}.") from None
     return SamplingParams.checked(dict(ranges), **values)
-
-
-def start_cell(engine, cell: PromptCell, params: SamplingParams, cancel=None):
-    """The engine's Generation for the cell: iterate it for text deltas, then read `.result`."""
-    return engine.generate(cell_prompt(cell), params, cancel)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,8 +33,9 @@ from playground.chat_format import (
 from playground.engines import Engine, Generation, GenerationResult, Prompt
 from playground.errors import UserError
 from playground.export import export_code, remote_code
-from playground.inspection import Inspection, inspect_text
+from playground.inspection import Inspection, inspect_budget, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
+from playground.notebook import PromptCell, cell_prompt
 from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
 from playground.tokens import Tokenizer
@@ -461,12 +462,10 @@ class Playground:
         max_new_tokens: int,
         system: str = "",
     ) -> Inspection:
-        """The inspector's view: exactly the prompt `fit_prompt` gives the chat."""
+        """The inspector's view: exactly the prompt `fit_prompt` gives the chat, explained as
+        `/render` and the `render` command explain theirs (`inspection.inspect_budget`)."""
         budget = self.fit(messages, options, max_new_tokens, system)
-        rendered = budget.rendered
-        return inspect_text(
-            rendered.text, self.engine.tokenizer, list(rendered.warnings), budget.dropped_turns
-        )
+        return inspect_budget(budget, self.engine.tokenizer, options.prefill)
 
     def inspect_raw(self, prompt: str) -> Inspection:
         return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
@@ -526,6 +525,18 @@ class Playground:
         if not prompt.strip():
             raise ParamError("The prompt is empty.")
         return self._stream(prompt, params, "", control)
+
+    def cell_prompt(self, cell: PromptCell) -> str:
+        """A notebook cell's prompt as the Chat tab would send it: a chat cell rendered with the
+        served model's template and the configured fold separator."""
+        return cell_prompt(cell, self.engine.tokenizer.chat_template, self.settings.fold_separator)
+
+    def run_cell(
+        self, cell: PromptCell, params: SamplingParams, control: Control | None = None
+    ) -> Iterator[Reply]:
+        """Stream a notebook cell's output: the one path of the Notebook tab and `notebook
+        run`. A refusal (the template's, an empty prompt) is raised before anything streams."""
+        return self.complete(self.cell_prompt(cell), params, control)
 
     def _stream(
         self, prompt: str, params: SamplingParams, start: str, control: Control | None

@@ -175,9 +175,9 @@ def run_one(
     cell = notebook.cell(index)
     try:
         params = cell_run_params(cell, base, playground)
-        prompt = nb.cell_prompt(cell)
+        replies = playground.run_cell(cell, params, control)
         yield (notebook := notebook.with_output(index, CellOutput()))
-        for reply in throttle(playground.complete(prompt, params, control)):
+        for reply in throttle(replies):
             probs = display.probability_view(reply.tokens or [], playground.engine.kind)
             output = CellOutput(reply.text, reply.figures, probabilities=probs)
             yield (notebook := notebook.with_output(index, output))
