@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", help=f"start from a preset of the web app's sidebar: {_presets_for_help()}"
     )
 
+    _add_convert(commands)
+    _add_notebook(commands)
+    return parser
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
     conv = commands.add_parser(
         "convert",
         help="a Hugging Face checkpoint to an OpenVINO IR folder (int4, int8 or fp16)",
@@ -149,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="int4: the embedding and output layer in int4 too (by default int8)",
     )
 
+
+def _add_notebook(commands: argparse._SubParsersAction) -> None:
     notebook = commands.add_parser("notebook", help="lessons: run them without a browser")
     notebook_commands = notebook.add_subparsers(
         dest="notebook_command", required=True, parser_class=_Parser
@@ -162,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="the executed Jupyter notebook (default: LESSON.ipynb, here)"
     )
     run.add_argument("--html", type=Path, help="also write the standalone HTML handout here")
-    return parser
 
 
 def _ranges_for_help() -> dict:

@@ -43,18 +43,20 @@ def export_code(
         prompt = BOS + prompt  # what the engine sends for raw text
     ids = ", ".join(str(i) for i in sorted(end_ids))
     ov_config = {str(k): str(v) for k, v in (ov_config or {}).items()}
-    sampling = ", ".join(f"{k}={v!r}" for k, v in transformers_options(params).items())
-    genai_config = "".join(f"config.{k} = {v!r}\n" for k, v in genai_options(params).items())
+    model_line = (
+        f"model_dir = snapshot_download({model!r})  # the OpenVINO IR folder, from the Hub"
+        if from_hub
+        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
+    )
+    hub_import = "from huggingface_hub import snapshot_download\n" if from_hub else ""
     stop_strings = f"stop_strings = {list(params.stop)!r}\n" if params.stop else ""
-    genai_stop = (
-        "config.stop_strings = set(stop_strings)\n"
-        "config.include_stop_str_in_output = True  # cut below, as the playground does\n"
-        if params.stop
-        else ""
+    ov_config_line = f"ov_config = {ov_config!r}  # the playground's OpenVINO properties\n"
+    # After each snippet's imports: the model, the prompt, the stop strings, the properties.
+    inputs = (
+        f"{hub_import}\n{model_line}\nprompt = {prompt!r}\n"
+        f"{stop_strings}{ov_config_line if ov_config else ''}\n"
     )
-    optimum_stop = (
-        "    stop_strings=stop_strings,\n    tokenizer=tokenizer,\n" if params.stop else ""
-    )
+    # After generation: the new ids, less the end token, as text cut at the first stop string.
     cut = (
         "for stop in stop_strings:  # the playground ends the text before the first one found\n"
         "    if stop in text:\n"
@@ -63,41 +65,51 @@ def export_code(
         if params.stop
         else ""
     )
-    ov_config_line = f"ov_config = {ov_config!r}  # the playground's OpenVINO properties\n"
-    model_line = (
-        f"model_dir = snapshot_download({model!r})  # the OpenVINO IR folder, from the Hub"
-        if from_hub
-        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
-    )
-    hub_import = "from huggingface_hub import snapshot_download\n" if from_hub else ""
-    genai = f"""import openvino_genai as ov_genai
-{hub_import}
-{model_line}
-prompt = {prompt!r}
-{stop_strings}{ov_config_line if ov_config else ""}
-pipe = ov_genai.LLMPipeline(model_dir, "CPU"{", **ov_config" if ov_config else ""})
-config = ov_genai.GenerationConfig()
-config.stop_token_ids = {{{ids}}}  # the model's end tokens
-{genai_config}{genai_stop}# The prompt already starts with <bos>: add no second one.
-tokenizer = pipe.get_tokenizer()
-inputs = tokenizer.encode(prompt, add_special_tokens=False)
-result = pipe.generate(inputs.input_ids, config)
-new = list(result.tokens[0])
-if new and new[-1] in [{ids}]:  # the end token that stopped generation is not text
+    output = f"""if new and new[-1] in [{ids}]:  # the end token that stopped generation is not text
     new.pop()
 text = tokenizer.decode(new, skip_special_tokens=False)
 {cut}print(text)
 """
+    return {
+        "openvino_genai": _genai_snippet(params, ids, bool(ov_config), inputs, output),
+        "optimum": _optimum_snippet(params, ids, bool(ov_config), inputs, output),
+    }
+
+
+def _genai_snippet(
+    params: SamplingParams, ids: str, with_ov_config: bool, inputs: str, output: str
+) -> str:
+    config = "".join(f"config.{k} = {v!r}\n" for k, v in genai_options(params).items())
+    stop = (
+        "config.stop_strings = set(stop_strings)\n"
+        "config.include_stop_str_in_output = True  # cut below, as the playground does\n"
+        if params.stop
+        else ""
+    )
+    return f"""import openvino_genai as ov_genai
+{inputs}pipe = ov_genai.LLMPipeline(model_dir, "CPU"{", **ov_config" if with_ov_config else ""})
+config = ov_genai.GenerationConfig()
+config.stop_token_ids = {{{ids}}}  # the model's end tokens
+{config}{stop}# The prompt already starts with <bos>: add no second one.
+tokenizer = pipe.get_tokenizer()
+inputs = tokenizer.encode(prompt, add_special_tokens=False)
+result = pipe.generate(inputs.input_ids, config)
+new = list(result.tokens[0])
+{output}"""
+
+
+def _optimum_snippet(
+    params: SamplingParams, ids: str, with_ov_config: bool, inputs: str, output: str
+) -> str:
+    sampling = ", ".join(f"{k}={v!r}" for k, v in transformers_options(params).items())
+    stop = "    stop_strings=stop_strings,\n    tokenizer=tokenizer,\n" if params.stop else ""
     seed = "" if params.greedy else f"torch.manual_seed({params.seed})\n"
-    optimum = f"""import torch
+    ov_config = ", ov_config=ov_config" if with_ov_config else ""
+    return f"""import torch
 from optimum.intel import OVModelForCausalLM
 from transformers import AutoTokenizer
-{hub_import}
-{model_line}
-prompt = {prompt!r}
-{stop_strings}{ov_config_line if ov_config else ""}
-tokenizer = AutoTokenizer.from_pretrained(model_dir)
-model = OVModelForCausalLM.from_pretrained(model_dir{", ov_config=ov_config" if ov_config else ""})
+{inputs}tokenizer = AutoTokenizer.from_pretrained(model_dir)
+model = OVModelForCausalLM.from_pretrained(model_dir{ov_config})
 # The prompt already starts with <bos>: add no second one.
 inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 {seed}output = model.generate(
@@ -105,15 +117,10 @@ inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     max_new_tokens={params.max_new_tokens},
     repetition_penalty={params.repetition_penalty},
     eos_token_id=[{ids}],  # the model's end tokens
-{optimum_stop}    {sampling},
+{stop}    {sampling},
 )
 new = output[0, inputs["input_ids"].shape[1] :].tolist()
-if new and new[-1] in [{ids}]:  # the end token that stopped generation is not text
-    new.pop()
-text = tokenizer.decode(new, skip_special_tokens=False)
-{cut}print(text)
-"""
-    return {"openvino_genai": genai, "optimum": optimum}
+{output}"""
 
 
 def remote_code(request: Mapping[str, Any], base_url: str, api_key_env: str = "") -> dict[str, str]:

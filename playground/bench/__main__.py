@@ -16,7 +16,7 @@ from pathlib import Path
 from playground.bench import engines
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m playground.bench",
         description="Measure both engines on this machine: load time (cold and warm cache), "
@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--turn-tokens", type=int, default=600, help=argparse.SUPPRESS)
-    opts = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parser().parse_args(argv)
     if opts.model_cache is None:
         from playground.settings import load_settings
 
