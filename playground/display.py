@@ -83,9 +83,12 @@ def context_meter(prompt_tokens: int, reserved: int, context_size: int) -> str:
 
 def marked_prompt(prompt: str) -> str:
     """The prompt as escaped HTML, control tokens highlighted and newlines shown as ↵."""
-    body = _CONTROL.sub(lambda m: f'<span class="ctl">{m.group(0)}</span>', escape(prompt))
-    body = body.replace("\n", '<span class="nl">↵</span>\n')
-    return f'<pre class="prompt">{body}</pre>'
+    return f'<pre class="prompt">{_marked(prompt)}</pre>'
+
+
+def _marked(text: str) -> str:
+    body = _CONTROL.sub(lambda m: f'<span class="ctl">{m.group(0)}</span>', escape(text))
+    return body.replace("\n", '<span class="nl">↵</span>\n')
 
 
 def visible_piece(piece: str) -> str:
@@ -213,3 +216,28 @@ def _quoted(piece: str) -> str:
 
 
 TOKEN_LEGEND = "`·` is a space, `↵` a newline and `⇥` a tab inside a token."
+
+
+def diff_prompt(runs: Sequence[tuple[str, Sequence[Token]]]) -> str:
+    """A prompt's tokens against the reference column's (`compare.token_diff`): tokens it adds
+    marked as inserted, tokens it lacks struck through, control tokens highlighted as in
+    `marked_prompt`; every piece escaped."""
+    spans = []
+    for kind, tokens in runs:
+        body = _marked("".join(t.piece for t in tokens))
+        if kind == "same":
+            spans.append(body)
+        else:
+            tag = "ins" if kind == "added" else "del"
+            spans.append(f'<{tag} class="diff-{kind}">{body}</{tag}>')
+    return f'<pre class="prompt">{"".join(spans)}</pre>'
+
+
+def difference_line(position: int | None, text: str, column: int) -> str:
+    """Where a column's output parts from column 1's (`compare.first_difference`)."""
+    if column == 1:
+        return "The reference column: the others are compared with it."
+    if position is None:
+        return "Same output as column 1."
+    shown = visible_piece(text[position : position + 24]) or "(its output ends here)"
+    return f"Parts from column 1 at character {position}: “{shown}…”"

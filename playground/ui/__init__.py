@@ -1,18 +1,20 @@
 """The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
 
-Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Notebook and
-Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue (behind
-`guard.FairAdmission`), the launch options and `launch` (which installs `guard.VisitorsFirst`).
-Each tab is a module of this package (`chat`, `raw`, `inspector`, `notebook`, `model`, with
-`controls` for the sidebar, `api` for the named endpoints and `guard` for what keeps one client
-from harming the others); this package is the only place that imports gradio. Per-visitor state
-lives in gr.State and component values; the engine is shared and stateless.
+Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Compare,
+Notebook and Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue
+(behind `guard.FairAdmission`), the launch options and `launch` (which installs
+`guard.VisitorsFirst`). Each tab is a module of this package (`chat`, `raw`, `inspector`,
+`compare`, `notebook`, `model`, with `controls` for the sidebar, `api` for the named endpoints
+and `guard` for what keeps one client from harming the others); this package is the only place
+that imports gradio. Per-visitor state lives in gr.State and component values; the engine is
+shared and stateless.
 Does not own: what a turn does (`session`), prompt rules (`chat_format`), generation (`engines`),
 markup (`display`), or reading settings (`settings`).
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -20,7 +22,7 @@ from starlette.middleware import Middleware
 
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
-from playground.session import Playground, conversation
+from playground.session import Playground, conversation, without_reply
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
@@ -32,16 +34,18 @@ from playground.ui.common import (
     PRIVATE,
     user_errors,
 )
+from playground.ui.compare import build_compare, wire_compare
 from playground.ui.controls import build_controls, wire_controls
 from playground.ui.guard import BodyLimit, FairAdmission, keep_visitors
-from playground.ui.inspector import as_json, build_inspector, wire_inspector
+from playground.ui.inspector import START, as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
 from playground.ui.notebook import build_notebook, wire_notebook
 from playground.ui.raw import build_raw, wire_raw
+from playground.ui.share import ShareBar, build_share_bar, wire_share
 
 __all__ = ["build_demo", "launch", "launch_options"]
-TAB_IDS = ("chat", "raw", "inspector", "notebook", "model")
+TAB_IDS = ("chat", "raw", "inspector", "compare", "notebook", "model")
 
 
 def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
@@ -55,22 +59,31 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             "send raw prompts, and see exactly how its chat format works."
         )
         build_banner(notice)
+        share_note, expected = gr.Markdown(elem_id="share-note"), gr.State(None)
         controls = build_controls(settings, engine.supports_prompt_lookup)
+        bars: dict[str, ShareBar] = {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Chat", id="chat"):
+                bars["chat"] = build_share_bar("chat")
                 chat = build_chat(playground)
             with gr.Tab("Raw prompt", id="raw"):
+                bars["raw"] = build_share_bar("raw")
                 raw = build_raw()
             with gr.Tab("Template inspector", id="inspector") as inspector_tab:
+                bars["inspector"] = build_share_bar("inspector")
                 inspector = build_inspector(inspector_tab, playground)
+            with gr.Tab("Compare", id="compare"):
+                bars["compare"] = build_share_bar("compare")
+                compare = build_compare()
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook(playground)
             with gr.Tab("Model", id="model") as model_tab:
                 model = build_model(engine, notice)
         wire_controls(controls, settings)
-        wire_chat(chat, controls, playground)
-        wire_raw(raw, controls, playground)
+        runs = {"chat": wire_chat(chat, controls, playground)}
+        runs["raw"] = wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
+        runs["compare"] = wire_compare(compare, controls, playground)
         wire_notebook(notebook, controls, playground, demo)
         wire_model(model, engine, model_tab)
         add_endpoints(playground)
@@ -82,6 +95,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             # one that ends with the visitor's message is exactly the prompt the chat sends.
             add_gen = not messages or messages[-1]["role"] != "assistant"
             return as_json(messages), add_gen, policy, prefill or ""
+
+        @user_errors
+        def on_compare_chat(turns: list, system: str | None, prefill: str | None):
+            # The chat's last question, to be answered anew in every column.
+            messages = conversation(system or "", without_reply(turns))
+            return as_json(messages or START), prefill or ""
 
         @user_errors
         def on_raw_to_inspector(prompt: str | None):
@@ -104,6 +123,12 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             ],
             **PRIVATE,
         )
+        compare.use_chat.click(
+            on_compare_chat,
+            [chat.turns, chat.system, chat.prefill],
+            [compare.conversation, compare.prefill],
+            **PRIVATE,
+        )
         inspector.to_raw.click(
             lambda prompt: (prompt, gr.Tabs(selected="raw")),
             inspector.prompt,
@@ -119,6 +144,11 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         )
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
         demo.load(on_view, None, tabs, **PRIVATE)
+        page = SimpleNamespace(
+            demo=demo, tabs=tabs, playground=playground, controls=controls,
+            chat=chat, raw=raw, inspector=inspector, compare=compare,
+        )  # fmt: skip
+        wire_share(page, bars, share_note, expected, runs)
     # The queue's places are FairAdmission's: a full queue of generations must not refuse a
     # page load, so Gradio's own bound (which counts every event) is off.
     demo.queue(max_size=None, default_concurrency_limit=4)

@@ -1,4 +1,4 @@
-"""The named API endpoints: /complete, /chat, their _json forms, /render and /status.
+"""The named API endpoints: /complete, /chat, their _json forms, /compare, /render and /status.
 
 Owns: the endpoint functions and their signatures, which are built from the one list of sampling
 fields (`sampling.SAMPLING_FIELDS`): names, types, space.yaml's defaults and help text. Values are
@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, RenderOptions, parse_conversation
+from playground.compare import compare, conversation_inputs, parse_variants
 from playground.inspection import inspect_messages
 from playground.sampling import (
     RANDOM_SEED,
@@ -128,6 +129,13 @@ def stream_out(replies: Iterator[Reply], with_figures: bool, top: int) -> Iterat
         yield json.dumps(out, ensure_ascii=False)
 
 
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ParamError(f"{what} is not valid JSON: {error.msg} (line {error.lineno}).") from None
+
+
 def logprobs_count(value: Any) -> int:
     return int(Domain(0, MAX_LOGPROBS, integer=True).check("logprobs", value))
 
@@ -161,6 +169,18 @@ def add_endpoints(playground: Playground) -> None:
         replies = playground.reply(turns, options, params, system=system)
         yield from stream_out(replies, arguments["figures"], top)
 
+    def compare_columns(conversation: Any, columns: Any, prefill: Any, **arguments: Any):
+        """Run one conversation as 2 to 4 variants (`columns`: JSON list of a variant's name, or
+        {prompt, text, sampling}; names: correct, edited and the faults of the Compare tab), one
+        after another, and return JSON: each column's prompt, token count, the tokens it adds
+        to or lacks from column 1's, output, figures and `parts_at`, the first character where
+        its output parts from column 1's (null when the same)."""
+        params = call_params(playground, arguments)
+        variants = parse_variants(_json(playground.check_text(columns, "columns"), "columns"))
+        messages, options = conversation_inputs(playground, conversation, prefill or "")
+        results = compare(playground, messages, options, variants, params)
+        yield json.dumps({"columns": results}, ensure_ascii=False)
+
     @user_errors
     def render(
         conversation: str,
@@ -190,8 +210,14 @@ def add_endpoints(playground: Playground) -> None:
         ),
         ("prefill", str, "", "text the reply starts with"),
     ]
+    compare_leading = [
+        ("conversation", str, P.empty, "JSON list of {role, content}; a system message may lead"),
+        ("columns", str, '["correct", "second-bos"]', "JSON list of 2 to 4 variants"),
+        ("prefill", str, "", "text every reply starts with"),
+    ]
     engine = engine_events(playground)
     for fn, leading, trailing, name in [
+        (compare_columns, compare_leading, [], "compare"),
         (complete, prompt, [], "complete"),
         (chat, chat_leading, [], "chat"),
         (complete, prompt, TRAILING, "complete_json"),

@@ -128,9 +128,11 @@ def build_chat(playground: Playground) -> ChatTab:
     )
 
 
-def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
-    answer = responder(tab, controls, playground)
-    wire_turn_starts(tab, playground, answer)
+def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> list:
+    """Wire the tab; returns the events that stream a reply (a share link's replay check
+    follows them)."""
+    answer, replies = responder(tab, controls, playground), []
+    wire_turn_starts(tab, playground, lambda accepted: replies.append(answer(accepted)))
     wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
     tab.show_probs.change(
         lambda turns, show: last_reply_probabilities(playground, turns, show),
@@ -138,6 +140,7 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> None:
         tab.probs,
         **PRIVATE,
     )
+    return replies
 
 
 def last_reply_probabilities(playground: Playground, turns: list, show: bool) -> str:
@@ -145,7 +148,7 @@ def last_reply_probabilities(playground: Playground, turns: list, show: bool) ->
     return probabilities(playground, turns[-1].get("tokens", []) if turns else [], show)
 
 
-def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Callable[[Any], None]:
+def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Callable[[Any], Any]:
     """What answers a turn once it is accepted: streams the reply into the chat."""
 
     @user_errors
@@ -203,8 +206,8 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
     inputs |= set(controls.inputs)
     outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop, tab.probs]
 
-    def answer(accepted: Any) -> None:
-        accepted.success(on_respond, inputs, outputs, **engine_events(playground), **PRIVATE)
+    def answer(accepted: Any) -> Any:
+        return accepted.success(on_respond, inputs, outputs, **engine_events(playground), **PRIVATE)
 
     return answer
 

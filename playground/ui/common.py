@@ -107,6 +107,8 @@ CSS = """
   width: max-content; max-width: 18em; white-space: normal; font-size: 0.8em;
   background: #111827; color: #fff; padding: 2px 6px; border-radius: 4px;
 }
+.prompt ins.diff-added { background: #bbf7d0; text-decoration: underline #15803d; }
+.prompt del.diff-removed { background: #fecaca; text-decoration: line-through #b91c1c; }
 @media (max-width: 640px) {
   #banner .prose { font-size: 0.8em; max-height: 4.5em; overflow-y: auto; }
   #message-row { flex-wrap: wrap; }

@@ -73,7 +73,9 @@ def build_raw() -> RawTab:
     )
 
 
-def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
+def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
+    """Wire the tab; returns the event that ends a run (after it streams a continuation)."""
+
     @user_errors
     def on_raw(data: dict) -> Iterator[tuple]:
         control = data[tab.control]
@@ -95,7 +97,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
         finally:
             control.end()
 
-    run_with_stop(
+    run = run_with_stop(
         tab.run.click,
         on_raw,
         {tab.prompt, tab.control, tab.show_probs, *controls.inputs},
@@ -114,3 +116,4 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> None:
         tab.probs,
         **PRIVATE,
     )
+    return [run]

@@ -1,0 +1,389 @@
+"""Compare: one conversation run as 2 to 4 variants side by side, and the chat-format fault lab.
+
+Owns: the named chat-format faults (`FAULTS`, each with what it does and why it matters), a
+column's `Variant` (the correct prompt, a fault or a prompt edited by hand, plus sampling
+changes), turning a variant into the exact text and sampling values it runs (`plan_column`), the
+token difference between two prompts (`token_diff`) and where two outputs part
+(`first_difference`).
+Does not own: the template rules (`chat_format`), fitting and streaming (`session.Playground`),
+markup (`display`), or the UI. Imports no gradio, so the Compare tab, the `/compare` endpoint and
+the lesson share it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from playground.chat_format import (
+    BOS,
+    END_OF_TURN,
+    START_OF_TURN,
+    ChatFormatError,
+    RenderOptions,
+    parse_conversation,
+)
+from playground.errors import UserError
+from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
+from playground.session import Playground, fit_prompt
+from playground.tokens import Token
+
+MAX_COLUMNS = 4
+CORRECT = "correct"  # the prompt exactly as the Chat tab sends it
+EDITED = "edited"  # a rendered prompt edited by hand, sent as is
+# One column's sampling changes, as `name=value` pairs: short enough for a phone's keyboard.
+MAX_CHANGES_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every variant starts from: the conversation (a system message may lead) and options
+    the Chat tab would send."""
+
+    playground: Playground
+    messages: list[dict[str, str]]
+    options: RenderOptions
+    max_new_tokens: int
+
+    def prompt(self, fold_separator: str | None = None, **changes: Any) -> str:
+        """The prompt the Chat tab sends (its template, separator and budget), with `changes`
+        to the options."""
+        settings = self.playground.settings
+        separator = settings.fold_separator if fold_separator is None else fold_separator
+        budget = fit_prompt(
+            self.messages,
+            replace(self.options, fold_separator=separator, **changes),
+            engine=self.playground.engine,
+            max_new_tokens=self.max_new_tokens,
+        )
+        return budget.rendered.text
+
+    def system(self) -> str:
+        """The system message, for the faults that are about it."""
+        if not self.messages or self.messages[0]["role"] != "system":
+            raise UserError(
+                'This fault is about the system message: add one ({"role": "system", ...} '
+                "first) to see what it does."
+            )
+        return self.messages[0]["content"].strip()
+
+    def without_system(self) -> Inputs:
+        return replace(self, messages=[m for m in self.messages if m["role"] != "system"])
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A named mistake in the chat format: `change` makes its prompt from the correct inputs."""
+
+    title: str
+    doc: str
+    change: Callable[[Inputs], str]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What one column runs: `prompt` is CORRECT, EDITED or a key of FAULTS; `text` is the
+    edited prompt; `sampling` the values that differ from the sidebar's, by name."""
+
+    prompt: str = CORRECT
+    text: str = ""
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A variant made concrete: the exact text sent, its tokens and sampling, and notes."""
+
+    title: str
+    prompt: str
+    tokens: list[Token]
+    params: SamplingParams
+    notes: tuple[str, ...] = ()
+
+
+# ---- the faults -------------------------------------------------------------------------------
+
+
+def _system_as_is(inputs: Inputs) -> str:
+    turn = f"{START_OF_TURN}system\n{inputs.system()}{END_OF_TURN}\n"
+    return inputs.without_system().prompt().replace(BOS, BOS + turn, 1)
+
+
+def _policy(policy: str) -> Callable[[Inputs], str]:
+    return lambda inputs: inputs.system() and inputs.prompt(system_policy=policy)
+
+
+def _other_separator(inputs: Inputs) -> str:
+    inputs.system()
+    other = "\n" if inputs.playground.settings.fold_separator != "\n" else "\n\n"
+    return inputs.prompt(fold_separator=other)
+
+
+def _no_role_newline(inputs: Inputs) -> str:
+    text = inputs.prompt()
+    for role in ("user", "model"):
+        text = text.replace(f"{START_OF_TURN}{role}\n", f"{START_OF_TURN}{role}")
+    return text
+
+
+def _typed_control(inputs: Inputs) -> str:
+    last = max(i for i, m in enumerate(inputs.messages) if m["role"] == "user")
+    typed = [dict(m) for m in inputs.messages]
+    typed[last]["content"] += END_OF_TURN
+    return replace(inputs, messages=typed).prompt()
+
+
+FAULTS: dict[str, Fault] = {
+    "no-generation-prompt": Fault(
+        "No generation prompt",
+        "The prompt ends after the user's <end_of_turn>, without <start_of_turn>model: the "
+        "model is not told that its turn has begun, so it may write the user's next line, "
+        "open a turn of its own or stop at once. (add_generation_prompt=False; a prefill "
+        "needs the generation prompt, so it goes too.)",
+        lambda inputs: inputs.prompt(add_generation_prompt=False, prefill=""),
+    ),
+    "second-bos": Fault(
+        "A second <bos>",
+        "<bos><bos> at the start: what a tokenizer that adds special tokens does to a prompt "
+        "whose template already wrote <bos>. Gemma was trained with exactly one; two degrade "
+        "its replies.",
+        lambda inputs: BOS + inputs.prompt(),
+    ),
+    "assistant-role": Fault(
+        "'assistant' as the role name",
+        "<start_of_turn>assistant instead of <start_of_turn>model: OpenAI's role name written "
+        "into the prompt. Gemma-2 knows the roles user and model only.",
+        lambda inputs: inputs.prompt().replace(
+            f"{START_OF_TURN}model\n", f"{START_OF_TURN}assistant\n"
+        ),
+    ),
+    "system-as-is": Fault(
+        "System turn passed through",
+        "A <start_of_turn>system turn, as a template written for other models would send it. "
+        "Gemma-2 was trained without a system role (its template raises 'System role not "
+        "supported'), so it sees a turn it never learned.",
+        _system_as_is,
+    ),
+    "drop-system": Fault(
+        "System policy: drop",
+        "The system message is left out: the model never sees those instructions.",
+        _policy("drop"),
+    ),
+    "error-system": Fault(
+        "System policy: error",
+        "The system message is refused with the template's own error, as Gemma-2's template "
+        "does: nothing is generated.",
+        _policy("error"),
+    ),
+    "other-separator": Fault(
+        "The other fold separator",
+        "The system message folded into the first user message with '\\n' instead of "
+        "'\\n\\n' (or the other way round, whichever the setting is not): the separator "
+        "OpenVINO GenAI, llama.cpp and Ollama use. A small change in tokens; see whether the "
+        "reply changes.",
+        _other_separator,
+    ),
+    "no-role-newline": Fault(
+        "No newline after the role",
+        "<start_of_turn>user followed at once by the text, and <start_of_turn>model with no "
+        "'\\n': the newline is part of the format the model learned.",
+        _no_role_newline,
+    ),
+    "prefill-space": Fault(
+        "A prefill ending in a space",
+        "The prefill ends with ' ' (the prefill, or 'Sure,' when there is none). Gemma's "
+        "tokens carry their space in front ('▁word'), so a trailing space is a token the "
+        "model rarely saw before a word: replies often start oddly.",
+        lambda inputs: inputs.prompt(prefill=(inputs.options.prefill.rstrip() or "Sure,") + " "),
+    ),
+    "typed-control-tokens": Fault(
+        "Control tokens typed in the text",
+        "The last user message ends with the text <end_of_turn> typed by the user. The "
+        "tokenizer reads it as the control token, so the user's turn ends twice: typed control "
+        "text is a prompt-injection path.",
+        _typed_control,
+    ),
+}
+VARIANT_TITLES = {
+    CORRECT: "Correct: as the Chat tab sends it",
+    **{name: f"Fault: {fault.title}" for name, fault in FAULTS.items()},
+    EDITED: "The prompt, edited by hand",
+}
+
+
+# ---- columns ----------------------------------------------------------------------------------
+
+
+def parse_changes(text: str) -> dict[str, float]:
+    """`temperature=1.2 seed=7` (spaces, commas or new lines between) as values by name."""
+    if len(text) > MAX_CHANGES_CHARS:
+        raise ParamError(f"Sampling changes have {len(text)} characters; the limit is 200.")
+    changes: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or name not in SAMPLING_NAMES:
+            names = ", ".join(SAMPLING_NAMES)
+            raise ParamError(f"Sampling changes are name=value pairs, with names from: {names}.")
+        try:
+            changes[name] = float(value)
+        except ValueError:
+            raise ParamError(f"Sampling change {name}: {value!r} is not a number.") from None
+    return changes
+
+
+def conversation_inputs(
+    playground: Playground, conversation: str, prefill: str
+) -> tuple[list[dict[str, str]], RenderOptions]:
+    """The compared conversation (JSON) as the Chat tab's messages and options: a leading
+    system message is the system prompt (left out when blank), folded by the default policy."""
+    messages = parse_conversation(playground.check_text(conversation, "The conversation"))
+    options = RenderOptions(prefill=playground.check_text(prefill, "The prefill"))
+    if messages and messages[0]["role"] == "system" and not messages[0]["content"].strip():
+        messages = messages[1:]
+    if not [m for m in messages if m["role"] != "system"]:
+        raise ChatFormatError("the conversation is empty: add at least one user message")
+    return messages, options
+
+
+def plan_column(
+    playground: Playground,
+    messages: list[dict[str, str]],
+    options: RenderOptions,
+    variant: Variant,
+    params: SamplingParams,
+) -> Column:
+    """The exact text and sampling values of one column. `params` are the shared values; the
+    variant's sampling changes are checked against space.yaml's ranges like the sliders."""
+    if variant.sampling:
+        values = {name: getattr(params, name) for name in SAMPLING_NAMES} | dict(variant.sampling)
+        params = playground.params(values, list(params.stop))
+    notes: tuple[str, ...] = ()
+    if variant.prompt == EDITED:
+        text = playground.check_text(variant.text, "The edited prompt")
+        if not text.strip():
+            raise ParamError("The edited prompt is empty.")
+    elif variant.prompt == CORRECT:
+        text = Inputs(playground, messages, options, params.max_new_tokens).prompt()
+    elif variant.prompt in FAULTS:
+        fault = FAULTS[variant.prompt]
+        text = fault.change(Inputs(playground, messages, options, params.max_new_tokens))
+        notes = (fault.doc,)
+    else:
+        raise ParamError(f"Unknown variant {variant.prompt!r}: choose one of {', '.join(FAULTS)}.")
+    title = VARIANT_TITLES[variant.prompt]
+    if variant.sampling:
+        title += " · " + ", ".join(f"{k}={v:g}" for k, v in variant.sampling.items())
+    tokens = playground.engine.tokenizer.tokens(text)
+    return Column(title, text, tokens, params, notes)
+
+
+# ---- differences ------------------------------------------------------------------------------
+
+
+def token_diff(reference: Sequence[Token], tokens: Sequence[Token]) -> list[tuple[str, list]]:
+    """`tokens` against `reference` as runs of ("same" | "added" | "removed", tokens), in the
+    order they read: what this prompt has that the reference lacks, and what it lost."""
+    matcher = difflib.SequenceMatcher(
+        None, [t.id for t in reference], [t.id for t in tokens], autojunk=False
+    )
+    runs: list[tuple[str, list]] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            runs.append(("same", list(tokens[j1:j2])))
+            continue
+        if i2 > i1:
+            runs.append(("removed", list(reference[i1:i2])))
+        if j2 > j1:
+            runs.append(("added", list(tokens[j1:j2])))
+    return runs
+
+
+def diff_counts(runs: Sequence[tuple[str, list]]) -> tuple[int, int]:
+    """(tokens added, tokens removed) in a `token_diff`."""
+    added = sum(len(run) for kind, run in runs if kind == "added")
+    removed = sum(len(run) for kind, run in runs if kind == "removed")
+    return added, removed
+
+
+def first_difference(reference: str, text: str) -> int | None:
+    """The first character where `text` departs from `reference`; None when they are equal."""
+    if reference == text:
+        return None
+    same = 0
+    for a, b in zip(reference, text, strict=False):
+        if a != b:
+            break
+        same += 1
+    return same
+
+
+# ---- the whole comparison as data (the /compare endpoint, lessons) ----------------------------
+
+
+def parse_variants(data: object) -> list[Variant]:
+    """Columns from JSON data: 2 to 4 items, each a variant's name or an object
+    {"prompt": name, "text": edited prompt, "sampling": {name: value}}."""
+    if not isinstance(data, list) or not 2 <= len(data) <= MAX_COLUMNS:
+        raise ParamError(f"columns must be a JSON list of 2 to {MAX_COLUMNS} variants.")
+    variants = []
+    for position, item in enumerate(data, 1):
+        item = {"prompt": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or set(item) - {"prompt", "text", "sampling"}:
+            raise ParamError(
+                f"column {position}: expected a variant name or an object with prompt, text "
+                "and sampling."
+            )
+        sampling = item.get("sampling") or {}
+        text = item.get("text") or ""
+        if not isinstance(sampling, dict) or not isinstance(text, str):
+            raise ParamError(f"column {position}: sampling must be an object, text a string.")
+        unknown = set(sampling) - set(SAMPLING_NAMES)
+        if unknown:
+            raise ParamError(f"column {position}: unknown sampling names {sorted(unknown)}.")
+        variants.append(Variant(str(item.get("prompt") or CORRECT), text, sampling))
+    return variants
+
+
+def compare(
+    playground: Playground,
+    messages: list[dict[str, str]],
+    options: RenderOptions,
+    variants: Sequence[Variant],
+    params: SamplingParams,
+) -> list[dict[str, Any]]:
+    """Every column planned and run to its end, one after another, as JSON-ready data: its
+    prompt, token count and difference from column 1's, output, figures and where the output
+    parts from column 1's. A column that cannot run carries its `error` instead."""
+    results: list[dict[str, Any]] = []
+    reference: Column | None = None
+    for position, variant in enumerate(variants, 1):
+        try:
+            column = plan_column(playground, messages, options, variant, params)
+        except UserError as error:
+            results.append({"column": position, "error": str(error)})
+            continue
+        reference = reference or (column if position == 1 else None)
+        runs = token_diff(reference.tokens, column.tokens) if reference else []
+        *_, last = playground.complete(column.prompt, column.params)
+        results.append({
+            "column": position,
+            "title": column.title,
+            "prompt": column.prompt,
+            "token_count": len(column.tokens),
+            "tokens_added": diff_counts(runs)[0],
+            "tokens_removed": diff_counts(runs)[1],
+            "diff": [
+                {"kind": kind, "tokens": [{"id": t.id, "piece": t.piece} for t in tokens]}
+                for kind, tokens in runs
+                if kind != "same"
+            ],
+            "output": last.text,
+            "figures": last.figures,
+        })  # fmt: skip
+    first = results[0].get("output")
+    for result in results:
+        if "output" in result and first is not None:
+            result["parts_at"] = first_difference(first, result["output"])
+    return results

@@ -1,0 +1,279 @@
+"""Share links in the page: "Copy link" on Chat, Raw prompt, Template inspector and Compare, the
+view a link restores, and whether its replay matched.
+
+Owns: the `ShareBar` of each tab (the button and the link it made), reading each tab's
+components into a view and writing a checked view back into them, the note at the top of the
+page that says what a link opened (or why it could not), and the replay check after a run.
+Does not own: the link's format and checks (`share`), the tabs' own handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from playground import display
+from playground.sampling import SAMPLING_NAMES
+from playground.session import Playground, exported_model, messages_of
+from playground.share import ShareError, decode_view, encode_view, output_hash
+from playground.ui.common import PRIVATE, user_errors
+from playground.ui.controls import SEED_MODES
+
+# The server returns the link's `share` value; the page makes it a whole URL, shows it and
+# copies it (the clipboard needs a secure page: a Space's https, or localhost).
+TO_URL = """(token) => {
+  if (!token || token.startsWith('http')) return token;
+  const url = location.origin + location.pathname + '?share=' + token;
+  navigator.clipboard?.writeText(url).catch(() => {});
+  return url;
+}"""
+SEPARATOR = "\n\x1e\n"  # between a comparison's outputs, in its hash
+
+
+@dataclass
+class ShareBar:
+    button: gr.Button
+    link: gr.Textbox
+
+
+def build_share_bar(tab: str) -> ShareBar:
+    with gr.Row(equal_height=True):
+        button = gr.Button(
+            "🔗 Copy link", size="sm", scale=0, min_width=120, elem_id=f"{tab}-share"
+        )
+        link = gr.Textbox(
+            show_label=False,
+            placeholder="A link to this view: the messages or prompt, the options and sampling",
+            buttons=["copy"],
+            interactive=False,
+            scale=5,
+            elem_id=f"{tab}-link",
+        )
+    return ShareBar(button, link)
+
+
+def served_model(playground: Playground) -> str:
+    """The model as a link names it: its public name, never a server's folder."""
+    info = playground.engine.info
+    return exported_model(info.model if info else "")[0]
+
+
+def compare_output(outputs: list[str]) -> str:
+    return SEPARATOR.join(outputs)
+
+
+def last_reply(turns: list) -> str:
+    return turns[-1]["content"] if turns and turns[-1]["role"] == "assistant" else ""
+
+
+def wire_share(
+    ui: Any, bars: dict[str, ShareBar], note: gr.Markdown, expected: gr.State, runs: dict
+) -> None:
+    """`ui` has the tabs' dataclasses (`chat`, `raw`, `inspector`, `compare`, `controls`,
+    `tabs`, `playground`); `runs` maps a tab to the events that end its runs."""
+    playground: Playground = ui.playground
+    chat, raw, inspector, compare, controls = (
+        ui.chat,
+        ui.raw,
+        ui.inspector,
+        ui.compare,
+        ui.controls,
+    )
+    inputs = {
+        "chat": [chat.turns, chat.system, chat.policy, chat.prefill],
+        "raw": [raw.prompt, raw.output],
+        "inspector": [
+            inspector.conversation, inspector.generation_prompt, inspector.policy,
+            inspector.prefill,
+        ],
+        "compare": [
+            compare.conversation, compare.prefill, compare.count,
+            *[part for c in compare.columns for part in (c.variant, c.edited, c.changes)],
+            *[c.output for c in compare.columns],
+        ],
+    }  # fmt: skip
+
+    def view_of(tab: str, data: dict) -> dict[str, Any]:
+        values, stop, _ = controls.read(data)
+        view: dict[str, Any] = {
+            "tab": tab,
+            "model": served_model(playground),
+            "engine": playground.engine.kind,
+            "sampling": {name: values[name] for name in SAMPLING_NAMES},
+            "stop": stop,
+        }
+        if tab == "chat":
+            turns = data[chat.turns]
+            view |= {
+                "messages": messages_of(turns),
+                "system": data[chat.system] or "",
+                "policy": data[chat.policy],
+                "prefill": data[chat.prefill] or "",
+            }
+            output = last_reply(turns)
+        elif tab == "raw":
+            view["prompt"], output = data[raw.prompt] or "", data[raw.output] or ""
+        elif tab == "inspector":
+            view |= {
+                "conversation": data[inspector.conversation] or "",
+                "generation_prompt": bool(data[inspector.generation_prompt]),
+                "policy": data[inspector.policy],
+                "prefill": data[inspector.prefill] or "",
+            }
+            output = ""
+        else:
+            count = int(data[compare.count])
+            shown = compare.columns[:count]
+            view |= {
+                "conversation": data[compare.conversation] or "",
+                "prefill": data[compare.prefill] or "",
+                "count": count,
+                "columns": [
+                    {"prompt": data[c.variant], "text": data[c.edited] or "",
+                     "changes": data[c.changes] or ""}
+                    for c in shown
+                ],
+            }  # fmt: skip
+            outputs = [data[c.output] or "" for c in shown]
+            output = compare_output(outputs) if all(outputs) else ""
+        if output:
+            view["hash"] = output_hash(output)
+        return view
+
+    for tab, bar in bars.items():
+
+        @user_errors
+        def on_copy_link(data: dict, tab: str = tab) -> str:
+            return encode_view(view_of(tab, data))
+
+        bar.button.click(on_copy_link, {*inputs[tab], *controls.inputs}, bar.link, **PRIVATE).then(
+            None, bar.link, bar.link, js=TO_URL, **PRIVATE
+        )
+
+    restored = _restore_outputs(ui, note, expected)
+
+    def on_open(request: gr.Request) -> dict:
+        token = request.query_params.get("share")
+        if token is None:
+            return {note: gr.skip()}  # an empty dict reads as one value to Gradio
+        try:
+            view = decode_view(token, playground)
+        except ShareError as error:
+            message = f"⚠️ {error} The page opened empty instead."
+            return {note: display.escape(message), expected: None}
+        return _restore(ui, view, note, expected)
+
+    ui.demo.load(on_open, None, restored, **PRIVATE)
+
+    def on_replay(want: dict | None, *values: Any) -> Any:
+        if not want:
+            return gr.skip()
+        tab = want["tab"]
+        if tab == "chat":
+            output = last_reply(values[0])
+        elif tab == "raw":
+            output = values[1]
+        else:
+            outputs = [v or "" for v in values[2 : 2 + want["count"]]]
+            if not all(outputs):
+                return gr.skip()  # the other columns are still running
+            output = compare_output(outputs)
+        if not output:
+            return gr.skip()
+        got = output_hash(output)
+        if got == want["hash"]:
+            return f"✅ The replay matched the shared output (hash `{got}`)."
+        return (
+            f"❌ The replay differs from the shared output: hash `{got}`, the link's "
+            f"`{want['hash']}`. A random seed, other values, or another model or engine "
+            "change the output."
+        )
+
+    replay_inputs = [expected, chat.turns, raw.output, *[c.output for c in compare.columns]]
+    for tab, events in runs.items():
+        for event in events:
+            event.then(
+                lambda want, *values, tab=tab: (
+                    on_replay(want, *values) if want and want["tab"] == tab else gr.skip()
+                ),
+                replay_inputs,
+                note,
+                **PRIVATE,
+            )
+
+
+def _restore_outputs(ui: Any, note: gr.Markdown, expected: gr.State) -> list:
+    chat, raw, inspector, compare, controls = (
+        ui.chat,
+        ui.raw,
+        ui.inspector,
+        ui.compare,
+        ui.controls,
+    )
+    return [
+        note, expected, ui.tabs, *controls.values.values(), controls.seed_mode, controls.stop,
+        chat.turns, chat.chatbot, chat.system, chat.policy, chat.prefill,
+        raw.prompt,
+        inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill,
+        compare.conversation, compare.prefill, compare.count,
+        *[part for c in compare.columns for part in (c.variant, c.edited, c.changes, c.box)],
+    ]  # fmt: skip
+
+
+def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict:
+    """The components' new values for a checked view, and the note that says what opened."""
+    tab, controls = view["tab"], ui.controls
+    updates: dict = {ui.tabs: gr.Tabs(selected=tab), controls.stop: view.get("stop", "")}
+    # A fixed seed: the link's run is replayed, not drawn anew.
+    updates[controls.seed_mode] = SEED_MODES[1]
+    for name, value in view["sampling"].items():
+        updates[controls.values[name]] = value
+    if tab == "chat":
+        chat, turns = ui.chat, view["messages"]
+        updates |= {
+            chat.turns: turns, chat.chatbot: display.chat_display(turns),
+            chat.system: view.get("system", ""), chat.policy: view.get("policy", "fold"),
+            chat.prefill: view.get("prefill", ""),
+        }  # fmt: skip
+    elif tab == "raw":
+        updates[ui.raw.prompt] = view["prompt"]
+    elif tab == "inspector":
+        inspector = ui.inspector
+        updates |= {
+            inspector.conversation: view["conversation"],
+            inspector.generation_prompt: view.get("generation_prompt", True),
+            inspector.policy: view.get("policy", "fold"),
+            inspector.prefill: view.get("prefill", ""),
+        }
+    else:
+        compare = ui.compare
+        updates |= {
+            compare.conversation: view["conversation"],
+            compare.prefill: view.get("prefill", ""),
+            compare.count: view["count"],
+        }
+        for i, column in enumerate(compare.columns):
+            shared = view["columns"][i] if i < len(view["columns"]) else {}
+            updates |= {
+                column.variant: shared.get("prompt", "correct"),
+                column.edited: gr.update(
+                    value=shared.get("text", ""), visible=shared.get("prompt") == "edited"
+                ),
+                column.changes: shared.get("changes", ""),
+                column.box: gr.Column(visible=i < view["count"]),
+            }
+    lines = [f"🔗 Opened a shared {tab} view, with its sampling values and a fixed seed."]
+    served, kind = served_model(ui.playground), ui.playground.engine.kind
+    if (view.get("model"), view.get("engine")) != (served, kind):
+        lines.append(
+            f"It was made on {view.get('model')} with the {view.get('engine')} engine; this "
+            f"page serves {served} with {kind}, so a replay may differ."
+        )
+    if "hash" in view:
+        lines.append(f"Run it: the shared output's hash is `{view['hash']}`.")
+    updates[note] = display.escape(" ".join(lines))
+    want = {"tab": tab, "hash": view["hash"], "count": view.get("count", 0)}
+    updates[expected] = want if "hash" in view else None
+    return updates

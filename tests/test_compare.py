@@ -1,0 +1,250 @@
+"""The Compare tab's core: every fault's exact prompt, the token diff, where outputs part, share
+links (round trip and every kind of bad link), and the /compare endpoint over HTTP on tiny-tutor.
+"""
+
+import base64
+import json
+import zlib
+
+import pytest
+
+from playground.compare import (
+    FAULTS,
+    Variant,
+    conversation_inputs,
+    diff_counts,
+    first_difference,
+    parse_changes,
+    parse_variants,
+    plan_column,
+    token_diff,
+)
+from playground.errors import UserError
+from playground.sampling import ParamError
+from playground.session import Playground
+from playground.share import (
+    MAX_LINK_CHARS,
+    ShareError,
+    decode_view,
+    encode_view,
+    output_hash,
+)
+from playground.tokens import Token
+
+SYSTEM = [{"role": "system", "content": "Answer briefly."}]
+QUESTION = [{"role": "user", "content": "What is 7 plus 5?"}]
+CORRECT = (
+    "<bos><start_of_turn>user\nAnswer briefly.\n\nWhat is 7 plus 5?<end_of_turn>\n"
+    "<start_of_turn>model\n"
+)
+# Each fault's prompt for SYSTEM + QUESTION, written out by hand from its docs.
+EXPECTED = {
+    "no-generation-prompt": CORRECT.removesuffix("<start_of_turn>model\n"),
+    "second-bos": "<bos>" + CORRECT,
+    "assistant-role": CORRECT.replace("<start_of_turn>model", "<start_of_turn>assistant"),
+    "system-as-is": "<bos><start_of_turn>system\nAnswer briefly.<end_of_turn>\n"
+    "<start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n<start_of_turn>model\n",
+    "drop-system": "<bos><start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n"
+    "<start_of_turn>model\n",
+    "other-separator": CORRECT.replace("briefly.\n\nWhat", "briefly.\nWhat"),
+    "no-role-newline": CORRECT.replace("user\n", "user").replace("model\n", "model"),
+    "prefill-space": CORRECT + "Sure, ",
+    "typed-control-tokens": CORRECT.replace("5?<end_of_turn>", "5?<end_of_turn><end_of_turn>"),
+}
+
+
+@pytest.fixture(scope="module")
+def playground(tutor_engine, settings):
+    return Playground(tutor_engine, settings.with_(model="tiny-tutor"))
+
+
+def plan(playground, variant, messages=SYSTEM + QUESTION, prefill=""):
+    turns, options = conversation_inputs(playground, json.dumps(messages), prefill)
+    return plan_column(playground, turns, options, variant, playground.params({}))
+
+
+def test_the_correct_column_is_the_chat_tabs_prompt(playground):
+    assert plan(playground, Variant()).prompt == CORRECT
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_every_fault_gives_the_prompt_its_docs_describe(playground, name):
+    if name == "error-system":
+        with pytest.raises(UserError, match="System role not supported"):
+            plan(playground, Variant(name))
+        return
+    column = plan(playground, Variant(name))
+    assert column.prompt == EXPECTED[name]
+    assert column.notes == (FAULTS[name].doc,)
+    assert [t.id for t in column.tokens] == playground.engine.tokenizer.encode(EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", ["system-as-is", "drop-system", "error-system", "other-separator"])
+def test_system_faults_without_a_system_message_say_so(playground, name):
+    with pytest.raises(UserError, match="add one"):
+        plan(playground, Variant(name), messages=QUESTION)
+
+
+def test_a_prefill_keeps_its_text_and_the_fault_adds_the_space(playground):
+    column = plan(playground, Variant("prefill-space"), prefill="The answer is")
+    assert column.prompt == CORRECT + "The answer is "
+
+
+def test_sampling_changes_are_checked_like_the_sliders(playground):
+    column = plan(playground, Variant(sampling={"temperature": 1.5, "seed": 7}))
+    assert (column.params.temperature, column.params.seed) == (1.5, 7)
+    assert "temperature=1.5" in column.title
+    with pytest.raises(ParamError, match="temperature"):
+        plan(playground, Variant(sampling={"temperature": 9}))
+
+
+def test_an_edited_prompt_is_sent_as_typed(playground):
+    assert plan(playground, Variant("edited", "<bos>Once upon")).prompt == "<bos>Once upon"
+    with pytest.raises(ParamError, match="empty"):
+        plan(playground, Variant("edited", "  "))
+
+
+def tokens(*ids):
+    return [Token(i, f"t{i}", False) for i in ids]
+
+
+def test_token_diff_names_what_was_added_and_what_was_removed():
+    runs = token_diff(tokens(1, 5, 6, 7, 8), tokens(1, 3, 5, 6, 9, 8))
+    assert [(kind, [t.id for t in run]) for kind, run in runs] == [
+        ("same", [1]),
+        ("added", [3]),
+        ("same", [5, 6]),
+        ("removed", [7]),
+        ("added", [9]),
+        ("same", [8]),
+    ]
+    assert diff_counts(runs) == (2, 1)
+    assert diff_counts(token_diff(tokens(1, 2), tokens(1, 2))) == (0, 0)
+
+
+def test_first_difference_is_the_first_character_that_parts():
+    assert first_difference("So 12.", "So 12.") is None
+    assert first_difference("So 12.", "So 13.") == 4
+    assert first_difference("So 12.", "So 12. And") == 6
+    assert first_difference("abc", "") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("temperature", "name=value"),
+        ("colour=2", "name=value"),
+        ("seed=seven", "not a number"),
+        ("seed=1 " * 40, "limit"),
+    ],
+)
+def test_bad_sampling_changes_get_one_clear_line(text, message):
+    with pytest.raises(ParamError, match=message):
+        parse_changes(text)
+
+
+def test_sampling_changes_read_spaces_commas_and_lines():
+    assert parse_changes("temperature=1.2, seed=7\ntop_k=5") == {
+        "temperature": 1.2, "seed": 7.0, "top_k": 5.0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "data", [[], ["correct"], ["correct"] * 5, "correct", [3, 4], [{"prompt": "x", "evil": 1}]]
+)
+def test_bad_column_lists_are_refused(data):
+    with pytest.raises(ParamError):
+        parse_variants(data)
+
+
+# ---- share links ----------------------------------------------------------------------------
+
+
+def view(**fields):
+    return {"tab": "raw", "prompt": "<bos>Hello", "sampling": {"temperature": 0.0}, **fields}
+
+
+def test_a_link_round_trips_with_its_values_checked(playground):
+    token = encode_view(view(hash=output_hash("out")))
+    opened = decode_view(token, playground)
+    assert opened["prompt"] == "<bos>Hello" and opened["hash"] == output_hash("out")
+    assert opened["sampling"]["temperature"] == 0.0
+    assert opened["sampling"]["top_k"] == playground.settings.ranges["top_k"].default
+
+
+def pack(data) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("", "empty"),
+        ("<script>alert(1)</script>", "characters a link never has"),
+        ("A" * (MAX_LINK_CHARS + 1), "too long"),
+        ("AAAA", "cannot be unpacked"),
+        (pack(b"\xff\xfe not json"), "not readable"),
+        (pack({"v": 2, "tab": "raw"}), "another version"),
+        (pack({"v": 1, "tab": "admin"}), "names no tab"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "cookie": "y"}), "field"),
+        (pack({"v": 1, "tab": "raw", "prompt": ["x"]}), "wrong type"),
+        (pack({"v": 1, "tab": "compare", "count": True}), "wrong type"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "sampling": {"temperature": 99}}), "temper"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "sampling": {"rm": 1}}), "unknown sampling"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "hash": "<b>"}), "hash"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x" * 10**5}), "limit"),
+        (pack({"v": 1, "tab": "chat", "messages": [{"role": "system", "content": "x"}]}), "user"),
+        (pack({"v": 1, "tab": "compare", "conversation": "[]", "prefill": "", "count": 9,
+               "columns": []}), "2 to 4"),  # fmt: skip
+        (pack(b"{" + b" " * 10**6 + b"}"), "more than a view can hold"),
+    ],
+)
+def test_a_bad_link_gets_one_clear_message(playground, token, message):
+    with pytest.raises(ShareError, match=message) as raised:
+        decode_view(token, playground)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_view_too_large_for_a_link_is_refused_when_made():
+    big = "".join(chr(0x4E00 + i % 20000) for i in range(20000))  # incompressible text
+    with pytest.raises(ShareError, match="too large"):
+        encode_view(view(prompt=big))
+
+
+# ---- /compare over HTTP ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compare_endpoint_returns_columns_diffs_and_outputs(tutor_client):
+    result = json.loads(
+        tutor_client.predict(
+            json.dumps(QUESTION),
+            json.dumps(["correct", "second-bos", {"prompt": "correct", "sampling": {"seed": 3}},
+                        "error-system"]),  # fmt: skip
+            "",
+            temperature=0,
+            api_name="/compare",
+        )
+    )["columns"]
+    correct, doubled, reseeded, refused = result
+    assert "12" in correct["output"] and correct["figures"]["stop_reason"] == "end_of_turn"
+    assert correct["prompt"] == CORRECT.replace("Answer briefly.\n\n", "")
+    assert (doubled["tokens_added"], doubled["tokens_removed"]) == (1, 0)
+    assert doubled["diff"] == [{"kind": "added", "tokens": [{"id": 2, "piece": "<bos>"}]}]
+    assert doubled["output"] == correct["output"] and doubled["parts_at"] is None  # tiny-tutor
+    assert reseeded["figures"]["seed"] == 3 and reseeded["parts_at"] is None  # greedy: same
+    assert "system message" in refused["error"]
+
+
+@pytest.mark.slow
+def test_compare_endpoint_refuses_bad_input_in_one_line(tutor_client):
+    from gradio_client.exceptions import AppError
+
+    for conversation, columns, message in [
+        ("not json", '["correct", "correct"]', "JSON"),
+        (json.dumps(QUESTION), "[", "columns is not valid JSON"),
+        (json.dumps(QUESTION), '["correct"]', "2 to 4"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            tutor_client.predict(conversation, columns, "", api_name="/compare")
