@@ -163,16 +163,6 @@ def refuse(error: UserError, where: str) -> gr.Error:
     return gr.Error(toast_text(str(error)), visible=False, print_exception=False)
 
 
-def _on_queue(control: Control) -> dict:
-    # Before queueing, so a Stop pressed while queued still counts.
-    control.queue()
-    return gr.update(interactive=True)
-
-
-def _on_stop(control: Control) -> None:
-    control.press_stop()
-
-
 def run_with_stop(
     trigger: Callable,
     fn: Callable,
@@ -186,11 +176,23 @@ def run_with_stop(
     """`trigger` (a listener such as `button.click`, or a dependency's `.success`) queues
     `control` and enables `stop`, then runs `fn` in the engine's group, then disables `stop`.
     Returns the last dependency, for more `.then`s."""
-    queued = trigger(_on_queue, control, stop, **PRIVATE)
+
+    # A function of this call's own: Gradio groups events by their function (one at a time
+    # unless told otherwise), so each tab keeps a group of its own, as before.
+    def on_queue(control: Control) -> dict:
+        # Before queueing, so a Stop pressed while queued still counts.
+        control.queue()
+        return gr.update(interactive=True)
+
+    queued = trigger(on_queue, control, stop, **PRIVATE)
     ran = queued.success(fn, inputs, outputs, **engine_events(playground), **options, **PRIVATE)
     return ran.then(lambda: gr.update(interactive=False), None, stop, **PRIVATE)
 
 
 def wire_stop(stop: gr.Button, control: gr.State) -> None:
     """Stop ends the run of `control` (`run_with_stop`), queued or streaming."""
-    stop.click(_on_stop, control, None, **PRIVATE)
+
+    def on_stop(control: Control) -> None:  # this tab's own concurrency group, as above
+        control.press_stop()
+
+    stop.click(on_stop, control, None, **PRIVATE)
