@@ -29,7 +29,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, TypedDict, Unpack
+from typing import NoReturn
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -40,6 +40,7 @@ __all__ = [
     "BOS",
     "CONTROL_TOKEN_TEXTS",
     "DEFAULT_FOLD_SEPARATOR",
+    "DEFAULT_SYSTEM_POLICY",
     "END_OF_TURN",
     "EOS",
     "GEMMA2_CHAT_TEMPLATE",
@@ -96,6 +97,8 @@ CONTROL_TOKEN_TEXTS: tuple[str, ...] = (
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 SYSTEM_POLICIES: tuple[str, ...] = ("fold", "error", "drop")
+# What to do with a system message unless told otherwise: fold it into the first user message.
+DEFAULT_SYSTEM_POLICY = "fold"
 
 # What the official template raises, word for word (both strings are in GEMMA2_CHAT_TEMPLATE):
 # the errors quote them so users recognise what transformers and vLLM show for the same input.
@@ -127,15 +130,21 @@ class ChatFormatError(UserError, ValueError):
         super().__init__(" ".join(part.strip() for part in str(message).splitlines()).strip())
 
 
-class RenderOptions(TypedDict, total=False):
-    """The keyword options of ``render``, as forwarded by ``fit_budget``."""
+@dataclass(frozen=True)
+class RenderOptions:
+    """How a conversation becomes a prompt, besides the template: what to do with a system
+    message (``system_policy``, see ``apply_system_policy``), whether the prompt ends with the
+    generation prompt, the text the reply starts with (``prefill``) and what joins a folded
+    system message to the first user message (``fold_separator``). The policy is checked here,
+    once."""
 
-    template: str
-    system_policy: str
-    add_generation_prompt: bool
-    prefill: str
-    bos_token: str
-    fold_separator: str
+    system_policy: str = DEFAULT_SYSTEM_POLICY
+    add_generation_prompt: bool = True
+    prefill: str = ""
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR
+
+    def __post_init__(self) -> None:
+        _check_policy(self.system_policy)
 
 
 @dataclass(frozen=True)
@@ -542,25 +551,23 @@ def prefill_whitespace_warning(prefill: str) -> str | None:
 def _render_positioned(
     messages: Sequence[Mapping[str, str]],
     positions: Sequence[int],
-    *,
-    template: str = GEMMA2_CHAT_TEMPLATE,
-    system_policy: str = "fold",
-    add_generation_prompt: bool = True,
-    prefill: str = "",
-    bos_token: str = BOS,
-    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+    options: RenderOptions,
+    template: str,
+    bos_token: str,
 ) -> RenderedPrompt:
     # positions[i] is the 1-based position of messages[i] as the user knows it, so warnings
     # still point at the right message after fit_budget has dropped some.
-    _check_policy(system_policy)
-    check_messages(messages, add_generation_prompt=add_generation_prompt, prefill=prefill)
+    prefill = options.prefill
+    check_messages(messages, add_generation_prompt=options.add_generation_prompt, prefill=prefill)
     messages = _normalize_messages(messages)  # content parts become text
-    folded, warnings = apply_system_policy(messages, system_policy, fold_separator=fold_separator)
+    folded, warnings = apply_system_policy(
+        messages, options.system_policy, fold_separator=options.fold_separator
+    )
     notes = []
-    if system_policy == "fold" and messages[0]["role"] == "system":
-        notes.append(_fold_note(fold_separator))
+    if options.system_policy == "fold" and messages[0]["role"] == "system":
+        notes.append(_fold_note(options.fold_separator))
     text = _render_template(
-        template, folded, bos_token=bos_token, add_generation_prompt=add_generation_prompt
+        template, folded, bos_token=bos_token, add_generation_prompt=options.add_generation_prompt
     )
     text += prefill
     warnings.extend(_control_warnings(zip(positions, messages, strict=True)))
@@ -576,30 +583,18 @@ def _render_positioned(
 
 def render(
     messages: Sequence[Mapping[str, str]],
+    options: RenderOptions = RenderOptions(),
     *,
     template: str = GEMMA2_CHAT_TEMPLATE,
-    system_policy: str = "fold",
-    add_generation_prompt: bool = True,
-    prefill: str = "",
     bos_token: str = BOS,
-    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
 ) -> RenderedPrompt:
     """Check the conversation, apply the system policy and render it with the chat template.
 
-    A non-empty ``prefill`` is appended after the generation prompt with no ``<end_of_turn>``,
-    so the model continues it as the start of its own reply. ``fold_separator`` joins a folded
-    system message to the first user message.
+    A non-empty ``options.prefill`` is appended after the generation prompt with no
+    ``<end_of_turn>``, so the model continues it as the start of its own reply.
+    ``options.fold_separator`` joins a folded system message to the first user message.
     """
-    return _render_positioned(
-        messages,
-        range(1, len(messages) + 1),
-        template=template,
-        system_policy=system_policy,
-        add_generation_prompt=add_generation_prompt,
-        prefill=prefill,
-        bos_token=bos_token,
-        fold_separator=fold_separator,
-    )
+    return _render_positioned(messages, range(1, len(messages) + 1), options, template, bos_token)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,7 +616,9 @@ def fit_budget(
     count_tokens: Callable[[str], int],
     context_size: int,
     max_new_tokens: int,
-    **render_kwargs: Unpack[RenderOptions],
+    options: RenderOptions = RenderOptions(),
+    template: str = GEMMA2_CHAT_TEMPLATE,
+    bos_token: str = BOS,
 ) -> Budget:
     """Render the conversation, dropping the oldest exchanges until it fits the context.
 
@@ -642,7 +639,9 @@ def fit_budget(
 
     original = _normalize_messages(messages)
     limit = context_size - max_new_tokens
-    rendered = _render_positioned(original, range(1, len(original) + 1), **render_kwargs)
+    rendered = _render_positioned(
+        original, range(1, len(original) + 1), options, template, bos_token
+    )
     tried = {0: (rendered, count_tokens(rendered.text))}
     # render() has checked the order, so after an optional system message the roles alternate
     # user/assistant and every index pair (i, i + 1) before the newest user message is an
@@ -656,14 +655,14 @@ def fit_budget(
         if count not in tried:
             keep = [i for i in range(len(original)) if i < start or i >= start + 2 * count]
             shown = _render_positioned(
-                [original[i] for i in keep], [i + 1 for i in keep], **render_kwargs
+                [original[i] for i in keep], [i + 1 for i in keep], options, template, bos_token
             )
             tried[count] = (shown, count_tokens(shown.text))
         return tried[count]
 
     count = 0
     if tried[0][1] > limit:
-        costs = _exchange_tokens(original, exchanges, count_tokens, render_kwargs)
+        costs = _exchange_tokens(original, exchanges, count_tokens, template, bos_token)
         guess = _drops_for(tried[0][1] - limit, costs, len(exchanges))
         count = _fewest(guess, len(exchanges), lambda n: without(n)[1] <= limit)
     rendered, prompt_tokens = without(count)
@@ -675,7 +674,7 @@ def fit_budget(
             prompt_tokens,
             context_size,
             max_new_tokens,
-            render_kwargs.get("prefill"),
+            options.prefill,
         )
     dropped = [position for pair in exchanges[:count] for position in (pair[0] + 1, pair[1] + 1)]
     if dropped:
@@ -697,14 +696,13 @@ def _exchange_tokens(
     messages: Sequence[Message],
     exchanges: Sequence[tuple[int, int]],
     count_tokens: Callable[[str], int],
-    options: Mapping[str, Any],
+    template: str,
+    bos_token: str,
 ) -> list[int]:
     """Each exchange's tokens, counted once (and equal exchanges once in all): the pair rendered
     on its own, less its `<bos>`. Exact for Gemma-2's template, whose turns start with a
     control token (no token spans two turns); for another template a guess that `fit_budget`
     checks. Empty if the template will not render a pair alone."""
-    template = options.get("template", GEMMA2_CHAT_TEMPLATE)
-    bos_token = options.get("bos_token", BOS)
     overhead = count_tokens(bos_token)
     counted: dict[tuple[str, str], int] = {}
     costs = []

@@ -16,13 +16,20 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation, render
+from playground.chat_format import (
+    DEFAULT_SYSTEM_POLICY,
+    SYSTEM_POLICIES,
+    ChatFormatError,
+    RenderOptions,
+    parse_conversation,
+    render,
+)
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import RANGES, SAMPLING_FIELDS, describe
-from playground.session import Playground, PromptOptions, exported_model, request_params
+from playground.session import Playground, exported_model, params_from_request
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
 
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ren = commands.add_parser("render", help="render a conversation with the chat template")
     ren.add_argument("conversation", type=Path, help="JSON list of messages or {messages: [...]}")
-    ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default="fold")
+    ren.add_argument("--system-policy", choices=SYSTEM_POLICIES, default=DEFAULT_SYSTEM_POLICY)
     ren.add_argument("--no-generation-prompt", action="store_true")
     ren.add_argument("--prefill", default="")
     ren.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
@@ -111,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", help=f"start from a preset of the web app's sidebar: {_presets_for_help()}"
     )
 
+    _add_convert(commands)
+    _add_notebook(commands)
+    return parser
+
+
+def _add_convert(commands: argparse._SubParsersAction) -> None:
     conv = commands.add_parser(
         "convert",
         help="a Hugging Face checkpoint to an OpenVINO IR folder (int4, int8 or fp16)",
@@ -142,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="int4: the embedding and output layer in int4 too (by default int8)",
     )
 
+
+def _add_notebook(commands: argparse._SubParsersAction) -> None:
     notebook = commands.add_parser("notebook", help="lessons: run them without a browser")
     notebook_commands = notebook.add_subparsers(
         dest="notebook_command", required=True, parser_class=_Parser
@@ -155,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="the executed Jupyter notebook (default: LESSON.ipynb, here)"
     )
     run.add_argument("--html", type=Path, help="also write the standalone HTML handout here")
-    return parser
 
 
 def _ranges_for_help() -> dict:
@@ -232,7 +246,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     # Anything the engine accepts, as the API does, refused before loading anything.
     values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
-    params, drawn_seed = request_params(settings, values, args.stop, settings.context_size)
+    params, drawn_seed = params_from_request(settings, values, args.stop, settings.context_size)
     with _stdout_to_stderr():
         # Without --model, the default model falls back to tiny-tutor, as in the app.
         engine, notice = open_engine(settings)
@@ -242,7 +256,7 @@ def _generate(args: argparse.Namespace) -> int:
     if drawn_seed is not None and not args.json:
         print(f"random seed drawn: {drawn_seed}", file=sys.stderr)
     if args.messages is not None:
-        replies = playground.reply(_read_conversation(args.messages), PromptOptions(), params)
+        replies = playground.reply(_read_conversation(args.messages), RenderOptions(), params)
     else:
         replies = playground.complete(args.prompt, params)  # the UI's rule: no empty prompt
     shown = ""
@@ -291,7 +305,7 @@ def _render(args: argparse.Namespace) -> int:
 
     messages = _read_conversation(args.conversation)
     settings = load_settings(model=args.model, fold_separator=args.fold_separator)
-    options = dict(
+    options = RenderOptions(
         system_policy=args.system_policy,
         add_generation_prompt=not args.no_generation_prompt,
         prefill=args.prefill,
@@ -299,14 +313,12 @@ def _render(args: argparse.Namespace) -> int:
     )
     if not args.json and args.model is None:
         # Text only: the canonical template, no model needed.
-        sys.stdout.write(render(messages, **options).text)
+        sys.stdout.write(render(messages, options).text)
         return 0
     with _stdout_to_stderr():
         folder = resolve_model(args.model or "tiny-random", settings.cache_dir)
         tokenizer = Tokenizer(folder)
-    inspection = inspect_messages(
-        messages, tokenizer, context_size=settings.context_size, **options
-    )
+    inspection = inspect_messages(messages, tokenizer, options, context_size=settings.context_size)
     if args.json:
         print(json.dumps(inspection.as_json(), ensure_ascii=False))
     else:
@@ -326,23 +338,24 @@ def _notebook_run(args: argparse.Namespace) -> int:
         engine, notice = open_engine(settings)
     if notice:
         print(f"note: {notice}", file=sys.stderr)
+    playground = Playground(engine, settings)
     outputs = {}
     for i, cell in enumerate(cells):
         if isinstance(cell, nb.PromptCell):
             params = nb.cell_params(cell, settings.ranges, settings.defaults())
             try:
-                generation = nb.start_cell(engine, cell, params)
-            except ChatFormatError as error:  # a refusal some lessons show on purpose
+                replies = playground.run_cell(cell, params)  # the Notebook tab's path
+            except UserError as error:  # a refusal some lessons show on purpose
                 outputs[i] = f"error: {error}"
                 print(f"cell {i + 1}: {outputs[i]}", file=sys.stderr)
                 continue
-            outputs[i] = "".join(generation)
-            result = generation.result
+            *_, last = replies
+            outputs[i], result = last.text, last.result
             print(f"cell {i + 1}: {result.new_tokens} new tokens, {result.stop_reason}",
                   file=sys.stderr)  # fmt: skip
     context = nb.NotebookContext(
         exported_model(engine.info.model, engine.folder)[0], settings.ranges, settings.defaults(),
-        dict(settings.ov_config),
+        dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids,
     )  # fmt: skip
     out = args.out or Path(args.lesson.stem + ".ipynb")
     nbformat.write(nb.to_ipynb(cells, outputs, context), out)

@@ -22,11 +22,12 @@ from playground.chat_format import (
     END_OF_TURN,
     START_OF_TURN,
     ChatFormatError,
+    RenderOptions,
     parse_conversation,
 )
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
-from playground.session import Playground, PromptOptions, fit_prompt
+from playground.session import Playground, fit_prompt
 from playground.tokens import Token
 
 MAX_COLUMNS = 4
@@ -38,34 +39,38 @@ MAX_CHANGES_CHARS = 200
 
 @dataclass(frozen=True)
 class Inputs:
-    """What every variant starts from: the conversation and options the Chat tab would send."""
+    """What every variant starts from: the conversation (a system message may lead) and options
+    the Chat tab would send."""
 
     playground: Playground
     messages: list[dict[str, str]]
-    options: PromptOptions
+    options: RenderOptions
     max_new_tokens: int
 
     def prompt(self, fold_separator: str | None = None, **changes: Any) -> str:
         """The prompt the Chat tab sends (its template, separator and budget), with `changes`
         to the options."""
         settings = self.playground.settings
+        separator = settings.fold_separator if fold_separator is None else fold_separator
         budget = fit_prompt(
             self.messages,
-            replace(self.options, **changes),
+            replace(self.options, fold_separator=separator, **changes),
             engine=self.playground.engine,
             max_new_tokens=self.max_new_tokens,
-            fold_separator=settings.fold_separator if fold_separator is None else fold_separator,
         )
         return budget.rendered.text
 
     def system(self) -> str:
         """The system message, for the faults that are about it."""
-        if not self.options.system.strip():
+        if not self.messages or self.messages[0]["role"] != "system":
             raise UserError(
                 'This fault is about the system message: add one ({"role": "system", ...} '
                 "first) to see what it does."
             )
-        return self.options.system.strip()
+        return self.messages[0]["content"].strip()
+
+    def without_system(self) -> Inputs:
+        return replace(self, messages=[m for m in self.messages if m["role"] != "system"])
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,11 @@ class Column:
 
 def _system_as_is(inputs: Inputs) -> str:
     turn = f"{START_OF_TURN}system\n{inputs.system()}{END_OF_TURN}\n"
-    return inputs.prompt(system="").replace(BOS, BOS + turn, 1)
+    return inputs.without_system().prompt().replace(BOS, BOS + turn, 1)
 
 
 def _policy(policy: str) -> Callable[[Inputs], str]:
-    return lambda inputs: inputs.system() and inputs.prompt(policy=policy)
+    return lambda inputs: inputs.system() and inputs.prompt(system_policy=policy)
 
 
 def _other_separator(inputs: Inputs) -> str:
@@ -230,15 +235,14 @@ def parse_changes(text: str) -> dict[str, float]:
 
 def conversation_inputs(
     playground: Playground, conversation: str, prefill: str
-) -> tuple[list[dict[str, str]], PromptOptions]:
-    """The compared conversation (JSON) as the Chat tab's turns and options: a leading system
-    message becomes the system prompt, folded by the default policy."""
+) -> tuple[list[dict[str, str]], RenderOptions]:
+    """The compared conversation (JSON) as the Chat tab's messages and options: a leading
+    system message is the system prompt (left out when blank), folded by the default policy."""
     messages = parse_conversation(playground.check_text(conversation, "The conversation"))
-    options = PromptOptions(prefill=playground.check_text(prefill, "The prefill"))
-    if messages and messages[0]["role"] == "system":
-        options = replace(options, system=messages[0]["content"])
+    options = RenderOptions(prefill=playground.check_text(prefill, "The prefill"))
+    if messages and messages[0]["role"] == "system" and not messages[0]["content"].strip():
         messages = messages[1:]
-    if not messages:
+    if not [m for m in messages if m["role"] != "system"]:
         raise ChatFormatError("the conversation is empty: add at least one user message")
     return messages, options
 
@@ -246,7 +250,7 @@ def conversation_inputs(
 def plan_column(
     playground: Playground,
     messages: list[dict[str, str]],
-    options: PromptOptions,
+    options: RenderOptions,
     variant: Variant,
     params: SamplingParams,
 ) -> Column:
@@ -345,7 +349,7 @@ def parse_variants(data: object) -> list[Variant]:
 def compare(
     playground: Playground,
     messages: list[dict[str, str]],
-    options: PromptOptions,
+    options: RenderOptions,
     variants: Sequence[Variant],
     params: SamplingParams,
 ) -> list[dict[str, Any]]:

@@ -164,7 +164,7 @@ def convert(source: str, out: Path, choice: WeightChoice, command: str) -> Path:
 def write_card(folder: Path, source: str, choice: WeightChoice, command: str) -> dict:
     """`convert.json`: what was converted, how, by which command and package versions, and
     the size it came to."""
-    from playground.bench import package_versions
+    from playground.bench.measure import package_versions
 
     card = {
         "source": source,

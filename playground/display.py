@@ -12,11 +12,14 @@ import html
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
 from playground.engines import StopReason
 from playground.tokens import Token
+
+if TYPE_CHECKING:
+    from playground.inspection import Inspection
 
 STOP_REASONS: dict[StopReason, str] = {
     "eos": "end of sequence",
@@ -105,6 +108,20 @@ def notes_markdown(
     lines = [f"**Error:** {escape(e)}" for e in errors]
     lines += [f"**Note:** {escape(w)}" for w in warnings]
     return "\n\n".join(lines) or empty
+
+
+def raw_checks(inspection: Inspection, prompt: str, control_notes: Sequence[str]) -> str:
+    """A raw prompt's checks: its token count, its notes, a doubled `<bos>` and the control-token
+    texts in it (`control_notes`)."""
+    notes = list(inspection.warnings)
+    if inspection.bos_count > 1:
+        notes.append(
+            f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all, "
+            "which degrades its replies. Remove the extra ones."
+        )
+    notes += control_notes
+    counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
+    return "\n\n".join([counts, notes_markdown([], notes, empty="")]).strip()
 
 
 def engine_status(status: Mapping[str, Any]) -> str:

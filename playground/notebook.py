@@ -3,7 +3,7 @@
 Owns: the lesson format (ordinary CommonMark; a fenced block whose info string starts with
 `chat` or `raw` is a prompt cell, its options written after the kind as `key=value`), parsing it
 with markdown-it-py's token stream, writing it back byte for byte, a cell's prompt and sampling,
-running cells on an engine, the Jupyter notebook (nbformat) and the standalone HTML handout, and
+the Jupyter notebook (nbformat) and the standalone HTML handout, and
 the one safe markdown renderer of the server (raw HTML off, links only http(s) and mailto).
 Does not own: components (`ui`), the engine, or the chat format itself (`chat_format`).
 """
@@ -13,24 +13,33 @@ from __future__ import annotations
 import html
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from markdown_it import MarkdownIt
 
-from playground.chat_format import ChatFormatError, check_unicode, parse_conversation, render
+from playground.chat_format import (
+    DEFAULT_FOLD_SEPARATOR,
+    DEFAULT_SYSTEM_POLICY,
+    GEMMA2_CHAT_TEMPLATE,
+    SYSTEM_POLICIES,
+    ChatFormatError,
+    RenderOptions,
+    check_unicode,
+    parse_conversation,
+    render,
+)
 from playground.errors import UserError
-from playground.models import looks_like_repo_id
+from playground.export import notebook_run_code, notebook_setup_code
 from playground.sampling import ParamError, Range, SamplingParams
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
 KINDS = ("chat", "raw")
-PROMPT_OPTIONS = {"policy": ("fold", "error", "drop"), "generation_prompt": ("on", "off"),
+PROMPT_OPTIONS = {"policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
-END_IDS = (1, 107)  # Gemma-2's <eos> and <end_of_turn>
 # A lesson's size: the shipped ones are about 1,500 characters and 10 cells. Every step of a
 # run shows the whole page again, so its size bounds what a run costs beside the engine.
 MAX_LESSON_CHARS = 50_000
@@ -201,23 +210,38 @@ def check_cell(cell: PromptCell, where: str = "this cell") -> None:
     what a lesson may want to teach."""
     if cell.kind == "chat":
         try:
-            render(parse_conversation(cell.body), system_policy="drop",
-                   add_generation_prompt=cell.option("generation_prompt", "on") == "on",
-                   prefill=cell.option("prefill"))  # fmt: skip
+            render(parse_conversation(cell.body), render_options(cell, "drop"))
         except ChatFormatError as error:
             raise LessonError(f"{where}: {error}") from None
 
 
-def cell_prompt(cell: PromptCell) -> str:
-    """The exact text the model gets for the cell (one `<bos>` is added to raw text without)."""
+def cell_prompt(
+    cell: PromptCell,
+    template: str = GEMMA2_CHAT_TEMPLATE,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+) -> str:
+    """The exact text the model gets for the cell (one `<bos>` is added to raw text without):
+    a chat cell rendered with `template` (the served model's, when a playground runs it: see
+    `session.Playground.cell_prompt`) and `fold_separator`."""
     if cell.kind == "raw":
         return cell.body
-    return render(
-        parse_conversation(cell.body),
-        system_policy=cell.option("policy", "fold"),
+    options = render_options(cell, fold_separator=fold_separator)
+    return render(parse_conversation(cell.body), options, template=template).text
+
+
+def render_options(
+    cell: PromptCell,
+    system_policy: str | None = None,
+    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+) -> RenderOptions:
+    """A chat cell's options: `policy=` (unless `system_policy` overrides it),
+    `generation_prompt=on|off` and `prefill=`."""
+    return RenderOptions(
+        system_policy=system_policy or cell.option("policy", DEFAULT_SYSTEM_POLICY),
         add_generation_prompt=cell.option("generation_prompt", "on") == "on",
         prefill=cell.option("prefill"),
-    ).text
+        fold_separator=fold_separator,
+    )
 
 
 def cell_params(
@@ -232,11 +256,6 @@ def cell_params(
             except ValueError:
                 raise ParamError(f"{name} must be a number, not {raw!r}.") from None
     return SamplingParams.checked(dict(ranges), **values)
-
-
-def start_cell(engine, cell: PromptCell, params: SamplingParams, cancel=None):
-    """The engine's Generation for the cell: iterate it for text deltas, then read `.result`."""
-    return engine.generate(cell_prompt(cell), params, cancel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,55 +322,16 @@ def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) 
     )
 
 
-def _setup_code(model: str, ov_config: Mapping[str, str]) -> str:
-    fetch = (
-        f"from huggingface_hub import snapshot_download\n\nmodel_dir = snapshot_download({model!r})"
-        if looks_like_repo_id(model) and not Path(model).expanduser().is_dir()
-        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
-    )
-    config = f", **{dict(ov_config)!r}" if ov_config else ""
-    return f'''import openvino_genai as ov_genai
-
-{fetch}
-pipe = ov_genai.LLMPipeline(model_dir, "CPU"{config})
-tokenizer = pipe.get_tokenizer()
-
-
-def run(prompt, **options):
-    """Generate as the playground does: the prompt has its one <bos> already, generation ends
-    at the model's end tokens, and special tokens stay in the text."""
-    config = ov_genai.GenerationConfig(**options)
-    config.stop_token_ids = {set(END_IDS)!r}
-    ids = tokenizer.encode(prompt, add_special_tokens=False).input_ids
-    new = list(pipe.generate(ids, config).tokens[0])
-    if new and new[-1] in {set(END_IDS)!r}:
-        new.pop()
-    print(tokenizer.decode(new, skip_special_tokens=False))
-'''
-
-
-def _run_code(prompt: str, params: SamplingParams) -> str:
-    if not prompt.startswith("<bos>"):
-        prompt = "<bos>" + prompt  # what the engine sends for raw text
-    options = {"max_new_tokens": params.max_new_tokens,
-               "repetition_penalty": params.repetition_penalty}  # fmt: skip
-    if not params.greedy:
-        options |= {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
-                    "rng_seed": params.seed}  # fmt: skip
-        if params.top_k:
-            options["top_k"] = params.top_k
-    args = ",\n".join(f"    {k}={v!r}" for k, v in options.items())
-    return f"run(\n    {prompt!r},\n{args},\n)"
-
-
 @dataclass(frozen=True)
 class NotebookContext:
-    """What the exported notebook runs against: a hub id or a folder, and the sampling base."""
+    """What the exported notebook runs against: a hub id or a folder, the sampling base and the
+    model's end ids (its tokenizer's)."""
 
     model: str
     ranges: Mapping[str, Range]
     base: Mapping[str, Any] = field(default_factory=dict)
     ov_config: Mapping[str, str] = field(default_factory=dict)
+    end_ids: Collection[int] = field(kw_only=True)
 
 
 def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: NotebookContext):
@@ -361,7 +341,9 @@ def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: Noteboo
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
     notebook = new_notebook(metadata={"playground": {"model": context.model}})
-    notebook.cells.append(new_code_cell(_setup_code(context.model, context.ov_config)))
+    notebook.cells.append(
+        new_code_cell(notebook_setup_code(context.model, context.ov_config, context.end_ids))
+    )
     count = 1
     for i, cell in enumerate(cells):
         if isinstance(cell, MarkdownCell):
@@ -370,7 +352,8 @@ def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: Noteboo
         meta = {"playground": {"kind": cell.kind, "body": cell.body,
                                "options": [list(pair) for pair in cell.options]}}  # fmt: skip
         try:
-            source = _run_code(cell_prompt(cell), cell_params(cell, context.ranges, context.base))
+            params = cell_params(cell, context.ranges, context.base)
+            source = notebook_run_code(cell_prompt(cell), params)
         except ChatFormatError as error:
             refusal = f"raise ValueError({str(error)!r})"
             source = f"# The Gemma-2 template refuses this conversation.\n{refusal}"

@@ -6,7 +6,10 @@ error that names a bad field and its allowed values:
   the command line take any value in them (`SamplingParams.from_request`);
 * `RANGES`, the sliders' comfortable ranges (hard limits of space.yaml's narrower ones); the
   sliders go through `SamplingParams.checked`.
-Does not own: how an engine maps these onto OpenVINO or transformers (see `engines`).
+* the one mapping of a `SamplingParams` onto OpenVINO GenAI's `GenerationConfig` fields
+  (`genai_options`) and onto transformers' `generate()` arguments (`transformers_options`),
+  which the engines and every exported snippet use.
+Does not own: the engines themselves (see `engines`), the end ids (the tokenizer's config).
 """
 
 from __future__ import annotations
@@ -233,6 +236,37 @@ class SamplingParams:
 
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
+
+
+def _top_k(params: SamplingParams, vocab_size: int | None) -> int:
+    # top_k has no cap in the API; past the vocabulary it cuts nothing, and GenAI's size_t
+    # field could not hold every whole number anyway.
+    return min(params.top_k, vocab_size) if vocab_size else params.top_k
+
+
+def genai_options(params: SamplingParams, vocab_size: int | None = None) -> dict[str, Any]:
+    """OpenVINO GenAI's GenerationConfig fields for `params`, besides the end ids: always
+    max_new_tokens (GenAI's is unbounded by default) and repetition_penalty; the sampling
+    fields only when sampling, top_k only when it cuts (capped at `vocab_size` when given)."""
+    options: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "repetition_penalty": params.repetition_penalty,
+    }
+    if not params.greedy:
+        options |= {"do_sample": True, "temperature": params.temperature,
+                    "top_p": params.top_p, "rng_seed": params.seed}  # fmt: skip
+        if params.top_k:
+            options["top_k"] = _top_k(params, vocab_size)
+    return options
+
+
+def transformers_options(params: SamplingParams, vocab_size: int | None = None) -> dict[str, Any]:
+    """transformers' generate() sampling arguments for `params` (its seed is torch's global
+    one, set apart): greedy, or sampling with top_k None when it is off."""
+    if params.greedy:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
+            "top_k": _top_k(params, vocab_size) or None}  # fmt: skip
 
 
 # The numeric controls, in the order the UI shows them; `stop` is separate (a text box).

@@ -2,9 +2,10 @@
 
 Owns: the list of turns (each `{"role", "content"}`, a reply also carrying its `"figures"`), the
 turn operations (submit, regenerate, undo, edit an earlier message, clear, apply an example), the
-`PromptOptions` and the one `fit_prompt` that both the chat and the inspector call, the figures
-of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the `Playground` object
-that the UI, the named API endpoints and the command line share.
+`conversation` (a system prompt before the turns) and the one `fit_prompt` that both the chat
+and the inspector call (with `chat_format.RenderOptions` and the configured fold separator), the
+figures of a reply as data, the per-visitor `Control` (Stop flag, busy flag) and the
+`Playground` object that the UI, the named API endpoints and the command line share.
 Does not own: components or events (`ui`), markup (`display`), template rules (`chat_format`),
 generation itself (`engines`). Nothing here imports gradio, so all of it is testable in-process.
 """
@@ -20,17 +21,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from playground import display
 from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
-    DEFAULT_FOLD_SEPARATOR,
     Budget,
+    RenderOptions,
     check_unicode,
     fit_budget,
     parse_conversation,
 )
 from playground.engines import Engine, Generation, GenerationResult, Prompt
-from playground.inspection import Inspection, export_code, inspect_text, remote_code
+from playground.errors import UserError
+from playground.export import export_code, remote_code
+from playground.inspection import Inspection, inspect_budget, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
+from playground.notebook import PromptCell, cell_prompt
 from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
 from playground.tokens import Tokenizer
@@ -177,43 +182,30 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]
 # ---- prompts ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PromptOptions:
-    """How a conversation becomes a prompt: the same options for the chat and the inspector."""
-
-    system: str = ""
-    policy: str = "fold"
-    prefill: str = ""
-    add_generation_prompt: bool = True
-
-    def conversation(self, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-        """The messages the template gets: the system prompt (if any) first, then the turns."""
-        system = [{"role": "system", "content": self.system}] if self.system.strip() else []
-        return [*system, *messages_of(turns)]
+def conversation(system: str, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The messages the template gets: the system prompt (if any) first, then the turns."""
+    first = [{"role": "system", "content": system}] if system.strip() else []
+    return [*first, *messages_of(turns)]
 
 
 def fit_prompt(
     turns: Sequence[Mapping[str, Any]],
-    options: PromptOptions,
+    options: RenderOptions,
     *,
     engine: Engine,
     max_new_tokens: int,
-    fold_separator: str = DEFAULT_FOLD_SEPARATOR,
+    system: str = "",
 ) -> Budget:
-    """The prompt that is sent for `turns`: rendered with the model's template, the oldest
-    exchanges dropped until it fits the context with room for the reply. The fold note joins
-    the warnings, so the fold says what it did as the drop policy does."""
-    conversation = options.conversation(turns)
+    """The prompt that is sent for `turns` after `system`: rendered with the model's template,
+    the oldest exchanges dropped until it fits the context with room for the reply. The fold
+    note joins the warnings, so the fold says what it did as the drop policy does."""
     budget = fit_budget(
-        conversation,
+        conversation(system, turns),
         count_tokens=engine.tokenizer.count,
         context_size=engine.context_size,
         max_new_tokens=max_new_tokens,
+        options=options,
         template=engine.tokenizer.chat_template,
-        system_policy=options.policy,
-        add_generation_prompt=options.add_generation_prompt,
-        prefill=options.prefill,
-        fold_separator=fold_separator,
     )
     rendered = budget.rendered
     if rendered.notes:
@@ -259,12 +251,45 @@ class Control:
     shown: list[Turn] | None = None  # the turns last sent to the page by that reply
     generation: Generation | None = field(default=None, repr=False)
 
-    def begin(self) -> None:
-        """One reply at a time per visitor: a send while one streams would be overwritten."""
+    def begin(self, fresh_seed: bool = False, edit: tuple[int, str] | None = None) -> None:
+        """One reply at a time per visitor: a send while one streams would be overwritten.
+        `fresh_seed`: the reply is another draw (Regenerate); `edit`: the message edit being
+        answered (the event data reaches only the first handler)."""
         if self.busy:
             raise ParamError("A reply is still being written (or queued): press Stop first.")
         self.stop, self.busy, self.refusal, self.shown = False, True, "", None
         self.begun_after = self.cleared  # this turn belongs to the conversation as it is now
+        self.fresh_seed = self.fresh_seed or fresh_seed
+        if edit is not None:
+            self.edit = edit
+
+    def queue(self) -> None:
+        """A run (raw prompt, notebook) about to be queued: busy, and a Stop pressed while it
+        waits in the queue still counts."""
+        self.stop, self.busy = False, True
+
+    def refuse(self, reason: str) -> None:
+        """Why the last send was refused, for the note beside the input."""
+        self.refusal = reason
+
+    def stream(self) -> None:
+        """A reply starts streaming to the page (`finish` when it is over)."""
+        self.streaming = True
+
+    def finish(self) -> None:
+        """The reply streamed to the page is over, and with it the turn."""
+        self.streaming = False
+        self.end()
+
+    def show(self, turns: list[Turn]) -> None:
+        """The turns the streaming reply last sent to the page."""
+        self.shown = turns
+
+    def attach(self, generation: Generation) -> None:
+        """The engine's generation of this turn: Stop cancels it, also if pressed before."""
+        self.generation = generation
+        if self.stop:  # Stop pressed while this turn was still queued
+            generation.cancel()
 
     def outdated(self) -> bool:
         """The conversation was cleared since the current turn began."""
@@ -366,7 +391,7 @@ def sampling_params(
     return SamplingParams.checked(dict(settings.ranges), **values, stop=list(stops))
 
 
-def request_params(
+def params_from_request(
     settings: Settings,
     values: Mapping[str, Any],
     stop: str | Sequence[str],
@@ -418,29 +443,43 @@ class Playground:
     def request_params(
         self, values: Mapping[str, Any], stop: str | Sequence[str] = ""
     ) -> tuple[SamplingParams, int | None]:
-        return request_params(self.settings, values, stop, self.context_size)
+        return params_from_request(self.settings, values, stop, self.context_size)
 
-    def fit(self, turns: Sequence[Turn], options: PromptOptions, max_new_tokens: int) -> Budget:
+    def fit(
+        self, turns: Sequence[Turn], options: RenderOptions, max_new_tokens: int, system: str = ""
+    ) -> Budget:
+        """`fit_prompt` on this engine, folding with the configured separator (space.yaml's
+        fold_separator), whatever `options` says."""
+        configured = replace(options, fold_separator=self.settings.fold_separator)
         return fit_prompt(
-            turns,
-            options,
-            engine=self.engine,
-            max_new_tokens=max_new_tokens,
-            fold_separator=self.settings.fold_separator,
+            turns, configured, engine=self.engine, max_new_tokens=max_new_tokens, system=system
         )
 
     def inspect(
-        self, messages: Sequence[Turn], options: PromptOptions, max_new_tokens: int
+        self,
+        messages: Sequence[Turn],
+        options: RenderOptions,
+        max_new_tokens: int,
+        system: str = "",
     ) -> Inspection:
-        """The inspector's view: exactly the prompt `fit_prompt` gives the chat."""
-        budget = self.fit(messages, options, max_new_tokens)
-        rendered = budget.rendered
-        return inspect_text(
-            rendered.text, self.engine.tokenizer, list(rendered.warnings), budget.dropped_turns
-        )
+        """The inspector's view: exactly the prompt `fit_prompt` gives the chat, explained as
+        `/render` and the `render` command explain theirs (`inspection.inspect_budget`)."""
+        budget = self.fit(messages, options, max_new_tokens, system)
+        return inspect_budget(budget, self.engine.tokenizer, options.prefill)
 
     def inspect_raw(self, prompt: str) -> Inspection:
         return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
+
+    def raw_checks(self, prompt: str | None) -> str:
+        """What the engine will receive for raw text, as markdown: its tokens and what to watch
+        out for (the raw tab's and the notebook's checks)."""
+        if not prompt:
+            return ""
+        try:
+            inspection = self.inspect_raw(prompt)
+        except UserError as error:
+            return display.notes_markdown([str(error)], [])
+        return display.raw_checks(inspection, prompt, self.control_token_notes(prompt))
 
     def control_token_notes(self, prompt: str) -> list[str]:
         """Control-token texts in a raw prompt: each becomes one control token, not text."""
@@ -466,14 +505,15 @@ class Playground:
     def reply(
         self,
         turns: Sequence[Turn],
-        options: PromptOptions,
+        options: RenderOptions,
         params: SamplingParams,
         control: Control | None = None,
+        system: str = "",
     ) -> Iterator[Reply]:
-        """Stream the reply to `turns` (they end with the visitor's message)."""
-        self.check_text(options.system, "The system prompt")
+        """Stream the reply to `turns` (they end with the visitor's message) after `system`."""
+        self.check_text(system, "The system prompt")
         self.check_text(options.prefill, "The prefill")
-        budget = self.fit(turns, options, params.max_new_tokens)
+        budget = self.fit(turns, options, params.max_new_tokens, system)
         for reply in self._stream(budget.rendered.text, params, options.prefill, control):
             yield replace(reply, budget=budget)
 
@@ -486,14 +526,24 @@ class Playground:
             raise ParamError("The prompt is empty.")
         return self._stream(prompt, params, "", control)
 
+    def cell_prompt(self, cell: PromptCell) -> str:
+        """A notebook cell's prompt as the Chat tab would send it: a chat cell rendered with the
+        served model's template and the configured fold separator."""
+        return cell_prompt(cell, self.engine.tokenizer.chat_template, self.settings.fold_separator)
+
+    def run_cell(
+        self, cell: PromptCell, params: SamplingParams, control: Control | None = None
+    ) -> Iterator[Reply]:
+        """Stream a notebook cell's output: the one path of the Notebook tab and `notebook
+        run`. A refusal (the template's, an empty prompt) is raised before anything streams."""
+        return self.complete(self.cell_prompt(cell), params, control)
+
     def _stream(
         self, prompt: str, params: SamplingParams, start: str, control: Control | None
     ) -> Iterator[Reply]:
         generation = self.engine.generate(prompt, params)
         if control is not None:
-            control.generation = generation
-            if control.stop:  # Stop pressed while this turn was still queued
-                generation.cancel()
+            control.attach(generation)
         text = start
         try:
             for chunk in generation:

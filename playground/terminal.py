@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from playground import display, session
-from playground.chat_format import CONTROL_TOKEN_TEXTS, SYSTEM_POLICIES
+from playground.chat_format import CONTROL_TOKEN_TEXTS, SYSTEM_POLICIES, RenderOptions
 from playground.errors import UserError
 from playground.inspection import Inspection
 from playground.sampling import SAMPLING_NAMES, ParamError
-from playground.session import Control, Playground, PromptOptions, Turn
+from playground.session import Control, Playground, Turn
 from playground.settings import Settings
 
 try:  # line editing and history for input(); Windows' Python has no readline
@@ -96,7 +96,8 @@ class ChatState:
 
     values: dict[str, Any]  # sampling values by name, prompt_lookup among them
     turns: list[Turn] = field(default_factory=list)
-    options: PromptOptions = field(default_factory=PromptOptions)
+    system: str = ""
+    options: RenderOptions = field(default_factory=RenderOptions)
     stop: tuple[str, ...] = ()
     pending_input: str = ""  # an undone message, put back on the input line
 
@@ -224,7 +225,9 @@ class TerminalChat:
         control.begin()
         try:
             with stop_on_interrupt(control):
-                replies = self.playground.reply(state.turns, state.options, params, control)
+                replies = self.playground.reply(
+                    state.turns, state.options, params, control, state.system
+                )
                 for number, last in enumerate(replies):
                     if number == 0:  # dropped turns, control-token text: the chat's notes
                         for warning in last.budget.rendered.warnings:
@@ -245,14 +248,14 @@ class TerminalChat:
 
     def set_system(self, text: str) -> None:
         self.playground.check_text(text, "The system prompt")
-        self.state.options = replace(self.state.options, system=text)
+        self.state.system = text
         self.say("system prompt set" if text.strip() else "system prompt cleared")
 
     def set_policy(self, text: str) -> None:
         text = text.strip()
         if text not in SYSTEM_POLICIES:
             raise ParamError(f"The policy is one of {', '.join(SYSTEM_POLICIES)}, got {text!r}.")
-        self.state.options = replace(self.state.options, policy=text)
+        self.state.options = replace(self.state.options, system_policy=text)
         self.say(f"system policy: {text}")
 
     def set_prefill(self, text: str) -> None:
@@ -282,7 +285,8 @@ class TerminalChat:
 
     def inspection(self) -> Inspection:
         max_new_tokens = self.playground.params(self.state.values).max_new_tokens
-        return self.playground.inspect(self.prompt_turns(), self.state.options, max_new_tokens)
+        turns, options = self.prompt_turns(), self.state.options
+        return self.playground.inspect(turns, options, max_new_tokens, self.state.system)
 
     def undo(self, _: str) -> None:
         text, self.state.turns = session.undo(self.state.turns)
@@ -326,7 +330,7 @@ class TerminalChat:
         path = Path(text.strip()).expanduser()
         try:
             path.write_text(
-                session.conversation_json(self.state.turns, self.state.options.system) + "\n",
+                session.conversation_json(self.state.turns, self.state.system) + "\n",
                 encoding="utf-8",
             )
         except OSError as error:
@@ -340,7 +344,7 @@ class TerminalChat:
             system, turns = session.load_conversation(content)
         except (UserError, ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
             raise ParamError(f"Not loaded: {error}") from None
-        self.state.options = replace(self.state.options, system=system)
+        self.state.system = system
         self.state.turns = turns
         if system:
             self.say(f"system prompt: {system}")

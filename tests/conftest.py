@@ -104,14 +104,24 @@ def serve(demo, settings):
     return f"http://127.0.0.1:{port}/"
 
 
-@pytest.fixture(scope="session")
-def app_url(settings, genai_engine):
-    """The real app on the tiny model, served over HTTP for gradio_client and the browser."""
-    from playground.ui import build_demo
+def app_server(engine: str, doc: str, model: str | None = None):
+    """A session fixture: the real app on the engine fixture named `engine` (serving `model`
+    where given), over HTTP for gradio_client and the browser; yields its URL."""
 
-    demo = build_demo(genai_engine, settings)
-    yield serve(demo, settings)
-    demo.close()
+    @pytest.fixture(scope="session")
+    def url(request, settings):
+        from playground.ui import build_demo
+
+        served = settings.with_(model=model) if model else settings
+        demo = build_demo(request.getfixturevalue(engine), served)
+        yield serve(demo, settings)
+        demo.close()
+
+    url.__doc__ = doc
+    return url
+
+
+app_url = app_server("genai_engine", "The real app on the tiny model.")
 
 
 @pytest.fixture(scope="session")
@@ -165,22 +175,8 @@ def batched_engine(settings, tiny_folder):
     return paced_tiny_engine(settings, tiny_folder, slots=4)
 
 
-@pytest.fixture(scope="session")
-def batched_app_url(settings, batched_engine):
-    from playground.ui import build_demo
-
-    demo = build_demo(batched_engine, settings)
-    yield serve(demo, settings)
-    demo.close()
-
-
-@pytest.fixture(scope="session")
-def paced_app_url(settings, paced_engine):
-    from playground.ui import build_demo
-
-    demo = build_demo(paced_engine, settings)
-    yield serve(demo, settings)
-    demo.close()
+batched_app_url = app_server("batched_engine", "The app on the paced engine with four slots.")
+paced_app_url = app_server("paced_engine", "The app on the paced engine with one slot.")
 
 
 @pytest.fixture(scope="session")
@@ -189,14 +185,7 @@ def tutor_engine(settings):
     return _engine(settings.with_(model="tiny-tutor"), "genai")
 
 
-@pytest.fixture(scope="session")
-def tutor_app_url(settings, tutor_engine):
-    """The real app serving tiny-tutor, over HTTP."""
-    from playground.ui import build_demo
-
-    demo = build_demo(tutor_engine, settings.with_(model="tiny-tutor"))
-    yield serve(demo, settings)
-    demo.close()
+tutor_app_url = app_server("tutor_engine", "The real app serving tiny-tutor.", "tiny-tutor")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import time
 import pytest
 from gradio_client.exceptions import AppError
 
-from playground.chat_format import render
+from playground.chat_format import RenderOptions, render
 from playground.sampling import SamplingParams
 from tests.conftest import ROOT, free_port, wait_for_page
 
@@ -114,7 +114,7 @@ def test_chat_renders_with_the_template_and_streams(client, genai_engine):
     assert reply.startswith("Sure,")
     messages = [{"role": "system", "content": "Be brief."}, *CHAT,
                 {"role": "user", "content": "How are you?"}]  # fmt: skip
-    prompt = render(messages, prefill="Sure,").text
+    prompt = render(messages, RenderOptions(prefill="Sure,")).text
     expected = genai_engine.generate(prompt, SamplingParams(max_new_tokens=16, **GREEDY)).run()
     assert reply == "Sure," + expected.text
 

@@ -43,7 +43,7 @@ def test_bench_quick_runs_and_writes_its_json(tmp_path):
 PARENT_MB, CHILD_MB = 700, 200
 CHILD = f"""
 import resource
-from playground.bench import peak_rss_mb
+from playground.bench.measure import peak_rss_mb
 before = peak_rss_mb()
 data = b"x" * ({CHILD_MB} * 2**20)  # written, so every page is resident
 print(before, peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

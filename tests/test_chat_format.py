@@ -22,6 +22,7 @@ from playground.chat_format import (
     ChatFormatError,
     ParsedPrompt,
     RenderedPrompt,
+    RenderOptions,
     apply_system_policy,
     check_messages,
     find_control_text,
@@ -165,7 +166,7 @@ def test_render_single_hi_literal() -> None:
 
 
 def test_render_multi_turn_literal() -> None:
-    rendered = render([u(" Hello "), a("Hi!"), u("Joke?")], prefill="Why")
+    rendered = render([u(" Hello "), a("Hi!"), u("Joke?")], RenderOptions(prefill="Why"))
     assert rendered.text == (
         "<bos><start_of_turn>user\nHello<end_of_turn>\n"
         "<start_of_turn>model\nHi!<end_of_turn>\n"
@@ -183,7 +184,9 @@ def test_render_multi_turn_literal() -> None:
 def test_render_matches_reference_template(
     messages: list[dict[str, str]], add_generation_prompt: bool, prefill: str
 ) -> None:
-    rendered = render(messages, add_generation_prompt=add_generation_prompt, prefill=prefill)
+    rendered = render(
+        messages, RenderOptions(add_generation_prompt=add_generation_prompt, prefill=prefill)
+    )
     expected = reference_render(
         messages, add_generation_prompt=add_generation_prompt, prefill=prefill
     )
@@ -246,7 +249,7 @@ def test_chat_format_error_is_one_line() -> None:
 
 def test_fold_policy_matches_reference_on_folded_messages() -> None:
     messages = [s("You are terse."), u("Hi"), a("Hello."), u("Bye")]
-    rendered = render(messages, system_policy="fold")
+    rendered = render(messages, RenderOptions(system_policy="fold"))
     folded = [u("You are terse.\n\nHi"), a("Hello."), u("Bye")]
     assert rendered.messages == tuple(folded)
     assert rendered.text == reference_render(folded)
@@ -256,7 +259,7 @@ def test_fold_policy_matches_reference_on_folded_messages() -> None:
 
 def test_fold_is_the_default_policy() -> None:
     messages = [s("sys"), u("hi")]
-    assert render(messages).text == render(messages, system_policy="fold").text
+    assert render(messages).text == render(messages, RenderOptions(system_policy="fold")).text
     assert "sys\n\nhi" in render(messages).text
 
 
@@ -276,7 +279,7 @@ def test_fold_without_following_user_message_raises() -> None:
 
 def test_error_policy_message() -> None:
     with pytest.raises(ChatFormatError) as info:
-        render([s("sys"), u("hi")], system_policy="error")
+        render([s("sys"), u("hi")], RenderOptions(system_policy="error"))
     message = str(info.value)
     # Issue 13: the plain explanation first, then the template's own words, verbatim.
     assert message.startswith("Gemma-2 was trained without a system turn")
@@ -286,12 +289,12 @@ def test_error_policy_message() -> None:
 
 
 def test_error_policy_without_system_message_renders() -> None:
-    rendered = render([u("hi")], system_policy="error")
+    rendered = render([u("hi")], RenderOptions(system_policy="error"))
     assert rendered.text == reference_render([u("hi")])
 
 
 def test_drop_policy_warns_and_removes_system() -> None:
-    rendered = render([s("secret rules"), u("hi")], system_policy="drop")
+    rendered = render([s("secret rules"), u("hi")], RenderOptions(system_policy="drop"))
     assert rendered.text == reference_render([u("hi")])
     assert "secret rules" not in rendered.text
     assert rendered.messages == (u("hi"),)
@@ -302,7 +305,7 @@ def test_drop_policy_warns_and_removes_system() -> None:
 
 def test_unknown_policy_lists_allowed() -> None:
     with pytest.raises(ChatFormatError) as info:
-        render([u("hi")], system_policy="merge")
+        render([u("hi")], RenderOptions(system_policy="merge"))
     message = str(info.value)
     assert "'merge'" in message
     for policy in SYSTEM_POLICIES:
@@ -406,7 +409,7 @@ def test_check_messages_errors(
         assert part in str(info.value)
     # render runs the same checks, so the same error reaches the UI.
     with pytest.raises(ChatFormatError) as render_info:
-        render(messages, **kwargs)  # type: ignore[arg-type]
+        render(messages, RenderOptions(**kwargs))  # type: ignore[arg-type]
     assert str(render_info.value) == str(info.value)
 
 
@@ -456,7 +459,9 @@ def test_find_control_text_ignores_lookalikes() -> None:
 
 
 def test_render_includes_control_text_warnings_with_original_positions() -> None:
-    rendered = render([s("rules <eos>"), u("hi"), a("<pad>"), u("ok")], prefill="<end_of_turn>")
+    rendered = render(
+        [s("rules <eos>"), u("hi"), a("<pad>"), u("ok")], RenderOptions(prefill="<end_of_turn>")
+    )
     assert any(w.startswith("message 1 (system) contains '<eos>'") for w in rendered.warnings)
     assert any(w.startswith("message 3 (assistant) contains '<pad>'") for w in rendered.warnings)
     assert any(w.startswith("the prefill contains '<end_of_turn>'") for w in rendered.warnings)
@@ -601,13 +606,13 @@ def test_budget_never_drops_half_an_exchange() -> None:
 
 def test_budget_keeps_last_exchange_without_generation_prompt() -> None:
     messages = [u("q1"), a("a1"), u("q2"), a("a2")]
-    target = render(messages[2:], add_generation_prompt=False).text
+    target = render(messages[2:], RenderOptions(add_generation_prompt=False)).text
     budget = fit_budget(
         messages,
         count_tokens=len,
         context_size=len(target),
         max_new_tokens=0,
-        add_generation_prompt=False,
+        options=RenderOptions(add_generation_prompt=False),
     )
     assert budget.dropped_turns == (1, 2)
     assert budget.rendered.text == target
@@ -620,8 +625,7 @@ def test_budget_forwards_render_options() -> None:
         count_tokens=len,
         context_size=10_000,
         max_new_tokens=0,
-        system_policy="drop",
-        prefill="Answer:",
+        options=RenderOptions(system_policy="drop", prefill="Answer:"),
     )
     assert budget.rendered.text == reference_render(messages[1:], prefill="Answer:")
     assert any("left out" in warning for warning in budget.rendered.warnings)
@@ -691,7 +695,9 @@ def test_parse_prompt_round_trip(
         # apart from a real turn boundary; find_control_text warns about it instead.
         assert find_control_text(messages)
         return
-    text = render(messages, add_generation_prompt=add_generation_prompt, prefill=prefill).text
+    text = render(
+        messages, RenderOptions(add_generation_prompt=add_generation_prompt, prefill=prefill)
+    ).text
     parsed = parse_prompt(text)
     assert isinstance(parsed, ParsedPrompt)
     assert parsed.add_generation_prompt is add_generation_prompt
@@ -700,18 +706,20 @@ def test_parse_prompt_round_trip(
     assert [m["content"] for m in parsed.messages] == [m["content"].strip() for m in messages]
     again = render(
         parsed.messages,
-        system_policy="fold",
-        add_generation_prompt=parsed.add_generation_prompt,
-        prefill=parsed.prefill,
+        RenderOptions(
+            system_policy="fold",
+            add_generation_prompt=parsed.add_generation_prompt,
+            prefill=parsed.prefill,
+        ),
     )
     assert again.text == text
 
 
 def test_parse_prompt_round_trip_with_folded_system() -> None:
-    text = render([s("Rules."), u("Hi"), a("Hey"), u("Go")], prefill="Ok").text
+    text = render([s("Rules."), u("Hi"), a("Hey"), u("Go")], RenderOptions(prefill="Ok")).text
     parsed = parse_prompt(text)
     assert parsed.messages == [u("Rules.\n\nHi"), a("Hey"), u("Go")]
-    assert render(parsed.messages, prefill=parsed.prefill).text == text
+    assert render(parsed.messages, RenderOptions(prefill=parsed.prefill)).text == text
 
 
 def test_parse_prompt_without_bos_and_empty_generation_prompt() -> None:
@@ -803,20 +811,20 @@ def test_fold_trims_both_texts_then_joins_with_a_blank_line() -> None:
 
 @pytest.mark.parametrize("separator", ["\n", "\n\n", " "])
 def test_fold_separator_is_an_option(separator: str) -> None:
-    rendered = render([s(" rules "), u("\tgo\n")], fold_separator=separator)
+    rendered = render([s(" rules "), u("\tgo\n")], RenderOptions(fold_separator=separator))
     assert rendered.messages == (u("rules" + separator + "go"),)
     assert rendered.text == reference_render([u("rules" + separator + "go")])
 
 
 def test_fold_note_names_the_separator_and_the_peers_single_newline() -> None:
-    rendered = render([s("rules"), u("go")], fold_separator="\n")
+    rendered = render([s("rules"), u("go")], RenderOptions(fold_separator="\n"))
     assert rendered.warnings == ()
     (note,) = rendered.notes
     assert "joined with '\\n'" in note
     for peer in ("OpenVINO GenAI", "llama.cpp", "minja", "Ollama"):
         assert peer in note
     assert render([u("go")]).notes == ()
-    assert render([s("rules"), u("go")], system_policy="drop").notes == ()
+    assert render([s("rules"), u("go")], RenderOptions(system_policy="drop")).notes == ()
 
 
 def test_budget_forwards_the_fold_separator() -> None:
@@ -825,7 +833,7 @@ def test_budget_forwards_the_fold_separator() -> None:
         count_tokens=len,
         context_size=10_000,
         max_new_tokens=1,
-        fold_separator="\n",
+        options=RenderOptions(fold_separator="\n"),
     )
     assert budget.rendered.messages[0] == u("R\nq1")
 
@@ -901,14 +909,14 @@ def test_other_content_parts_are_refused_by_position_and_type(part: object, expe
 
 
 def test_prefill_ending_in_whitespace_warns() -> None:
-    rendered = render([u("Capital of France?")], prefill="The capital is ")
+    rendered = render([u("Capital of France?")], RenderOptions(prefill="The capital is "))
     (warning,) = rendered.warnings
     assert warning.startswith("the prefill ends in whitespace (' ')")
     assert "attaches a space to the word that follows" in warning
     assert "continue_final_message" in warning
-    assert render([u("q")], prefill="The capital is").warnings == ()
+    assert render([u("q")], RenderOptions(prefill="The capital is")).warnings == ()
     assert (
-        render([u("q")], prefill="Line\n")
+        render([u("q")], RenderOptions(prefill="Line\n"))
         .warnings[0]
         .startswith("the prefill ends in whitespace ('\\n')")
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.chat_format import render
+from playground.chat_format import RenderOptions, render
 from playground.cli import main
 from playground.models import RECIPE
 
@@ -81,26 +81,29 @@ def test_render_prints_exactly_the_rendered_prompt(capsys, write):
 def test_no_generation_prompt(capsys, write):
     messages = CHAT[:2]
     out = render_out(capsys, write(messages), "--no-generation-prompt")
-    assert out == render(messages, add_generation_prompt=False).text
+    assert out == render(messages, RenderOptions(add_generation_prompt=False)).text
     assert out.endswith("<end_of_turn>\n") and not out.endswith("model\n")
 
 
 def test_prefill_continues_the_model_turn(capsys, write):
     out = render_out(capsys, write(CHAT), "--prefill", "Sure, ")
-    assert out == render(CHAT, prefill="Sure, ").text
+    assert out == render(CHAT, RenderOptions(prefill="Sure, ")).text
     assert out.endswith("<start_of_turn>model\nSure, ")
 
 
 @pytest.mark.parametrize("policy", ["fold", "drop"])
 def test_system_policy_fold_and_drop(capsys, write, policy):
     out = render_out(capsys, write(WITH_SYSTEM), "--system-policy", policy)
-    assert out == render(WITH_SYSTEM, system_policy=policy).text
+    assert out == render(WITH_SYSTEM, RenderOptions(system_policy=policy)).text
     assert ("Answer in French.\n\nHi there" in out) == (policy == "fold")
     assert "Answer in French." in out or policy == "drop"
 
 
 def test_fold_is_the_default_policy(capsys, write):
-    assert render_out(capsys, write(WITH_SYSTEM)) == render(WITH_SYSTEM, system_policy="fold").text
+    assert (
+        render_out(capsys, write(WITH_SYSTEM))
+        == render(WITH_SYSTEM, RenderOptions(system_policy="fold")).text
+    )
 
 
 def test_system_policy_error_refuses_a_system_message(capsys, write):
@@ -199,7 +202,9 @@ def test_json_carries_warnings_and_the_options(capsys, write):
     data = json.loads(
         render_out(capsys, write(messages), "--json", "--system-policy", "drop", "--prefill", "Ok")
     )
-    assert data["prompt"] == render(messages, system_policy="drop", prefill="Ok").text
+    assert (
+        data["prompt"] == render(messages, RenderOptions(system_policy="drop", prefill="Ok")).text
+    )
     assert len(data["warnings"]) == 2
     assert "'drop' system policy" in data["warnings"][0]
     assert "message 4 (user)" in data["warnings"][1] and "<end_of_turn>" in data["warnings"][1]
@@ -226,10 +231,12 @@ def test_command_options(write):
     path = write(WITH_SYSTEM)
     done = run(["render", path, "--system-policy", "drop", "--prefill", "Bien sûr"])
     assert done.returncode == 0, done.stderr.decode()
-    expected = render(WITH_SYSTEM, system_policy="drop", prefill="Bien sûr").text
+    expected = render(WITH_SYSTEM, RenderOptions(system_policy="drop", prefill="Bien sûr")).text
     assert done.stdout == expected.encode("utf-8")
     done = run(["render", write(CHAT[:2]), "--no-generation-prompt"])
-    assert done.stdout == render(CHAT[:2], add_generation_prompt=False).text.encode("utf-8")
+    assert done.stdout == render(CHAT[:2], RenderOptions(add_generation_prompt=False)).text.encode(
+        "utf-8"
+    )
 
 
 @pytest.mark.slow

@@ -12,11 +12,13 @@ import sys
 
 import pytest
 
-from playground.chat_format import CONTROL_TOKEN_TEXTS, ChatFormatError, render
-from playground.inspection import double_bos_note, export_code, inspect_messages, inspect_text
+from playground.chat_format import CONTROL_TOKEN_TEXTS, ChatFormatError, RenderOptions, render
+from playground.export import export_code
+from playground.inspection import double_bos_note, inspect_messages, inspect_text
 from playground.sampling import SamplingParams
 
 BOS_ID, EOS_ID, START_ID, END_ID = 2, 1, 106, 107
+END_IDS = (EOS_ID, END_ID)  # what Gemma-2's tokenizer config gives as its end ids
 HELLO = [{"role": "user", "content": "Hello"}]
 THREE = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -68,7 +70,7 @@ def test_special_flags_exactly_for_control_tokens(tokenizer):
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Bye"},
     ]
-    inspection = inspect_messages(messages, tokenizer, prefill="Sure")
+    inspection = inspect_messages(messages, tokenizer, RenderOptions(prefill="Sure"))
     assert any(not t.special for t in inspection.tokens)
     for token in inspection.tokens:
         assert token.special == (token.piece in CONTROL_TOKEN_TEXTS), token
@@ -128,12 +130,12 @@ def test_system_policy_and_generation_prompt_pass_through(tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, *HELLO]
     folded = inspect_messages(messages, tokenizer)
     assert "Be brief.\n\nHello" in folded.prompt
-    dropped = inspect_messages(messages, tokenizer, system_policy="drop")
+    dropped = inspect_messages(messages, tokenizer, RenderOptions(system_policy="drop"))
     assert "Be brief." not in dropped.prompt
     assert any("'drop' system policy" in w for w in dropped.warnings)
     with pytest.raises(ChatFormatError, match="System role not supported"):
-        inspect_messages(messages, tokenizer, system_policy="error")
-    bare = inspect_messages(HELLO, tokenizer, add_generation_prompt=False)
+        inspect_messages(messages, tokenizer, RenderOptions(system_policy="error"))
+    bare = inspect_messages(HELLO, tokenizer, RenderOptions(add_generation_prompt=False))
     assert bare.prompt.endswith("<end_of_turn>\n")
 
 
@@ -197,7 +199,7 @@ def _assigned(code: str) -> dict[str, object]:
 def test_snippets_are_valid_python_holding_the_prompt_and_model(params):
     prompt = "Quotes ' \" and\nnewlines, ünïcode 😀 and a backslash \\"
     model = "/models/it's here"
-    for library, code in export_code(prompt, params, model=model).items():
+    for library, code in export_code(prompt, params, model=model, end_ids=END_IDS).items():
         values = _assigned(code)  # also parses: a syntax error fails here
         assert values["prompt"] == "<bos>" + prompt, library
         assert values["model_dir"] == model
@@ -209,13 +211,15 @@ def test_snippets_are_valid_python_holding_the_prompt_and_model(params):
 
 def test_a_rendered_prompt_keeps_its_one_bos():
     prompt = render(HELLO).text
-    for code in export_code(prompt, SamplingParams(), model="m").values():
+    for code in export_code(prompt, SamplingParams(), model="m", end_ids=END_IDS).values():
         assert _assigned(code)["prompt"] == prompt
         assert "add_special_tokens=False" in code
 
 
 def test_greedy_and_sampled_settings_reach_the_snippets():
-    greedy = export_code("Hi", SamplingParams(temperature=0, max_new_tokens=7), model="m")
+    greedy = export_code(
+        "Hi", SamplingParams(temperature=0, max_new_tokens=7), model="m", end_ids=END_IDS
+    )
     assert "do_sample=False" in greedy["optimum"] and "manual_seed" not in greedy["optimum"]
     assert (
         "rng_seed" not in greedy["openvino_genai"] and "do_sample" not in greedy["openvino_genai"]
@@ -223,7 +227,7 @@ def test_greedy_and_sampled_settings_reach_the_snippets():
     assert "config.max_new_tokens = 7" in greedy["openvino_genai"]
     assert "max_new_tokens=7," in greedy["optimum"]
     params = SamplingParams(temperature=0.9, top_p=0.8, top_k=0, seed=5, repetition_penalty=1.1)
-    sampled = export_code("Hi", params, model="m")
+    sampled = export_code("Hi", params, model="m", end_ids=END_IDS)
     genai, optimum = sampled["openvino_genai"], sampled["optimum"]
     for line in ("do_sample = True", "temperature = 0.9", "top_p = 0.8", "rng_seed = 5"):
         assert f"config.{line}\n" in genai
@@ -231,15 +235,18 @@ def test_greedy_and_sampled_settings_reach_the_snippets():
     assert "config.repetition_penalty = 1.1\n" in genai
     assert "torch.manual_seed(5)\n" in optimum
     assert "do_sample=True, temperature=0.9, top_p=0.8, top_k=None" in optimum
-    assert "config.top_k = 40\n" in export_code("Hi", params.with_(top_k=40), "m")["openvino_genai"]
+    assert (
+        "config.top_k = 40\n"
+        in export_code("Hi", params.with_(top_k=40), "m", end_ids=END_IDS)["openvino_genai"]
+    )
 
 
 def test_ov_config_reaches_both_snippets_only_when_given():
     f32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
-    plain = export_code("Hi", SamplingParams(), model="m")
+    plain = export_code("Hi", SamplingParams(), model="m", end_ids=END_IDS)
     assert all("ov_config" not in code for code in plain.values())
     assert 'LLMPipeline(model_dir, "CPU")' in plain["openvino_genai"]
-    tuned = export_code("Hi", SamplingParams(), model="m", ov_config=f32)
+    tuned = export_code("Hi", SamplingParams(), model="m", ov_config=f32, end_ids=END_IDS)
     for code in tuned.values():
         assert _assigned(code)["ov_config"] == f32
     assert 'LLMPipeline(model_dir, "CPU", **ov_config)' in tuned["openvino_genai"]
@@ -247,7 +254,7 @@ def test_ov_config_reaches_both_snippets_only_when_given():
 
 
 def test_snippets_keep_special_tokens_and_drop_the_end_token():
-    for code in export_code("Hi", SamplingParams(), model="m").values():
+    for code in export_code("Hi", SamplingParams(), model="m", end_ids=END_IDS).values():
         assert "skip_special_tokens=True" not in code
         assert "skip_special_tokens=False" in code
         assert "in [1, 107]" in code
@@ -280,9 +287,13 @@ def _check_snippet(request, tmp_path, settings, tiny_folder, library, prompt, pa
     CPU's bf16 default samples other tokens) and compare with the engine's text."""
     engine = request.getfixturevalue(ENGINES[library])
     expected = engine.generate(prompt, params).run()
-    code = export_code(prompt, params, model=str(tiny_folder), ov_config=settings.ov_config)[
-        library
-    ]
+    code = export_code(
+        prompt,
+        params,
+        model=str(tiny_folder),
+        ov_config=settings.ov_config,
+        end_ids=engine.tokenizer.eos_ids,
+    )[library]
     assert _run_snippet(code, tmp_path) == expected.text
     return expected
 

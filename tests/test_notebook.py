@@ -54,7 +54,7 @@ def test_cells_round_trip_through_markdown_and_ipynb():
         MarkdownCell("The end."),
     ]  # fmt: skip
     assert parse_lesson(lesson_markdown(cells)) == cells
-    notebook = to_ipynb(cells, {1: "out"}, NotebookContext("owner/model", RANGES))
+    notebook = to_ipynb(cells, {1: "out"}, NotebookContext("owner/model", RANGES, end_ids=(1, 107)))
     nbformat.validate(notebook)
     assert from_ipynb(nbformat.writes(notebook)) == cells
     assert notebook.cells[2].outputs[0]["text"] == "out\n"
@@ -181,3 +181,36 @@ def test_what_a_notebook_loads_round_trips_through_a_lesson():
         "x.ipynb", ipynb_with_options([["seed", 7], ["output", "markdown"]]).encode()
     )
     assert parse_lesson(lesson_markdown(cells)) == cells
+
+
+@pytest.mark.slow
+def test_notebook_run_and_generate_give_the_same_text_at_one_seed(tmp_path):
+    """One path for a cell (`Playground.run_cell`): a sampled chat cell run by `notebook run`
+    gives, at the same seed, the text `generate` gives for the same conversation."""
+    sampling = {"temperature": "1.5", "top_p": "1.0", "top_k": "0", "repetition_penalty": "1.0",
+                "seed": "4", "max_new_tokens": "24"}  # fmt: skip
+    messages = [{"role": "user", "content": "Tell me about the sea."}]
+    options = " ".join(f"{k}={v}" for k, v in sampling.items())
+    lesson = tmp_path / "lesson.md"
+    lesson.write_text(f"# Same seed\n\n```chat {options}\n{json.dumps(messages)}\n```\n")
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps(messages))
+    out = tmp_path / "lesson.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-m", "playground", "notebook", "run", str(lesson), "--model",
+         "tiny-tutor", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    ran = code[1].outputs[0]["text"].removesuffix("\n")
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in sampling.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "playground", "generate", "--model", "tiny-tutor", "--messages",
+         str(conversation), *flags, "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    generated = json.loads(done.stdout.strip().splitlines()[-1])
+    assert generated["seed"] == 4 and generated["new_tokens"] > 0
+    assert ran == generated["text"]

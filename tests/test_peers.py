@@ -15,7 +15,7 @@ import pytest
 from gradio_client.exceptions import AppError
 from gradio_client.utils import StatusUpdate
 
-from playground.chat_format import TEMPLATE_ALTERNATION_ERROR, render
+from playground.chat_format import TEMPLATE_ALTERNATION_ERROR, RenderOptions, render
 from playground.sampling import MAX_ENGINE_STOP_STRINGS, MAX_STOP_LENGTH, SamplingParams
 from tests.conftest import ROOT, serve
 
@@ -86,7 +86,7 @@ def test_cli_fold_trims_then_joins_with_a_blank_line(write):
 def test_cli_fold_separator_flag_reads_escapes(write):
     done = cli("render", write(SYSTEM_AND_USER), "--fold-separator", r"\n")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == render(SYSTEM_AND_USER, fold_separator="\n").text
+    assert done.stdout == render(SYSTEM_AND_USER, RenderOptions(fold_separator="\n")).text
     assert "You are brief.\nHi<end_of_turn>" in done.stdout
 
 
@@ -109,7 +109,7 @@ def test_cli_generate_uses_the_fold_separator(write, tokenizer):
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         counts[separator] = json.loads(done.stdout.splitlines()[-1])["prompt_tokens"]
-    expected = render(SYSTEM_AND_USER, fold_separator="\n---\n---\n").text
+    expected = render(SYSTEM_AND_USER, RenderOptions(fold_separator="\n---\n---\n")).text
     assert counts[r"\n---\n---\n"] == tokenizer.count(expected)
     assert (
         counts[r"\n---\n---\n"] > counts[r"\n\n"] == tokenizer.count(render(SYSTEM_AND_USER).text)
@@ -137,7 +137,7 @@ def test_api_follows_the_fold_separator_setting(settings, genai_engine):
         prompt, _ = client.predict(json.dumps(SYSTEM_AND_USER), "fold", True, api_name="/render")
     finally:
         demo.close()
-    assert prompt == render(SYSTEM_AND_USER, fold_separator="\n").text
+    assert prompt == render(SYSTEM_AND_USER, RenderOptions(fold_separator="\n")).text
     assert "You are brief.\nHi<end_of_turn>" in prompt
 
 
@@ -152,7 +152,7 @@ def test_cli_prefill_ending_in_whitespace_warns_with_the_tokens(write, tokenizer
     warning, tokens = json.loads(done.stdout)["warnings"]
     assert warning.startswith("the prefill ends in whitespace (' ')")
     assert "continue_final_message" in warning
-    prompt = render([{"role": "user", "content": "Hi"}], prefill="Sure, ").text
+    prompt = render([{"role": "user", "content": "Hi"}], RenderOptions(prefill="Sure, ")).text
     with_space = tokenizer.encode(prompt)
     without = tokenizer.encode(prompt.rstrip())
     assert with_space != without

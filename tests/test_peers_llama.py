@@ -1,5 +1,5 @@
-"""llama.cpp side by side (playground/peers.py): the SentencePiece model written for llama.cpp's
-converter, the conversion, quantization and a generation in llama.cpp (only where
+"""llama.cpp side by side (playground/bench/peers.py): the SentencePiece model written for
+llama.cpp's converter, the conversion, quantization and a generation in llama.cpp (only where
 llama-cpp-python is installed: requirements-bench.txt, not CI), and `bench --peer llama.cpp`'s
 message when it is not."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from playground import gguf, peers
+from playground import gguf
+from playground.bench import peers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [

@@ -13,12 +13,13 @@ import psutil
 import pytest
 from gradio_client import Client
 
+from playground.chat_format import RenderOptions
 from playground.engines import EngineError, load_engine
 from playground.engines.remote import DIALECTS, dialect_of
-from playground.inspection import remote_code
+from playground.export import remote_code
 from playground.models import TUTOR_DIR
 from playground.sampling import SamplingParams
-from playground.session import Playground, PromptOptions
+from playground.session import Playground
 from playground.settings import RemoteSettings, SettingsError, load_settings
 from tests.conftest import ROOT, start_llama_server
 
@@ -129,7 +130,7 @@ def test_a_chat_through_the_app_gets_the_tutors_answer(remote_app):
 @pytest.mark.slow
 def test_the_server_counts_the_prompt_tokens_the_inspector_shows(engine, settings):
     playground = Playground(engine, settings)
-    inspection = playground.inspect(SUM, PromptOptions(), 20)
+    inspection = playground.inspect(SUM, RenderOptions(), 20)
     result = engine.generate(inspection.prompt, SamplingParams(max_new_tokens=3, **GREEDY)).run()
     assert result.prompt_tokens == inspection.token_count  # the server's usage: one <bos>
     assert engine.adds_bos  # llama.cpp adds it, so the app sent the prompt without its own
@@ -142,7 +143,7 @@ def test_the_server_counts_the_prompt_tokens_the_inspector_shows(engine, setting
 @pytest.mark.slow
 def test_probabilities_come_from_the_server_with_alternatives(engine, settings):
     playground = Playground(engine, settings)
-    *_, last = playground.reply(SUM, PromptOptions(), SamplingParams(max_new_tokens=40, **GREEDY))
+    *_, last = playground.reply(SUM, RenderOptions(), SamplingParams(max_new_tokens=40, **GREEDY))
     assert "12" in last.text
     scored = [t for t in last.tokens if t.get("top_logprobs")]
     assert len(scored) >= len(last.tokens) - 1  # every token but the end token the server hides
@@ -186,7 +187,7 @@ def test_four_visitors_at_once_each_get_their_whole_reply(remote_app, engine):
     alone = {}
     for question in questions:
         reply = Playground(engine, load_settings(env={})).reply(
-            [{"role": "user", "content": question}], PromptOptions(),
+            [{"role": "user", "content": question}], RenderOptions(),
             SamplingParams(max_new_tokens=60, **GREEDY),
         )  # fmt: skip
         alone[question] = list(reply)[-1].text

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from playground import session
-from playground.chat_format import ChatFormatError, render
+from playground.chat_format import ChatFormatError, RenderOptions, render
 from playground.errors import UserError
 from playground.sampling import ParamError, SamplingParams
-from playground.session import Control, Playground, PromptOptions
+from playground.session import Control, Playground, conversation
 from tests.fakes import RecordingEngine
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
@@ -82,27 +82,27 @@ def test_a_conversation_file_round_trips_with_its_figures():
 
 def test_chat_and_inspector_send_the_same_prompt(fake):
     engine, playground = fake
-    options = PromptOptions(system="Be brief.", policy="fold", prefill="Sure,")
+    options = RenderOptions(system_policy="fold", prefill="Sure,")
     turns = [*HI, {"role": "assistant", "content": "Hello", "figures": {"seed": 1}},
              {"role": "user", "content": "And you?"}]  # fmt: skip
     params = SamplingParams(max_new_tokens=8, **GREEDY)
-    reply = last(playground.reply(turns, options, params))
-    inspection = playground.inspect(options.conversation(turns), PromptOptions(
-        policy="fold", prefill="Sure,"), params.max_new_tokens)  # fmt: skip
+    reply = last(playground.reply(turns, options, params, system="Be brief."))
+    messages = conversation("Be brief.", turns)
+    inspection = playground.inspect(messages, options, params.max_new_tokens)
     assert engine.calls[-1]["prompt"] == inspection.prompt
-    assert inspection.prompt == render(options.conversation(turns), prefill="Sure,").text
+    assert inspection.prompt == render(messages, RenderOptions(prefill="Sure,")).text
     assert reply.text == "Sure,Fine, thanks."
 
 
 def test_figures_carry_the_seed_and_regenerate_draws_a_new_one(real):
     values = dict(max_new_tokens=30, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
     fixed = real.params({**values, "seed": 5})
-    first = last(real.reply(HI, PromptOptions(), fixed))
+    first = last(real.reply(HI, RenderOptions(), fixed))
     assert first.figures["seed"] == 5 and first.figures["new_tokens"] > 0
     seeds, texts = set(), set()
     for _ in range(3):
         fresh = real.params({**values, "seed": 5}, new_seed=True)
-        reply = last(real.reply(HI, PromptOptions(), fresh))
+        reply = last(real.reply(HI, RenderOptions(), fresh))
         seeds.add(reply.figures["seed"])
         texts.add(reply.text)
     assert 5 not in seeds or len(seeds) == 3
@@ -183,12 +183,11 @@ def test_every_user_facing_error_shares_one_base():
 
 def test_14_the_fold_policy_says_what_it_did(fake):
     _, playground = fake
-    options = PromptOptions(system="Be brief.", policy="fold")
-    budget = playground.fit(HI, options, 8)
+    budget = playground.fit(HI, RenderOptions(system_policy="fold"), 8, system="Be brief.")
     note = budget.rendered.warnings[0]
     assert note.startswith("The system message was folded into the first user message")
     assert "joined with '\\n\\n'" in note
-    assert not playground.fit(HI, PromptOptions(), 8).rendered.warnings
+    assert not playground.fit(HI, RenderOptions(), 8).rendered.warnings
 
 
 def test_1_a_reply_begun_before_a_clear_is_outdated():

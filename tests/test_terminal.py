@@ -160,9 +160,9 @@ def test_save_and_load_are_the_web_apps_conversation_file(tmp_path):
     assert "figures" in saved["messages"][-1]
     turns = chat.state.turns
     lines_of(chat, out, "/clear", "/system")
-    assert chat.state.turns == [] and chat.state.options.system == ""
+    assert chat.state.turns == [] and chat.state.system == ""
     said = lines_of(chat, out, f"/load {path}")
-    assert chat.state.turns == turns and chat.state.options.system == "Be brief."
+    assert chat.state.turns == turns and chat.state.system == "Be brief."
     assert said[-1] == f"loaded 2 messages from {path}"
 
 

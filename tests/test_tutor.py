@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.chat_format import apply_system_policy, render
+from playground.chat_format import RenderOptions, apply_system_policy, render
 from playground.models import TUTOR_DIR
 from playground.tutor import RECIPE
 from playground.tutor.corpus import (
@@ -43,7 +43,7 @@ def _reference_text(example):
         system = messages.pop(0)
         messages[0]["content"] = system["content"] + example.separator + messages[0]["content"]
     messages.append({"role": "assistant", "content": example.reply})
-    return render(messages, add_generation_prompt=False).text
+    return render(messages, RenderOptions(add_generation_prompt=False)).text
 
 
 def test_training_text_is_what_the_template_renders(examples):
@@ -213,7 +213,7 @@ def test_without_the_generation_prompt_the_model_opens_its_own_turn(tutor_engine
     from playground.sampling import SamplingParams
 
     messages = [{"role": "user", "content": "Reverse: sola mire"}]
-    prompt = render(messages, add_generation_prompt=False).text
+    prompt = render(messages, RenderOptions(add_generation_prompt=False)).text
     result = tutor_engine.generate(prompt, SamplingParams(max_new_tokens=32, **GREEDY)).run()
     assert result.text == "<start_of_turn>model\nmire sola"
     assert result.stop_reason == "end_of_turn"

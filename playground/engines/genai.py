@@ -25,7 +25,7 @@ from playground.engines.base import (
     Prompt,
     TokenScore,
 )
-from playground.sampling import SamplingParams
+from playground.sampling import SamplingParams, genai_options
 
 log = logging.getLogger(__name__)
 
@@ -182,24 +182,14 @@ class GenAIEngine(Engine):
     def config(self, params: SamplingParams) -> Any:
         """The GenerationConfig for `params`: explicit, as GenAI's samples write it."""
         config = self._genai.GenerationConfig(
-            # GenAI's max_new_tokens is unbounded by default: always set it.
-            max_new_tokens=params.max_new_tokens,
             stop_token_ids=set(self.tokenizer.eos_ids),
-            repetition_penalty=params.repetition_penalty,
             apply_chat_template=False,
             # The chosen token's log-probability under the raw model (about 3% slower); GenAI
             # gives no alternatives (values above 1 count as 1).
             logprobs=1,
         )
-        if not params.greedy:
-            config.do_sample = True
-            config.temperature = params.temperature
-            config.top_p = params.top_p
-            config.rng_seed = params.seed
-            if params.top_k:
-                # top_k has no cap in the API; past the vocabulary it cuts nothing, and
-                # GenAI's size_t field could not hold every whole number anyway.
-                config.top_k = min(params.top_k, self.tokenizer.vocab_size)
+        for name, value in genai_options(params, self.tokenizer.vocab_size).items():
+            setattr(config, name, value)
         if params.prompt_lookup:
             config.num_assistant_tokens = PROMPT_LOOKUP_TOKENS
             config.max_ngram_size = PROMPT_LOOKUP_NGRAM

@@ -20,7 +20,7 @@ from playground.engines.base import (
     Prompt,
     TokenScore,
 )
-from playground.sampling import SamplingParams
+from playground.sampling import SamplingParams, transformers_options
 
 
 class OptimumEngine(Engine):
@@ -94,15 +94,8 @@ class OptimumEngine(Engine):
             def __call__(self, input_ids: torch.Tensor, scores: object, **kwargs) -> torch.Tensor:
                 return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool)
 
-        sampling = {}
         if not params.greedy:
             torch.manual_seed(params.seed)  # global RNG, safe: one generation at a time
-            sampling = dict(
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=min(params.top_k, self.tokenizer.vocab_size) or None,
-            )
         input_ids = torch.tensor([prompt.ids], dtype=torch.long)
         self.model.generate(
             input_ids=input_ids,
@@ -114,7 +107,7 @@ class OptimumEngine(Engine):
             streamer=Streamer(),
             stopping_criteria=StoppingCriteriaList([Stop()]),
             logits_processor=LogitsProcessorList([Scores()]),
-            **(sampling or {"do_sample": False}),
+            **transformers_options(params, self.tokenizer.vocab_size),
         )
         return None
 

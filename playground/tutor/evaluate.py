@@ -27,7 +27,7 @@ def evaluate(folder: Path, per_skill: int = 40) -> dict:
         rows: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
         failures = []
         for example in held_out_set(per_skill):
-            prompt = render(example.messages, system_policy="fold").text
+            prompt = render(example.messages).text  # the default policy: fold
             result = engine.generate(prompt, GREEDY).run()
             correct = example.grade(result.text)
             ended = result.stop_reason == "end_of_turn"

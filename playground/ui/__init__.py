@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
-from playground.session import Playground, PromptOptions, without_reply
+from playground.session import Playground, conversation, without_reply
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import build_chat, wire_chat
@@ -31,6 +31,7 @@ from playground.ui.common import (
     CSS,
     DOWNLOAD_AGE_S,
     ENGINE_GROUP,
+    PRIVATE,
     user_errors,
 )
 from playground.ui.compare import build_compare, wire_compare
@@ -44,7 +45,6 @@ from playground.ui.raw import build_raw, wire_raw
 from playground.ui.share import ShareBar, build_share_bar, wire_share
 
 __all__ = ["build_demo", "launch", "launch_options"]
-PRIVATE = {"api_visibility": "private"}
 TAB_IDS = ("chat", "raw", "inspector", "compare", "notebook", "model")
 
 
@@ -90,17 +90,17 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
 
         @user_errors
         def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
-            conversation = PromptOptions(system or "").conversation(turns)
+            messages = conversation(system or "", turns)
             # A chat that ends with a reply is shown as it stands (no new model turn opened);
             # one that ends with the visitor's message is exactly the prompt the chat sends.
-            add_gen = not conversation or conversation[-1]["role"] != "assistant"
-            return as_json(conversation), add_gen, policy, prefill or ""
+            add_gen = not messages or messages[-1]["role"] != "assistant"
+            return as_json(messages), add_gen, policy, prefill or ""
 
         @user_errors
         def on_compare_chat(turns: list, system: str | None, prefill: str | None):
             # The chat's last question, to be answered anew in every column.
-            conversation = PromptOptions(system or "").conversation(without_reply(turns))
-            return as_json(conversation or START), prefill or ""
+            messages = conversation(system or "", without_reply(turns))
+            return as_json(messages or START), prefill or ""
 
         @user_errors
         def on_raw_to_inspector(prompt: str | None):

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from playground.chat_format import parse_conversation
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, RenderOptions, parse_conversation
 from playground.compare import compare, conversation_inputs, parse_variants
 from playground.inspection import inspect_messages
 from playground.sampling import (
@@ -26,7 +26,7 @@ from playground.sampling import (
     SamplingParams,
     describe,
 )
-from playground.session import Playground, PromptOptions, Reply, throttle
+from playground.session import Playground, Reply, throttle
 from playground.ui.common import engine_events, user_errors
 
 P = inspect.Parameter
@@ -100,7 +100,7 @@ def with_sampling(
     return user_errors(endpoint)
 
 
-def request_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
+def call_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
     """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
     told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
     values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
@@ -143,7 +143,7 @@ def logprobs_count(value: Any) -> int:
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
-        params = request_params(playground, arguments)
+        params = call_params(playground, arguments)
         top = logprobs_count(arguments["logprobs"])  # refused before any generation
         replies = playground.complete(prompt, params)
         yield from stream_out(replies, arguments["figures"], top)
@@ -157,17 +157,17 @@ def add_endpoints(playground: Playground) -> None:
         **arguments: Any,
     ) -> Iterator[str]:
         """Stream the reply to `message` after `history` (JSON list of {role, content})."""
-        params = request_params(playground, arguments)
+        params = call_params(playground, arguments)
         if not isinstance(message, str) or not message.strip():
             raise ParamError("The message is empty.")
         turns = parse_conversation(playground.check_text(history or "[]", "The history"))
         turns.append({"role": "user", "content": playground.check_text(message, "The message")})
         system = playground.check_text(system_prompt or "", "The system prompt")
-        options = PromptOptions(
-            system, system_policy, playground.check_text(prefill or "", "The prefill")
-        )
+        prefill = playground.check_text(prefill or "", "The prefill")
         top = logprobs_count(arguments["logprobs"])
-        yield from stream_out(playground.reply(turns, options, params), arguments["figures"], top)
+        options = RenderOptions(system_policy, prefill=prefill)
+        replies = playground.reply(turns, options, params, system=system)
+        yield from stream_out(replies, arguments["figures"], top)
 
     def compare_columns(conversation: Any, columns: Any, prefill: Any, **arguments: Any):
         """Run one conversation as 2 to 4 variants (`columns`: JSON list of a variant's name, or
@@ -175,7 +175,7 @@ def add_endpoints(playground: Playground) -> None:
         after another, and return JSON: each column's prompt, token count, the tokens it adds
         to or lacks from column 1's, output, figures and `parts_at`, the first character where
         its output parts from column 1's (null when the same)."""
-        params = request_params(playground, arguments)
+        params = call_params(playground, arguments)
         variants = parse_variants(_json(playground.check_text(columns, "columns"), "columns"))
         messages, options = conversation_inputs(playground, conversation, prefill or "")
         results = compare(playground, messages, options, variants, params)
@@ -183,17 +183,18 @@ def add_endpoints(playground: Playground) -> None:
 
     @user_errors
     def render(
-        conversation: str, system_policy: str = "fold", add_generation_prompt: bool = True
+        conversation: str,
+        system_policy: str = DEFAULT_SYSTEM_POLICY,
+        add_generation_prompt: bool = True,
     ) -> tuple[str, str]:
         """The exact prompt for a conversation (JSON), and its token view as JSON."""
         messages = parse_conversation(playground.check_text(conversation, "The conversation"))
-        inspection = inspect_messages(
-            messages,
-            playground.engine.tokenizer,
-            system_policy=system_policy,
+        options = RenderOptions(
+            system_policy,
             add_generation_prompt=bool(add_generation_prompt),
             fold_separator=playground.settings.fold_separator,
         )
+        inspection = inspect_messages(messages, playground.engine.tokenizer, options)
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
     prompt = [("prompt", str, P.empty, "raw text, sent with no chat template")]
@@ -201,7 +202,12 @@ def add_endpoints(playground: Playground) -> None:
         ("message", str, P.empty, "the visitor's new message"),
         ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
         ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
-        ("system_policy", str, "fold", "fold, error or drop: what to do with a system prompt"),
+        (
+            "system_policy",
+            str,
+            DEFAULT_SYSTEM_POLICY,
+            "fold, error or drop: what to do with a system prompt",
+        ),
         ("prefill", str, "", "text the reply starts with"),
     ]
     compare_leading = [

@@ -18,10 +18,11 @@ from typing import Any
 import gradio as gr
 
 from playground import display, session
-from playground.chat_format import SYSTEM_POLICIES
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, RenderOptions
 from playground.errors import UserError
-from playground.session import Control, Playground, PromptOptions
+from playground.session import Control, Playground
 from playground.ui.common import (
+    PRIVATE,
     engine_events,
     probabilities,
     refuse,
@@ -29,8 +30,6 @@ from playground.ui.common import (
     write_download,
 )
 from playground.ui.controls import Controls
-
-PRIVATE = {"api_visibility": "private"}
 
 
 @dataclass
@@ -63,7 +62,7 @@ def build_chat(playground: Playground) -> ChatTab:
         system = gr.Textbox(label="System prompt", lines=2, elem_id="system")
         policy = gr.Radio(
             list(SYSTEM_POLICIES),
-            value="fold",
+            value=DEFAULT_SYSTEM_POLICY,
             label="System policy (Gemma-2 has no system role)",
             info="fold: put it before the first user message · error: refuse, as "
             "the official template does · drop: leave it out",
@@ -159,29 +158,27 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
             control.end()
             yield cleared_outputs()
             return
-        control.streaming = True
+        control.stream()
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
-            options = PromptOptions(
-                data[tab.system] or "", data[tab.policy], data[tab.prefill] or ""
-            )
-            for reply in session.throttle(playground.reply(turns, options, params, control)):
+            options = RenderOptions(data[tab.policy], prefill=data[tab.prefill] or "")
+            replies = playground.reply(turns, options, params, control, data[tab.system] or "")
+            for reply in session.throttle(replies):
                 if control.outdated():
                     # Cleared meanwhile: never write the reply back, and clear once more after
                     # any update of ours that was already on its way.
                     yield cleared_outputs()
                     return
                 outputs = respond_outputs(turns, reply, params.max_new_tokens, data[tab.show_probs])
-                control.shown = outputs[1]
+                control.show(outputs[1])
                 yield outputs
         except UserError as error:
             note = display.escape(str(error))
             skip = gr.skip()
             yield skip, skip, skip, skip, note, gr.update(interactive=False), skip
         finally:
-            control.streaming = False
-            control.end()
+            control.finish()
 
     def cleared_outputs() -> tuple:
         meter = display.context_meter(0, 0, playground.context_size)
@@ -248,8 +245,7 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
     def on_check_regenerate(turns: list, control: Control) -> None:
         with refusals(control, "regenerate"):
             session.regenerate(turns)
-            control.begin()
-            control.fresh_seed = True  # a regenerated reply is another draw, not the same one
+            control.begin(fresh_seed=True)  # a regenerated reply is another draw, not the same one
 
     def on_regenerate(turns: list, control: Control) -> tuple:
         return shown(session.regenerate(turns))
@@ -260,8 +256,7 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
             # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
             text = html.unescape(str(edit.value))
             session.edit(turns, index, text)
-            control.begin()
-            control.edit = (index, text)  # the event data reaches only this first handler
+            control.begin(edit=(index, text))  # the event data reaches only this first handler
 
     def on_edit(turns: list, control: Control) -> tuple:
         return shown(session.edit(turns, *control.edit))
@@ -278,7 +273,7 @@ def refusals(control: Control, where: str) -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        control.refusal = str(error)
+        control.refuse(str(error))
         raise refuse(error, where) from None
 
 

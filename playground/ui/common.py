@@ -4,7 +4,9 @@ Owns: `engine_events` (the concurrency of every generating event), `probabilitie
 probability view when asked for), `user_errors` (expected errors become an escaped gr.Error and
 one log line; anything else a short message, with the traceback in the server log only),
 `refuse` (a refusal that stops an event chain without marking any component as failed),
-`write_download` (the files visitors download, pruned after an hour), and the page's CSS.
+`write_download` (the files visitors download, pruned after an hour), `PRIVATE` (the event
+option that keeps a handler out of the API), `run_with_stop`/`wire_stop` (a run that a Stop
+button can end, as the raw tab and the notebook wire it), and the page's CSS.
 Does not own: any component or handler of a tab.
 """
 
@@ -24,9 +26,11 @@ import gradio as gr
 from playground import display
 from playground.display import toast_text
 from playground.errors import UserError
-from playground.session import Playground
+from playground.session import Control, Playground
 
 log = logging.getLogger("playground.ui")
+
+PRIVATE = {"api_visibility": "private"}  # a UI event, not an API endpoint
 
 # On a phone Gradio's sidebar covers the whole page: start with it closed there.
 CLOSE_SIDEBAR_ON_PHONES = """() => {
@@ -157,3 +161,38 @@ def refuse(error: UserError, where: str) -> gr.Error:
     caller shows the message itself (beside the input), via `.failure`."""
     log.info("refused in %s: %s", where, error)
     return gr.Error(toast_text(str(error)), visible=False, print_exception=False)
+
+
+def run_with_stop(
+    trigger: Callable,
+    fn: Callable,
+    inputs: Any,
+    outputs: Any,
+    playground: Playground,
+    control: gr.State,
+    stop: gr.Button,
+    **options: Any,
+) -> Any:
+    """`trigger` (a listener such as `button.click`, or a dependency's `.success`) queues
+    `control` and enables `stop`, then runs `fn` in the engine's group, then disables `stop`.
+    Returns the last dependency, for more `.then`s."""
+
+    # A function of this call's own: Gradio groups events by their function (one at a time
+    # unless told otherwise), so each tab keeps a group of its own, as before.
+    def on_queue(control: Control) -> dict:
+        # Before queueing, so a Stop pressed while queued still counts.
+        control.queue()
+        return gr.update(interactive=True)
+
+    queued = trigger(on_queue, control, stop, **PRIVATE)
+    ran = queued.success(fn, inputs, outputs, **engine_events(playground), **options, **PRIVATE)
+    return ran.then(lambda: gr.update(interactive=False), None, stop, **PRIVATE)
+
+
+def wire_stop(stop: gr.Button, control: gr.State) -> None:
+    """Stop ends the run of `control` (`run_with_stop`), queued or streaming."""
+
+    def on_stop(control: Control) -> None:  # this tab's own concurrency group, as above
+        control.press_stop()
+
+    stop.click(on_stop, control, None, **PRIVATE)

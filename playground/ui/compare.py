@@ -35,10 +35,9 @@ from playground.compare import (
 from playground.engines import EngineError
 from playground.errors import UserError
 from playground.session import Control, Playground, throttle
-from playground.ui.common import engine_events, probabilities, user_errors
+from playground.ui.common import PRIVATE, engine_events, probabilities, user_errors, wire_stop
 from playground.ui.controls import Controls
 
-PRIVATE = {"api_visibility": "private"}
 # What a teacher sees first: the correct prompt beside two classic mistakes.
 START_VARIANTS = (CORRECT, "second-bos", "no-generation-prompt", "assistant-role")
 START_CONVERSATION = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -201,7 +200,7 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
             info, marked = column_view(plan, reference)
             runnable = isinstance(plan, Column)
             if runnable:
-                data[column.control].stop, data[column.control].busy = False, True
+                data[column.control].queue()
             updates |= {
                 column.plan: plan if runnable else None,
                 column.info: info,
@@ -242,7 +241,7 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
         runs[-1].then(
             on_parts, [c.output for c in tab.columns], [c.parts for c in tab.columns], **PRIVATE
         )
-        column.stop.click(lambda control: control.press_stop(), column.control, None, **PRIVATE)
+        wire_stop(column.stop, column.control)
         column.variant.change(
             lambda variant: gr.update(visible=variant == EDITED),
             column.variant,

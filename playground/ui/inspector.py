@@ -15,14 +15,19 @@ from typing import Any
 import gradio as gr
 
 from playground import display
-from playground.chat_format import SYSTEM_POLICIES, ChatFormatError, parse_conversation
+from playground.chat_format import (
+    DEFAULT_SYSTEM_POLICY,
+    SYSTEM_POLICIES,
+    ChatFormatError,
+    RenderOptions,
+    parse_conversation,
+)
 from playground.errors import UserError
 from playground.inspection import double_bos_note
-from playground.session import Playground, PromptOptions
-from playground.ui.common import user_errors
+from playground.session import Playground
+from playground.ui.common import PRIVATE, user_errors
 from playground.ui.controls import Controls
 
-PRIVATE = {"api_visibility": "private"}
 START = [{"role": "user", "content": "Hello!"}]
 
 
@@ -92,7 +97,9 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
                 generation_prompt = gr.Checkbox(
                     True, label="Add generation prompt", elem_id="gen-prompt"
                 )
-                policy = gr.Radio(list(SYSTEM_POLICIES), value="fold", label="System policy")
+                policy = gr.Radio(
+                    list(SYSTEM_POLICIES), value=DEFAULT_SYSTEM_POLICY, label="System policy"
+                )
             prefill = gr.Textbox(label="Start the reply with")
             with gr.Row():
                 use_chat = gr.Button("Use the current chat", elem_id="use-chat")
@@ -165,8 +172,8 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
         messages = parse_conversation(
             playground.check_text(data[tab.conversation] or "", "The conversation")
         )
-        options = PromptOptions(
-            policy=data[tab.policy],
+        options = RenderOptions(
+            system_policy=data[tab.policy],
             prefill=data[tab.prefill] or "",
             add_generation_prompt=bool(data[tab.generation_prompt]),
         )

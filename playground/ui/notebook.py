@@ -5,7 +5,7 @@ link), Reset, Upload (.md / .ipynb) and the three downloads (lesson, Jupyter not
 handout, written to a fresh temp folder per request), the cell editor (edit, add, delete, move),
 and running one cell or all of them in the engine's one queue, with Stop.
 Does not own: the lesson format, running a cell's prompt and the exports (`notebook`), the
-edits and the page's HTML (`notebook_doc`), a prompt's checks (`ui.raw.raw_checks`).
+edits and the page's HTML (`notebook_doc`), a prompt's checks (`Playground.raw_checks`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ from playground.notebook_doc import (
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, exported_model, throttle
-from playground.ui.common import engine_events, refuse, user_errors, write_download
+from playground.ui.common import (
+    PRIVATE,
+    refuse,
+    run_with_stop,
+    user_errors,
+    wire_stop,
+    write_download,
+)
 from playground.ui.controls import Controls
-from playground.ui.raw import raw_checks
 
-PRIVATE = {"api_visibility": "private"}
 KIND_CHOICES = [MARKDOWN, *nb.KINDS]
 
 CSS = """
@@ -170,9 +175,9 @@ def run_one(
     cell = notebook.cell(index)
     try:
         params = cell_run_params(cell, base, playground)
-        prompt = nb.cell_prompt(cell)
+        replies = playground.run_cell(cell, params, control)
         yield (notebook := notebook.with_output(index, CellOutput()))
-        for reply in throttle(playground.complete(prompt, params, control)):
+        for reply in throttle(replies):
             probs = display.probability_view(reply.tokens or [], playground.engine.kind)
             output = CellOutput(reply.text, reply.figures, probabilities=probs)
             yield (notebook := notebook.with_output(index, output))
@@ -184,7 +189,7 @@ def run_one(
 def prompt_checks(playground: Playground, prompt: str) -> str:
     """A prompt's token count and checks, as the Raw prompt tab shows them (cached: the page is
     rendered again at every step of a stream)."""
-    return nb.render_markdown(raw_checks(playground, prompt))
+    return nb.render_markdown(playground.raw_checks(prompt))
 
 
 def page(playground: Playground, notebook: Notebook, selected: int) -> str:
@@ -235,7 +240,9 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     engine = playground.engine
     model, _ = exported_model(engine.info.model if engine.info else "")
     settings = playground.settings
-    context = nb.NotebookContext(model, settings.ranges, base, dict(settings.ov_config))
+    context = nb.NotebookContext(
+        model, settings.ranges, base, dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids
+    )
     outputs = notebook.output_texts()
     folder = f"notebook-{secrets.token_hex(8)}"
     stem = file_stem(notebook.title)
@@ -377,14 +384,6 @@ def wire_runs(
             warn(error)
             raise refuse(error, "notebook run") from None
 
-    def on_start(control: Control) -> gr.Button:
-        # Before queueing, so a Stop pressed while queued still counts.
-        control.stop, control.busy = False, True
-        return gr.update(interactive=True)
-
-    def on_stop(control: Control) -> None:
-        control.press_stop()
-
     def runner(every_cell: bool) -> Callable:
         @user_errors
         def on_run(data: dict) -> Iterator[tuple]:
@@ -408,14 +407,15 @@ def wire_runs(
         check = button.click(
             lambda data, every=every_cell: on_check_run(data, every), tab.editor, None, **PRIVATE
         )
-        check.success(on_apply, tab.editor, tab.view, **PRIVATE).success(
-            on_start, tab.control, tab.stop, **PRIVATE
-        ).success(
+        applied = check.success(on_apply, tab.editor, tab.view, **PRIVATE)
+        run_with_stop(
+            applied.success,
             runner(every_cell),
             {tab.notebook, tab.control, tab.cell, *controls.inputs},
             [tab.notebook, tab.document],
-            **engine_events(playground),
+            playground,
+            tab.control,
+            tab.stop,
             show_progress="minimal",  # the place in the queue shows; the stream is not covered
-            **PRIVATE,
-        ).then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE).then(**refresh)
-    tab.stop.click(on_stop, tab.control, None, **PRIVATE)
+        ).then(**refresh)
+    wire_stop(tab.stop, tab.control)

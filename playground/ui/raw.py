@@ -1,8 +1,10 @@
 """The Raw prompt tab: text sent as is, with the inspector's live checks.
 
 Owns: the `RawTab` components, the streaming of a continuation with its figures, its Stop, and
-the live checks under the prompt (token count, a doubled `<bos>`, control-token text).
-Does not own: the empty-prompt rule and streaming (`session.Playground.complete`).
+the live checks under the prompt.
+Does not own: the empty-prompt rule and streaming (`session.Playground.complete`), what the
+checks say (token count, a doubled `<bos>`, control-token text: `Playground.raw_checks`), the
+start/stop wiring (`ui.common.run_with_stop`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,9 @@ import gradio as gr
 
 from playground import display
 from playground.engines import EngineError
-from playground.errors import UserError
 from playground.session import Control, Playground, throttle
-from playground.ui.common import engine_events, probabilities, user_errors
+from playground.ui.common import PRIVATE, probabilities, run_with_stop, user_errors, wire_stop
 from playground.ui.controls import Controls
-
-PRIVATE = {"api_visibility": "private"}
 
 
 @dataclass
@@ -74,27 +73,8 @@ def build_raw() -> RawTab:
     )
 
 
-def raw_checks(playground: Playground, prompt: str | None) -> str:
-    """What the engine will receive for this text: its tokens and what to watch out for."""
-    if not prompt:
-        return ""
-    try:
-        inspection = playground.inspect_raw(prompt)
-    except UserError as error:
-        return display.notes_markdown([str(error)], [])
-    notes = list(inspection.warnings)
-    if inspection.bos_count > 1:
-        notes.append(
-            f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all, "
-            "which degrades its replies. Remove the extra ones."
-        )
-    notes += playground.control_token_notes(prompt)
-    counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
-    return "\n\n".join([counts, display.notes_markdown([], notes, empty="")]).strip()
-
-
 def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
-    """Wire the tab; returns the event that streams a continuation."""
+    """Wire the tab; returns the event that ends a run (after it streams a continuation)."""
 
     @user_errors
     def on_raw(data: dict) -> Iterator[tuple]:
@@ -117,27 +97,19 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
         finally:
             control.end()
 
-    def on_raw_start(control: Control) -> gr.Button:
-        # Before queueing, so a Stop pressed while queued still counts.
-        control.stop, control.busy = False, True
-        return gr.update(interactive=True)
-
-    def on_raw_stop(control: Control) -> None:
-        control.press_stop()
-
-    def on_prompt_change(prompt: str | None) -> str:
-        return raw_checks(playground, prompt)
-
-    run = tab.run.click(on_raw_start, tab.control, tab.stop, **PRIVATE).then(
+    run = run_with_stop(
+        tab.run.click,
         on_raw,
         {tab.prompt, tab.control, tab.show_probs, *controls.inputs},
         [tab.output, tab.figures, tab.stop, tab.tokens, tab.probs],
-        **engine_events(playground),
-        **PRIVATE,
+        playground,
+        tab.control,
+        tab.stop,
     )
-    run.then(lambda: gr.update(interactive=False), None, tab.stop, **PRIVATE)
-    tab.stop.click(on_raw_stop, tab.control, None, **PRIVATE)
-    tab.prompt.change(on_prompt_change, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE)
+    wire_stop(tab.stop, tab.control)
+    tab.prompt.change(
+        playground.raw_checks, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE
+    )
     tab.show_probs.change(
         lambda tokens, show: probabilities(playground, tokens, show),
         [tab.tokens, tab.show_probs],

@@ -18,10 +18,9 @@ from playground import display
 from playground.sampling import SAMPLING_NAMES
 from playground.session import Playground, exported_model, messages_of
 from playground.share import ShareError, decode_view, encode_view, output_hash
-from playground.ui.common import user_errors
+from playground.ui.common import PRIVATE, user_errors
 from playground.ui.controls import SEED_MODES
 
-PRIVATE = {"api_visibility": "private"}
 # The server returns the link's `share` value; the page makes it a whole URL, shows it and
 # copies it (the clipboard needs a secure page: a Space's https, or localhost).
 TO_URL = """(token) => {

@@ -1,4 +1,4 @@
-"""Issue 23 over raw HTTP: one client must not wipe, block or starve the others.
+"""Fair sharing over raw HTTP (issue 23): one client must not wipe, block or starve the others.
 
 Each test reproduces one problem of the issue against a real server in this process, on
 loopback only: a client at 127.0.0.2 is "another machine" to the server at 127.0.0.1.

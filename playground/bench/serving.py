@@ -7,8 +7,8 @@ single-visitor decode of the app's engine against a bare `openvino_genai.LLMPipe
 engine before continuous batching), in the same run.
 `--remote`: 1, 4 and 16 visitors at once through the app on the remote engine (llama.cpp's
 server) beside the local engine, with light HTTP clients, and the app's CPU per streamed token.
-Does not own: the other sections (`bench`), the engines or the app (it drives them as a user
-would). Timing lives here: the tests check behaviour only.
+Does not own: the other sections (`engines`, `peers`), the engines or the app (it drives them
+as a user would). Timing lives here: the tests check behaviour only.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playground.chat_format import render
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, render
 from playground.settings import ENV
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Write a story about a lighthouse keeper who finds a message in a bottle."
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "seed": 1}
 LATE_AFTER_S = 1.0  # the late visitor sends this long after three others started
@@ -83,8 +83,8 @@ def client_main(url: str, at: float, new_tokens: int) -> None:
     time.sleep(max(0.0, at - time.time()))
     start = time.time()
     first = last = None
-    job = client.submit(QUESTION, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "",
-                        0, False, api_name="/chat_json")  # fmt: skip
+    job = client.submit(QUESTION, "[]", "", DEFAULT_SYSTEM_POLICY, "", new_tokens,
+                        *GREEDY.values(), "", 0, False, api_name="/chat_json")  # fmt: skip
     for update in job:
         first = first or time.time()
         last = update
@@ -98,7 +98,7 @@ def _send_at_once(url: str, delays: list[float], new_tokens: list[int]) -> list[
     at = time.time() + 5.0  # time for every process to import gradio_client and connect
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "playground.bench_serving", url, str(at + delay), str(n)],
+            [sys.executable, "-m", "playground.bench.serving", url, str(at + delay), str(n)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -141,7 +141,7 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 out["at_once"][str(count)].append(_send_at_once(url, [0.0] * count, [n] * count))
             out["late"].append(_send_at_once(url, [0, 0, 0, LATE_AFTER_S], [4 * n] * 3 + [n]))
     done = subprocess.run(
-        [sys.executable, "-m", "playground.bench_serving", "--baseline", str(folder), str(n),
+        [sys.executable, "-m", "playground.bench.serving", "--baseline", str(folder), str(n),
          str(opts.repeats)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -163,7 +163,8 @@ def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.
     from urllib.parse import urlsplit
 
     where = urlsplit(url)
-    body = [question, "[]", "", "fold", "", new_tokens, *GREEDY.values(), "", 0, False]
+    body = [question, "[]", "", DEFAULT_SYSTEM_POLICY, "", new_tokens, *GREEDY.values(), "", 0,
+            False]  # fmt: skip
 
     def connection() -> http.client.HTTPConnection:
         return http.client.HTTPConnection(

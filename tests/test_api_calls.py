@@ -1,4 +1,4 @@
-"""Issue 10 over HTTP with gradio_client: the API gives what the UI shows, errors stay inert
+"""The API over HTTP with gradio_client (issue 10): it gives what the UI shows, errors stay inert
 text, and expected errors log one line."""
 
 import json

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m playground.bench [--model M] [--json OUT] [--quick]`.
+"""The engines section of the benchmark: `python -m playground.bench [--model M] [--json OUT]`.
 
 Owns: measuring, side by side in one run, engine load (cold and warm compiled-model cache, each
 in a fresh process), time to first token and decode tokens/s of the `genai` and `optimum`
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playground.bench.measure import cell, cpu_name, package_versions, peak_rss_mb
 from playground.chat_format import render
 from playground.sampling import SamplingParams
 
-ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("genai", "optimum")
-VERSIONED = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
 PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -42,35 +40,7 @@ def _modes(new_tokens: int) -> dict[str, SamplingParams]:
     }
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory, in MiB: VmHWM from /proc/self/status.
-
-    Not ru_maxrss: Linux carries a parent's maximum into its child across fork and exec, so a
-    worker started by a process that had built a model reported that process's peak (issue 13:
-    2477 MB for a worker that used 483 MB alone). VmHWM belongs to the address space, which
-    exec replaces. Elsewhere (no /proc) ru_maxrss is the best there is.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # reported in kB
-    except OSError:
-        pass
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
-
-
-def _worker(args: argparse.Namespace) -> None:
+def worker(args: argparse.Namespace) -> None:
     """In a fresh process: load one engine, measure, print one JSON object."""
     from playground.engines import load_engine
     from playground.models import resolve_model
@@ -150,7 +120,7 @@ def _through_app(opts: argparse.Namespace, direct: dict) -> dict:
     """The same greedy requests through `python app.py`'s /complete, from this process."""
     from gradio_client import Client
 
-    from playground.bench_serving import serving
+    from playground.bench.serving import serving
 
     with serving(opts.model, str(opts.model_cache), opts.ov_config) as url:
         client = Client(url, verbose=False)
@@ -196,7 +166,7 @@ def run(opts: argparse.Namespace) -> dict:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
         },
@@ -221,31 +191,6 @@ def run(opts: argparse.Namespace) -> dict:
     results["memory_bandwidth_gbs"] = bandwidth
     results["roofline_tokens_per_s"] = bandwidth * 1e9 / weight_bytes
     return results
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str]:
-    """The installed version of each package, for the record of a run."""
-    from importlib.metadata import version
-
-    return {name: version(name) for name in names}
-
-
-def cell(values: list[float], fmt: str = "{:.1f}") -> str:
-    """A table cell: the median, then the min–max range; empty for no values."""
-    if not values:
-        return ""
-    s = _summary(values)
-    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
 def table(results: dict) -> str:
@@ -294,92 +239,3 @@ def table(results: dict) -> str:
         f"{roofline:.0f} tokens/s",
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m playground.bench",
-        description="Measure both engines on this machine: load time (cold and warm cache), "
-        "time to first token, tokens per second, the same through the app's API, and peak "
-        "memory. Prints a markdown table. Takes minutes; --quick takes about one.",
-    )
-    parser.add_argument(
-        "--model",
-        default="tiny-random",
-        help="the model to measure: tiny-random (default, seconds to build), mid-random "
-        "(~250M parameters, closer to real costs) or the path of an OpenVINO IR folder",
-    )
-    parser.add_argument("--json", type=Path, help="also write every raw sample to this file")
-    parser.add_argument(
-        "--quick", action="store_true", help="a quick check: 2 repetitions of 32 tokens"
-    )
-    parser.add_argument(
-        "--ov-config",
-        default="{}",
-        help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
-    )
-    parser.add_argument(
-        "--peer",
-        choices=("llama.cpp",),
-        help="instead, measure llama.cpp (Q4_0 and Q4_K_M GGUFs of the same synthetic model) "
-        "beside genai at 1 and 2 threads, as the machine is and beside a busy loop "
-        "(playground/peers.py; needs requirements-bench.txt)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        action="store_true",
-        help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
-        "a late arrival, and one visitor against a bare LLMPipeline (playground.bench_serving)",
-    )
-    parser.add_argument(
-        "--remote",
-        action="store_true",
-        help="only the remote section: 1, 4 and 16 visitors at once through the app on the "
-        "remote engine (llama-cpp-python's server on tiny-tutor's GGUF) and on genai, and the "
-        "app's CPU per streamed token (playground.bench_serving)",
-    )
-    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
-    parser.add_argument("--turn-tokens", type=int, default=600, help=argparse.SUPPRESS)
-    opts = parser.parse_args(argv)
-    if opts.model_cache is None:
-        from playground.settings import load_settings
-
-        opts.model_cache = str(load_settings().cache_dir)
-    if opts.worker:
-        _worker(opts)
-        return 0
-    if opts.peer:
-        from playground import peers
-
-        return peers.main(opts)
-    if opts.quick:
-        opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
-    if opts.remote:
-        from playground import bench_serving
-
-        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
-        results["remote"] = bench_serving.remote(opts)
-        print(bench_serving.remote_table(results["remote"]))
-    elif opts.concurrency:
-        from playground import bench_serving
-        from playground.models import resolve_model
-
-        folder = resolve_model(opts.model, Path(opts.model_cache))
-        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
-        results["concurrency"] = bench_serving.concurrency(opts, folder)
-        print(bench_serving.table(results["concurrency"]))
-    else:
-        results = run(opts)
-        print(table(results))
-    if opts.json:
-        opts.json.write_text(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

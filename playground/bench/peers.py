@@ -6,13 +6,14 @@ weights its OpenVINO IR was exported from) and its f16, Q4_0 and Q4_K_M GGUFs (m
 cached; and the measurement: load, time to first token at ~100 and ~1000 prompt tokens and
 decode tokens/s, at 1 and 2 threads, each engine in its own process (so peak memory is its own),
 interleaved, on the machine as it is and beside a busy-loop process on one core. It prints a
-markdown table; `--json` keeps every raw sample. `python -m playground.peers --gap` measures
+markdown table; `--json` keeps every raw sample. `python -m playground.bench.peers --gap` measures
 genai's exports and OpenVINO settings against llama.cpp Q4_0 at a short prompt.
 Does not own: the engines (it loads `genai` through `playground.engines` as bench does), the
-synthetic models' recipe (`playground.models`), making a GGUF (`playground.gguf`), or bench's
-own measurements (`playground.bench` only dispatches here). llama-cpp-python is not a
-requirement of the app: it is in `requirements-dev.txt` (the remote engine's tests serve with
-it) and `requirements-bench.txt`; without it this says how to install it and exits with 2.
+synthetic models' recipe (`playground.models`), making a GGUF (`playground.gguf`), or the other
+sections' measurements (`playground.bench` only dispatches here; `measure` holds what the
+sections share). llama-cpp-python is not a requirement of the app: it is in
+`requirements-dev.txt` (the remote engine's tests serve with it) and `requirements-bench.txt`;
+without it this says how to install it and exits with 2.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playground.bench import cell
+from playground.bench.measure import cell, cpu_name, package_versions, peak_rss_mb
 from playground.gguf import (
     LLAMA_CPP_PYTHON,
     QUANTS,
@@ -239,8 +240,6 @@ def _runs(job: dict, generate) -> dict[str, list[dict]]:
 
 def worker_main(job: dict) -> None:
     """In a fresh process: one engine, one thread count; print one JSON object."""
-    from playground.bench import peak_rss_mb
-
     out = _llama_worker(job) if job["engine"] == "llama" else _genai_worker(job)
     out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
@@ -257,7 +256,7 @@ def _run_worker(job: dict) -> dict:
     before, children = _cpu_jiffies(), os.times()
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "playground.peers", "--worker"],
+        [sys.executable, "-m", "playground.bench.peers", "--worker"],
         input=json.dumps(job), capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     elapsed = time.monotonic() - start
@@ -328,7 +327,6 @@ def busy_loop(seconds: float) -> subprocess.Popen:
 
 
 def run(opts: argparse.Namespace) -> dict:
-    from playground.bench import _cpu_name, package_versions
     from playground.models import SYNTHETIC_MODELS, resolve_model
     from playground.tokens import Tokenizer
 
@@ -356,7 +354,7 @@ def run(opts: argparse.Namespace) -> dict:
         )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "command": " ".join(["python -m playground.bench", *sys.argv[1:]]),
         "model": opts.model,
@@ -531,8 +529,8 @@ def gap(opts: argparse.Namespace) -> dict:
     for label, ov_config in SETTINGS.items():
         if label in opts.only or not opts.only:
             runs[label] = ("genai", str(folder), ov_config)
-    results: dict[str, Any] = {"command": " ".join(["python -m playground.peers", *sys.argv[1:]]),
-                               "threads": opts.threads, "samples": {}}  # fmt: skip
+    command = " ".join(["python -m playground.bench.peers", *sys.argv[1:]])
+    results: dict[str, Any] = {"command": command, "threads": opts.threads, "samples": {}}
     with tempfile.TemporaryDirectory() as ov_cache:
         base = {**prompts, "new_tokens": opts.new_tokens, "eos_ids": sorted(tokenizer.eos_ids),
                 "cache_dir": ov_cache, "threads": opts.threads}  # fmt: skip
@@ -574,7 +572,7 @@ if __name__ == "__main__":
         worker_main(json.loads(sys.stdin.read()))
         sys.exit(0)
     parser = argparse.ArgumentParser(
-        prog="python -m playground.peers",
+        prog="python -m playground.bench.peers",
         description="The short-context gap: genai exports and settings beside llama.cpp Q4_0 "
         "(the side by side itself is `python -m playground.bench --peer llama.cpp`).",
     )

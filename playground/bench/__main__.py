@@ -1,0 +1,109 @@
+"""Benchmarks: `python -m playground.bench [--model M] [--json OUT] [--quick]`.
+
+Owns: the command line, and sending each run to its section: the engines and the app side by
+side (`engines`, the default), several visitors at once (`serving`: `--concurrency`,
+`--remote`) and llama.cpp beside genai (`peers`: `--peer llama.cpp`).
+Does not own: the measurements themselves (those modules, and `measure` for what they share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from playground.bench import engines
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.bench",
+        description="Measure both engines on this machine: load time (cold and warm cache), "
+        "time to first token, tokens per second, the same through the app's API, and peak "
+        "memory. Prints a markdown table. Takes minutes; --quick takes about one.",
+    )
+    parser.add_argument(
+        "--model",
+        default="tiny-random",
+        help="the model to measure: tiny-random (default, seconds to build), mid-random "
+        "(~250M parameters, closer to real costs) or the path of an OpenVINO IR folder",
+    )
+    parser.add_argument("--json", type=Path, help="also write every raw sample to this file")
+    parser.add_argument(
+        "--quick", action="store_true", help="a quick check: 2 repetitions of 32 tokens"
+    )
+    parser.add_argument(
+        "--ov-config",
+        default="{}",
+        help='OpenVINO properties as a JSON object, e.g. \'{"INFERENCE_PRECISION_HINT": "f32"}\'',
+    )
+    parser.add_argument(
+        "--peer",
+        choices=("llama.cpp",),
+        help="instead, measure llama.cpp (Q4_0 and Q4_K_M GGUFs of the same synthetic model) "
+        "beside genai at 1 and 2 threads, as the machine is and beside a busy loop "
+        "(playground/bench/peers.py; needs requirements-bench.txt)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="only the concurrency section: 1, 2 and 4 chats at once through the app's API, "
+        "a late arrival, and one visitor against a bare LLMPipeline (playground.bench.serving)",
+    )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="only the remote section: 1, 4 and 16 visitors at once through the app on the "
+        "remote engine (llama-cpp-python's server on tiny-tutor's GGUF) and on genai, and the "
+        "app's CPU per streamed token (playground.bench.serving)",
+    )
+    parser.add_argument("--worker", choices=engines.ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--turn-tokens", type=int, default=600, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parser().parse_args(argv)
+    if opts.model_cache is None:
+        from playground.settings import load_settings
+
+        opts.model_cache = str(load_settings().cache_dir)
+    if opts.worker:
+        engines.worker(opts)
+        return 0
+    if opts.peer:
+        from playground.bench import peers
+
+        return peers.main(opts)
+    if opts.quick:
+        opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
+    if opts.remote:
+        from playground.bench import serving
+
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["remote"] = serving.remote(opts)
+        print(serving.remote_table(results["remote"]))
+    elif opts.concurrency:
+        from playground.bench import serving
+        from playground.models import resolve_model
+
+        folder = resolve_model(opts.model, Path(opts.model_cache))
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["concurrency"] = serving.concurrency(opts, folder)
+        print(serving.table(results["concurrency"]))
+    else:
+        results = engines.run(opts)
+        print(engines.table(results))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""What the benchmarks share: the table cell, a process's own peak memory, the machine's CPU
+name and the installed versions of the packages a run depends on.
+
+Owns: these small measurements and their formatting. Does not own: any benchmark (`engines`,
+`serving`, `peers` use these).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+VERSIONED = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory, in MiB: VmHWM from /proc/self/status.
+
+    Not ru_maxrss: Linux carries a parent's maximum into its child across fork and exec, so a
+    worker started by a process that had built a model reported that process's peak (issue 13:
+    2477 MB for a worker that used 483 MB alone). VmHWM belongs to the address space, which
+    exec replaces. Elsewhere (no /proc) ru_maxrss is the best there is.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # reported in kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str]:
+    """The installed version of each package, for the record of a run."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in names}
+
+
+def cell(values: list[float], fmt: str = "{:.1f}") -> str:
+    """A table cell: the median, then the min–max range; empty for no values."""
+    if not values:
+        return ""
+    s = _summary(values)
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
