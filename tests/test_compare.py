@@ -265,3 +265,22 @@ def test_compare_endpoint_refuses_bad_input_in_one_line(tutor_client):
     ]:
         with pytest.raises(AppError, match=message):
             tutor_client.predict(conversation, columns, "", api_name="/compare")
+
+
+def test_the_fault_lab_lesson_runs_each_fault_as_the_compare_tab_makes_it(playground):
+    from playground.notebook import PromptCell, list_lessons, parse_lesson
+
+    lesson = list_lessons()["9. The fault lab: one question, ten ways to get the format wrong"]
+    cells = [c for c in parse_lesson(lesson.read_text()) if isinstance(c, PromptCell)]
+    lab = {name: plan(playground, Variant(name)).prompt for name in FAULTS if name != "error-system"}
+    lab["correct"] = CORRECT
+    shown = {}
+    for cell in cells:
+        if cell.option("policy") == "error":
+            with pytest.raises(UserError, match="System role not supported"):
+                playground.cell_prompt(cell)
+            continue
+        prompt = playground.cell_prompt(cell)
+        assert prompt in lab.values(), prompt
+        shown[prompt] = cell
+    assert len(shown) == len(lab) == len(FAULTS)  # every fault once, and the correct prompt
