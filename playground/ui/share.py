@@ -278,6 +278,8 @@ def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict
         run = "press Send to replay its last reply" if tab == "chat" else "run it"
         lines.append(f"To check it, {run}: the shared output's hash is `{view['hash']}`.")
     updates[note] = display.escape(" ".join(lines))
-    want = {"tab": tab, "hash": view["hash"], "count": view.get("count", 0)}
-    updates[expected] = want if "hash" in view else None
+    if "hash" in view:
+        updates[expected] = {"tab": tab, "hash": view["hash"], "count": view.get("count", 0)}
+    else:
+        updates[expected] = None
     return updates
