@@ -176,7 +176,7 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
     for p in (page, shared, bad, damaged):
         assert p.dialogs == []
         assert p.locator("img[src='x'], img[src='http://x/i.png']").count() == 0
-    assert damaged.input_value("#raw-prompt textarea") == ""
+    assert damaged.input_value("#message textarea") == ""  # the page opened as if new
     for p in (shared, bad):
         p.close()
     screenshot(damaged, request)

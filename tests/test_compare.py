@@ -272,7 +272,9 @@ def test_the_fault_lab_lesson_runs_each_fault_as_the_compare_tab_makes_it(playgr
 
     lesson = list_lessons()["9. The fault lab: one question, ten ways to get the format wrong"]
     cells = [c for c in parse_lesson(lesson.read_text()) if isinstance(c, PromptCell)]
-    lab = {name: plan(playground, Variant(name)).prompt for name in FAULTS if name != "error-system"}
+    lab = {
+        name: plan(playground, Variant(name)).prompt for name in FAULTS if name != "error-system"
+    }
     lab["correct"] = CORRECT
     shown = {}
     for cell in cells:

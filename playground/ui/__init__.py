@@ -59,7 +59,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             "send raw prompts, and see exactly how its chat format works."
         )
         build_banner(notice)
-        share_note, expected = gr.Markdown(elem_id="share-note"), gr.State(None)
+        share_note, expected = gr.HTML(elem_id="share-note"), gr.State(None)
         controls = build_controls(settings, engine.supports_prompt_lookup)
         bars: dict[str, ShareBar] = {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:

@@ -54,6 +54,12 @@ def build_share_bar(tab: str) -> ShareBar:
     return ShareBar(button, link)
 
 
+def note_html(text: str) -> str:
+    """The note at the top of the page: HTML, so a link's text (a model name, say) is shown
+    literally, Markdown syntax included."""
+    return f"<p>{display.escape(text)}</p>"
+
+
 def served_model(playground: Playground) -> str:
     """The model as a link names it: its public name, never a server's folder."""
     info = playground.engine.info
@@ -69,7 +75,7 @@ def last_reply(turns: list) -> str:
 
 
 def wire_share(
-    ui: Any, bars: dict[str, ShareBar], note: gr.Markdown, expected: gr.State, runs: dict
+    ui: Any, bars: dict[str, ShareBar], note: gr.HTML, expected: gr.State, runs: dict
 ) -> None:
     """`ui` has the tabs' dataclasses (`chat`, `raw`, `inspector`, `compare`, `controls`,
     `tabs`, `playground`); `runs` maps a tab to the events that end its runs."""
@@ -162,7 +168,7 @@ def wire_share(
             view = decode_view(token, playground)
         except ShareError as error:
             message = f"⚠️ {error} The page opened empty instead."
-            return {note: display.escape(message), expected: None}
+            return {note: note_html(message), expected: None}
         return _restore(ui, view, note, expected)
 
     ui.demo.load(on_open, None, restored, **PRIVATE)
@@ -184,10 +190,10 @@ def wire_share(
             return gr.skip()
         got = output_hash(output)
         if got == want["hash"]:
-            return f"✅ The replay matched the shared output (hash `{got}`)."
-        return (
-            f"❌ The replay differs from the shared output: hash `{got}`, the link's "
-            f"`{want['hash']}`. A random seed, other values, or another model or engine "
+            return note_html(f"✅ The replay matched the shared output (hash {got}).")
+        return note_html(
+            f"❌ The replay differs from the shared output: hash {got}, the link's "
+            f"{want['hash']}. A random seed, other values, or another model or engine "
             "change the output."
         )
 
@@ -204,7 +210,7 @@ def wire_share(
             )
 
 
-def _restore_outputs(ui: Any, note: gr.Markdown, expected: gr.State) -> list:
+def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
     chat, raw, inspector, compare, controls = (
         ui.chat,
         ui.raw,
@@ -222,7 +228,7 @@ def _restore_outputs(ui: Any, note: gr.Markdown, expected: gr.State) -> list:
     ]  # fmt: skip
 
 
-def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict:
+def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
     """The components' new values for a checked view, and the note that says what opened."""
     tab, controls = view["tab"], ui.controls
     updates: dict = {ui.tabs: gr.Tabs(selected=tab), controls.stop: view.get("stop", "")}
@@ -276,8 +282,8 @@ def _restore(ui: Any, view: dict, note: gr.Markdown, expected: gr.State) -> dict
         )
     if "hash" in view:
         run = "press Send to replay its last reply" if tab == "chat" else "run it"
-        lines.append(f"To check it, {run}: the shared output's hash is `{view['hash']}`.")
-    updates[note] = display.escape(" ".join(lines))
+        lines.append(f"To check it, {run}: the shared output's hash is {view['hash']}.")
+    updates[note] = note_html(" ".join(lines))
     if "hash" in view:
         updates[expected] = {"tab": tab, "hash": view["hash"], "count": view.get("count", 0)}
     else:
