@@ -67,10 +67,11 @@ def test_a_teacher_runs_the_correct_prompt_beside_two_faults(browser, tutor_app_
     screenshot(page, request)
 
 
+@pytest.mark.parametrize("width", [1280, 400])
 def test_four_columns_stream_at_once_and_each_stops_alone(
-    browser, batched_app_url, batched_engine, request
+    browser, batched_app_url, batched_engine, request, width
 ):
-    page = open_compare(browser, batched_app_url)
+    page = open_compare(browser, batched_app_url, width)
     page.locator("#compare-count label:has-text('4')").click()
     # The tiny model's greedy reply to the chat's prompt for this runs to max_new_tokens (see
     # test_browser.start_long_reply); a fault's prompt may end it early.
@@ -106,12 +107,13 @@ def test_four_columns_stream_at_once_and_each_stops_alone(
     screenshot(page, request)
 
 
+@pytest.mark.parametrize("width", [1280, 400])
 def test_every_fault_shows_the_prompt_its_docs_describe(browser, tutor_app_url, tutor_engine,
-                                                        settings, request):  # fmt: skip
+                                                        settings, request, width):  # fmt: skip
     messages = [{"role": "system", "content": "Answer briefly."}, *QUESTION]
     playground = Playground(tutor_engine, settings.with_(model="tiny-tutor"))
     turns, options = conversation_inputs(playground, json.dumps(messages), "")
-    page = open_compare(browser, tutor_app_url)
+    page = open_compare(browser, tutor_app_url, width)
     set_conversation(page, messages)
     page.locator("#compare-count label:has-text('2')").click()
     set_number(page, "slider-max_new_tokens", 1)
@@ -143,10 +145,11 @@ def shown_prompt(page, column):
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>**bold** ![i](http://x/i.png)"
 
 
+@pytest.mark.parametrize("width", [1280, 400])
 def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
-    browser, tutor_app_url, request
+    browser, tutor_app_url, request, width
 ):
-    page = open_compare(browser, tutor_app_url)
+    page = open_compare(browser, tutor_app_url, width)
     set_conversation(page, [{"role": "user", "content": HOSTILE}])
     choose(page, 3, "edited")
     page.fill("#compare-edited-3 textarea", "<bos>" + HOSTILE)
@@ -161,17 +164,19 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
         "document.querySelector('#compare-link textarea').value.startsWith('http')"
     )
     link = page.input_value("#compare-link textarea")
-    shared = open_page(browser, link)
+    shared = open_page(browser, link, width)
     shared.wait_for_selector("#share-note >> text=Opened a shared compare view")
     assert HOSTILE in shared.inner_text("#compare-conversation")
     assert shared.input_value("#compare-edited-3 textarea") == "<bos>" + HOSTILE
     # A hostile link: text in its fields, or a damaged value with markup in it.
     view = {"tab": "raw", "prompt": HOSTILE, "sampling": {}, "model": HOSTILE, "engine": HOSTILE}
-    bad = open_page(browser, tutor_app_url + "?share=" + encode_view(view))
+    bad = open_page(browser, tutor_app_url + "?share=" + encode_view(view), width)
     bad.wait_for_selector("#share-note >> text=Opened a shared raw view")
     assert HOSTILE in bad.inner_text("#share-note")
     assert bad.input_value("#raw-prompt textarea") == HOSTILE
-    damaged = open_page(browser, tutor_app_url + "?share=%3Cimg%20src%3Dx%20onerror%3Dalert(3)%3E")
+    damaged = open_page(
+        browser, tutor_app_url + "?share=%3Cimg%20src%3Dx%20onerror%3Dalert(3)%3E", width
+    )
     damaged.wait_for_selector("#share-note >> text=The page opened empty instead")
     for p in (page, shared, bad, damaged):
         assert p.dialogs == []

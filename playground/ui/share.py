@@ -48,6 +48,7 @@ def build_share_bar(tab: str) -> ShareBar:
             placeholder="A link to this view: the messages or prompt, the options and sampling",
             buttons=["copy"],
             interactive=False,
+            max_lines=2,  # a long link scrolls inside its box rather than filling a phone
             scale=5,
             elem_id=f"{tab}-link",
         )
