@@ -212,17 +212,11 @@ def wire_share(
 
 
 def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
-    chat, raw, inspector, compare, controls = (
-        ui.chat,
-        ui.raw,
-        ui.inspector,
-        ui.compare,
-        ui.controls,
-    )
+    chat, inspector, compare, controls = ui.chat, ui.inspector, ui.compare, ui.controls
     return [
         note, expected, ui.tabs, *controls.values.values(), controls.seed_mode, controls.stop,
         chat.turns, chat.chatbot, chat.message, chat.system, chat.policy, chat.prefill,
-        raw.prompt,
+        ui.raw.prompt,
         inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill,
         compare.conversation, compare.prefill, compare.count,
         *[part for c in compare.columns for part in (c.variant, c.edited, c.changes, c.box)],
