@@ -636,7 +636,6 @@ def fit_budget(
         raise ChatFormatError(f"the context size must be positive, got {context_size}")
     if max_new_tokens < 0:
         raise ChatFormatError(f"max_new_tokens must not be negative, got {max_new_tokens}")
-
     original = _normalize_messages(messages)
     limit = context_size - max_new_tokens
     rendered = _render_positioned(

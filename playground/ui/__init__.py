@@ -88,66 +88,13 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         wire_model(model, engine, model_tab)
         add_endpoints(playground)
 
-        @user_errors
-        def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
-            messages = conversation(system or "", turns)
-            # A chat that ends with a reply is shown as it stands (no new model turn opened);
-            # one that ends with the visitor's message is exactly the prompt the chat sends.
-            add_gen = not messages or messages[-1]["role"] != "assistant"
-            return as_json(messages), add_gen, policy, prefill or ""
-
-        @user_errors
-        def on_compare_chat(turns: list, system: str | None, prefill: str | None):
-            # The chat's last question, to be answered anew in every column.
-            messages = conversation(system or "", without_reply(turns))
-            return as_json(messages or START), prefill or ""
-
-        @user_errors
-        def on_raw_to_inspector(prompt: str | None):
-            parsed = parse_prompt(prompt or "")
-            return (
-                as_json(parsed.messages),
-                parsed.add_generation_prompt,
-                parsed.prefill,
-                gr.Tabs(selected="inspector"),
-            )
-
-        inspector.use_chat.click(
-            on_use_chat,
-            [chat.turns, chat.system, chat.policy, chat.prefill],
-            [
-                inspector.conversation,
-                inspector.generation_prompt,
-                inspector.policy,
-                inspector.prefill,
-            ],
-            **PRIVATE,
-        )
-        compare.use_chat.click(
-            on_compare_chat,
-            [chat.turns, chat.system, chat.prefill],
-            [compare.conversation, compare.prefill],
-            **PRIVATE,
-        )
-        inspector.to_raw.click(
-            lambda prompt: (prompt, gr.Tabs(selected="raw")),
-            inspector.prompt,
-            [raw.prompt, tabs],
-            **PRIVATE,
-        )
-        raw.load.click(lambda prompt: prompt, inspector.prompt, raw.prompt, **PRIVATE)
-        raw.inspect.click(
-            on_raw_to_inspector,
-            raw.prompt,
-            [inspector.conversation, inspector.generation_prompt, inspector.prefill, tabs],
-            **PRIVATE,
-        )
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
         demo.load(on_view, None, tabs, **PRIVATE)
         page = SimpleNamespace(
             demo=demo, tabs=tabs, playground=playground, controls=controls,
             chat=chat, raw=raw, inspector=inspector, compare=compare,
         )  # fmt: skip
+        wire_between_tabs(page)
         wire_share(page, bars, share_note, expected, runs)
     # The queue's places are FairAdmission's: a full queue of generations must not refuse a
     # page load, so Gradio's own bound (which counts every event) is off.
@@ -161,6 +108,57 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         other=4 * settings.queue_size,
     )
     return demo
+
+
+def wire_between_tabs(page: SimpleNamespace) -> None:
+    """The buttons that carry a conversation or a prompt from one tab to another."""
+    chat, raw, inspector, tabs = page.chat, page.raw, page.inspector, page.tabs
+
+    @user_errors
+    def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
+        messages = conversation(system or "", turns)
+        # A chat that ends with a reply is shown as it stands (no new model turn opened);
+        # one that ends with the visitor's message is exactly the prompt the chat sends.
+        add_gen = not messages or messages[-1]["role"] != "assistant"
+        return as_json(messages), add_gen, policy, prefill or ""
+
+    @user_errors
+    def on_compare_chat(turns: list, system: str | None, prefill: str | None):
+        # The chat's last question, to be answered anew in every column.
+        messages = conversation(system or "", without_reply(turns))
+        return as_json(messages or START), prefill or ""
+
+    @user_errors
+    def on_raw_to_inspector(prompt: str | None):
+        parsed = parse_prompt(prompt or "")
+        selected = gr.Tabs(selected="inspector")
+        return as_json(parsed.messages), parsed.add_generation_prompt, parsed.prefill, selected
+
+    inspector.use_chat.click(
+        on_use_chat,
+        [chat.turns, chat.system, chat.policy, chat.prefill],
+        [inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill],
+        **PRIVATE,
+    )
+    page.compare.use_chat.click(
+        on_compare_chat,
+        [chat.turns, chat.system, chat.prefill],
+        [page.compare.conversation, page.compare.prefill],
+        **PRIVATE,
+    )
+    inspector.to_raw.click(
+        lambda prompt: (prompt, gr.Tabs(selected="raw")),
+        inspector.prompt,
+        [raw.prompt, tabs],
+        **PRIVATE,
+    )
+    raw.load.click(lambda prompt: prompt, inspector.prompt, raw.prompt, **PRIVATE)
+    raw.inspect.click(
+        on_raw_to_inspector,
+        raw.prompt,
+        [inspector.conversation, inspector.generation_prompt, inspector.prefill, tabs],
+        **PRIVATE,
+    )
 
 
 def launch(demo: gr.Blocks, settings: Settings, **options: Any) -> str:

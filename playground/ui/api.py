@@ -140,6 +140,26 @@ def logprobs_count(value: Any) -> int:
     return int(Domain(0, MAX_LOGPROBS, integer=True).check("logprobs", value))
 
 
+PROMPT_LEADING = [("prompt", str, P.empty, "raw text, sent with no chat template")]
+CHAT_LEADING = [
+    ("message", str, P.empty, "the visitor's new message"),
+    ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
+    ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
+    (
+        "system_policy",
+        str,
+        DEFAULT_SYSTEM_POLICY,
+        "fold, error or drop: what to do with a system prompt",
+    ),
+    ("prefill", str, "", "text the reply starts with"),
+]
+COMPARE_LEADING = [
+    ("conversation", str, P.empty, "JSON list of {role, content}; a system message may lead"),
+    ("columns", str, '["correct", "second-bos"]', "JSON list of 2 to 4 variants"),
+    ("prefill", str, "", "text every reply starts with"),
+]
+
+
 def add_endpoints(playground: Playground) -> None:
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
@@ -181,6 +201,22 @@ def add_endpoints(playground: Playground) -> None:
         results = compare(playground, messages, options, variants, params)
         yield json.dumps({"columns": results}, ensure_ascii=False)
 
+    engine = engine_events(playground)
+    for fn, leading, trailing, name in [
+        (compare_columns, COMPARE_LEADING, [], "compare"),
+        (complete, PROMPT_LEADING, [], "complete"),
+        (chat, CHAT_LEADING, [], "chat"),
+        (complete, PROMPT_LEADING, TRAILING, "complete_json"),
+        (chat, CHAT_LEADING, TRAILING, "chat_json"),
+    ]:
+        endpoint = with_sampling(fn, leading, playground, trailing, name)
+        gr.api(endpoint, api_name=name, api_description=endpoint.api_description, **engine)
+    add_inspection_endpoints(playground)
+
+
+def add_inspection_endpoints(playground: Playground) -> None:
+    """/render and /status: they generate nothing, so they never wait for the engine."""
+
     @user_errors
     def render(
         conversation: str,
@@ -197,34 +233,6 @@ def add_endpoints(playground: Playground) -> None:
         inspection = inspect_messages(messages, playground.engine.tokenizer, options)
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
-    prompt = [("prompt", str, P.empty, "raw text, sent with no chat template")]
-    chat_leading = [
-        ("message", str, P.empty, "the visitor's new message"),
-        ("history", str, "[]", "the conversation so far: JSON list of {role, content}"),
-        ("system_prompt", str, "", "instructions before the conversation (see system_policy)"),
-        (
-            "system_policy",
-            str,
-            DEFAULT_SYSTEM_POLICY,
-            "fold, error or drop: what to do with a system prompt",
-        ),
-        ("prefill", str, "", "text the reply starts with"),
-    ]
-    compare_leading = [
-        ("conversation", str, P.empty, "JSON list of {role, content}; a system message may lead"),
-        ("columns", str, '["correct", "second-bos"]', "JSON list of 2 to 4 variants"),
-        ("prefill", str, "", "text every reply starts with"),
-    ]
-    engine = engine_events(playground)
-    for fn, leading, trailing, name in [
-        (compare_columns, compare_leading, [], "compare"),
-        (complete, prompt, [], "complete"),
-        (chat, chat_leading, [], "chat"),
-        (complete, prompt, TRAILING, "complete_json"),
-        (chat, chat_leading, TRAILING, "chat_json"),
-    ]:
-        endpoint = with_sampling(fn, leading, playground, trailing, name)
-        gr.api(endpoint, api_name=name, api_description=endpoint.api_description, **engine)
     gr.api(render, api_name="render")
 
     def status() -> str:

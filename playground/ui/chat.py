@@ -329,6 +329,12 @@ def wire_housekeeping(tab: ChatTab, playground: Playground, empty_meter: str) ->
         **PRIVATE,
     )
 
+    wire_files(tab, playground)
+
+
+def wire_files(tab: ChatTab, playground: Playground) -> None:
+    """The conversation as a file: the download kept current, and an upload loaded back."""
+
     def on_download_ready(turns: list, system: str | None, control: Control) -> Any:
         partial = turns and turns[-1]["role"] == "assistant" and not turns[-1].get("figures")
         if control.streaming and partial:

@@ -115,6 +115,31 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
                 buttons=["copy"],
                 elem_id="prompt-text",
             )
+    tokens, token_note, bos_note, codes = _build_details(playground)
+    return InspectorTab(
+        tab,
+        conversation,
+        rows,
+        add_row,
+        generation_prompt,
+        policy,
+        prefill,
+        use_chat,
+        to_raw,
+        checks,
+        counts,
+        marked,
+        prompt,
+        tokens,
+        token_note,
+        bos_note,
+        *codes,
+    )
+
+
+def _build_details(playground: Playground) -> tuple:
+    """The token table with its note, the double-BOS note and the code export (genai,
+    optimum, and on the remote engine curl and the OpenAI client)."""
     with gr.Accordion("Tokens", open=True):
         token_note = gr.Markdown(
             "\n\n".join(
@@ -139,28 +164,7 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
         )
         code_genai = gr.Code(language="python", label="openvino_genai")
         code_optimum = gr.Code(language="python", label="optimum-intel")
-    return InspectorTab(
-        tab,
-        conversation,
-        rows,
-        add_row,
-        generation_prompt,
-        policy,
-        prefill,
-        use_chat,
-        to_raw,
-        checks,
-        counts,
-        marked,
-        prompt,
-        tokens,
-        token_note,
-        bos_note,
-        code_genai,
-        code_optimum,
-        code_curl,
-        code_openai,
-    )
+    return tokens, token_note, bos_note, (code_genai, code_optimum, code_curl, code_openai)
 
 
 def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data: dict) -> tuple:

@@ -79,16 +79,49 @@ def wire_share(
     ui: Any, bars: dict[str, ShareBar], note: gr.HTML, expected: gr.State, runs: dict
 ) -> None:
     """`ui` has the tabs' dataclasses (`chat`, `raw`, `inspector`, `compare`, `controls`,
-    `tabs`, `playground`); `runs` maps a tab to the events that end its runs."""
-    playground: Playground = ui.playground
-    chat, raw, inspector, compare, controls = (
-        ui.chat,
-        ui.raw,
-        ui.inspector,
-        ui.compare,
-        ui.controls,
-    )
-    inputs = {
+    `tabs`, `playground`, `demo`); `runs` maps a tab to the events that end its runs."""
+    inputs = _link_inputs(ui)
+    for tab, bar in bars.items():
+
+        @user_errors
+        def on_copy_link(data: dict, tab: str = tab) -> str:
+            return encode_view(_view_of(ui, tab, data))
+
+        bar.button.click(
+            on_copy_link, {*inputs[tab], *ui.controls.inputs}, bar.link, **PRIVATE
+        ).then(None, bar.link, bar.link, js=TO_URL, **PRIVATE)
+
+    def on_open(request: gr.Request) -> dict:
+        token = request.query_params.get("share")
+        if token is None:
+            return {note: gr.skip()}  # an empty dict reads as one value to Gradio
+        try:
+            view = decode_view(token, ui.playground)
+        except ShareError as error:
+            message = f"⚠️ {error} The page opened empty instead."
+            return {note: note_html(message), expected: None}
+        return _restore(ui, view, note, expected)
+
+    ui.demo.load(on_open, None, _restore_outputs(ui, note, expected), **PRIVATE)
+
+    columns = ui.compare.columns
+    replay_inputs = [expected, ui.chat.turns, ui.raw.output, *[c.output for c in columns]]
+    for tab, events in runs.items():
+        for event in events:
+            event.then(
+                lambda want, *values, tab=tab: (
+                    replay_note(want, *values) if want and want["tab"] == tab else gr.skip()
+                ),
+                replay_inputs,
+                note,
+                **PRIVATE,
+            )
+
+
+def _link_inputs(ui: Any) -> dict[str, list]:
+    """Each tab's components that a link of it carries."""
+    chat, raw, inspector, compare = ui.chat, ui.raw, ui.inspector, ui.compare
+    return {
         "chat": [chat.turns, chat.system, chat.policy, chat.prefill],
         "raw": [raw.prompt, raw.output],
         "inspector": [
@@ -102,113 +135,78 @@ def wire_share(
         ],
     }  # fmt: skip
 
-    def view_of(tab: str, data: dict) -> dict[str, Any]:
-        values, stop, _ = controls.read(data)
-        view: dict[str, Any] = {
-            "tab": tab,
-            "model": served_model(playground),
-            "engine": playground.engine.kind,
-            "sampling": {name: values[name] for name in SAMPLING_NAMES},
-            "stop": stop,
-        }
-        if tab == "chat":
-            turns = data[chat.turns]
-            view |= {
-                "messages": messages_of(turns),
-                "system": data[chat.system] or "",
-                "policy": data[chat.policy],
-                "prefill": data[chat.prefill] or "",
-            }
-            output = last_reply(turns)
-        elif tab == "raw":
-            view["prompt"], output = data[raw.prompt] or "", data[raw.output] or ""
-        elif tab == "inspector":
-            view |= {
-                "conversation": data[inspector.conversation] or "",
-                "generation_prompt": bool(data[inspector.generation_prompt]),
-                "policy": data[inspector.policy],
-                "prefill": data[inspector.prefill] or "",
-            }
-            output = ""
-        else:
-            count = int(data[compare.count])
-            shown = compare.columns[:count]
-            view |= {
-                "conversation": data[compare.conversation] or "",
-                "prefill": data[compare.prefill] or "",
-                "count": count,
-                "columns": [
-                    {"prompt": data[c.variant], "text": data[c.edited] or "",
-                     "changes": data[c.changes] or ""}
-                    for c in shown
-                ],
-            }  # fmt: skip
-            outputs = [data[c.output] or "" for c in shown]
-            output = compare_output(outputs) if all(outputs) else ""
-        if output:
-            view["hash"] = output_hash(output)
-        return view
 
-    for tab, bar in bars.items():
+def _view_of(ui: Any, tab: str, data: dict) -> dict[str, Any]:
+    """The view a link of `tab` carries, read from an event's component values."""
+    values, stop, _ = ui.controls.read(data)
+    view: dict[str, Any] = {
+        "tab": tab,
+        "model": served_model(ui.playground),
+        "engine": ui.playground.engine.kind,
+        "sampling": {name: values[name] for name in SAMPLING_NAMES},
+        "stop": stop,
+    }
+    fields, output = _tab_view(ui, tab, data)
+    view |= fields
+    if output:
+        view["hash"] = output_hash(output)
+    return view
 
-        @user_errors
-        def on_copy_link(data: dict, tab: str = tab) -> str:
-            return encode_view(view_of(tab, data))
 
-        bar.button.click(on_copy_link, {*inputs[tab], *controls.inputs}, bar.link, **PRIVATE).then(
-            None, bar.link, bar.link, js=TO_URL, **PRIVATE
-        )
+def _tab_view(ui: Any, tab: str, data: dict) -> tuple[dict[str, Any], str]:
+    """A tab's own fields of a view, and the output a replay is checked against."""
+    if tab == "chat":
+        chat, turns = ui.chat, data[ui.chat.turns]
+        fields = {"messages": messages_of(turns), "system": data[chat.system] or "",
+                  "policy": data[chat.policy], "prefill": data[chat.prefill] or ""}  # fmt: skip
+        return fields, last_reply(turns)
+    if tab == "raw":
+        return {"prompt": data[ui.raw.prompt] or ""}, data[ui.raw.output] or ""
+    if tab == "inspector":
+        inspector = ui.inspector
+        return {
+            "conversation": data[inspector.conversation] or "",
+            "generation_prompt": bool(data[inspector.generation_prompt]),
+            "policy": data[inspector.policy],
+            "prefill": data[inspector.prefill] or "",
+        }, ""
+    compare, count = ui.compare, int(data[ui.compare.count])
+    shown = compare.columns[:count]
+    fields = {
+        "conversation": data[compare.conversation] or "",
+        "prefill": data[compare.prefill] or "",
+        "count": count,
+        "columns": [
+            {"prompt": data[c.variant], "text": data[c.edited] or "",
+             "changes": data[c.changes] or ""}
+            for c in shown
+        ],
+    }  # fmt: skip
+    outputs = [data[c.output] or "" for c in shown]
+    return fields, compare_output(outputs) if all(outputs) else ""
 
-    restored = _restore_outputs(ui, note, expected)
 
-    def on_open(request: gr.Request) -> dict:
-        token = request.query_params.get("share")
-        if token is None:
-            return {note: gr.skip()}  # an empty dict reads as one value to Gradio
-        try:
-            view = decode_view(token, playground)
-        except ShareError as error:
-            message = f"⚠️ {error} The page opened empty instead."
-            return {note: note_html(message), expected: None}
-        return _restore(ui, view, note, expected)
-
-    ui.demo.load(on_open, None, restored, **PRIVATE)
-
-    def on_replay(want: dict | None, *values: Any) -> Any:
-        if not want:
-            return gr.skip()
-        tab = want["tab"]
-        if tab == "chat":
-            output = last_reply(values[0])
-        elif tab == "raw":
-            output = values[1]
-        else:
-            outputs = [v or "" for v in values[2 : 2 + want["count"]]]
-            if not all(outputs):
-                return gr.skip()  # the other columns are still running
-            output = compare_output(outputs)
-        if not output:
-            return gr.skip()
-        got = output_hash(output)
-        if got == want["hash"]:
-            return note_html(f"✅ The replay matched the shared output (hash {got}).")
-        return note_html(
-            f"❌ The replay differs from the shared output: hash {got}, the link's "
-            f"{want['hash']}. A random seed, other values, or another model or engine "
-            "change the output."
-        )
-
-    replay_inputs = [expected, chat.turns, raw.output, *[c.output for c in compare.columns]]
-    for tab, events in runs.items():
-        for event in events:
-            event.then(
-                lambda want, *values, tab=tab: (
-                    on_replay(want, *values) if want and want["tab"] == tab else gr.skip()
-                ),
-                replay_inputs,
-                note,
-                **PRIVATE,
-            )
+def replay_note(want: dict, turns: list, raw_output: str, *column_outputs: str) -> Any:
+    """After a run of a shared view: whether its output has the link's hash."""
+    if want["tab"] == "chat":
+        output = last_reply(turns)
+    elif want["tab"] == "raw":
+        output = raw_output
+    else:
+        outputs = [v or "" for v in column_outputs[: want["count"]]]
+        if not all(outputs):
+            return gr.skip()  # the other columns are still running
+        output = compare_output(outputs)
+    if not output:
+        return gr.skip()
+    got = output_hash(output)
+    if got == want["hash"]:
+        return note_html(f"✅ The replay matched the shared output (hash {got}).")
+    return note_html(
+        f"❌ The replay differs from the shared output: hash {got}, the link's "
+        f"{want['hash']}. A random seed, other values, or another model or engine "
+        "change the output."
+    )
 
 
 def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
