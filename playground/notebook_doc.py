@@ -162,7 +162,9 @@ def cell_from_editor(kind: str, options: str, source: str) -> Cell:
         return MarkdownCell(source.strip("\n"))
     if kind not in KINDS:
         raise LessonError(f"A cell is markdown, chat or raw, not {kind!r}.")
-    fenced = lesson_markdown([PromptCell(kind, source.strip("\n"))])
+    # A raw cell is sent as written: its last newline (after `model`, say) is part of it.
+    body = source.lstrip("\n") if kind == "raw" else source.strip("\n")
+    fenced = lesson_markdown([PromptCell(kind, body)])
     head, rest = fenced.split("\n", 1)
     options = " ".join(options.split())  # one line, whatever was typed
     try:
