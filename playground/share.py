@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from playground.chat_format import SYSTEM_POLICIES, parse_conversation
+from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, parse_conversation
 from playground.compare import MAX_COLUMNS, VARIANT_TITLES, parse_changes
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES
@@ -125,7 +125,7 @@ def _checked(view: dict[str, Any], playground: Playground) -> dict[str, Any]:
     view["sampling"] = {name: getattr(params, name) for name in SAMPLING_NAMES}
     if "hash" in view and not _HASH.fullmatch(view["hash"]):
         raise ShareError("This share link's output hash is damaged.")
-    if view.get("policy", "fold") not in SYSTEM_POLICIES:
+    if view.get("policy", DEFAULT_SYSTEM_POLICY) not in SYSTEM_POLICIES:
         raise ShareError("This share link names an unknown system policy.")
     if view["tab"] == "chat":
         view["messages"] = _chat_messages(view["messages"], playground)

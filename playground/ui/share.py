@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from playground import display
+from playground.chat_format import DEFAULT_SYSTEM_POLICY
 from playground.sampling import SAMPLING_NAMES
 from playground.session import Playground, exported_model, messages_of
 from playground.share import ShareError, decode_view, encode_view, output_hash
@@ -236,8 +237,8 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
             message, turns = turns[-2]["content"], turns[:-2]
         updates |= {
             chat.turns: turns, chat.chatbot: display.chat_display(turns), chat.message: message,
-            chat.system: view.get("system", ""), chat.policy: view.get("policy", "fold"),
-            chat.prefill: view.get("prefill", ""),
+            chat.system: view.get("system", ""), chat.prefill: view.get("prefill", ""),
+            chat.policy: view.get("policy", DEFAULT_SYSTEM_POLICY),
         }  # fmt: skip
     elif tab == "raw":
         updates[ui.raw.prompt] = view["prompt"]
@@ -246,7 +247,7 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
         updates |= {
             inspector.conversation: view["conversation"],
             inspector.generation_prompt: view.get("generation_prompt", True),
-            inspector.policy: view.get("policy", "fold"),
+            inspector.policy: view.get("policy", DEFAULT_SYSTEM_POLICY),
             inspector.prefill: view.get("prefill", ""),
         }
     else:
