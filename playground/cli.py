@@ -356,11 +356,13 @@ def _notebook_run(args: argparse.Namespace) -> int:
     context = nb.NotebookContext(
         exported_model(engine.info.model, engine.folder)[0], settings.ranges, settings.defaults(),
         dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids,
+        prompt_of=playground.cell_prompt,
     )  # fmt: skip
     out = args.out or Path(args.lesson.stem + ".ipynb")
     nbformat.write(nb.to_ipynb(cells, outputs, context), out)
     print(out)
     if args.html:
-        args.html.write_text(nb.handout_html(nb.lesson_title(cells), cells, outputs))
+        title = nb.lesson_title(cells)
+        args.html.write_text(nb.handout_html(title, cells, outputs, playground.cell_prompt))
         print(args.html)
     return 0

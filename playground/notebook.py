@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import shlex
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -295,15 +295,21 @@ pre.output { background: #fff8e6; border: 1px solid #e9c46a; }
 """
 
 
-def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) -> str:
-    """A standalone page: no script, and a policy that lets it load nothing at all."""
+def handout_html(
+    title: str,
+    cells: Sequence[Cell],
+    outputs: Mapping[int, str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+) -> str:
+    """A standalone page: no script, and a policy that lets it load nothing at all. Each prompt
+    is `prompt_of(cell)`: the served model's (`session.Playground.cell_prompt`) when it runs."""
     body = []
     for i, cell in enumerate(cells):
         if isinstance(cell, MarkdownCell):
             body.append(render_markdown(cell.source))
             continue
         try:
-            prompt = cell_prompt(cell)
+            prompt = prompt_of(cell)
         except ChatFormatError as error:
             prompt = f"(refused by the template: {error})"
         body.append(f'<p class="label">Prompt ({cell.kind})</p>'
@@ -324,14 +330,16 @@ def handout_html(title: str, cells: Sequence[Cell], outputs: Mapping[int, str]) 
 
 @dataclass(frozen=True)
 class NotebookContext:
-    """What the exported notebook runs against: a hub id or a folder, the sampling base and the
-    model's end ids (its tokenizer's)."""
+    """What the exported notebook runs against: a hub id or a folder, the sampling base, the
+    model's end ids (its tokenizer's) and how a cell becomes its prompt (the served model's
+    template and fold separator, `session.Playground.cell_prompt`)."""
 
     model: str
     ranges: Mapping[str, Range]
     base: Mapping[str, Any] = field(default_factory=dict)
     ov_config: Mapping[str, str] = field(default_factory=dict)
     end_ids: Collection[int] = field(kw_only=True)
+    prompt_of: Callable[[PromptCell], str] = field(default=cell_prompt, kw_only=True)
 
 
 def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: NotebookContext):
@@ -353,7 +361,7 @@ def to_ipynb(cells: Sequence[Cell], outputs: Mapping[int, str], context: Noteboo
                                "options": [list(pair) for pair in cell.options]}}  # fmt: skip
         try:
             params = cell_params(cell, context.ranges, context.base)
-            source = notebook_run_code(cell_prompt(cell), params)
+            source = notebook_run_code(context.prompt_of(cell), params)
         except ChatFormatError as error:
             refusal = f"raise ValueError({str(error)!r})"
             source = f"# The Gemma-2 template refuses this conversation.\n{refusal}"

@@ -190,10 +190,15 @@ def cell_label(index: int, cell: Cell) -> str:
 # ---- the page ---------------------------------------------------------------------------------
 
 
-def prompt_html(cell: PromptCell, checks: Callable[[str], str]) -> str:
-    """The prompt the model gets, control tokens marked, with `checks(prompt)` (HTML) under
-    it; or the template's refusal, which running the cell shows too."""
-    prompt, marked = _marked_prompt(cell)
+def prompt_html(
+    cell: PromptCell,
+    checks: Callable[[str], str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+) -> str:
+    """The prompt the model gets (`prompt_of(cell)`: the served model's, from the Notebook
+    tab), control tokens marked, with `checks(prompt)` (HTML) under it; or the template's
+    refusal, which running the cell shows too."""
+    prompt, marked = _marked_prompt(cell, prompt_of)
     if prompt is None:
         return marked
     return marked + f'<div class="nb-checks">{checks(prompt)}</div>'
@@ -202,9 +207,11 @@ def prompt_html(cell: PromptCell, checks: Callable[[str], str]) -> str:
 # The page is shown again at every step of a run, and only the running cell changes: each
 # other cell's HTML comes from these caches (by content, so shared by visitors and bounded).
 @functools.lru_cache(maxsize=1024)
-def _marked_prompt(cell: PromptCell) -> tuple[str | None, str]:
+def _marked_prompt(
+    cell: PromptCell, prompt_of: Callable[[PromptCell], str]
+) -> tuple[str | None, str]:
     try:
-        prompt = cell_prompt(cell)
+        prompt = prompt_of(cell)
     except ChatFormatError as error:
         return (
             None,
@@ -236,7 +243,12 @@ def output_html(cell: PromptCell, output: CellOutput) -> str:
     return f'<div class="nb-out"><p class="nb-figures">{display.escape(figures)}</p>{body}</div>'
 
 
-def document_html(notebook: Notebook, selected: int, checks: Callable[[str], str]) -> str:
+def document_html(
+    notebook: Notebook,
+    selected: int,
+    checks: Callable[[str], str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+) -> str:
     """The whole lesson as one page: numbered cells, the selected one outlined. Rendering is
     incremental: a cell that did not change since it was last shown costs a cache look-up."""
     parts = []
@@ -247,7 +259,7 @@ def document_html(notebook: Notebook, selected: int, checks: Callable[[str], str
         if isinstance(cell, MarkdownCell):
             body = _markdown_html(cell.source)
         else:
-            body = prompt_html(cell, checks)
+            body = prompt_html(cell, checks, prompt_of)
             if i < len(notebook.outputs) and (output := notebook.outputs[i]):
                 body += output_html(cell, output)
         chosen = " nb-selected" if i == selected else ""

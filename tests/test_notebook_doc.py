@@ -163,3 +163,28 @@ def test_a_run_step_renders_only_the_changed_cell():
     print(f"P5: {per_step * 1000:.2f} ms of CPU per step with a 48,000-character markdown cell")
     assert "word word" in page
     assert per_step < 0.02
+
+
+@pytest.mark.slow
+def test_the_page_handout_and_notebook_show_the_prompt_that_runs(tutor_engine, settings):
+    import html
+    import json
+
+    from playground.display import marked_prompt
+    from playground.notebook import NotebookContext, handout_html, to_ipynb
+    from playground.notebook_doc import Notebook, document_html
+    from playground.session import Playground
+
+    # A fold separator set in space.yaml: the cells run with it, so they show it too.
+    playground = Playground(tutor_engine, settings.with_(model="tiny-tutor", fold_separator="\n"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    cell = PromptCell("chat", json.dumps(messages))
+    runs = playground.cell_prompt(cell)
+    assert "Be brief.\nHi" in runs
+    page = document_html(Notebook.open("T", [cell]), 0, lambda prompt: "", playground.cell_prompt)
+    assert marked_prompt(runs) in page
+    assert html.escape(runs) in handout_html("T", [cell], {}, playground.cell_prompt)
+    context = NotebookContext(
+        "m", settings.ranges, end_ids=[1, 107], prompt_of=playground.cell_prompt
+    )
+    assert repr(runs) in to_ipynb([cell], {}, context).cells[1].source

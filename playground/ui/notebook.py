@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import lru_cache, partial, wraps
 from pathlib import Path
 
 import gradio as gr
@@ -193,7 +193,8 @@ def prompt_checks(playground: Playground, prompt: str) -> str:
 
 
 def page(playground: Playground, notebook: Notebook, selected: int) -> str:
-    return document_html(notebook, selected, lambda prompt: prompt_checks(playground, prompt))
+    checks = partial(prompt_checks, playground)
+    return document_html(notebook, selected, checks, playground.cell_prompt)
 
 
 def show(playground: Playground, notebook: Notebook, selected: int) -> tuple:
@@ -241,15 +242,16 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     model, _ = exported_model(engine.info.model if engine.info else "")
     settings = playground.settings
     context = nb.NotebookContext(
-        model, settings.ranges, base, dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids
-    )
+        model, settings.ranges, base, dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids,
+        prompt_of=playground.cell_prompt,
+    )  # fmt: skip
     outputs = notebook.output_texts()
     folder = f"notebook-{secrets.token_hex(8)}"
     stem = file_stem(notebook.title)
     files = {
         "md": notebook.lesson(),
         "ipynb": nbformat.writes(nb.to_ipynb(notebook.cells, outputs, context)),
-        "html": nb.handout_html(notebook.title, notebook.cells, outputs),
+        "html": nb.handout_html(notebook.title, notebook.cells, outputs, playground.cell_prompt),
     }
     return [str(write_download(f"{folder}/{stem}.{ext}", text)) for ext, text in files.items()]
 
