@@ -37,8 +37,10 @@ from playground.sampling import ParamError, Range, SamplingParams
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
 KINDS = ("chat", "raw")
-PROMPT_OPTIONS = {"policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
+PROMPT_OPTIONS = {"system_policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
                   "prefill": None, "output": ("text", "markdown")}  # fmt: skip
+# Older lessons wrote `policy=`; it is read as `system_policy=`, the policy's one name.
+ALIASES = {"policy": "system_policy"}
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 # A lesson's size: the shipped ones are about 1,500 characters and 10 cells. Every step of a
 # run shows the whole page again, so its size bounds what a run costs beside the engine.
@@ -87,6 +89,7 @@ def _parse_info(info: str, line: int) -> tuple[str, tuple[tuple[str, str], ...]]
     options = []
     for word in words:
         name, sep, value = word.partition("=")
+        name = ALIASES.get(name, name)
         if not sep or (name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS):
             raise LessonError(f"line {line}: unknown cell option {word!r} (known: {KNOWN}).")
         options.append(checked_option(name, value, f"line {line}"))
@@ -99,6 +102,7 @@ KNOWN = ", ".join([*PROMPT_OPTIONS, *SAMPLING_OPTIONS])
 def checked_option(name: str, value: str, where: str) -> tuple[str, str]:
     """One cell option, as a lesson's fence or a notebook's metadata gives it: only known
     names and allowed values, so whatever loads is written back and opens again."""
+    name = ALIASES.get(name, name)
     if name not in PROMPT_OPTIONS and name not in SAMPLING_OPTIONS:
         raise LessonError(f"{where}: unknown cell option {name!r} (known: {KNOWN}).")
     allowed = PROMPT_OPTIONS.get(name)
@@ -237,7 +241,7 @@ def render_options(
     """A chat cell's options: `policy=` (unless `system_policy` overrides it),
     `generation_prompt=on|off` and `prefill=`."""
     return RenderOptions(
-        system_policy=system_policy or cell.option("policy", DEFAULT_SYSTEM_POLICY),
+        system_policy=system_policy or cell.option("system_policy", DEFAULT_SYSTEM_POLICY),
         add_generation_prompt=cell.option("generation_prompt", "on") == "on",
         prefill=cell.option("prefill"),
         fold_separator=fold_separator,

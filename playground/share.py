@@ -38,9 +38,14 @@ _HASH = re.compile(rf"[0-9a-f]{{{HASH_CHARS}}}")
 COMMON = {"v": int, "tab": str, "model": str, "engine": str, "sampling": dict, "stop": str,
           "hash": str}  # fmt: skip
 FIELDS = {
-    "chat": {"messages": list, "system": str, "policy": str, "prefill": str},
+    "chat": {"messages": list, "system": str, "system_policy": str, "prefill": str},
     "raw": {"prompt": str},
-    "inspector": {"conversation": str, "generation_prompt": bool, "policy": str, "prefill": str},
+    "inspector": {
+        "conversation": str,
+        "generation_prompt": bool,
+        "system_policy": str,
+        "prefill": str,
+    },
     "compare": {"conversation": str, "prefill": str, "count": int, "columns": list},
 }
 
@@ -125,7 +130,7 @@ def _checked(view: dict[str, Any], playground: Playground) -> dict[str, Any]:
     view["sampling"] = {name: getattr(params, name) for name in SAMPLING_NAMES}
     if "hash" in view and not _HASH.fullmatch(view["hash"]):
         raise ShareError("This share link's output hash is damaged.")
-    if view.get("policy", DEFAULT_SYSTEM_POLICY) not in SYSTEM_POLICIES:
+    if view.get("system_policy", DEFAULT_SYSTEM_POLICY) not in SYSTEM_POLICIES:
         raise ShareError("This share link names an unknown system policy.")
     if view["tab"] == "chat":
         view["messages"] = _chat_messages(view["messages"], playground)

@@ -278,7 +278,7 @@ def test_the_fault_lab_lesson_runs_each_fault_as_the_compare_tab_makes_it(playgr
     lab["correct"] = CORRECT
     shown = {}
     for cell in cells:
-        if cell.option("policy") == "error":
+        if cell.option("system_policy") == "error":
             with pytest.raises(UserError, match="System role not supported"):
                 playground.cell_prompt(cell)
             continue

@@ -49,7 +49,7 @@ def test_cells_round_trip_through_markdown_and_ipynb():
     cells = [
         MarkdownCell("# Title\n\nSome *prose* with ``` inside `code`."),
         PromptCell("chat", '[{"role": "user", "content": "Hi"}]',
-                   (("policy", "drop"), ("prefill", "Sure, it's"), ("temperature", "0"))),
+                   (("system_policy", "drop"), ("prefill", "Sure, it's"), ("temperature", "0"))),
         PromptCell("raw", "<bos>text with ```` fences\nand a trailing space "),
         MarkdownCell("The end."),
     ]  # fmt: skip
@@ -214,3 +214,9 @@ def test_notebook_run_and_generate_give_the_same_text_at_one_seed(tmp_path):
     generated = json.loads(done.stdout.strip().splitlines()[-1])
     assert generated["seed"] == 4 and generated["new_tokens"] > 0
     assert ran == generated["text"]
+
+
+def test_an_older_lessons_policy_option_is_read_as_system_policy():
+    (cell,) = parse_lesson('```chat policy=drop\n[{"role": "user", "content": "Hi"}]\n```\n')
+    assert cell.options == (("system_policy", "drop"),)
+    assert lesson_markdown([cell]).startswith("```chat system_policy=drop")

@@ -96,7 +96,7 @@ def test_hostile_text_stays_inert_on_the_page():
         PromptCell(
             "chat",
             '[{"role": "system", "content": "<b>s</b>"}, {"role": "user", "content": "u"}]',
-            (("policy", "error"),),
+            (("system_policy", "error"),),
         ),
     ]
     notebook = Notebook.open("T", cells)

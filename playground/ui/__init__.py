@@ -115,12 +115,12 @@ def wire_between_tabs(page: SimpleNamespace) -> None:
     chat, raw, inspector, tabs = page.chat, page.raw, page.inspector, page.tabs
 
     @user_errors
-    def on_use_chat(turns: list, system: str | None, policy: str, prefill: str | None):
+    def on_use_chat(turns: list, system: str | None, system_policy: str, prefill: str | None):
         messages = conversation(system or "", turns)
         # A chat that ends with a reply is shown as it stands (no new model turn opened);
         # one that ends with the visitor's message is exactly the prompt the chat sends.
         add_gen = not messages or messages[-1]["role"] != "assistant"
-        return as_json(messages), add_gen, policy, prefill or ""
+        return as_json(messages), add_gen, system_policy, prefill or ""
 
     @user_errors
     def on_compare_chat(turns: list, system: str | None, prefill: str | None):
@@ -136,8 +136,13 @@ def wire_between_tabs(page: SimpleNamespace) -> None:
 
     inspector.use_chat.click(
         on_use_chat,
-        [chat.turns, chat.system, chat.policy, chat.prefill],
-        [inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill],
+        [chat.turns, chat.system, chat.system_policy, chat.prefill],
+        [
+            inspector.conversation,
+            inspector.generation_prompt,
+            inspector.system_policy,
+            inspector.prefill,
+        ],
         **PRIVATE,
     )
     page.compare.use_chat.click(

@@ -37,7 +37,7 @@ class ChatTab:
     turns: gr.State  # this visitor's turns: {"role", "content"} and a reply's "figures"
     control: gr.State  # this visitor's `session.Control`
     system: gr.Textbox
-    policy: gr.Radio
+    system_policy: gr.Radio
     prefill: gr.Textbox
     chatbot: gr.Chatbot
     show_probs: gr.Checkbox
@@ -60,7 +60,7 @@ def build_chat(playground: Playground) -> ChatTab:
     turns, control = gr.State([]), gr.State(Control())
     with gr.Accordion("System prompt and reply start", open=False):
         system = gr.Textbox(label="System prompt", lines=2, elem_id="system")
-        policy = gr.Radio(
+        system_policy = gr.Radio(
             list(SYSTEM_POLICIES),
             value=DEFAULT_SYSTEM_POLICY,
             label="System policy (Gemma-2 has no system role)",
@@ -108,7 +108,7 @@ def build_chat(playground: Playground) -> ChatTab:
         turns,
         control,
         system,
-        policy,
+        system_policy,
         prefill,
         chatbot,
         show_probs,
@@ -162,7 +162,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
-            options = RenderOptions(data[tab.policy], prefill=data[tab.prefill] or "")
+            options = RenderOptions(data[tab.system_policy], prefill=data[tab.prefill] or "")
             replies = playground.reply(turns, options, params, control, data[tab.system] or "")
             for reply in session.throttle(replies):
                 if control.outdated():
@@ -202,7 +202,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         probs = last_reply_probabilities(playground, current, show_probs)
         return display.chat_display(current), current, meter, note, gr.skip(), stop, probs
 
-    inputs = {tab.turns, tab.control, tab.system, tab.policy, tab.prefill, tab.show_probs}
+    inputs = {tab.turns, tab.control, tab.system, tab.system_policy, tab.prefill, tab.show_probs}
     inputs |= set(controls.inputs)
     outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop, tab.probs]
 

@@ -38,7 +38,7 @@ class InspectorTab:
     rows: gr.Dataframe
     add_row: gr.Button
     generation_prompt: gr.Checkbox
-    policy: gr.Radio
+    system_policy: gr.Radio
     prefill: gr.Textbox
     use_chat: gr.Button
     to_raw: gr.Button
@@ -97,7 +97,7 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
                 generation_prompt = gr.Checkbox(
                     True, label="Add generation prompt", elem_id="gen-prompt"
                 )
-                policy = gr.Radio(
+                system_policy = gr.Radio(
                     list(SYSTEM_POLICIES), value=DEFAULT_SYSTEM_POLICY, label="System policy"
                 )
             prefill = gr.Textbox(label="Start the reply with")
@@ -122,7 +122,7 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
         rows,
         add_row,
         generation_prompt,
-        policy,
+        system_policy,
         prefill,
         use_chat,
         to_raw,
@@ -177,7 +177,7 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
             playground.check_text(data[tab.conversation] or "", "The conversation")
         )
         options = RenderOptions(
-            system_policy=data[tab.policy],
+            system_policy=data[tab.system_policy],
             prefill=data[tab.prefill] or "",
             add_generation_prompt=bool(data[tab.generation_prompt]),
         )
@@ -210,11 +210,12 @@ def wire_inspector(
     def on_inspect(data: dict) -> tuple:
         return inspect(playground, tab, controls, data)
 
-    inputs = {tab.conversation, tab.generation_prompt, tab.policy, tab.prefill, *controls.inputs}
+    inputs = {tab.conversation, tab.generation_prompt, tab.system_policy, tab.prefill}
+    inputs |= set(controls.inputs)
     for trigger in (
         tab.conversation.change,
         tab.generation_prompt.change,
-        tab.policy.change,
+        tab.system_policy.change,
         tab.prefill.change,
         tab.tab.select,
         demo.load,

@@ -139,7 +139,7 @@ def build_notebook(playground: Playground) -> NotebookTab:
             cell = gr.Dropdown(cell_choices(first), value=0, label="Cell", elem_id="nb-cell")
             kind, options, source = editor_fields(first.cells[0])
             kind = gr.Radio(KIND_CHOICES, value=kind, label="Kind", elem_id="nb-kind")
-            options = gr.Textbox(options, label="Options (e.g. temperature=0 policy=drop)",
+            options = gr.Textbox(options, label="Options (e.g. temperature=0 system_policy=drop)",
                                  elem_id="nb-options", max_lines=1)  # fmt: skip
             source = gr.Textbox(source, label="Source (markdown, JSON messages or raw text)",
                                 lines=10, max_lines=24, elem_id="nb-source")  # fmt: skip

@@ -123,10 +123,10 @@ def _link_inputs(ui: Any) -> dict[str, list]:
     """Each tab's components that a link of it carries."""
     chat, raw, inspector, compare = ui.chat, ui.raw, ui.inspector, ui.compare
     return {
-        "chat": [chat.turns, chat.system, chat.policy, chat.prefill],
+        "chat": [chat.turns, chat.system, chat.system_policy, chat.prefill],
         "raw": [raw.prompt, raw.output],
         "inspector": [
-            inspector.conversation, inspector.generation_prompt, inspector.policy,
+            inspector.conversation, inspector.generation_prompt, inspector.system_policy,
             inspector.prefill,
         ],
         "compare": [
@@ -158,8 +158,12 @@ def _tab_view(ui: Any, tab: str, data: dict) -> tuple[dict[str, Any], str]:
     """A tab's own fields of a view, and the output a replay is checked against."""
     if tab == "chat":
         chat, turns = ui.chat, data[ui.chat.turns]
-        fields = {"messages": messages_of(turns), "system": data[chat.system] or "",
-                  "policy": data[chat.policy], "prefill": data[chat.prefill] or ""}  # fmt: skip
+        fields = {
+            "messages": messages_of(turns),
+            "system": data[chat.system] or "",
+            "system_policy": data[chat.system_policy],
+            "prefill": data[chat.prefill] or "",
+        }
         return fields, last_reply(turns)
     if tab == "raw":
         return {"prompt": data[ui.raw.prompt] or ""}, data[ui.raw.output] or ""
@@ -168,7 +172,7 @@ def _tab_view(ui: Any, tab: str, data: dict) -> tuple[dict[str, Any], str]:
         return {
             "conversation": data[inspector.conversation] or "",
             "generation_prompt": bool(data[inspector.generation_prompt]),
-            "policy": data[inspector.policy],
+            "system_policy": data[inspector.system_policy],
             "prefill": data[inspector.prefill] or "",
         }, ""
     compare, count = ui.compare, int(data[ui.compare.count])
@@ -214,9 +218,10 @@ def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
     chat, inspector, compare, controls = ui.chat, ui.inspector, ui.compare, ui.controls
     return [
         note, expected, ui.tabs, *controls.values.values(), controls.seed_mode, controls.stop,
-        chat.turns, chat.chatbot, chat.message, chat.system, chat.policy, chat.prefill,
+        chat.turns, chat.chatbot, chat.message, chat.system, chat.system_policy, chat.prefill,
         ui.raw.prompt,
-        inspector.conversation, inspector.generation_prompt, inspector.policy, inspector.prefill,
+        inspector.conversation, inspector.generation_prompt, inspector.system_policy,
+        inspector.prefill,
         compare.conversation, compare.prefill, compare.count,
         *[part for c in compare.columns for part in (c.variant, c.edited, c.changes, c.box)],
     ]  # fmt: skip
@@ -238,7 +243,7 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
         updates |= {
             chat.turns: turns, chat.chatbot: display.chat_display(turns), chat.message: message,
             chat.system: view.get("system", ""), chat.prefill: view.get("prefill", ""),
-            chat.policy: view.get("policy", DEFAULT_SYSTEM_POLICY),
+            chat.system_policy: view.get("system_policy", DEFAULT_SYSTEM_POLICY),
         }  # fmt: skip
     elif tab == "raw":
         updates[ui.raw.prompt] = view["prompt"]
@@ -247,7 +252,7 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
         updates |= {
             inspector.conversation: view["conversation"],
             inspector.generation_prompt: view.get("generation_prompt", True),
-            inspector.policy: view.get("policy", DEFAULT_SYSTEM_POLICY),
+            inspector.system_policy: view.get("system_policy", DEFAULT_SYSTEM_POLICY),
             inspector.prefill: view.get("prefill", ""),
         }
     else:
