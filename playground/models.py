@@ -23,6 +23,7 @@ from typing import Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, GEMMA2_CHAT_TEMPLATE
 from playground.errors import UserError
+from playground.tutor import TUTOR_DIR
 
 OV_TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
 MODEL_XML = "openvino_model.xml"
@@ -55,7 +56,7 @@ class SyntheticSpec:
 
 
 # Bumped whenever the build recipe changes, so a cached build of an older recipe is not reused.
-RECIPE = 2
+SYNTHETIC_RECIPE = 2
 
 SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
     # Exports cleanly and builds in seconds; the default group size 128 fails on a 64-wide model.
@@ -68,7 +69,6 @@ SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
 # The shipped model, trained on the chat format (playground/tutor): served when the default
 # model can't be had. Its folder is in the repo, so it needs no build and no network.
 TUTOR = "tiny-tutor"
-TUTOR_DIR = Path(__file__).resolve().parent / "tutor" / TUTOR
 BUILTIN_MODELS = (TUTOR, *SYNTHETIC_MODELS)
 
 
@@ -222,7 +222,7 @@ def ensure_ov_tokenizers(folder: Path) -> Path:
 
 def build_synthetic_model(name: str, cache_dir: Path) -> Path:
     """Build the random-weight Gemma-2 `name` once, offline and deterministically; return it."""
-    target = cache_dir / "models" / f"{name}-r{RECIPE}"
+    target = cache_dir / "models" / f"{name}-r{SYNTHETIC_RECIPE}"
     if (target / MODEL_XML).is_file() and all((target / f).is_file() for f in OV_TOKENIZER_FILES):
         return target
     spec = SYNTHETIC_MODELS[name]

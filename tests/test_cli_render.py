@@ -14,7 +14,7 @@ import pytest
 
 from playground.chat_format import RenderOptions, render
 from playground.cli import main
-from playground.models import RECIPE
+from playground.models import SYNTHETIC_RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = [
@@ -272,7 +272,8 @@ def test_command_json_stays_clean_while_the_model_is_built(write, tmp_path):
     # stdout, or `--json` is no longer one JSON object.
     done = run(["render", write(CHAT), "--json"], PLAYGROUND_CACHE=str(tmp_path / "fresh-cache"))
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    built = tmp_path / "fresh-cache" / "models" / f"tiny-random-r{RECIPE}" / "openvino_model.xml"
+    models = tmp_path / "fresh-cache" / "models"
+    built = models / f"tiny-random-r{SYNTHETIC_RECIPE}" / "openvino_model.xml"
     assert built.is_file()
     data = json.loads(done.stdout.decode("utf-8"))
     assert list(data) == JSON_KEYS and data["prompt"] == render(CHAT).text

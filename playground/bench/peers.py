@@ -87,9 +87,9 @@ def install_message(missing: list[str], cache_dir: Path) -> str:
 def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
     """The Hugging Face checkpoint of the synthetic model `name` whose IR is `folder`, rebuilt
     (seeded, so the same weights) and cached; with a SentencePiece tokenizer.model beside it."""
-    from playground.models import RECIPE, SYNTHETIC_MODELS, save_synthetic_checkpoint
+    from playground.models import SYNTHETIC_MODELS, SYNTHETIC_RECIPE, save_synthetic_checkpoint
 
-    target = cache_dir / "hf" / f"{name}-r{RECIPE}"
+    target = cache_dir / "hf" / f"{name}-r{SYNTHETIC_RECIPE}"
     if not (target / "tokenizer.model").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
@@ -108,9 +108,9 @@ def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
 
 def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
     """f16, Q4_0 and Q4_K_M GGUFs of the synthetic model `name` (IR `folder`), made once."""
-    from playground.models import RECIPE
+    from playground.models import SYNTHETIC_RECIPE
 
-    home = cache_dir / "gguf" / f"{name}-r{RECIPE}"
+    home = cache_dir / "gguf" / f"{name}-r{SYNTHETIC_RECIPE}"
     home.mkdir(parents=True, exist_ok=True)
     files = {"f16": home / "f16.gguf"}
     if not files["f16"].is_file():
@@ -494,10 +494,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def exported_variant(name: str, folder: Path, cache_dir: Path, options: dict) -> Path:
     """The synthetic model `name` re-exported from its checkpoint with export_ir `options`."""
-    from playground.models import RECIPE, export_ir
+    from playground.models import SYNTHETIC_RECIPE, export_ir
 
     tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
-    target = cache_dir / "variants" / f"{name}-r{RECIPE}-{tag}"
+    target = cache_dir / "variants" / f"{name}-r{SYNTHETIC_RECIPE}-{tag}"
     if not (target / "openvino_model.xml").is_file():
         hf_dir = hf_checkpoint(name, folder, cache_dir)
         with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:

@@ -17,7 +17,7 @@ from pathlib import Path
 # model records the recipe it was built from, and a test holds the two together.
 RECIPE = 3
 
-MODEL_DIR = Path(__file__).resolve().parent / "tiny-tutor"
+TUTOR_DIR = Path(__file__).resolve().parent / "tiny-tutor"
 # The same model for llama.cpp (its server is the remote engine's test peer): the IR's weights,
 # dequantized, at f16 (llama.cpp's Q4 kernels crash on CPUs with AMX; f16 runs everywhere).
-GGUF = MODEL_DIR / "tiny-tutor-f16.gguf"
+GGUF = TUTOR_DIR / "tiny-tutor-f16.gguf"

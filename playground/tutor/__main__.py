@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from playground.tutor import MODEL_DIR
+from playground.tutor import TUTOR_DIR
 
 WORK_DIR = Path("artifacts/tutor")
 
@@ -28,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="export a checkpoint to an OpenVINO IR folder")
     export.add_argument("--checkpoint", type=Path, default=WORK_DIR / "hf",
                         help="trained checkpoint (default: %(default)s)")  # fmt: skip
-    export.add_argument("--out", type=Path, default=MODEL_DIR,
+    export.add_argument("--out", type=Path, default=TUTOR_DIR,
                         help="IR folder to write (default: the shipped model)")  # fmt: skip
     export.add_argument("--weights", choices=("int4", "int8"), default="int4",
                         help="weight format (default: %(default)s)")  # fmt: skip
     evaluate = commands.add_parser("eval", help="per-skill accuracy on the held-out set")
-    evaluate.add_argument("--model", type=Path, default=MODEL_DIR,
+    evaluate.add_argument("--model", type=Path, default=TUTOR_DIR,
                           help="IR folder (default: the shipped model)")  # fmt: skip
     evaluate.add_argument("--per-skill", type=int, default=40,
                           help="held-out examples per skill (default: %(default)s)")  # fmt: skip
