@@ -41,7 +41,11 @@ from playground.settings import Settings
 from playground.tokens import Tokenizer
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-UPDATE_INTERVAL_S = 0.1
+# Gradio's page copies its whole state on every update (structuredClone, seen in a Chromium
+# profile), so updates cost the page, not the server. At 10 a second a streaming page on 2
+# cores fell behind and a Stop click took 1.3 s on average to reach the engine; at 4 a
+# second, 0.5 s (tests/test_browser.py's paced app, 4 clicks each, 2026-12-06).
+UPDATE_INTERVAL_S = 0.25
 GEMMA2_VOCAB_SIZE = 256000
 
 Turn = dict[str, Any]  # {"role", "content"}, and "figures" (see `figures_of`) on a reply

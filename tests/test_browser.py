@@ -241,13 +241,16 @@ def test_a_second_visitor_sees_their_place_in_the_queue(browser, paced_app_url, 
     first, second = open_page(browser, paced_app_url), open_page(browser, paced_app_url)
     try:
         start_long_reply(first)
+        # The second's reply must outlast its Stop too: greedy on this prompt, it never ends
+        # (a sampled "Me too" once ended after 80 tokens, before a lagging page's click came).
         set_number(second, "slider-max_new_tokens", 4096)
-        send(second, "Me too")
+        set_number(second, "slider-temperature", 0)
+        send(second, "Tell me a long story")
         second.wait_for_function("/queue/i.test(document.querySelector('#chatbot').innerText)")
         assert paced_engine.active == 1  # the second waits in Gradio's queue, not in the engine
         first.click("#stop", force=True)
         second.wait_for_function(
-            "document.querySelector('#chatbot').innerText.includes('Me too') && "
+            "document.querySelector('#chatbot').innerText.includes('long story') && "
             "!/queue/i.test(document.querySelector('#chatbot').innerText)"
         )
         second.click("#stop", force=True)

@@ -41,10 +41,6 @@ from playground.ui.controls import Controls
 # What a teacher sees first: the correct prompt beside two classic mistakes.
 START_VARIANTS = (CORRECT, "second-bos", "no-generation-prompt", "assistant-role")
 START_CONVERSATION = [{"role": "user", "content": "What is 7 plus 5?"}]
-# Gradio's page copies its whole state on every update (structuredClone, seen in a Chromium
-# profile): four columns at the chat's 10 updates a second kept the page from answering for
-# tens of seconds on 2 cores, so each column updates 4 times a second, and sends only its text.
-COLUMN_UPDATE_S = 0.25
 CHOICES = [(title, name) for name, title in VARIANT_TITLES.items()]
 
 
@@ -267,7 +263,7 @@ def _wire_column(column: CompareColumn, playground: Playground) -> dict:
         text = None
         try:
             replies = playground.complete(plan.prompt, plan.params, control)
-            for reply in throttle(replies, COLUMN_UPDATE_S):
+            for reply in throttle(replies):
                 text = reply.text
                 if reply.figures is None:  # only the text changes while a column streams
                     yield text, gr.skip(), gr.skip(), gr.skip()
