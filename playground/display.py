@@ -130,6 +130,12 @@ def engine_status(status: Mapping[str, Any]) -> str:
         f"- **Generating now:** {status['active']} of {status['slots']} at once"
         f" · **waiting for a slot:** {status['waiting']}"
     ]
+    if "kv_budget_tokens" in status:
+        lines.append(
+            f"- **KV budget:** {status['kv_reserved_tokens']:,} of {status['kv_budget_tokens']:,}"
+            " tokens reserved by running requests (prompt and max new tokens each); a request "
+            "that doesn't fit waits"
+        )
     if "kv_cache_usage" in status:
         size = status["kv_cache_bytes"] / 2**20
         lines.append(

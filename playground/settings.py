@@ -36,6 +36,7 @@ ENV = {
     "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
     "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
+    "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
     "base_url": "PLAYGROUND_BASE_URL",  # the remote engine's server
 }
 REMOTE_SERVERS = ("auto", "llama.cpp", "vllm", "ovms", "localai")
@@ -87,6 +88,9 @@ class Settings:
     session_capacity: int = 1000
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
+    # The genai engine's KV cache, in GB (10^9 bytes), allocated once; requests that don't fit
+    # beside the running ones wait. 0: no budget (the cache grows as requests need it).
+    kv_cache_gb: float = 0.0
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
     fold_separator: str = DEFAULT_FOLD_SEPARATOR
     ranges: Mapping[str, Range] = field(default_factory=lambda: dict(RANGES))
@@ -180,6 +184,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "max_concurrent",
         "session_capacity",
         "fold_separator",
+        "kv_cache_gb",
     ):
         values[key] = own.get(key)
     values["ov_config"] = own.get("ov_config") or {}
@@ -254,6 +259,8 @@ def _build(values: dict[str, Any]) -> Settings:
                 raise SettingsError(f"{key} must be a whole number, got {value!r}.") from None
             if values[key] < 1:
                 raise SettingsError(f"{key} must be at least 1, got {values[key]}.")
+    if "kv_cache_gb" in values:
+        values["kv_cache_gb"] = _gigabytes(values["kv_cache_gb"])
     if "cache_dir" in values:
         values["cache_dir"] = Path(values["cache_dir"]).expanduser()
     if not isinstance(values.get("ov_config", {}), Mapping):
@@ -276,6 +283,18 @@ def _build(values: dict[str, Any]) -> Settings:
             "PLAYGROUND_BASE_URL, or playground.remote.base_url in space.yaml."
         )
     return Settings(**values)
+
+
+def _gigabytes(value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        gb = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"kv_cache_gb must be a number of GB, got {value!r}.") from None
+    if not 0 <= gb < float("inf"):
+        raise SettingsError(f"kv_cache_gb must be 0 (no budget) or more, got {value!r}.")
+    return gb
 
 
 def _remote(remote: Any) -> RemoteSettings:

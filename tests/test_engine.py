@@ -151,6 +151,7 @@ def test_engine_is_created_once(settings, genai_engine):
                 cache_dir=settings.cache_dir,
                 context_size=settings.context_size,
                 ov_config=dict(settings.ov_config),
+                kv_cache_gb=settings.kv_cache_gb,
             )
         )
 

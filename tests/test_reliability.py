@@ -318,11 +318,13 @@ def test_concurrent_engine_use_from_threads_is_bounded_by_its_slots(genai_engine
 
 def test_a_generation_cancelled_while_queued_for_a_slot_ends_as_cancelled(tiny_folder):
     engine = RecordingEngine(tiny_folder)
-    engine._slots.acquire()  # another generation holds the engine's one slot
+    assert engine._admission.enter(1, threading.Event(), 1)  # another holds the one slot
     cancel = threading.Event()
     generation = engine.generate("Hello", SamplingParams(max_new_tokens=5), cancel)
-    cancel.set()  # the visitor leaves while waiting
-    threading.Timer(0.2, engine._slots.release).start()
+    threading.Timer(0.2, cancel.set).start()  # the visitor leaves while waiting
+    start = time.monotonic()
     result = generation.run()
     assert result.stop_reason == "cancelled" and result.new_tokens == 0
+    assert time.monotonic() - start < 2  # at once, not when the slot is free again
     assert engine.calls == []  # the model never ran
+    engine._admission.leave(1)

@@ -173,6 +173,7 @@ def test_env_var_names():
         "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
         "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
         "ov_config": "PLAYGROUND_OV_CONFIG",
+        "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
         "base_url": "PLAYGROUND_BASE_URL",
     }
 

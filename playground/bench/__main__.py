@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "remote engine (llama-cpp-python's server on tiny-tutor's GGUF) and on genai, and the "
         "app's CPU per streamed token (playground.bench.serving)",
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the memory table (no measuring): Gemma-2-9b's KV cache per token and the "
+        "visitors at the full context that fit in 16 and 32 GiB, from its config.json shapes, "
+        "or from those of --model when it names a folder (playground.memory)",
+    )
     parser.add_argument("--worker", choices=engines.ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
@@ -76,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         opts.model_cache = str(load_settings().cache_dir)
     if opts.worker:
         engines.worker(opts)
+        return 0
+    if opts.memory:
+        print(_memory_table(Path(opts.model)))
         return 0
     if opts.peer:
         from playground.bench import peers
@@ -103,6 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _memory_table(folder: Path) -> str:
+    """The memory table of the IR folder `folder` (its weights file's size), or of Gemma-2-9b
+    (its int4 weights estimated) when `folder` is not one."""
+    from playground import memory
+
+    if (folder / "config.json").is_file():
+        config = json.loads((folder / "config.json").read_text())
+        weights, source = (folder / "openvino_model.bin").stat().st_size, f"{folder}'s"
+    else:
+        config = memory.GEMMA2_9B_CONFIG
+        weights, source = memory.int4_weight_bytes(config), "Gemma-2-9b's int4 (estimated)"
+    context = config.get("max_position_embeddings", 8192)
+    runtime = memory.RUNTIME_BYTES / 2**30
+    head = f"Weights: {source} {weights / 2**30:.2f} GiB; runtime {runtime:.1f} GiB."
+    return "\n".join([head, "", *memory.memory_table(config, weights, context)])
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class EngineSpec:
     context_size: int = 8192
     max_concurrent: int = 4
     remote: RemoteSettings | None = None  # the server, for the remote engine
+    kv_cache_gb: float = 0.0  # the genai engine's KV-cache budget; 0 = none (`memory`)
 
     @classmethod
     def of(
@@ -88,11 +89,12 @@ class EngineSpec:
         context_size: int = 8192,
         max_concurrent: int = 4,
         remote: RemoteSettings | None = None,
+        kv_cache_gb: float = 0.0,
     ) -> EngineSpec:
         config = tuple(sorted((str(k), str(v)) for k, v in (ov_config or {}).items()))
         return cls(
             str(Path(folder).resolve()), kind, device, config, context_size, max_concurrent,
-            remote if kind == "remote" else None,
+            remote if kind == "remote" else None, kv_cache_gb if kind == "genai" else 0.0,
         )  # fmt: skip
 
 
@@ -111,15 +113,18 @@ def load_engine(
     model_name: str | None = None,
     max_concurrent: int = 4,
     remote: RemoteSettings | None = None,
+    kv_cache_gb: float = 0.0,
 ) -> Engine:
     """Create an engine (no caching); `get_engine` is the cached way in. `max_concurrent` is
     how many generations run at once (the optimum engine runs one); `remote` names the server
-    of the remote engine."""
+    of the remote engine; `kv_cache_gb` bounds the genai engine's KV cache."""
     import openvino as ov
 
     from playground.tokens import Tokenizer
 
-    spec = EngineSpec.of(folder, kind, device, ov_config, context_size, max_concurrent, remote)
+    spec = EngineSpec.of(
+        folder, kind, device, ov_config, context_size, max_concurrent, remote, kv_cache_gb
+    )
     cls = engine_class(kind)
     ov_cache = cache_dir / "ov_cache" / folder.resolve().name  # per model: "cache used" is true
     cache_used = cls.compiles and ov_cache.is_dir() and any(ov_cache.iterdir())
@@ -146,9 +151,12 @@ def get_engine(
     model_name: str | None = None,
     max_concurrent: int = 4,
     remote: RemoteSettings | None = None,
+    kv_cache_gb: float = 0.0,
 ) -> Engine:
     """The process's one engine for these arguments (their `EngineSpec`), created once."""
-    spec = EngineSpec.of(folder, kind, device, ov_config, context_size, max_concurrent, remote)
+    spec = EngineSpec.of(
+        folder, kind, device, ov_config, context_size, max_concurrent, remote, kv_cache_gb
+    )
     with _engines_lock:
         if spec not in _engines:
             _engines[spec] = load_engine(
@@ -161,6 +169,7 @@ def get_engine(
                 model_name=model_name,
                 max_concurrent=max_concurrent,
                 remote=remote,
+                kv_cache_gb=kv_cache_gb,
             )
         return _engines[spec]
 
@@ -192,5 +201,6 @@ def open_engine(settings: Settings) -> tuple[Engine, str | None]:
         model_name=name,
         max_concurrent=settings.remote.max_concurrent if remote else settings.max_concurrent,
         remote=settings.remote if remote else None,
+        kv_cache_gb=settings.kv_cache_gb,
     )
     return engine, notice

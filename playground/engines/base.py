@@ -20,6 +20,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,12 +218,59 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-class Engine:
-    """Base: the slots, the worker thread, the stream and the figures; subclasses run the model.
+class _Admission:
+    """Who may enter the native code: a generation needs a free slot and, under a KV budget, room
+    for its tokens (prompt and max_new_tokens) beside those of the generations running. First
+    come, first in: a long request is never passed over for ever by short ones."""
 
-    At most `max_concurrent` generations run in the native code at once; the others wait for a
-    slot (up to LOCK_TIMEOUT_S). The app's queue is set to the same number, so a visitor waits
-    in Gradio's queue, where the page shows the position, rather than here.
+    POLL_S = 0.1  # how often a waiting generation looks at its cancel event
+
+    def __init__(self, slots: int, budget_tokens: int | None) -> None:
+        self._free_slots, self._free_tokens = slots, budget_tokens
+        self._line: deque[object] = deque()
+        self._changed = threading.Condition()
+
+    def _fits(self, tokens: int) -> bool:
+        return self._free_slots > 0 and (self._free_tokens is None or tokens <= self._free_tokens)
+
+    def enter(self, tokens: int, cancel: threading.Event, timeout_s: float) -> bool:
+        """Wait for room for `tokens`; False if cancelled or timed out (nothing taken)."""
+        deadline = time.monotonic() + timeout_s
+        ticket = object()
+        with self._changed:
+            self._line.append(ticket)
+            try:
+                while not (self._line[0] is ticket and self._fits(tokens)):
+                    left = deadline - time.monotonic()
+                    if cancel.is_set() or left <= 0:
+                        return False
+                    self._changed.wait(min(left, self.POLL_S))
+                self._free_slots -= 1
+                if self._free_tokens is not None:
+                    self._free_tokens -= tokens
+                return True
+            finally:
+                self._line.remove(ticket)
+                self._changed.notify_all()  # the next in line may fit now
+
+    def leave(self, tokens: int) -> None:
+        with self._changed:
+            self._free_slots += 1
+            if self._free_tokens is not None:
+                self._free_tokens += tokens
+            self._changed.notify_all()
+
+    def reserved(self, budget_tokens: int) -> int:
+        return budget_tokens - (self._free_tokens or 0)
+
+
+class Engine:
+    """Base: admission, the worker thread, the stream and the figures; subclasses run the model.
+
+    At most `max_concurrent` generations run in the native code at once, and under a KV budget
+    (`kv_budget_tokens`) only as many as their tokens fit; the others wait (up to
+    LOCK_TIMEOUT_S). The app's queue is set to the slots, so a visitor waits in Gradio's queue,
+    where the page shows the position, rather than here.
     """
 
     kind = "base"
@@ -242,13 +290,15 @@ class Engine:
         context_size: int,
         info: EngineInfo | None = None,  # set by load_engine once loading is timed
         max_concurrent: int = 1,
+        kv_budget_tokens: int | None = None,  # at least context_size (`memory.kv_budget`)
     ) -> None:
         self.folder = folder
         self.tokenizer = tokenizer
         self.context_size = context_size
         self.info = info
         self.max_concurrent = max_concurrent
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.kv_budget_tokens = kv_budget_tokens
+        self._admission = _Admission(max_concurrent, kv_budget_tokens)
         self._count_lock = threading.Lock()
         # Generations in the native code now, and waiting for a slot; tests check the bound.
         self.active = 0
@@ -274,7 +324,11 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         """What the engine is doing now, for the Model tab."""
-        return {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
+        status = {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
+        if self.kv_budget_tokens is not None:
+            status["kv_budget_tokens"] = self.kv_budget_tokens
+            status["kv_reserved_tokens"] = self._admission.reserved(self.kv_budget_tokens)
+        return status
 
     def generate(
         self,
@@ -349,26 +403,25 @@ class Engine:
             return stop
 
         try:
+            tokens = len(prompt.ids) + params.max_new_tokens
             self._count(waiting=1)
             try:
-                got_slot = self._slots.acquire(timeout=LOCK_TIMEOUT_S)
+                admitted = self._admission.enter(tokens, progress.cancel, LOCK_TIMEOUT_S)
             finally:
                 self._count(waiting=-1)
-            if not got_slot:
+            if not admitted and not progress.cancel.is_set():
                 raise EngineError("The engine is busy with other generations; try again.")
-            try:
-                updates.put(_STARTED)
-                if progress.cancel.is_set():  # cancelled while waiting for a slot
-                    progress.stop_reason = "cancelled"
-                else:
+            updates.put(_STARTED)
+            if not admitted:  # cancelled while waiting for its turn
+                progress.stop_reason = "cancelled"
+            else:
+                try:
                     self._count(active=1)
                     progress.start = time.perf_counter()
-                    try:
-                        progress.native = self.run_native(prompt, params, on_token)
-                    finally:
-                        self._count(active=-1)
-            finally:
-                self._slots.release()
+                    progress.native = self.run_native(prompt, params, on_token)
+                finally:
+                    self._count(active=-1)
+                    self._admission.leave(tokens)
             progress.flush()
             if progress.stop_reason is None and progress.cancel.is_set():
                 progress.stop_reason = "cancelled"  # the native loop saw Stop before a token did

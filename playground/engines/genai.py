@@ -25,6 +25,7 @@ from playground.engines.base import (
     Prompt,
     TokenScore,
 )
+from playground.memory import KvBudget, KvShape, kv_budget, kv_precision
 from playground.sampling import SamplingParams, genai_options
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class GenAIEngine(Engine):
         device: str,
         ov_config: dict[str, str],
         max_concurrent: int = 4,
+        context_size: int = 8192,
+        kv_cache_gb: float = 0.0,
         **kwargs: Any,
     ) -> None:
         import openvino_genai
@@ -139,18 +142,32 @@ class GenAIEngine(Engine):
         self._scheduler = openvino_genai.SchedulerConfig()
         self._scheduler.enable_prefix_caching = True
         self._scheduler.max_num_seqs = max_concurrent
+        # No budget: GenAI grows the cache as requests need it, bounded only by the slots.
+        self.kv_budget: KvBudget | None = None
+        if kv_cache_gb:
+            shape, precision = KvShape.read(folder), kv_precision(self._ov_config)
+            self.kv_budget = kv_budget(kv_cache_gb, shape, precision, max_concurrent, context_size)
+            self._scheduler.num_kv_blocks = self.kv_budget.blocks  # allocated once, in full
         self.pipeline = openvino_genai.ContinuousBatchingPipeline(
             str(folder), self._scheduler, device, self._ov_config
         )
         self._stepper = _Stepper(self.pipeline, "genai-step")
         self._lookup_stepper: _Stepper | None = None
         self._lookup_lock = threading.Lock()
-        super().__init__(folder, max_concurrent=max_concurrent, **kwargs)
+        tokens = self.kv_budget.tokens if self.kv_budget else None
+        super().__init__(
+            folder,
+            max_concurrent=max_concurrent,
+            context_size=context_size,
+            kv_budget_tokens=tokens,
+            **kwargs,
+        )
 
     @classmethod
     def create(cls, folder: Path, spec: Any, tokenizer: Any, ov_config: dict) -> GenAIEngine:
         return cls(folder, spec.device, ov_config, tokenizer=tokenizer,
-                   context_size=spec.context_size, max_concurrent=spec.max_concurrent)  # fmt: skip
+                   context_size=spec.context_size, max_concurrent=spec.max_concurrent,
+                   kv_cache_gb=spec.kv_cache_gb)  # fmt: skip
 
     def _stepper_for(self, params: SamplingParams) -> _Stepper:
         if not params.prompt_lookup:
@@ -178,6 +195,15 @@ class GenAIEngine(Engine):
             "kv_cache_bytes": metrics.kv_cache_size_in_bytes,
             "prompt_lookup_loaded": self._lookup_stepper is not None,
         }
+
+    def notes(self) -> list[str]:
+        if self.kv_budget is None:
+            return ["No KV-cache budget (kv_cache_gb: 0): the cache grows as requests need it."]
+        return [
+            f"KV-cache budget: {self.kv_budget.describe()}. A request waits until its prompt "
+            "and max new tokens fit beside those running. Prompt lookup's pipeline, built when "
+            "a visitor first turns it on, has a cache of the same size."
+        ]
 
     def config(self, params: SamplingParams) -> Any:
         """The GenerationConfig for `params`: explicit, as GenAI's samples write it."""
