@@ -140,7 +140,8 @@ def engine_status(status: Mapping[str, Any]) -> str:
         size = status["kv_cache_bytes"] / 2**20
         lines.append(
             f"- **KV cache:** {100 * status['kv_cache_usage']:.1f}% held by running requests "
-            f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:.1f} MiB allocated"
+            f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:,.1f} MiB set aside (RAM is "
+            "used only as blocks fill)"
         )
     if "prompt_lookup_loaded" in status:
         loaded = "loaded" if status["prompt_lookup_loaded"] else "not loaded (built on first use)"

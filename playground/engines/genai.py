@@ -202,7 +202,7 @@ class GenAIEngine(Engine):
         return [
             f"KV-cache budget: {self.kv_budget.describe()}. A request waits until its prompt "
             "and max new tokens fit beside those running. Prompt lookup's pipeline, built when "
-            "a visitor first turns it on, has a cache of the same size."
+            "a visitor first turns it on, loads the model again with a cache of the same size."
         ]
 
     def config(self, params: SamplingParams) -> Any:
