@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from playground.bench.serving import split
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,40 @@ def test_bench_quick_runs_and_writes_its_json(tmp_path):
         assert len(engine["chat_ttft_s"]) == 6
     assert len(results["app"]["total_s"]) == 2
     assert results["memory_bandwidth_gbs"] > 0 and results["weight_bytes"] > 0
+
+
+def test_bench_concurrency_sets_the_engine_beside_the_app_and_splits_each_first_token(tmp_path):
+    out = tmp_path / "concurrency.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", "--concurrency",
+         "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(done.stdout)
+    assert "| 4 | engine |" in done.stdout and "| 4 | app |" in done.stdout
+    section = json.loads(out.read_text())["concurrency"]
+    for where in ("engine", "at_once"):
+        for count in ("1", "2", "4"):
+            runs = section[where][count]
+            assert [len(run) for run in runs] == [int(count)] * 2
+    app_requests = [r for runs in section["at_once"].values() for run in runs for r in run]
+    engine_requests = [r for runs in section["engine"].values() for run in runs for r in run]
+    for request in app_requests + engine_requests:
+        stamps = request["timeline"]
+        # The server's clock and the client's are one machine's: the moments come in order.
+        moments = [request["start"], stamps.get("received", request["start"]),
+                   stamps["submitted"], stamps["admitted"], stamps["first_token"],
+                   stamps.get("first_sent", stamps["first_token"]), request["first"],
+                   request["end"]]  # fmt: skip
+        assert moments == sorted(moments), request
+        parts = split(request)
+        total = parts["queue"] + parts["engine"] + parts["stream"]
+        assert abs(total - (request["first"] - request["start"])) < 1e-6
+        assert request["new_tokens"] >= 1
+    assert all("received" in r["timeline"] for r in app_requests)
+    assert not any("received" in r["timeline"] for r in engine_requests)
+    assert [len(run) for run in section["late"]] == [4, 4]
 
 
 # A parent that holds PARENT_MB starts a child that allocates CHILD_MB: the child's peak must be

@@ -1,12 +1,13 @@
 """The benchmark's concurrency section: `python -m playground.bench --concurrency`.
 
-Owns: serving several visitors at once, measured as they meet it: 1, 2 and 4 chats sent at the
-same moment to `python app.py`'s API, each from its own process (aggregate tokens/s and each
-request's time to first token); a late arrival that sends while three others decode; and the
-single-visitor decode of the app's engine against a bare `openvino_genai.LLMPipeline` (the
-engine before continuous batching), in the same run.
+Owns: serving several visitors at once, measured as they meet it, in one run: 1, 2 and 4 chats
+sent together to the engine alone (threads in a process of their own) and to `python app.py`'s
+API by light HTTP clients (aggregate tokens/s, each request's first token split into queue,
+engine and stream by the server's timeline); a late arrival that sends while three others
+decode; and the single-visitor decode of the app's engine against a bare
+`openvino_genai.LLMPipeline` (the engine before continuous batching).
 `--remote`: 1, 4 and 16 visitors at once through the app on the remote engine (llama.cpp's
-server) beside the local engine, with light HTTP clients, and the app's CPU per streamed token.
+server) beside the local engine, and the app's CPU per streamed token.
 Does not own: the other sections (`engines`, `peers`), the engines or the app (it drives them
 as a user would). Timing lives here: the tests check behaviour only.
 """
@@ -25,13 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from playground.bench.engines import PROMPT
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, render
 from playground.settings import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
-QUESTION = "Write a story about a lighthouse keeper who finds a message in a bottle."
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, "seed": 1}
 LATE_AFTER_S = 1.0  # the late visitor sends this long after three others started
+COUNTS = (1, 2, 4)  # chats at once
 
 
 @contextmanager
@@ -46,12 +48,7 @@ def serving(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        ENV["cache_dir"]: model_cache,
-        ENV["ov_config"]: ov_config,
-        ENV["queue_size"]: "64",
-    }
+    env = _env(model_cache, ov_config)
     server = subprocess.Popen(
         [sys.executable, "app.py", "--model", model, "--port", str(port), *flags],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -75,44 +72,10 @@ def serving(
         server.wait(timeout=60)
 
 
-def client_main(url: str, at: float, new_tokens: int) -> None:
-    """In its own process: wait until `at` (epoch seconds), send one chat, print its times."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False)
-    time.sleep(max(0.0, at - time.time()))
-    start = time.time()
-    first = last = None
-    job = client.submit(QUESTION, "[]", "", DEFAULT_SYSTEM_POLICY, "", new_tokens,
-                        *GREEDY.values(), "", 0, False, api_name="/chat_json")  # fmt: skip
-    for update in job:
-        first = first or time.time()
-        last = update
-    end = time.time()
-    figures = json.loads(last)["figures"]
-    print(json.dumps({"start": start, "first": first, "end": end, **figures}))
-
-
-def _send_at_once(url: str, delays: list[float], new_tokens: list[int]) -> list[dict]:
-    """Start one client process per delay; each sends `delay` s after a shared start."""
-    at = time.time() + 5.0  # time for every process to import gradio_client and connect
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "playground.bench.serving", url, str(at + delay), str(n)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for delay, n in zip(delays, new_tokens, strict=True)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=900)
-        if proc.returncode != 0:
-            raise SystemExit(f"a bench client failed:\n{err[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+def _env(model_cache: str, ov_config: str) -> dict[str, str]:
+    """The environment of the app and of the bench's engine processes: the same settings."""
+    return {**os.environ, ENV["cache_dir"]: model_cache, ENV["ov_config"]: ov_config,
+            ENV["queue_size"]: "64"}  # fmt: skip
 
 
 def _baseline_main(folder: str, new_tokens: int, repeats: int) -> None:
@@ -120,7 +83,7 @@ def _baseline_main(folder: str, new_tokens: int, repeats: int) -> None:
     import openvino_genai
 
     pipe = openvino_genai.LLMPipeline(folder, "CPU")
-    prompt = render([{"role": "user", "content": QUESTION}]).text
+    prompt = render([{"role": "user", "content": PROMPT}]).text
     config = openvino_genai.GenerationConfig(max_new_tokens=new_tokens, apply_chat_template=False)
     pipe.generate(prompt, openvino_genai.GenerationConfig(max_new_tokens=8))  # warm-up
     rates = []
@@ -131,34 +94,87 @@ def _baseline_main(folder: str, new_tokens: int, repeats: int) -> None:
 
 
 def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """The section's raw samples: each count of concurrent chats twice, interleaved."""
+    """The section's raw samples, in one run: 1, 2 and 4 chats at once at the engine (threads
+    calling it in a process of its own, no app), then the same through the app with light
+    clients, each count twice, interleaved; a late arrival; a bare LLMPipeline."""
     n = opts.new_tokens
-    out: dict[str, Any] = {"new_tokens": n, "at_once": {"1": [], "2": [], "4": []}, "late": []}
+    env = _env(str(opts.model_cache), opts.ov_config)
+    out: dict[str, Any] = {"new_tokens": n, "engine": _run_json(
+        [sys.executable, "-m", "playground.bench.serving", "--engine-level", opts.model, str(n)],
+        env, "the engine-level run")}  # fmt: skip
+    out["at_once"] = {str(count): [] for count in COUNTS}
+    out["late"] = []
     with serving(opts.model, str(opts.model_cache), opts.ov_config) as url:
-        _send_at_once(url, [0.0], [8])  # warm the server's path once more, as a visitor would
+        light_at_once(url, [8], PROMPT)  # warm the server's path once more, as a visitor would
         for _ in range(2):
-            for count in (1, 2, 4):
-                out["at_once"][str(count)].append(_send_at_once(url, [0.0] * count, [n] * count))
-            out["late"].append(_send_at_once(url, [0, 0, 0, LATE_AFTER_S], [4 * n] * 3 + [n]))
-    done = subprocess.run(
+            for count in COUNTS:
+                out["at_once"][str(count)].append(light_at_once(url, [n] * count, PROMPT))
+            late = light_at_once(url, [4 * n] * 3 + [n], PROMPT, [0, 0, 0, LATE_AFTER_S])
+            out["late"].append(late)
+    out["llm_pipeline"] = _run_json(
         [sys.executable, "-m", "playground.bench.serving", "--baseline", str(folder), str(n),
          str(opts.repeats)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        env, "the LLMPipeline baseline",
     )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"the LLMPipeline baseline failed:\n{done.stderr[-2000:]}")
-    out["llm_pipeline"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 
-# tiny-tutor repeats this in about 260 tokens (it refuses QUESTION in 46).
+def _run_json(command: list[str], env: dict[str, str], what: str) -> Any:
+    """Run a bench helper process; its last line of output is JSON."""
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _engine_main(model: str, new_tokens: int) -> None:
+    """In its own process: the app's engine, loaded as the app loads it, with 1, 2 and 4
+    threads calling it at once (each count twice, interleaved): the aggregate without the
+    app."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from playground.engines import open_engine
+    from playground.sampling import SamplingParams
+    from playground.settings import load_settings
+
+    engine, _ = open_engine(load_settings(model=model))
+    engine.warm_up()
+    prompt = render([{"role": "user", "content": PROMPT}]).text
+    params = SamplingParams(**GREEDY, max_new_tokens=new_tokens)
+    runs: dict[str, list] = {str(count): [] for count in COUNTS}
+    for _ in range(2):
+        for count in COUNTS:
+            with ThreadPoolExecutor(count) as pool:
+                chats = [pool.submit(_engine_chat, engine, prompt, params) for _ in range(count)]
+                runs[str(count)].append([chat.result() for chat in chats])
+    print(json.dumps(runs))
+
+
+def _engine_chat(engine: Any, prompt: str, params: Any) -> dict:
+    """One generation timed as `light_chat` times a chat, with the engine's own stamps."""
+    start = time.time()
+    generation = engine.generate(prompt, params)
+    first = None
+    for _ in generation:
+        first = first or time.time()
+    result, end = generation.result, time.time()
+    # A reply that ends at once streams no text: its first token reaches the caller at the end.
+    return {"start": start, "first": first or end, "end": end, "new_tokens": result.new_tokens,
+            "ttft_s": result.ttft_s, "tokens_per_s": result.tokens_per_s,
+            "timeline": result.timeline}  # fmt: skip
+
+
+# tiny-tutor repeats this in about 260 tokens (it refuses PROMPT in 46).
 REPEAT = "Repeat after me: " + "la " * 40
 
 
-def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.1") -> dict:
-    """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read line by line):
-    a client that costs almost no CPU, unlike a gradio_client process per visitor. `source` is
-    the loopback address it sends from: the app tells visitors apart by address."""
+def light_chat(
+    url: str, question: str, new_tokens: int, source: str = "127.0.0.1", delay: float = 0.0
+) -> dict:
+    """One chat over Gradio's plain HTTP API (a POST, then the SSE stream read line by line),
+    sent after `delay` s: a client that costs almost no CPU, unlike a gradio_client process
+    per visitor. `source` is the loopback address it sends from: the app tells visitors apart
+    by address. Returns the client's times, the figures and the server's timeline."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -171,6 +187,7 @@ def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.
             where.hostname, where.port, timeout=900, source_address=(source, 0)
         )
 
+    time.sleep(delay)
     start = time.time()
     post = connection()
     post.request("POST", "/gradio_api/call/chat_json", json.dumps({"data": body}),
@@ -186,19 +203,24 @@ def light_chat(url: str, question: str, new_tokens: int, source: str = "127.0.0.
             last = line[5:]
     stream.close()
     end = time.time()
-    figures = json.loads(json.loads(last)[0])["figures"]
-    return {"start": start, "first": first, "end": end, **figures}
+    out = json.loads(json.loads(last)[0])
+    return {"start": start, "first": first, "end": end, **out["figures"],
+            "timeline": out["timeline"]}  # fmt: skip
 
 
-def light_at_once(url: str, count: int, new_tokens: int) -> list[dict]:
-    """`count` light chats sent together, each from its own thread and loopback address (the
-    app's fair queue allows one address only its share once every slot is busy)."""
+def light_at_once(
+    url: str, new_tokens: list[int], question: str = REPEAT, delays: list[float] | None = None
+) -> list[dict]:
+    """One light chat per entry of `new_tokens`, sent together (or each after its `delays`),
+    each from its own thread and loopback address (the app's fair queue allows one address
+    only its share once every slot is busy)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(count) as pool:
+    delays = delays or [0.0] * len(new_tokens)
+    with ThreadPoolExecutor(len(new_tokens)) as pool:
         runs = [
-            pool.submit(light_chat, url, REPEAT, new_tokens, f"127.0.0.{2 + i}")
-            for i in range(count)
+            pool.submit(light_chat, url, question, n, f"127.0.0.{2 + i}", delay)
+            for i, (n, delay) in enumerate(zip(new_tokens, delays, strict=True))
         ]
         return [run.result() for run in runs]
 
@@ -220,13 +242,13 @@ def remote(opts: argparse.Namespace) -> dict[str, Any]:
         ):
             apps: list = []
             with serving("tiny-tutor", str(opts.model_cache), "{}", *flags, process=apps) as url:
-                light_at_once(url, 1, 8)  # warm
+                light_at_once(url, [8])  # warm
                 app = psutil.Process(apps[0].pid)
                 out[name] = {str(count): [] for count in (1, 4, 16)}
                 for _ in range(2):  # each count twice, interleaved
                     for count in (1, 4, 16):
                         cpu = sum(app.cpu_times()[:2])
-                        runs = light_at_once(url, count, opts.new_tokens)
+                        runs = light_at_once(url, [opts.new_tokens] * count)
                         cpu = sum(app.cpu_times()[:2]) - cpu
                         tokens = sum(r["new_tokens"] for r in runs)
                         out[name][str(count)].append(
@@ -263,28 +285,66 @@ def aggregate_tokens_per_s(requests: list[dict]) -> float:
     return sum(r["new_tokens"] for r in requests) / wall
 
 
+def split(request: dict) -> dict[str, float]:
+    """A request's time to first token at its client, in parts by the server's timeline:
+    queue (sending, Gradio's queue, rendering, waiting for a slot), engine (prefill to the
+    first token) and stream (the token's way to the client); `to_app` is the part of the
+    queue before the app's endpoint ran (absent at the engine alone)."""
+    stamps = request["timeline"]
+    parts = {
+        "queue": stamps["admitted"] - request["start"],
+        "engine": stamps["first_token"] - stamps["admitted"],
+        "stream": request["first"] - stamps["first_token"],
+    }
+    if "received" in stamps:
+        parts["to_app"] = stamps["received"] - request["start"]
+    return parts
+
+
+def _medians(requests: list[dict]) -> str:
+    parts = [split(r) for r in requests]
+    names = ("queue", "engine", "stream")
+    return " / ".join(f"{statistics.median(p[name] for p in parts):.3f}" for name in names)
+
+
+def _first(request: dict) -> float:
+    return request["first"] - request["start"]
+
+
 def table(section: dict[str, Any]) -> str:
     rows = [
-        "| chats at once | aggregate tokens/s | × one chat | time to first token, s "
-        "(each request) |",
-        "|---|---|---|---|",
+        "| chats at once | where | aggregate tokens/s (median) | × one chat | app / engine | "
+        "first token at the client, s (median, max) | queue / engine / stream, s (medians) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    one = statistics.median(aggregate_tokens_per_s(r) for r in section["at_once"]["1"])
-    for count, runs in section["at_once"].items():
-        rate = statistics.median(aggregate_tokens_per_s(r) for r in runs)
-        ttfts = sorted(req["first"] - req["start"] for r in runs for req in r)
-        rows.append(
-            f"| {count} | {rate:.1f} | {rate / one:.2f}× | "
-            + ", ".join(f"{t:.2f}" for t in ttfts)
-            + " |"
-        )
-    late = [r[-1]["first"] - r[-1]["start"] for r in section["late"]]
+    rate = {}
+    for where, runs_by_count in (("engine", section["engine"]), ("app", section["at_once"])):
+        one = statistics.median(aggregate_tokens_per_s(r) for r in runs_by_count["1"])
+        for count, runs in runs_by_count.items():
+            rate[where, count] = statistics.median(aggregate_tokens_per_s(r) for r in runs)
+            ratio = (f"{rate[where, count] / rate['engine', count]:.2f}×"
+                     if where == "app" else "")  # fmt: skip
+            requests = [req for run in runs for req in run]
+            firsts = [_first(req) for req in requests]
+            rows.append(
+                f"| {count} | {where} | {rate[where, count]:.1f} | "
+                f"{rate[where, count] / one:.2f}× | {ratio} | "
+                f"{statistics.median(firsts):.3f}, {max(firsts):.3f} | {_medians(requests)} |"
+            )
+    late = [run[-1] for run in section["late"]]
+    to_app = statistics.median(split(r)["to_app"] for run in section["at_once"]["1"] for r in run)
+    one_app = statistics.median(_first(r) for run in section["at_once"]["1"] for r in run)
+    one_engine = statistics.median(_first(r) for run in section["engine"]["1"] for r in run)
     single = [r[0]["tokens_per_s"] for r in section["at_once"]["1"]]
     bare = section["llm_pipeline"]["tokens_per_s"]
     rows += [
         "",
         f"- late arrival (sent {LATE_AFTER_S:.0f} s after three others started decoding): first "
-        "token in " + ", ".join(f"{t:.2f}" for t in late) + " s",
+        "token at the client in " + ", ".join(f"{_first(r):.3f}" for r in late) + " s; "
+        f"queue / engine / stream {_medians(late)} s",
+        f"- one chat's first token at the client: {one_app:.3f} s through the app, "
+        f"{one_engine:.3f} s at the engine alone (+{one_app - one_engine:.3f} s); of the app's, "
+        f"{to_app:.3f} s passed before its endpoint ran",
         f"- one visitor's decode through the app: {statistics.median(single):.1f} tokens/s "
         f"(GenAI's figure); a bare LLMPipeline in the same run: {statistics.median(bare):.1f} "
         f"tokens/s ({statistics.median(single) / statistics.median(bare):.2f}×)",
@@ -295,5 +355,5 @@ def table(section: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "--baseline":
         _baseline_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-    else:
-        client_main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1] == "--engine-level":
+        _engine_main(sys.argv[2], int(sys.argv[3]))

@@ -104,6 +104,9 @@ class GenerationResult:
     tokens_per_s: float
     scores: tuple[TokenScore | None, ...] = ()  # one per token id, None where the engine gave none
     accepted_drafts: int | None = None
+    # Wall-clock moments (time.time()) of the request: "submitted", "admitted" (a slot and its
+    # KV tokens were free) and "first_token"; the serving bench splits a visitor's wait by them.
+    timeline: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class _Progress:
     emitted: int = 0
     first_token_at: float | None = None
     stop_reason: StopReason | None = None
+    timeline: dict[str, float] = field(default_factory=lambda: {"submitted": time.time()})
 
     def __post_init__(self) -> None:
         self.decoder = self.tokenizer.decoder()
@@ -171,6 +175,7 @@ class _Progress:
             return True
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+            self.timeline["first_token"] = time.time()
         self.ids.append(token_id)
         self.scores.append(score)
         if token_id in self.tokenizer.eos_ids:
@@ -418,6 +423,7 @@ class Engine:
                 try:
                     self._count(active=1)
                     progress.start = time.perf_counter()
+                    progress.timeline["admitted"] = time.time()
                     progress.native = self.run_native(prompt, params, on_token)
                 finally:
                     self._count(active=-1)
@@ -465,6 +471,7 @@ class Engine:
             tokens_per_s=tokens_per_s,
             scores=tuple(progress.scores),
             accepted_drafts=native.accepted_drafts,
+            timeline=progress.timeline,
         )
 
     def notes(self) -> list[str]:

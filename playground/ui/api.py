@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,7 +51,9 @@ MAX_LOGPROBS = 20
 JSON_NOTE = (
     "Streams JSON objects {text, figures}; figures is null until the last one, which has "
     "stop_reason, prompt_tokens, new_tokens, ttft_s, tokens_per_s and seed (and "
-    "accepted_drafts with prompt lookup)."
+    "accepted_drafts with prompt lookup). The last one also has timeline: the server's clock "
+    "(seconds since the epoch) when the call was received, admitted to the engine, its first "
+    "token made and first sent."
 )
 
 
@@ -87,7 +90,8 @@ def with_sampling(
         except TypeError as error:
             raise ParamError(f"Bad arguments: {error}.") from None
         bound.apply_defaults()
-        arguments = {**DEFAULTS, **bound.arguments, "figures": bool(trailing)}
+        arguments = {**DEFAULTS, **bound.arguments, "figures": bool(trailing),
+                     "received": time.time()}  # fmt: skip
         yield from fn(**arguments)
 
     endpoint.__name__ = name or fn.__name__
@@ -113,14 +117,22 @@ def call_params(playground: Playground, arguments: dict[str, Any]) -> SamplingPa
     return params
 
 
-def stream_out(replies: Iterator[Reply], with_figures: bool, top: int) -> Iterator[str]:
-    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures,
-    and, when `top` (a checked `logprobs`) is above 0, the tokens with their logprobs."""
+def stream_out(
+    replies: Iterator[Reply], with_figures: bool, top: int, received: float
+) -> Iterator[str]:
+    """Text as it grows, or (with `figures`) JSON objects whose last one carries the figures
+    and the timeline (`received`: when the call reached the endpoint), and, when `top` (a
+    checked `logprobs`) is above 0, the tokens with their logprobs."""
+    first_sent = None
     for reply in throttle(replies):
+        first_sent = first_sent or time.time()
         if not with_figures:
             yield reply.text
             continue
         out: dict[str, Any] = {"text": reply.text, "figures": reply.figures}
+        if reply.result is not None:
+            stamps = {"received": received, **reply.result.timeline, "first_sent": first_sent}
+            out["timeline"] = stamps
         if top and reply.tokens is not None:
             out["tokens"] = [
                 {**t, "top_logprobs": t["top_logprobs"][:top]} if "top_logprobs" in t else t
@@ -166,7 +178,7 @@ def add_endpoints(playground: Playground) -> None:
         params = call_params(playground, arguments)
         top = logprobs_count(arguments["logprobs"])  # refused before any generation
         replies = playground.complete(prompt, params)
-        yield from stream_out(replies, arguments["figures"], top)
+        yield from stream_out(replies, arguments["figures"], top, arguments["received"])
 
     def chat(
         message: Any,
@@ -187,7 +199,7 @@ def add_endpoints(playground: Playground) -> None:
         top = logprobs_count(arguments["logprobs"])
         options = RenderOptions(system_policy, prefill=prefill)
         replies = playground.reply(turns, options, params, system=system)
-        yield from stream_out(replies, arguments["figures"], top)
+        yield from stream_out(replies, arguments["figures"], top, arguments["received"])
 
     def compare_columns(conversation: Any, columns: Any, prefill: Any, **arguments: Any):
         """Run one conversation as 2 to 4 variants (`columns`: JSON list of a variant's name, or
