@@ -85,9 +85,9 @@ def test_held_out_content_is_never_trained(examples):
     assert not set(train.shaped_names) & set(test.shaped_names)
     assert not set(train.shaped_words) & set(test.shaped_words)
 
-    # A placeholder is one word, but a topic ("the sea") may be two.
+    # A placeholder is one word (or a number, a sign, "<bos>"), but a topic ("the sea") may be two.
     def placeholder(match):
-        return r"[\w ]+" if match[1] == "topic" else r"\w+"
+        return r"[\w ]+" if match[1] == "topic" else r"[^ ]+"
 
     patterns = [re.compile(re.sub(r"\\\{(\w*)\\\}", placeholder, re.escape(p)) + "$")
                 for p in HELD_OUT_PHRASINGS]  # fmt: skip
