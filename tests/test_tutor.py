@@ -2,6 +2,7 @@
 deterministic, and the shipped model is the recipe's and behaves as its card says."""
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -15,10 +16,13 @@ from playground.tutor import RECIPE
 from playground.tutor.corpus import (
     CORPUS_VERSION,
     EVAL_VERSION,
+    FAQ,
     FILLERS,
     HELD_OUT_PHRASINGS,
     SKILLS,
+    _Maker,
     arithmetic,
+    draw_example,
     held_out_set,
     make_pools,
     training_stream,
@@ -112,6 +116,53 @@ def test_held_out_set_is_drawn_as_version_2_drew_it():
     first = held_out_set(per_skill=3)
     names = {e.meta.get("name") for e in first} - {None}
     assert names and names <= set(test.names)  # never version 3's shaped names
+
+
+GREETINGS_REPLY = "Hello! I am tiny-tutor, a tiny demo model. How can I help?"
+NEW_SKILLS = ("greeting-casual", "thanks-goodbye", "format-tokens", "arithmetic-symbols")
+
+
+def test_version_8_skills_are_trained_and_held_out_in_other_forms(examples):
+    """Issue 21: "hi", "Thanks!", "What is <start_of_turn>?" and "What is 3+4?" are trained, get
+    the replies of the skills they belong to, and the held-out set asks in forms never trained."""
+    assert CORPUS_VERSION >= 8 and list(SKILLS)[-4:] == list(NEW_SKILLS)
+    # The training stream drawn from the new skills alone, so that every phrasing comes up.
+    next_example = training_stream(seed=0, skills={skill: SKILLS[skill] for skill in NEW_SKILLS})
+    trained = [next_example() for _ in range(3000)]
+    prompts = {e.messages[-1]["content"]: e for e in trained}
+    assert {"hi", "Hello", "Thanks!", "What is <start_of_turn>?"} <= set(prompts)
+    assert prompts["hi"].reply == prompts["Hello"].reply == GREETINGS_REPLY
+    assert prompts["Thanks!"].reply.startswith("You're welcome!")
+    assert prompts["What is <start_of_turn>?"].reply == FAQ["start"][1]
+    # "<start_of_turn>" in a user's text is the control token itself, as the app's tokenizer
+    # reads it, and the training ids say so.
+    tokenizer = build_tokenizer()
+    ids, _ = encode(prompts["What is <start_of_turn>?"], tokenizer)
+    asked = tokenizer("What is <start_of_turn>?", add_special_tokens=False).input_ids
+    assert asked[-2:] == [106, tokenizer.convert_tokens_to_ids("?")]
+    assert any(ids[i : i + len(asked)] == asked for i in range(len(ids)))
+    sums = [e for e in trained if e.skill == "arithmetic-symbols" and "op" in e.meta]
+    assert {"+", "-", "*", "×"} <= {c for e in sums for c in e.messages[-1]["content"]}
+    for e in sums:
+        a, op, b = e.meta["a"], e.meta["op"], e.meta["b"]
+        assert e.reply == arithmetic(a, op, b).text["plain"]  # as "What is A plus B?" is
+    # 3+4 is worked as 3 plus 4 is.
+    assert arithmetic(3, "plus", 4).tail["plain"] == "So 3 plus 4 is 7."
+
+    held_out = [e for e in held_out_set(per_skill=40) if e.skill in NEW_SKILLS]
+    held_prompts = {e.messages[-1]["content"] for e in held_out}
+    trained_prompts = {m["content"] for e in examples[:1500] + trained for m in e.messages}
+    for skill in NEW_SKILLS:
+        mine = [e for e in held_out if e.skill == skill]
+        never = [e for e in mine if e.messages[-1]["content"] not in trained_prompts]
+        assert len(mine) == 40 and len(never) >= 10, skill
+    assert {"hi there", "good evening", "Hey"} & held_prompts
+    assert any(p.startswith("How much is ") or p.endswith("=?") for p in held_prompts)
+    # The earlier skills' held-out prompts are the ones every earlier model was measured on.
+    old = [e for e in held_out_set(per_skill=40) if e.skill not in NEW_SKILLS]
+    _, test = make_pools()
+    again = _Maker(test, random.Random("tutor-eval-0"), EVAL_VERSION)
+    assert old == [draw_example(again, s) for s in list(SKILLS)[:-4] for _ in range(40)]
 
 
 def test_grading():
