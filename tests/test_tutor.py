@@ -179,29 +179,50 @@ def test_grading():
 
 @pytest.mark.slow
 def test_short_training_is_deterministic(tmp_path):
-    # In a fresh process: torch's thread pool is shared by the whole process, and a generation
-    # another test left running on the optimum engine changes how reductions split (a 1e-7
-    # difference in the full suite). The recipe's claim is about a training run on its own.
-    code = f"from tests.test_tutor import train_twice; train_twice({str(tmp_path)!r})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def train_twice(folder: str) -> None:
-    from playground.tutor.train import Schedule, Shape, train
-
-    tmp_path = Path(folder)
-    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
-    schedule = Schedule(steps=4, batch=4, bucket=2, warmup=2)
-    first = train(tmp_path / "a", shape, schedule, log_every=0)
-    second = train(tmp_path / "b", shape, schedule, log_every=0)
-    assert first == second
+    # Each run in a fresh process, as a rebuild is: torch's thread pool and compiled kernels are
+    # the process's, and a generation another test left running changes how reductions split.
+    for run in ("a", "b"):
+        code = f"from tests.test_tutor import train_small; train_small({str(tmp_path / run)!r})"
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
     ).read_bytes()
-    record = json.loads((tmp_path / "a" / "tutor.json").read_text())
-    assert record["recipe"] == RECIPE and record["schedule"]["steps"] == 4
+    records = [json.loads((tmp_path / run / "tutor.json").read_text()) for run in "ab"]
+    assert records[0]["final_loss"] == records[1]["final_loss"]
+    assert records[0]["recipe"] == RECIPE and records[0]["schedule"]["steps"] == 4
+    assert records[0]["schedule"]["compiled"]  # the recipe's own path, compiled
+
+
+def train_small(folder: str) -> None:
+    from playground.tutor.train import Schedule, Shape, train
+
+    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    train(Path(folder), shape, Schedule(steps=4, batch=4, bucket=2, warmup=2), log_every=0)
+
+
+@pytest.mark.slow
+def test_training_from_an_ir_starts_from_its_model(tutor_engine):
+    """`train --init`: the torch model built from the shipped IR's dequantized weights answers
+    greedily as the IR does through the genai engine (reference: the engine)."""
+    import torch
+
+    from playground.sampling import SamplingParams
+    from playground.tutor.train import Shape, _load_ir_weights, make_model
+
+    model = make_model(Shape()).eval()
+    _load_ir_weights(model, TUTOR_DIR)
+    tokenizer = build_tokenizer()
+    params = SamplingParams(max_new_tokens=40, temperature=0.0, repetition_penalty=1.0)
+    for question in ("What is 3 plus 4?", "Reverse the word lamp."):
+        prompt = render([{"role": "user", "content": question}]).text
+        expected = tutor_engine.generate(prompt, params).run().token_ids
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=40, do_sample=False)
+        assert out[0, ids.shape[1] :].tolist() == expected
 
 
 def test_shipped_model_is_this_recipe():
