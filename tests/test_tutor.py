@@ -2,6 +2,7 @@
 deterministic, and the shipped model is the recipe's and behaves as its card says."""
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -15,10 +16,13 @@ from playground.tutor import RECIPE
 from playground.tutor.corpus import (
     CORPUS_VERSION,
     EVAL_VERSION,
+    FAQ,
     FILLERS,
     HELD_OUT_PHRASINGS,
     SKILLS,
+    _Maker,
     arithmetic,
+    draw_example,
     held_out_set,
     make_pools,
     training_stream,
@@ -85,9 +89,9 @@ def test_held_out_content_is_never_trained(examples):
     assert not set(train.shaped_names) & set(test.shaped_names)
     assert not set(train.shaped_words) & set(test.shaped_words)
 
-    # A placeholder is one word, but a topic ("the sea") may be two.
+    # A placeholder is one word (or a number, a sign, "<bos>"), but a topic ("the sea") may be two.
     def placeholder(match):
-        return r"[\w ]+" if match[1] == "topic" else r"\w+"
+        return r"[\w ]+" if match[1] == "topic" else r"[^ ]+"
 
     patterns = [re.compile(re.sub(r"\\\{(\w*)\\\}", placeholder, re.escape(p)) + "$")
                 for p in HELD_OUT_PHRASINGS]  # fmt: skip
@@ -114,6 +118,53 @@ def test_held_out_set_is_drawn_as_version_2_drew_it():
     assert names and names <= set(test.names)  # never version 3's shaped names
 
 
+GREETINGS_REPLY = "Hello! I am tiny-tutor, a tiny demo model. How can I help?"
+NEW_SKILLS = ("greeting-casual", "thanks-goodbye", "format-tokens", "arithmetic-symbols")
+
+
+def test_version_8_skills_are_trained_and_held_out_in_other_forms(examples):
+    """Issue 21: "hi", "Thanks!", "What is <start_of_turn>?" and "What is 3+4?" are trained, get
+    the replies of the skills they belong to, and the held-out set asks in forms never trained."""
+    assert CORPUS_VERSION >= 8 and list(SKILLS)[-4:] == list(NEW_SKILLS)
+    # The training stream drawn from the new skills alone, so that every phrasing comes up.
+    next_example = training_stream(seed=0, skills={skill: SKILLS[skill] for skill in NEW_SKILLS})
+    trained = [next_example() for _ in range(3000)]
+    prompts = {e.messages[-1]["content"]: e for e in trained}
+    assert {"hi", "Hello", "Thanks!", "What is <start_of_turn>?"} <= set(prompts)
+    assert prompts["hi"].reply == prompts["Hello"].reply == GREETINGS_REPLY
+    assert prompts["Thanks!"].reply.startswith("You're welcome!")
+    assert prompts["What is <start_of_turn>?"].reply == FAQ["start"][1]
+    # "<start_of_turn>" in a user's text is the control token itself, as the app's tokenizer
+    # reads it, and the training ids say so.
+    tokenizer = build_tokenizer()
+    ids, _ = encode(prompts["What is <start_of_turn>?"], tokenizer)
+    asked = tokenizer("What is <start_of_turn>?", add_special_tokens=False).input_ids
+    assert asked[-2:] == [106, tokenizer.convert_tokens_to_ids("?")]
+    assert any(ids[i : i + len(asked)] == asked for i in range(len(ids)))
+    sums = [e for e in trained if e.skill == "arithmetic-symbols" and "op" in e.meta]
+    assert {"+", "-", "*", "×"} <= {c for e in sums for c in e.messages[-1]["content"]}
+    for e in sums:
+        a, op, b = e.meta["a"], e.meta["op"], e.meta["b"]
+        assert e.reply == arithmetic(a, op, b).text["plain"]  # as "What is A plus B?" is
+    # 3+4 is worked as 3 plus 4 is.
+    assert arithmetic(3, "plus", 4).tail["plain"] == "So 3 plus 4 is 7."
+
+    held_out = [e for e in held_out_set(per_skill=40) if e.skill in NEW_SKILLS]
+    held_prompts = {e.messages[-1]["content"] for e in held_out}
+    trained_prompts = {m["content"] for e in examples[:1500] + trained for m in e.messages}
+    for skill in NEW_SKILLS:
+        mine = [e for e in held_out if e.skill == skill]
+        never = [e for e in mine if e.messages[-1]["content"] not in trained_prompts]
+        assert len(mine) == 40 and len(never) >= 10, skill
+    assert {"hi there", "good evening", "Hey"} & held_prompts
+    assert any(p.startswith("How much is ") or p.endswith("=?") for p in held_prompts)
+    # The earlier skills' held-out prompts are the ones every earlier model was measured on.
+    old = [e for e in held_out_set(per_skill=40) if e.skill not in NEW_SKILLS]
+    _, test = make_pools()
+    again = _Maker(test, random.Random("tutor-eval-0"), EVAL_VERSION)
+    assert old == [draw_example(again, s) for s in list(SKILLS)[:-4] for _ in range(40)]
+
+
 def test_grading():
     reply = arithmetic(7, "plus", 5)
     assert reply.text["plain"] == "7+1=8, 7+2=9, 7+3=10, 7+4=11, 7+5=12. So 7 plus 5 is 12."
@@ -128,29 +179,50 @@ def test_grading():
 
 @pytest.mark.slow
 def test_short_training_is_deterministic(tmp_path):
-    # In a fresh process: torch's thread pool is shared by the whole process, and a generation
-    # another test left running on the optimum engine changes how reductions split (a 1e-7
-    # difference in the full suite). The recipe's claim is about a training run on its own.
-    code = f"from tests.test_tutor import train_twice; train_twice({str(tmp_path)!r})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def train_twice(folder: str) -> None:
-    from playground.tutor.train import Schedule, Shape, train
-
-    tmp_path = Path(folder)
-    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
-    schedule = Schedule(steps=4, batch=4, bucket=2, warmup=2)
-    first = train(tmp_path / "a", shape, schedule, log_every=0)
-    second = train(tmp_path / "b", shape, schedule, log_every=0)
-    assert first == second
+    # Each run in a fresh process, as a rebuild is: torch's thread pool and compiled kernels are
+    # the process's, and a generation another test left running changes how reductions split.
+    for run in ("a", "b"):
+        code = f"from tests.test_tutor import train_small; train_small({str(tmp_path / run)!r})"
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
     ).read_bytes()
-    record = json.loads((tmp_path / "a" / "tutor.json").read_text())
-    assert record["recipe"] == RECIPE and record["schedule"]["steps"] == 4
+    records = [json.loads((tmp_path / run / "tutor.json").read_text()) for run in "ab"]
+    assert records[0]["final_loss"] == records[1]["final_loss"]
+    assert records[0]["recipe"] == RECIPE and records[0]["schedule"]["steps"] == 4
+    assert records[0]["schedule"]["compiled"]  # the recipe's own path, compiled
+
+
+def train_small(folder: str) -> None:
+    from playground.tutor.train import Schedule, Shape, train
+
+    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    train(Path(folder), shape, Schedule(steps=4, batch=4, bucket=2, warmup=2), log_every=0)
+
+
+@pytest.mark.slow
+def test_training_from_an_ir_starts_from_its_model(tutor_engine):
+    """`train --init`: the torch model built from the shipped IR's dequantized weights answers
+    greedily as the IR does through the genai engine (reference: the engine)."""
+    import torch
+
+    from playground.sampling import SamplingParams
+    from playground.tutor.train import Shape, _load_ir_weights, make_model
+
+    model = make_model(Shape()).eval()
+    _load_ir_weights(model, TUTOR_DIR)
+    tokenizer = build_tokenizer()
+    params = SamplingParams(max_new_tokens=40, temperature=0.0, repetition_penalty=1.0)
+    for question in ("What is 3 plus 4?", "Reverse the word lamp."):
+        prompt = render([{"role": "user", "content": question}]).text
+        expected = tutor_engine.generate(prompt, params).run().token_ids
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=40, do_sample=False)
+        assert out[0, ids.shape[1] :].tolist() == expected
 
 
 def test_shipped_model_is_this_recipe():

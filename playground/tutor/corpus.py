@@ -2,7 +2,8 @@
 
 Owns: the skills tiny-tutor learns (greetings and names, arithmetic from 0 to 12, repeat,
 reverse and uppercase, answers about the chat format, folded system prompts, multi-turn
-references, a polite refusal), the reply each prompt must get, the held-out split of names,
+references, a polite refusal; from version 8 casual greetings, thanks and goodbyes, "What is
+<bos>?" and sums written with symbols), the reply each prompt must get, the held-out split of names,
 words, number pairs and phrasings that training never sees, and how a reply is graded.
 Does not own: tokens or rendering (`vocab`, `chat_format`), training or evaluation runs.
 
@@ -28,7 +29,11 @@ from dataclasses import dataclass, field
 # 6: V6_PHRASINGS: questions for the name that ask who the user is, in the first person.
 # 7: V7_PHRASINGS: "who I am" questions for the name; the name is the one given last; a
 # third of the first messages to recall are sums again.
-CORPUS_VERSION = 7
+# 8: four new skills for a first message as people type it: greetings in lower case or without
+# punctuation, thanks and goodbyes, "What is <bos>?" with and without angle brackets, and sums
+# written with symbols ("3+4", "5*6"). They are drawn for the held-out set after the version 2
+# skills, so those skills' prompts stay the same.
+CORPUS_VERSION = 8
 # The held-out set is always drawn as corpus version 2 drew it: every version is measured on the
 # same prompts (the later versions add only trained phrasings, never held-out ones).
 EVAL_VERSION = 2
@@ -192,6 +197,49 @@ V7_PHRASINGS = {
     "ask_name": ["Do you know who I am?", "Tell me who I am.", "Can you tell me who I am?",
                  "Who do you think I am?", "Say who I am.", "Remind me who I am.",
                  "Who did I say I am?"],
+}  # fmt: skip
+
+# Version 8's skills. Each list's held-out forms are in HELD_OUT_PHRASINGS and never trained;
+# the casual greetings held out are lower-case, unpunctuated forms of the greetings held out
+# since version 1, so no trained phrasing is a held-out one with its case or a mark changed.
+CASUAL_GREETINGS = ["hi", "hello", "hey", "Hi", "Hello", "hi!", "hello!", "hey!", "hi.",
+                    "hello.", "hello there", "hey there", "good morning", "Good morning",
+                    "good afternoon", "good day", "hello tutor", "hi tutor", "hiya", "Hiya!",
+                    "howdy", "yo", "greetings", "HI", "HELLO", "Hello?", "hi?", "hii",
+                    "hi there", "good evening", "Hey"]  # fmt: skip
+CASUAL_GREETINGS_NAMED = ["hi i am {}", "hello, i am {}", "i am {}", "i'm {}", "Hi, I am {}",
+                          "Hello I'm {}", "my name is {}", "hey i'm {}", "hello my name is {}",
+                          "Hi I am {}", "hi, my name is {}", "im {}", "hello, i'm {}",
+                          "hey, my name is {}", "Hello, I am {}", "hi there, i'm {}",
+                          "hello there, my name is {}"]  # fmt: skip
+THANKS = ["Thanks!", "Thanks.", "Thanks", "thanks", "thanks!", "Thank you!", "Thank you.",
+          "thank you", "Thank you", "Thanks a lot!", "thanks a lot", "Thank you very much!",
+          "Thanks, tutor!", "Great, thanks!", "ok thanks", "Cool, thank you.", "thx", "ty",
+          "Much appreciated!", "Many thanks!", "thank you so much"]  # fmt: skip
+GOODBYES = ["Bye!", "Bye.", "bye", "Bye", "Goodbye!", "Goodbye.", "goodbye", "Bye bye!",
+            "bye bye", "See you!", "see you", "See you later!", "see you later", "Good night!",
+            "good night", "Farewell!", "I have to go.", "gotta go", "Later!", "cya",
+            "Thanks, bye!", "ok bye", "Bye for now!", "see ya"]  # fmt: skip
+WELCOME = "You're welcome! What else can I help with?"
+GOODBYE = "Goodbye! It was nice to chat. Come back any time."
+# "What is <bos>?": the topic's token written as the control token itself (which the tokenizer
+# reads as that token) or as its bare name; the answer is the format question's.
+TOKEN_QUESTIONS = ["What is {}?", "What is {}", "what is {}?", "What does {} mean?",
+                   "What does {} do?", "What is the {} token?", "Explain {}.", "Tell me about {}.",
+                   "What's {}?", "What is {} used for?", "{}?", "What is this: {}?",
+                   "What is {} for?", "Can you explain {}?"]  # fmt: skip
+TOKEN_NAMES = {"start": "start_of_turn", "end": "end_of_turn", "bos": "bos"}
+# Sums written as symbols; "*" and "×" are times. {a}, {sign} and {b} fill in the sum.
+SYMBOL_SIGNS = {"+": "plus", "-": "minus", "*": "times", "×": "times"}
+SYMBOL_SUMS = ["What is {a}{sign}{b}?", "What is {a} {sign} {b}?", "{a}{sign}{b}", "{a}{sign}{b}?",
+               "{a} {sign} {b}", "{a}{sign}{b}=", "Compute {a}{sign}{b}.",
+               "Calculate {a} {sign} {b}.", "what is {a}{sign}{b}", "Solve {a}{sign}{b}.",
+               "What is {a}{sign}{b}", "What's {a}{sign}{b}?", "How much is {a}{sign}{b}?",
+               "{a}{sign}{b}=?"]  # fmt: skip
+HELD_OUT_PHRASINGS |= {
+    "hi there", "good evening", "Hey", "hi there, i'm {}", "hello there, my name is {}",
+    "Many thanks!", "thank you so much", "Bye for now!", "see ya",
+    "What is {} for?", "Can you explain {}?", "How much is {a}{sign}{b}?", "{a}{sign}{b}=?",
 }  # fmt: skip
 
 # The paraphrases each corpus version adds to training, keyed by a phrasing list's name.
@@ -482,6 +530,51 @@ class _Maker:
         pirate = "Arr, I be a tiny demo model and can't answer that."
         return template.format(**fill), _reply(REFUSAL, "I can't answer that.", pirate), {}
 
+    def casual_greet(self) -> tuple[str, Reply, dict]:
+        """Version 8: a greeting as typed in a hurry, lower case or without punctuation."""
+        if self.rng.random() < 0.5:
+            name = self.name()
+            text = self.phrasing(CASUAL_GREETINGS_NAMED).format(name)
+            reply = _reply(
+                f"Hello {name}! Nice to meet you. How can I help?",
+                brief=f"Hello {name}!",
+                pirate=f"Ahoy {name}! Arr, how can I help ye?",
+            )
+            return text, reply, {"name": name}
+        reply = _reply("Hello! I am tiny-tutor, a tiny demo model. How can I help?",
+                       brief="Hello!", pirate="Ahoy matey! Arr, how can I help ye?")  # fmt: skip
+        return self.phrasing(CASUAL_GREETINGS), reply, {}
+
+    def thanks(self) -> tuple[str, Reply, dict]:
+        """Version 8: thanks or a goodbye."""
+        if self.rng.random() < 0.5:
+            return self.phrasing(THANKS), _reply(WELCOME), {"kind": "thanks"}
+        return self.phrasing(GOODBYES), _reply(GOODBYE), {"kind": "goodbye"}
+
+    def token_question(self) -> tuple[str, Reply, dict]:
+        """Version 8: "What is <bos>?", the token written as itself half of the time."""
+        topic = self.rng.choice(sorted(TOKEN_NAMES))
+        bracketed = self.rng.random() < 0.5
+        token = f"<{TOKEN_NAMES[topic]}>" if bracketed else TOKEN_NAMES[topic]
+        answer = FAQ[topic][1]
+        first = answer.split(". ")[0].rstrip(".") + "."
+        text = self.phrasing(TOKEN_QUESTIONS).format(token)
+        return text, _reply(answer, brief=first), {"topic": topic, "bracketed": bracketed}
+
+    def symbol_sum(self) -> tuple[str, Reply, dict]:
+        """Version 8: "What is 3+4?", answered as "What is 3 plus 4?" is; out of range too."""
+        sign = self.rng.choice(list(SYMBOL_SIGNS))
+        op = SYMBOL_SIGNS[sign]
+        template = self.phrasing(SYMBOL_SUMS)
+        if self.rng.random() < 0.15:
+            a, b = self.rng.randint(13, 99), self.rng.randint(0, 99)
+            a, b = (a, b) if self.rng.random() < 0.5 else (b, a)
+            text = template.format(a=a, sign=sign, b=b)
+            return text, _reply(OUT_OF_RANGE, pirate=f"Arr! {OUT_OF_RANGE}"), {}
+        a, b = self.rng.choice(self.pools.pairs[op])
+        meta = {"op": op, "a": a, "b": b, "result": OPS[op][1](a, b)}
+        return template.format(a=a, sign=sign, b=b), arithmetic(a, op, b, self.version), meta
+
     def single(self) -> tuple[str, Reply, dict]:
         kinds = [self.greet, self.arith, self.arith, self.copy, self.faq, self.unknown]
         return self.rng.choice(kinds)()
@@ -495,6 +588,17 @@ def _single_example(maker: _Maker, skill: str, draw: Callable) -> Example:
     text, reply, meta = draw()
     return Example(skill, [{"role": "user", "content": text}], reply.text["plain"],
                    reply.tail["plain"], meta=meta)  # fmt: skip
+
+
+def _after_history_example(maker: _Maker, skill: str, draw: Callable) -> Example:
+    """Version 8's skills come as a first message, or half of the time after one exchange
+    (thanks after an answer, a sum after a greeting)."""
+    if maker.rng.random() < 0.5:
+        return _single_example(maker, skill, draw)
+    messages, _ = _history(maker, maker.single(), 1)
+    text, reply, meta = draw()
+    messages.append({"role": "user", "content": text})
+    return Example(skill, messages, reply.text["plain"], reply.tail["plain"], meta=meta)
 
 
 def _system_example(maker: _Maker, style: str) -> Example:
@@ -590,17 +694,23 @@ def draw_example(maker: _Maker, skill: str) -> Example:
         "multi-arithmetic": lambda: _follow_up_example(maker),
         "multi-first": lambda: _recall_example(maker),
         "multi-name": lambda: _name_example(maker),
+        "greeting-casual": lambda: _after_history_example(maker, skill, maker.casual_greet),
+        "thanks-goodbye": lambda: _after_history_example(maker, skill, maker.thanks),
+        "format-tokens": lambda: _after_history_example(maker, skill, maker.token_question),
+        "arithmetic-symbols": lambda: _after_history_example(maker, skill, maker.symbol_sum),
     }
     return makers[skill]()
 
 
 # Training mixture: how often each skill is drawn (evaluation takes the same number of each,
 # in this order). Weighted towards the skills that copy from far back (the first message, the
-# name) and the counted sums.
+# name) and the counted sums. Version 8's skills come last, so the held-out prompts of the
+# others are drawn as before; they are light, as they reuse replies the others teach.
 SKILLS = {
     "greeting": 6, "arithmetic": 14, "repeat": 4, "reverse": 7, "uppercase": 4, "format-faq": 7,
     "refusal": 7, "system-upper": 5, "system-brief": 6, "system-pirate": 5, "system-ok": 6,
     "multi-arithmetic": 10, "multi-first": 15, "multi-name": 11,
+    "greeting-casual": 2, "thanks-goodbye": 2, "format-tokens": 3, "arithmetic-symbols": 4,
 }  # fmt: skip
 
 

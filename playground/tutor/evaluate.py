@@ -32,8 +32,8 @@ def evaluate(folder: Path, per_skill: int = 40) -> dict:
             correct = example.grade(result.text)
             ended = result.stop_reason == "end_of_turn"
             rows[example.skill].append((correct, ended))
-            if "op" in example.meta and example.skill == "arithmetic":
-                rows[f"arithmetic: {example.meta['op']}"].append((correct, ended))
+            if "op" in example.meta and example.skill.startswith("arithmetic"):
+                rows[f"{example.skill}: {example.meta['op']}"].append((correct, ended))
             if not correct and len(failures) < 60:
                 failures.append({"skill": example.skill, "prompt": example.messages[-1]["content"],
                                  "expected": example.reply, "got": result.text})  # fmt: skip
