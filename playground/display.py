@@ -126,9 +126,11 @@ def raw_checks(inspection: Inspection, prompt: str, control_notes: Sequence[str]
 
 def engine_status(status: Mapping[str, Any]) -> str:
     """The engine's live figures for the Model tab (numbers only, nothing from a visitor)."""
+    # Under a KV budget a request also waits while its tokens don't fit beside the others.
+    wait = "a slot or KV-budget tokens" if "kv_budget_tokens" in status else "a slot"
     lines = [
         f"- **Generating now:** {status['active']} of {status['slots']} at once"
-        f" · **waiting for a slot:** {status['waiting']}"
+        f" · **waiting for {wait}:** {status['waiting']}"
     ]
     if "kv_budget_tokens" in status:
         lines.append(

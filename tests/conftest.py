@@ -207,6 +207,13 @@ def browser():
         browser.close()
 
 
+# A raw prompt (no template) that tiny-tutor continues on llama.cpp's server, greedily, with one
+# character to any limit, and how that reply starts: the tests that stop or kill a reply
+# mid-stream need one that never ends. Recipe 4's model ends "Hello" after 13 tokens there;
+# "Hi" gives "cccc…" (checked with /completions, temperature 0, 80 tokens: finish "length").
+ENDLESS_RAW, ENDLESS_START = "Hi", "ccc"
+
+
 def start_llama_server(threads: int = 1):
     """llama-cpp-python's server on tiny-tutor's GGUF (`playground.llama_server`)."""
     from playground import llama_server

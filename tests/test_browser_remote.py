@@ -6,7 +6,7 @@ import pytest
 from playground.engines import load_engine
 from playground.models import TUTOR_DIR
 from playground.settings import RemoteSettings
-from tests.conftest import serve, start_llama_server
+from tests.conftest import ENDLESS_RAW, ENDLESS_START, serve, start_llama_server
 from tests.test_browser import chat_text, open_page, screenshot, send, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -47,10 +47,10 @@ def test_a_visitor_chats_and_stops_on_the_remote_engine(page):
     page.wait_for_selector("#chatbot >> text=prompt tokens")
     assert "So 7 plus 5 is 12." in chat_text(page)
     assert "end of turn" in chat_text(page)
-    # Raw "Hello" makes tiny-tutor write "!" to the limit: Stop ends it mid-stream.
+    # A raw prompt tiny-tutor continues to the limit: Stop ends it mid-stream.
     page.get_by_role("tab", name="Raw prompt").click()
     set_number(page, "slider-max_new_tokens", 4000)
-    page.fill("#raw-prompt textarea", "Hello")
+    page.fill("#raw-prompt textarea", ENDLESS_RAW)
     page.click("#raw-generate")
     page.wait_for_function("document.querySelector('#raw-output textarea').value.length > 20")
     page.click("#raw-stop")
@@ -103,12 +103,12 @@ def test_a_server_killed_mid_reply_keeps_the_text_and_says_so(browser, settings,
         page.get_by_role("tab", name="Raw prompt").click()
         set_number(page, "slider-temperature", 0)
         set_number(page, "slider-max_new_tokens", 4000)
-        page.fill("#raw-prompt textarea", "Hello")
+        page.fill("#raw-prompt textarea", ENDLESS_RAW)
         page.click("#raw-generate")
         page.wait_for_function("document.querySelector('#raw-output textarea').value.length > 20")
         process.kill()
         page.wait_for_selector("#raw-figures >> text=stopped answering mid-reply")
-        assert page.input_value("#raw-output textarea").startswith("!!!")
+        assert page.input_value("#raw-output textarea").startswith(ENDLESS_START)
         assert page.locator("#raw-output .error").count() == 0  # the text stays in view
         assert page.dialogs == []
     finally:

@@ -21,7 +21,7 @@ from playground.models import TUTOR_DIR
 from playground.sampling import SamplingParams
 from playground.session import Playground
 from playground.settings import RemoteSettings, SettingsError, load_settings
-from tests.conftest import ROOT, start_llama_server
+from tests.conftest import ENDLESS_RAW, ENDLESS_START, ROOT, start_llama_server
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
 SUM = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -214,14 +214,14 @@ def test_a_server_killed_mid_reply_gives_a_clear_message_and_keeps_the_text(sett
     process, base_url = start_llama_server()
     try:
         engine = remote_engine(base_url, settings, max_concurrent=1)
-        generation = engine.generate("Hello", SamplingParams(max_new_tokens=4000, **GREEDY))
+        generation = engine.generate(ENDLESS_RAW, SamplingParams(max_new_tokens=4000, **GREEDY))
         chunks = iter(generation)
         received = "".join(next(chunks) for _ in range(10))
         process.kill()
         with pytest.raises(EngineError, match="stopped answering mid-reply") as caught:
             for chunk in chunks:
                 received += chunk
-        assert received.startswith("!!!")
+        assert received.startswith(ENDLESS_START)
         assert "Traceback" not in str(caught.value)
         # The slot is free again, and a new request says the server is gone, at once.
         start = time.perf_counter()

@@ -484,9 +484,14 @@ class _Maker:
             return text, _reply(REFUSAL), {}
 
     def greet(self) -> tuple[str, Reply, dict]:
-        if self.rng.random() < 0.75:
+        return self._greeting(0.75, (GREETINGS_NAMED, "greet_named"), (GREETINGS, "greet"))
+
+    def _greeting(self, named_share: float, named: tuple, plain: tuple) -> tuple[str, Reply, dict]:
+        """A greeting from the `named` phrasings (`phrasing`'s arguments) with a name, in
+        `named_share` of the draws, else from the `plain` ones; both skills' replies."""
+        if self.rng.random() < named_share:
             name = self.name()
-            text = self.phrasing(GREETINGS_NAMED, "greet_named").format(name)
+            text = self.phrasing(*named).format(name)
             reply = _reply(
                 f"Hello {name}! Nice to meet you. How can I help?",
                 brief=f"Hello {name}!",
@@ -495,7 +500,7 @@ class _Maker:
             return text, reply, {"name": name}
         reply = _reply("Hello! I am tiny-tutor, a tiny demo model. How can I help?",
                        brief="Hello!", pirate="Ahoy matey! Arr, how can I help ye?")  # fmt: skip
-        return self.phrasing(GREETINGS, "greet"), reply, {}
+        return self.phrasing(*plain), reply, {}
 
     def arith(self, op: str | None = None) -> tuple[str, Reply, dict]:
         op = op or self.rng.choice(list(OPS))
@@ -532,18 +537,7 @@ class _Maker:
 
     def casual_greet(self) -> tuple[str, Reply, dict]:
         """Version 8: a greeting as typed in a hurry, lower case or without punctuation."""
-        if self.rng.random() < 0.5:
-            name = self.name()
-            text = self.phrasing(CASUAL_GREETINGS_NAMED).format(name)
-            reply = _reply(
-                f"Hello {name}! Nice to meet you. How can I help?",
-                brief=f"Hello {name}!",
-                pirate=f"Ahoy {name}! Arr, how can I help ye?",
-            )
-            return text, reply, {"name": name}
-        reply = _reply("Hello! I am tiny-tutor, a tiny demo model. How can I help?",
-                       brief="Hello!", pirate="Ahoy matey! Arr, how can I help ye?")  # fmt: skip
-        return self.phrasing(CASUAL_GREETINGS), reply, {}
+        return self._greeting(0.5, (CASUAL_GREETINGS_NAMED,), (CASUAL_GREETINGS,))
 
     def thanks(self) -> tuple[str, Reply, dict]:
         """Version 8: thanks or a goodbye."""
