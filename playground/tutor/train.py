@@ -39,7 +39,7 @@ class Shape:
 class Schedule:
     steps: int = 3000
     # 16, not 32 (recipe 3): the same steps in half the time, so training fits 30 minutes on
-    # this project's 2-core AVX2 machines (recipe 3's 3000 x 32 took 99 min on them).
+    # this project's 2-core AVX2 machines (recipe 3's 3000 x 32 took 84 to 99 min on them).
     batch: int = 16
     bucket: int = 8  # batches drawn at once and grouped by length, to pad less
     lr: float = 3e-3
