@@ -39,6 +39,23 @@ def test_bench_quick_runs_and_writes_its_json(tmp_path):
     assert results["memory_bandwidth_gbs"] > 0 and results["weight_bytes"] > 0
 
 
+def test_bench_profile_names_each_settings_kernels_and_their_shares(tmp_path):
+    out = tmp_path / "profile.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", "--profile",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {"1 thread", "2 threads", "1 thread, DYNAMIC_QUANTIZATION_GROUP_SIZE 32"}
+    for result in results.values():
+        assert result["step_s"] > 0
+        # The int4 matmuls are there, with the kernel that ran them in brackets.
+        assert any(k.startswith("FullyConnectedCompressed (") for k in result["kernels"])
+    assert "| 2 threads |" in done.stdout and "FullyConnectedCompressed" in done.stdout
+
+
 def test_bench_concurrency_sets_the_engine_beside_the_app_and_splits_each_first_token(tmp_path):
     out = tmp_path / "concurrency.json"
     done = subprocess.run(

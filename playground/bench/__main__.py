@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "visitors at the full context that fit in 16 and 32 GiB, from its config.json shapes, "
         "or from those of --model when it names a folder (playground.memory)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only where a decode step's time goes: each operation's kernel and share, at 1 "
+        "and 2 threads (OpenVINO's PERF_COUNT; playground.bench.kernels)",
+    )
     parser.add_argument("--worker", choices=engines.ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model-cache", default=None, help=argparse.SUPPRESS)
@@ -93,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         return peers.main(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
-    if opts.remote:
+    if opts.profile:
+        from playground.bench import kernels
+        from playground.models import resolve_model
+
+        results = kernels.run(resolve_model(opts.model, Path(opts.model_cache)))
+        print(kernels.table(results))
+    elif opts.remote:
         from playground.bench import serving
 
         results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}

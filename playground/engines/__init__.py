@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from playground.engines.base import (
     ContextOverflowError,
@@ -85,12 +85,16 @@ class EngineSpec:
         folder: Path,
         kind: str = "genai",
         device: str = "CPU",
+        *,
         ov_config: dict[str, str] | None = None,
         context_size: int = 8192,
         max_concurrent: int = 4,
         remote: RemoteSettings | None = None,
         kv_cache_gb: float = 0.0,
     ) -> EngineSpec:
+        """The spec from friendly arguments: `max_concurrent` is how many generations run at
+        once (the optimum engine runs one); `remote` names the remote engine's server;
+        `kv_cache_gb` bounds the genai engine's KV cache."""
         config = tuple(sorted((str(k), str(v)) for k, v in (ov_config or {}).items()))
         return cls(
             str(Path(folder).resolve()), kind, device, config, context_size, max_concurrent,
@@ -108,36 +112,12 @@ def load_engine(
     device: str = "CPU",
     *,
     cache_dir: Path,
-    context_size: int = 8192,
-    ov_config: dict[str, str] | None = None,
     model_name: str | None = None,
-    max_concurrent: int = 4,
-    remote: RemoteSettings | None = None,
-    kv_cache_gb: float = 0.0,
+    **options: Any,
 ) -> Engine:
-    """Create an engine (no caching); `get_engine` is the cached way in. `max_concurrent` is
-    how many generations run at once (the optimum engine runs one); `remote` names the server
-    of the remote engine; `kv_cache_gb` bounds the genai engine's KV cache."""
-    import openvino as ov
-
-    from playground.tokens import Tokenizer
-
-    spec = EngineSpec.of(
-        folder, kind, device, ov_config, context_size, max_concurrent, remote, kv_cache_gb
-    )
-    cls = engine_class(kind)
-    ov_cache = cache_dir / "ov_cache" / folder.resolve().name  # per model: "cache used" is true
-    cache_used = cls.compiles and ov_cache.is_dir() and any(ov_cache.iterdir())
-    if cls.compiles:
-        ov_cache.mkdir(parents=True, exist_ok=True)
-    config = {"CACHE_DIR": str(ov_cache), **(ov_config or {})}
-    start = time.perf_counter()
-    engine = cls.create(Path(folder), spec, Tokenizer(folder), config)
-    load_s = time.perf_counter() - start
-    engine.info = EngineInfo(
-        model_name or str(folder), kind, device, ov.get_version(), load_s, cache_used
-    )
-    return engine
+    """Create an engine (no caching); `get_engine` is the cached way in. `options` are
+    `EngineSpec.of`'s."""
+    return _create(EngineSpec.of(folder, kind, device, **options), cache_dir, model_name)
 
 
 def get_engine(
@@ -146,32 +126,36 @@ def get_engine(
     device: str = "CPU",
     *,
     cache_dir: Path,
-    context_size: int = 8192,
-    ov_config: dict[str, str] | None = None,
     model_name: str | None = None,
-    max_concurrent: int = 4,
-    remote: RemoteSettings | None = None,
-    kv_cache_gb: float = 0.0,
+    **options: Any,
 ) -> Engine:
     """The process's one engine for these arguments (their `EngineSpec`), created once."""
-    spec = EngineSpec.of(
-        folder, kind, device, ov_config, context_size, max_concurrent, remote, kv_cache_gb
-    )
+    spec = EngineSpec.of(folder, kind, device, **options)
     with _engines_lock:
         if spec not in _engines:
-            _engines[spec] = load_engine(
-                Path(folder),
-                kind,
-                device,
-                cache_dir=cache_dir,
-                context_size=context_size,
-                ov_config=dict(spec.ov_config),
-                model_name=model_name,
-                max_concurrent=max_concurrent,
-                remote=remote,
-                kv_cache_gb=kv_cache_gb,
-            )
+            _engines[spec] = _create(spec, cache_dir, model_name)
         return _engines[spec]
+
+
+def _create(spec: EngineSpec, cache_dir: Path, model_name: str | None) -> Engine:
+    import openvino as ov
+
+    from playground.tokens import Tokenizer
+
+    folder = Path(spec.folder)
+    cls = engine_class(spec.kind)
+    ov_cache = cache_dir / "ov_cache" / folder.name  # per model: "cache used" is true
+    cache_used = cls.compiles and ov_cache.is_dir() and any(ov_cache.iterdir())
+    if cls.compiles:
+        ov_cache.mkdir(parents=True, exist_ok=True)
+    config = {"CACHE_DIR": str(ov_cache), **dict(spec.ov_config)}
+    start = time.perf_counter()
+    engine = cls.create(folder, spec, Tokenizer(folder), config)
+    load_s = time.perf_counter() - start
+    engine.info = EngineInfo(
+        model_name or str(folder), spec.kind, spec.device, ov.get_version(), load_s, cache_used
+    )
+    return engine
 
 
 def open_engine(settings: Settings) -> tuple[Engine, str | None]:

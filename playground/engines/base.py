@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from playground.errors import UserError
+from playground.memory import KvBudget
 from playground.sampling import SamplingParams
 from playground.tokens import Tokenizer
 
@@ -273,7 +274,7 @@ class Engine:
     """Base: admission, the worker thread, the stream and the figures; subclasses run the model.
 
     At most `max_concurrent` generations run in the native code at once, and under a KV budget
-    (`kv_budget_tokens`) only as many as their tokens fit; the others wait (up to
+    (`kv_budget`) only as many as their tokens fit; the others wait (up to
     LOCK_TIMEOUT_S). The app's queue is set to the slots, so a visitor waits in Gradio's queue,
     where the page shows the position, rather than here.
     """
@@ -295,15 +296,15 @@ class Engine:
         context_size: int,
         info: EngineInfo | None = None,  # set by load_engine once loading is timed
         max_concurrent: int = 1,
-        kv_budget_tokens: int | None = None,  # at least context_size (`memory.kv_budget`)
+        kv_budget: KvBudget | None = None,  # holds at least context_size (`memory.kv_budget`)
     ) -> None:
         self.folder = folder
         self.tokenizer = tokenizer
         self.context_size = context_size
         self.info = info
         self.max_concurrent = max_concurrent
-        self.kv_budget_tokens = kv_budget_tokens
-        self._admission = _Admission(max_concurrent, kv_budget_tokens)
+        self.kv_budget = kv_budget
+        self._admission = _Admission(max_concurrent, kv_budget.tokens if kv_budget else None)
         self._count_lock = threading.Lock()
         # Generations in the native code now, and waiting for a slot; tests check the bound.
         self.active = 0
@@ -330,9 +331,9 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """What the engine is doing now, for the Model tab."""
         status = {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
-        if self.kv_budget_tokens is not None:
-            status["kv_budget_tokens"] = self.kv_budget_tokens
-            status["kv_reserved_tokens"] = self._admission.reserved(self.kv_budget_tokens)
+        if self.kv_budget is not None:
+            status["kv_budget_tokens"] = self.kv_budget.tokens
+            status["kv_reserved_tokens"] = self._admission.reserved(self.kv_budget.tokens)
         return status
 
     def generate(
