@@ -16,14 +16,20 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_bench_quick_runs_and_writes_its_json(tmp_path):
-    out = tmp_path / "bench.json"
+def run_bench(*flags: str, out, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """`python -m playground.bench` on tiny-random with `flags`, its JSON written to `out`."""
     done = subprocess.run(
-        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", "--quick",
+        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", *flags,
          "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_bench_quick_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_bench("--quick", out=out)
     assert "| genai | greedy |" in done.stdout and "roofline" in done.stdout
     results = json.loads(out.read_text())
     for kind in ("genai", "optimum"):
@@ -41,12 +47,7 @@ def test_bench_quick_runs_and_writes_its_json(tmp_path):
 
 def test_bench_profile_names_each_settings_kernels_and_their_shares(tmp_path):
     out = tmp_path / "profile.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", "--profile",
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_bench("--profile", out=out, timeout=600)
     results = json.loads(out.read_text())
     assert set(results) == {"1 thread", "2 threads", "1 thread, DYNAMIC_QUANTIZATION_GROUP_SIZE 32"}
     for result in results.values():
@@ -58,12 +59,7 @@ def test_bench_profile_names_each_settings_kernels_and_their_shares(tmp_path):
 
 def test_bench_concurrency_sets_the_engine_beside_the_app_and_splits_each_first_token(tmp_path):
     out = tmp_path / "concurrency.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "playground.bench", "--model", "tiny-random", "--concurrency",
-         "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_bench("--concurrency", "--quick", out=out)
     print(done.stdout)
     assert "| 4 | engine |" in done.stdout and "| 4 | app |" in done.stdout
     section = json.loads(out.read_text())["concurrency"]
