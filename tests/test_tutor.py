@@ -250,12 +250,13 @@ def test_shipped_model_meets_the_goals_and_its_card():
     results = evaluate(TUTOR_DIR)
     assert results["ended_with_end_of_turn"] >= 0.99
     assert results["overall"] >= 0.90
-    assert min(skill["correct"] for skill in results["skills"].values()) >= 0.75
     recorded = json.loads((TUTOR_DIR / "eval.json").read_text())
     assert f"**{recorded['overall']:.1%}**" in (TUTOR_DIR / "README.md").read_text()
     # Greedy through the same IR gives the same replies on the CPU that recorded it; a CPU with
     # other int4 kernels flips borderline prompts (an AMD EPYC: 4 of 560, 93.6% against 92.9%).
     assert abs(results["overall"] - recorded["overall"]) <= 6 / results["n"]
+    # Last, so that the known miss (the xfail above) leaves every other check of this test run.
+    assert min(skill["correct"] for skill in results["skills"].values()) >= 0.75
 
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
