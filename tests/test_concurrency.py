@@ -8,7 +8,10 @@ where a visitor meets them.
 import json
 import math
 import random
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from gradio_client import Client
@@ -17,6 +20,8 @@ from gradio_client.exceptions import AppError
 from playground.chat_format import render
 from playground.engines import EngineError, load_engine
 from playground.sampling import SamplingParams
+from playground.ui import build_demo
+from tests.conftest import ROOT, serve
 from tests.test_reliability import wait_until
 
 pytestmark = pytest.mark.slow
@@ -204,8 +209,6 @@ def hold_the_gil(seconds: float):
     """A step function that keeps the GIL for about `seconds`, as GenAI's step() does (its
     binding has no gil_scoped_release): `sum` over a range is one C loop that never lets another
     thread in."""
-    import time
-
     began = time.perf_counter()
     sum(range(1_000_000))
     n = int(1_000_000 * seconds / (time.perf_counter() - began))
@@ -217,13 +220,6 @@ def test_a_late_visitor_reaches_a_busy_engine_within_a_few_steps(settings, tiny_
     # stepper's pauses for each hop through uvicorn and Gradio's queue (0.9-1.4 s before its
     # endpoint ran on mid-random). The stepper now pauses as long as the app has Python to run.
     # The visitors are light HTTP clients in a process of their own, as they are in the bench.
-    import subprocess
-    import sys
-    import time
-
-    from playground.ui import build_demo
-    from tests.conftest import ROOT, serve
-
     engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, max_concurrent=4)
     stepper, step, hold = engine._stepper, engine._stepper.step, hold_the_gil(0.08)
     ended: list[float] = []

@@ -240,7 +240,8 @@ def test_shipped_model_is_this_recipe():
 @pytest.mark.xfail(
     strict=False,
     reason="known: recipe 4's 'arithmetic-symbols: times' row is 72.7% (16 of 22), under the "
-    "75% floor this test applies to every row; the skills themselves are >=80%. Retrain pending.",
+    "75% floor this test applies to every row; the skills themselves are >=80%. Two retrains "
+    "tried on 2026-12-06 (the card) did not lift it without losing another skill.",
 )
 def test_shipped_model_meets_the_goals_and_its_card():
     """`python -m playground.tutor eval` on the shipped IR through the genai engine: the issue's

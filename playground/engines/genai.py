@@ -41,7 +41,8 @@ STEP_YIELD = 0.05
 # A pause that ends late (the GIL came back more than this after the sleep) means another thread
 # was running Python: a new request on its way through uvicorn and Gradio's queue, say. The
 # stepper then pauses again, up to this share of the step. On mid-random, 3 chats decoding, a
-# late visitor's endpoint ran 0.26-0.62 s after it sent (2-3 steps), against 0.89-1.36 s.
+# late visitor's endpoint ran 0.34-0.54 s after it sent (about three steps), against 0.89-1.36 s
+# with the fixed pause alone.
 GIL_LATE_S = 0.001
 STEP_YIELD_MAX = 0.5
 
