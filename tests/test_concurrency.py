@@ -218,7 +218,7 @@ def hold_the_gil(seconds: float):
 def test_a_late_visitor_reaches_a_busy_engine_within_a_few_steps(settings, tiny_folder):
     # Issue 20: while three chats decoded, a fourth visitor's request needed one of the
     # stepper's pauses for each hop through uvicorn and Gradio's queue (0.9-1.4 s before its
-    # endpoint ran on mid-random). The stepper now pauses as long as the app has Python to run.
+    # endpoint ran on mid-random). The stepper now pauses while the app's threads keep busy.
     # The visitors are light HTTP clients in a process of their own, as they are in the bench.
     engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, max_concurrent=4)
     stepper, step, hold = engine._stepper, engine._stepper.step, hold_the_gil(0.08)
@@ -245,7 +245,8 @@ def test_a_late_visitor_reaches_a_busy_engine_within_a_few_steps(settings, tiny_
         steps = sum(late["start"] < t < received for t in ended)
         print(f"late visitor: its endpoint ran {received - late['start']:.2f} s after it sent, "
               f"{steps} steps")  # fmt: skip
-        # Measured here: 9 to 10 steps with the fixed pause, 4 to 6 with this one.
-        assert steps <= 7
+        # Measured here: 9 to 10 steps with the fixed pause; 4 to 7 with a pause that went on
+        # while a sleep ended late (it failed CI with 9); 2 to 3 with this one, 5 runs.
+        assert steps <= 5
     finally:
         demo.close()

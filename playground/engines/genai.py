@@ -9,6 +9,7 @@ registry in `engines/__init__`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -36,14 +37,16 @@ FAILED_STEP_PAUSE_S = 0.1
 # the app runs: not the server's event loop, not the streams. After each step the stepper
 # sleeps this share of the step's time, so they catch up. Measured on mid-random, 4 chats at
 # once: a first token took 2.2-5.7 s from the engine to the client with no pause, 0.006 s with
-# 5% (the engine gives up at most that share of its time).
+# 5%.
 STEP_YIELD = 0.05
-# A pause that ends late (the GIL came back more than this after the sleep) means another thread
-# was running Python: a new request on its way through uvicorn and Gradio's queue, say. The
-# stepper then pauses again, up to this share of the step. On mid-random, 3 chats decoding, a
-# late visitor's endpoint ran 0.34-0.54 s after it sent (about three steps), against 0.89-1.36 s
-# with the fixed pause alone.
-GIL_LATE_S = 0.001
+# A new request needs several hops through uvicorn and Gradio's queue before its endpoint runs,
+# each one only in a pause. So while the app's Python threads used the CPU for more than this
+# share of a pause, the stepper pauses again, up to `STEP_YIELD_MAX` of the step. OpenVINO's own
+# threads are not counted: they spin between steps (a whole-process clock saw 0.22-0.35 of each
+# pause busy with no request coming, the Python threads 0.12-0.19). On mid-random, 3 chats
+# decoding, a late visitor's endpoint ran 0.15-0.24 s after it sent; 0.34-0.54 s when a sleep
+# that ended late was the sign, 0.89-1.36 s with the 5% alone.
+APP_BUSY = 0.5
 STEP_YIELD_MAX = 0.5
 
 # Prompt lookup's drafts: up to 5 tokens copied after a match of up to 3 tokens of the text so
@@ -131,15 +134,26 @@ class _Stepper:
 
 def _pause(step_s: float) -> None:
     """The app's turn after a step of `step_s` seconds: `STEP_YIELD` of it, then more while the
-    other threads still had Python to run, up to `STEP_YIELD_MAX` of it."""
+    app's threads kept busy, up to `STEP_YIELD_MAX` of it."""
     share = STEP_YIELD * step_s
     deadline = time.perf_counter() + STEP_YIELD_MAX * step_s
     while True:
-        asked = time.perf_counter()
+        before, asked = _app_cpu(), time.perf_counter()
         time.sleep(share)
-        woke = time.perf_counter()
-        if woke - asked - share < GIL_LATE_S or woke >= deadline:
+        after, woke = _app_cpu(), time.perf_counter()
+        used = sum(seconds - before.get(ident, 0.0) for ident, seconds in after.items())
+        if used < APP_BUSY * (woke - asked) or woke >= deadline:
             return
+
+
+def _app_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each of the process's Python threads but this one."""
+    me, used = threading.get_ident(), {}
+    for thread in threading.enumerate():
+        if thread.ident not in (me, None):  # None: started, not yet running
+            with contextlib.suppress(OSError):  # the thread has just ended
+                used[thread.ident] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return used
 
 
 class GenAIEngine(Engine):
