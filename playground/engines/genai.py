@@ -44,7 +44,7 @@ STEP_YIELD = 0.05
 # share of a pause, the stepper pauses again, up to `STEP_YIELD_MAX` of the step. OpenVINO's own
 # threads are not counted: they spin between steps (a whole-process clock saw 0.22-0.35 of each
 # pause busy with no request coming, the Python threads 0.12-0.19). On mid-random, 3 chats
-# decoding, a late visitor's endpoint ran 0.15-0.24 s after it sent; 0.34-0.54 s when a sleep
+# decoding, a late visitor's endpoint ran 0.15-0.29 s after it sent; 0.34-0.54 s when a sleep
 # that ended late was the sign, 0.89-1.36 s with the 5% alone.
 APP_BUSY = 0.5
 STEP_YIELD_MAX = 0.5
