@@ -161,6 +161,27 @@ def test_a_pipeline_that_stalls_times_out_and_frees_its_slot(settings, tiny_fold
     assert engine.generate("Hello", SamplingParams(max_new_tokens=5)).run().new_tokens
 
 
+def test_a_pause_that_fails_does_not_stop_the_engine(settings, tiny_folder, monkeypatch):
+    # The stepper is the engine's one thread. A first `_pause` that read a thread not yet running
+    # raised TypeError, which ended it, and every request then waited out its timeout.
+    from playground.engines import load_engine
+
+    engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir)
+    pause, failed = engine_module._pause, threading.Event()
+
+    def failing_pause(step_s):
+        if not failed.is_set():
+            failed.set()
+            raise TypeError("injected failure in the pause")
+        pause(step_s)
+
+    monkeypatch.setattr(engine_module, "_pause", failing_pause)
+    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 5.0)
+    for _ in range(2):
+        assert engine.generate("Hello", SamplingParams(max_new_tokens=5)).run().new_tokens == 5
+    assert failed.is_set()
+
+
 # ---- 4. a full queue ------------------------------------------------------------------------
 
 

@@ -129,7 +129,10 @@ class _Stepper:
             with self._wake:
                 self.steps += 1
                 self._wake.notify_all()
-            _pause(time.perf_counter() - started)
+            try:
+                _pause(time.perf_counter() - started)
+            except Exception:  # this is the engine's one thread: a pause that fails must not end it
+                log.exception("the stepper's pause failed")
 
 
 def _pause(step_s: float) -> None:
