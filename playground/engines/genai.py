@@ -140,13 +140,15 @@ def _pause(step_s: float) -> None:
     app's threads kept busy, up to `STEP_YIELD_MAX` of it."""
     share = STEP_YIELD * step_s
     deadline = time.perf_counter() + STEP_YIELD_MAX * step_s
+    before = _app_cpu()
     while True:
-        before, asked = _app_cpu(), time.perf_counter()
+        asked = time.perf_counter()
         time.sleep(share)
         after, woke = _app_cpu(), time.perf_counter()
         used = sum(seconds - before.get(ident, 0.0) for ident, seconds in after.items())
         if used < APP_BUSY * (woke - asked) or woke >= deadline:
             return
+        before = after
 
 
 def _app_cpu() -> dict[int, float]:
