@@ -34,7 +34,9 @@ def open_page(browser, url, width=1280):
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
-    page.wait_for_selector("#message textarea")
+    # Attached, not visible: a link to another tab (?view=, ?share=) hides the Chat tab, at a
+    # moment that races the page's first paint.
+    page.wait_for_selector("#message textarea", state="attached")
     return page
 
 

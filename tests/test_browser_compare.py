@@ -27,8 +27,12 @@ def open_compare(browser, url, width=1280, query="?view=compare"):
 
 
 def choose(page, column, name):
-    page.click(f"#compare-variant-{column} input")
-    page.get_by_role("option", name=VARIANT_TITLES[name], exact=True).click()
+    # Scoped to the column, and the list waited out: a list still closing would make the next
+    # column's option name match twice.
+    dropdown = page.locator(f"#compare-variant-{column}")
+    dropdown.locator("input").click()
+    dropdown.get_by_role("option", name=VARIANT_TITLES[name], exact=True).click()
+    dropdown.get_by_role("option").first.wait_for(state="detached")
 
 
 def set_conversation(page, messages):
@@ -94,7 +98,12 @@ def test_four_columns_stream_at_once_and_each_stops_alone(
             f"document.querySelector('#compare-output-{n} textarea').value.length > 30",
             polling=250,
         )
-    page.wait_for_selector("#compare-figures-2 >> text=stopped by you")
+    # Polled in the page, like the waits above: in CI a wait_for_selector that had found this
+    # text visible hung for 60 s handing the element back (Playwright's adopt step).
+    page.wait_for_function(
+        "document.querySelector('#compare-figures-2').innerText.includes('stopped by you')",
+        polling=250,
+    )
     for n in (1, 3, 4):
         assert "stopped by you" not in page.inner_text(f"#compare-figures-{n}")
         page.evaluate(f"document.querySelector('#compare-stop-{n}').click()")
