@@ -172,6 +172,19 @@ def test_explicit_model_never_falls_back(tmp_path):
     assert "Could not get the model 'fakezeta/gemma-2-9b-it-ov-int4'" in done.stderr
 
 
+def test_an_ov_config_openvino_refuses_ends_app_py_with_one_line(tmp_path):
+    """OpenVINO's multi-line C++ error becomes the app's one line, naming the config."""
+    env = {**os.environ, "HF_HOME": str(tmp_path), "PLAYGROUND_OV_CONFIG": '{"NOT_A_PROPERTY": 1}'}
+    done = subprocess.run(
+        [sys.executable, "app.py", "--model", "tiny-random", "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    said = "OpenVINO could not load tiny-random on CPU with ov_config {'NOT_A_PROPERTY': '1'}: "
+    assert said + "NotFound: Unsupported property NOT_A_PROPERTY by CPU plugin." in done.stderr
+
+
 def test_downloads_older_than_an_hour_go_at_the_next_pruning_write(tmp_path, monkeypatch):
     from playground.ui import common
 

@@ -150,7 +150,16 @@ def _create(spec: EngineSpec, cache_dir: Path, model_name: str | None) -> Engine
         ov_cache.mkdir(parents=True, exist_ok=True)
     config = {"CACHE_DIR": str(ov_cache), **dict(spec.ov_config)}
     start = time.perf_counter()
-    engine = cls.create(folder, spec, Tokenizer(folder), config)
+    try:
+        engine = cls.create(folder, spec, Tokenizer(folder), config)
+    except EngineError:
+        raise
+    except RuntimeError as error:  # OpenVINO's: a device or ov_config this CPU can't honour
+        said = [line for line in str(error).splitlines() if line.strip()]
+        raise EngineError(
+            f"OpenVINO could not load {model_name or folder.name} on {spec.device} with ov_config "
+            f"{dict(spec.ov_config)}: {said[-1] if said else type(error).__name__}"
+        ) from error
     load_s = time.perf_counter() - start
     engine.info = EngineInfo(
         model_name or str(folder), spec.kind, spec.device, ov.get_version(), load_s, cache_used
