@@ -152,9 +152,9 @@ def _create(spec: EngineSpec, cache_dir: Path, model_name: str | None) -> Engine
     start = time.perf_counter()
     try:
         engine = cls.create(folder, spec, Tokenizer(folder), config)
-    except EngineError:
-        raise
     except RuntimeError as error:  # OpenVINO's: a device or ov_config this CPU can't honour
+        if isinstance(error, EngineError) or not cls.compiles:
+            raise
         said = [line for line in str(error).splitlines() if line.strip()]
         raise EngineError(
             f"OpenVINO could not load {model_name or folder.name} on {spec.device} with ov_config "
