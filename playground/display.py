@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
-from playground.engines import StopReason
+from playground.engines import Reading, StopReason
 from playground.tokens import Token
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ STOP_REASONS: dict[StopReason, str] = {
     "max_new_tokens": "max new tokens reached",
     "stop_string": "stop string",
     "cancelled": "stopped by you",
+    "engine_stopped": "the engine stopped mid-reply and has restarted: send again to go on",
 }
 _CONTROL = re.compile("|".join(re.escape(html.escape(t)) for t in CONTROL_TOKEN_TEXTS))
 
@@ -44,14 +45,18 @@ def toast_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def chat_display(turns: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+def chat_display(
+    turns: Sequence[Mapping[str, Any]], reading: Reading | None = None
+) -> list[dict[str, str]]:
     """Chatbot messages: contents escaped (the Chatbot renders Markdown and hides unknown tags,
-    `<start_of_turn>` among them), with each reply's figures under it."""
+    `<start_of_turn>` among them), with each reply's figures under it, and under a last reply
+    that has none yet, how far the engine has read the prompt (`reading`)."""
     shown = []
-    for turn in turns:
+    for i, turn in enumerate(turns):
         content = escape(turn["content"])
-        if turn.get("figures"):
-            content += f"\n\n<sub>{escape(figures_line(turn['figures']))}</sub>"
+        last = reading if i == len(turns) - 1 and turn["role"] == "assistant" else None
+        if line := reply_line(turn.get("figures"), last):
+            content += f"\n\n<sub>{escape(line)}</sub>"
         shown.append({"role": turn["role"], "content": content})
     return shown
 
@@ -67,6 +72,16 @@ def figures_line(figures: Mapping[str, Any]) -> str:
         f"first token {figures['ttft_s']:.2f} s · {figures['tokens_per_s']:.1f} tokens/s · "
         f"{drafts}seed {figures['seed']} · {reason}"
     )
+
+
+def reply_line(figures: Mapping[str, Any] | None, reading: Reading | None) -> str:
+    """The line under a reply: its figures once it is done; before its first token, how far the
+    engine has read the prompt (on the 9B, the longest wait of a reply); else nothing."""
+    if figures:
+        return figures_line(figures)
+    if reading:
+        return f"reading the prompt: {reading.read:,} of {reading.of:,} tokens…"
+    return ""
 
 
 def context_meter(prompt_tokens: int, reserved: int, context_size: int) -> str:
@@ -144,6 +159,12 @@ def engine_status(status: Mapping[str, Any]) -> str:
             f"- **KV cache:** {100 * status['kv_cache_usage']:.1f}% held by running requests "
             f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:,.1f} MiB set aside (RAM is "
             "used only as blocks fill)"
+        )
+    if "engine_process" in status:
+        lines.append(
+            f"- **Engine process:** {status['engine_process']} · restarts: "
+            f"{status['engine_restarts']} (a process that dies or hangs is replaced; the "
+            "replies it was writing keep their text)"
         )
     if "prompt_lookup_loaded" in status:
         loaded = "loaded" if status["prompt_lookup_loaded"] else "not loaded (built on first use)"

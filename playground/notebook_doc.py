@@ -50,6 +50,7 @@ class CellOutput:
     figures: Mapping[str, Any] | None = None
     error: str = ""
     probabilities: str = ""  # `display.probability_view` of the finished output (escaped HTML)
+    note: str = ""  # while it runs, the line under it (`session.Reply.line`): the prompt's reading
 
     def as_text(self) -> str:
         """The output as the exported notebook and the handout store it (as the CLI does)."""
@@ -230,7 +231,7 @@ def output_html(cell: PromptCell, output: CellOutput) -> str:
     option output=markdown, rendered by the safe renderer)."""
     if output.error:
         return f'<div class="nb-out"><p class="nb-error">{display.escape(output.error)}</p></div>'
-    figures = display.figures_line(output.figures) if output.figures else "running…"
+    figures = display.figures_line(output.figures) if output.figures else output.note or "running…"
     if cell.option("output", "text") == "markdown":
         body = f'<div class="nb-out-md">{render_markdown(output.text)}</div>'
     else:

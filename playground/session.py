@@ -30,7 +30,7 @@ from playground.chat_format import (
     fit_budget,
     parse_conversation,
 )
-from playground.engines import Engine, Generation, GenerationResult, Prompt
+from playground.engines import Engine, Generation, GenerationResult, Prompt, Reading
 from playground.errors import UserError
 from playground.export import export_code, remote_code
 from playground.inspection import Inspection, inspect_budget, inspect_text
@@ -360,6 +360,12 @@ class Reply:
     tokens: list[dict[str, Any]] | None = None
     budget: Budget | None = None
     result: GenerationResult | None = field(default=None, repr=False)
+    reading: Reading | None = None  # before the first token: how far the prompt has been read
+
+    @property
+    def line(self) -> str:
+        """The line under the reply (`display.reply_line`), as plain text."""
+        return display.reply_line(self.figures, self.reading)
 
 
 def throttle(items: Iterator[Any], interval_s: float = UPDATE_INTERVAL_S) -> Iterator[Any]:
@@ -552,7 +558,7 @@ class Playground:
         try:
             for chunk in generation:
                 text += chunk
-                yield Reply(text)
+                yield Reply(text, reading=generation.reading if text == start else None)
         finally:
             generation.cancel()  # a closed page or a cancelled job: end the native loop now
         result = generation.result

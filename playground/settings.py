@@ -91,6 +91,9 @@ class Settings:
     # The genai engine's KV cache, in GB (10^9 bytes), allocated once; requests that don't fit
     # beside the running ones wait. 0: no budget (the cache grows as requests need it).
     kv_cache_gb: float = 0.0
+    # Whether visitors may turn on prompt lookup (genai): its pipeline, built on first use, loads
+    # the model a second time with its own KV cache, which a small Space may not have room for.
+    prompt_lookup: bool = True
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
     fold_separator: str = DEFAULT_FOLD_SEPARATOR
     ranges: Mapping[str, Range] = field(default_factory=lambda: dict(RANGES))
@@ -185,6 +188,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "session_capacity",
         "fold_separator",
         "kv_cache_gb",
+        "prompt_lookup",
     ):
         values[key] = own.get(key)
     values["ov_config"] = own.get("ov_config") or {}
@@ -261,6 +265,10 @@ def _build(values: dict[str, Any]) -> Settings:
                 raise SettingsError(f"{key} must be at least 1, got {values[key]}.")
     if "kv_cache_gb" in values:
         values["kv_cache_gb"] = _gigabytes(values["kv_cache_gb"])
+    if not isinstance(values.get("prompt_lookup", True), bool):
+        raise SettingsError(
+            f"prompt_lookup must be true or false, got {values['prompt_lookup']!r}."
+        )
     if "cache_dir" in values:
         values["cache_dir"] = Path(values["cache_dir"]).expanduser()
     if not isinstance(values.get("ov_config", {}), Mapping):

@@ -134,17 +134,8 @@ def client(app_url):
 def pace(engine, seconds_per_token: float):
     """Slow the real engine to a real 9B model's pace on a CPU, so a person (or a test) has
     time to press Stop: each step of its continuous-batching pipeline, one token for every
-    running request, waits first."""
-    import time
-
-    stepper = engine._stepper
-    step = stepper.step
-
-    def paced_step():
-        time.sleep(seconds_per_token)
-        step()
-
-    stepper.step = paced_step
+    running request, waits first (a hook in the engine's process)."""
+    engine.process.set_hooks(delay_s=seconds_per_token)
     return engine
 
 

@@ -372,12 +372,6 @@ def test_a_cell_waits_in_the_one_engine_queue_behind_a_chat_reply(
         chat.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: on this project's 2-core AVX2 machine Stop ends this run in 0.66 to 1.21 s "
-    "(three runs of the same code, 2026-12-06). Each step's update carries the whole "
-    "document's HTML, the likely cost (not measured). Not the model: the engine is tiny-random.",
-)
 def test_issue23_p5_stop_ends_a_run_of_a_big_lesson_within_a_second(
     browser, paced_app_url, paced_engine, request, tmp_path
 ):

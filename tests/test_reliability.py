@@ -16,7 +16,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground.engines import EngineError
-from playground.engines import genai as engine_module
+from playground.engines import base as base_module
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve
@@ -120,21 +120,14 @@ def count_tokens(engine):
 def test_failure_inside_generation_is_reported_and_frees_everything(
     genai_engine, client, monkeypatch
 ):
-    stepper = genai_engine._stepper
-
-    def broken_step():
-        raise RuntimeError("injected failure: /secret/path")
-
-    monkeypatch.setattr(stepper, "step", broken_step)
+    # The engine's process raises "injected failure: /secret/path" in its next step.
+    genai_engine.process.set_hooks(fail=1)
     with pytest.raises(AppError) as raised:
         client.predict("Hello", 10, *GREEDY, api_name="/complete")
     message = str(raised.value)
     assert "Generation failed inside the engine" in message
     assert "/secret/path" not in message and "Traceback" not in message
-    monkeypatch.undo()
     wait_until(lambda: genai_engine.active == 0, what="the failed request to end")
-    # The next real step drops the cancelled request from the pipeline.
-    wait_until(lambda: not genai_engine.pipeline.has_non_finished_requests(), what="the pipeline")
     assert client.predict("Hello", 5, *GREEDY, api_name="/complete")
 
 
@@ -142,44 +135,16 @@ def test_a_pipeline_that_stalls_times_out_and_frees_its_slot(settings, tiny_fold
     from playground.engines import load_engine
 
     engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, max_concurrent=1)
-    step = engine._stepper.step
-    stalled = threading.Event()
-
-    def stalling_step():
-        if not stalled.is_set():
-            stalled.set()
-            time.sleep(1.5)
-        step()
-
-    engine._stepper.step = stalling_step
-    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 0.3)
-    with pytest.raises(EngineError, match=r"produced nothing|no progress"):
+    engine.process.set_hooks(delay_s=1.5)  # every step stalls 1.5 s
+    monkeypatch.setattr(base_module, "TOKEN_TIMEOUT_S", 0.3)
+    with pytest.raises(EngineError, match=r"produced nothing"):
         engine.generate("Hello", SamplingParams(max_new_tokens=5)).run()
-    # The stalled step returns in the end; then the slot is free and the engine works.
+    # The stream gave up, which cancels the request: its slot is free at once.
     wait_until(lambda: engine.active == 0, what="the slot")
-    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 30.0)
+    engine.process.set_hooks(delay_s=0.0)
+    monkeypatch.setattr(base_module, "TOKEN_TIMEOUT_S", 30.0)
     assert engine.generate("Hello", SamplingParams(max_new_tokens=5)).run().new_tokens
-
-
-def test_a_pause_that_fails_does_not_stop_the_engine(settings, tiny_folder, monkeypatch):
-    # The stepper is the engine's one thread. A first `_pause` that read a thread not yet running
-    # raised TypeError, which ended it, and every request then waited out its timeout.
-    from playground.engines import load_engine
-
-    engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir)
-    pause, failed = engine_module._pause, threading.Event()
-
-    def failing_pause(step_s):
-        if not failed.is_set():
-            failed.set()
-            raise TypeError("injected failure in the pause")
-        pause(step_s)
-
-    monkeypatch.setattr(engine_module, "_pause", failing_pause)
-    monkeypatch.setattr(engine_module, "TOKEN_TIMEOUT_S", 5.0)
-    for _ in range(2):
-        assert engine.generate("Hello", SamplingParams(max_new_tokens=5)).run().new_tokens == 5
-    assert failed.is_set()
+    engine.close()
 
 
 # ---- 4. a full queue ------------------------------------------------------------------------

@@ -259,14 +259,6 @@ def frozen(child) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, intermittent: the chat printed nothing after Ctrl-C for 120 s in the full "
-    "suite of 2026-12-06 and once in an earlier session beside other jobs (the last CI run "
-    "passed); it passed alone 6 of 6 times, and a script that pressed Ctrl-C at 80 random "
-    "moments (40 of them beside two busy loops) never froze it. Cause not found; on a "
-    "freeze the test now fails with every thread's stack.",
-)
 def test_pty_ctrl_c_stops_the_reply_not_the_chat(terminal):
     # Greedy and started with z's, tiny-tutor writes z's until max_new_tokens (measured: 2000
     # of 2000): a reply long enough to interrupt.

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         "app's CPU per streamed token (playground.bench.serving)",
     )
     parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="only what one long prompt costs other visitors: /gradio_api/info and /render "
+        "latencies, idle and while the app reads a 3,000-word prompt (playground.bench.serving)",
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="only the memory table (no measuring): Gemma-2-9b's KV cache per token and the "
@@ -105,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
         results = kernels.run(resolve_model(opts.model, Path(opts.model_cache)))
         print(kernels.table(results))
+    elif opts.freeze:
+        from playground.bench import serving
+
+        results = {"command": " ".join(["python -m playground.bench", *sys.argv[1:]])}
+        results["freeze"] = serving.freeze(opts)
+        print(serving.freeze_table(results["freeze"]))
     elif opts.remote:
         from playground.bench import serving
 

@@ -119,6 +119,69 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return out
 
 
+FREEZE_WORDS, FREEZE_TOKENS, PROBE_EVERY_S = 3000, 64, 0.05
+
+
+def freeze(opts: argparse.Namespace) -> dict[str, Any]:
+    """What one long prompt costs every other visitor (issue 29): a plain GET of
+    /gradio_api/info and a /render call, one after the other every 50 ms, for 5 s with the app
+    idle, then while it processes one raw prompt of 3,000 words with 64 new tokens through
+    /complete. Latencies in seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    with serving(opts.model, str(opts.model_cache), opts.ov_config) as url:
+        light_at_once(url, [8], PROMPT)  # warm
+        out = {"idle": _probe(url, lambda began: time.monotonic() - began > 5)}
+        with ThreadPoolExecutor(1) as pool:
+            prompt = "word " * FREEZE_WORDS
+            long = pool.submit(Client(url, verbose=False).predict, prompt, FREEZE_TOKENS,
+                               *list(GREEDY.values()), api_name="/complete")  # fmt: skip
+            began = time.monotonic()
+            out["busy"] = _probe(url, lambda _: long.done())
+            long.result()
+            out["long_prompt_s"] = time.monotonic() - began
+    return out
+
+
+def _probe(url: str, done: Any) -> dict[str, list[float]]:
+    """GET /gradio_api/info and POST /render (read to its end), every PROBE_EVERY_S until
+    `done(began)`; each call's latency."""
+    import urllib.request
+
+    render_body = json.dumps({"data": [json.dumps([{"role": "user", "content": "Hi"}])]})
+    times: dict[str, list[float]] = {"info": [], "render": []}
+    began = time.monotonic()
+    while not done(began):
+        start = time.perf_counter()
+        urllib.request.urlopen(url + "gradio_api/info", timeout=120).read()
+        times["info"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        post = urllib.request.Request(url + "gradio_api/call/render", render_body.encode(),
+                                      {"Content-Type": "application/json"})  # fmt: skip
+        event = json.loads(urllib.request.urlopen(post, timeout=120).read())["event_id"]
+        urllib.request.urlopen(f"{url}gradio_api/call/render/{event}", timeout=120).read()
+        times["render"].append(time.perf_counter() - start)
+        time.sleep(PROBE_EVERY_S)
+    return times
+
+
+def freeze_table(section: dict[str, Any]) -> str:
+    rows = [
+        "| app | call | n | median, ms | p95, ms | p99, ms | max, ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for state, label in (("idle", "idle"), ("busy", f"reading {FREEZE_WORDS:,} words")):
+        for call, times in section[state].items():
+            ms = sorted(t * 1000 for t in times)
+            pick = [ms[min(len(ms) - 1, int(q * len(ms)))] for q in (0.95, 0.99)]
+            rows.append(f"| {label} | {call} | {len(ms)} | {statistics.median(ms):.0f} | "
+                        f"{pick[0]:.0f} | {pick[1]:.0f} | {ms[-1]:.0f} |")  # fmt: skip
+    rows.append(f"\n- the long prompt's /complete took {section['long_prompt_s']:.1f} s")
+    return "\n".join(rows)
+
+
 def _run_json(command: list[str], env: dict[str, str], what: str) -> Any:
     """Run a bench helper process; its last line of output is JSON."""
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

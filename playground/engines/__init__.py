@@ -23,10 +23,12 @@ from playground.engines.base import (
     Engine,
     EngineError,
     EngineInfo,
+    EngineStopped,
     Generation,
     GenerationResult,
     NativeFigures,
     Prompt,
+    Reading,
     StopReason,
     TokenScore,
 )
@@ -41,10 +43,12 @@ __all__ = [
     "EngineError",
     "EngineInfo",
     "EngineSpec",
+    "EngineStopped",
     "Generation",
     "GenerationResult",
     "NativeFigures",
     "Prompt",
+    "Reading",
     "StopReason",
     "TokenScore",
     "engine_class",
@@ -53,8 +57,12 @@ __all__ = [
     "open_engine",
 ]
 
-# The kinds, by module name; the first is the default.
-_OTHERS = (m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("base", "genai"))
+# The kinds, by module name; the first is the default. A module named with `_` is a kind's own
+# helper (`_genai_process`, the genai engine's child process), not a kind.
+_OTHERS = (
+    m.name for m in pkgutil.iter_modules(__path__)
+    if m.name not in ("base", "genai") and not m.name.startswith("_")
+)  # fmt: skip
 ENGINE_KINDS = ("genai", *sorted(_OTHERS))
 
 
@@ -78,6 +86,7 @@ class EngineSpec:
     max_concurrent: int = 4
     remote: RemoteSettings | None = None  # the server, for the remote engine
     kv_cache_gb: float = 0.0  # the genai engine's KV-cache budget; 0 = none (`memory`)
+    prompt_lookup: bool = True  # the genai engine may build prompt lookup's second pipeline
 
     @classmethod
     def of(
@@ -91,14 +100,17 @@ class EngineSpec:
         max_concurrent: int = 4,
         remote: RemoteSettings | None = None,
         kv_cache_gb: float = 0.0,
+        prompt_lookup: bool = True,
     ) -> EngineSpec:
         """The spec from friendly arguments: `max_concurrent` is how many generations run at
         once (the optimum engine runs one); `remote` names the remote engine's server;
-        `kv_cache_gb` bounds the genai engine's KV cache."""
+        `kv_cache_gb` bounds the genai engine's KV cache; `prompt_lookup` False refuses prompt
+        lookup (its pipeline loads the model a second time)."""
         config = tuple(sorted((str(k), str(v)) for k, v in (ov_config or {}).items()))
         return cls(
             str(Path(folder).resolve()), kind, device, config, context_size, max_concurrent,
             remote if kind == "remote" else None, kv_cache_gb if kind == "genai" else 0.0,
+            prompt_lookup,
         )  # fmt: skip
 
 
@@ -195,5 +207,6 @@ def open_engine(settings: Settings) -> tuple[Engine, str | None]:
         max_concurrent=settings.remote.max_concurrent if remote else settings.max_concurrent,
         remote=settings.remote if remote else None,
         kv_cache_gb=settings.kv_cache_gb,
+        prompt_lookup=settings.prompt_lookup,
     )
     return engine, notice

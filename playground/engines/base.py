@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,9 @@ from playground.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled"]
+StopReason = Literal[
+    "eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled", "engine_stopped"
+]
 
 # How long a request waits for the engine lock, and for the next token, before giving up: no
 # wait on the engine can hang forever.
@@ -50,6 +52,11 @@ class EngineError(UserError, RuntimeError):
 
 class ContextOverflowError(EngineError):
     pass
+
+
+class EngineStopped(Exception):
+    """The engine's process ended mid-reply (it died, or hung and was killed): the reply ends
+    there and keeps its text, and a new process serves the next one."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,21 @@ OnToken = Callable[..., bool]
 @dataclass(frozen=True)
 class Prompt:
     """One request as a native loop receives it: the final text, its ids (exactly one `<bos>`
-    first), and the event that is set when the visitor stops it."""
+    first), the event that is set when the visitor stops it, and where an engine that knows
+    reports how many prompt tokens it has read so far (`on_reading(read, of)`)."""
 
     text: str
     ids: list[int]
     cancel: threading.Event
+    on_reading: Callable[[int, int], None] = lambda read, of: None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How far the engine has read a prompt before its first token: `read` of `of` tokens."""
+
+    read: int
+    of: int
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ class Generation:
     _chunks: Iterator[str]
     cancel_event: threading.Event
     result: GenerationResult | None = None
+    reading: Reading | None = None  # the newest progress on the prompt, until the first token
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks
@@ -344,9 +362,10 @@ class Engine:
     ) -> Generation:
         """Stream the continuation of `prompt` (final text, rendered or raw)."""
         if params.prompt_lookup and not self.supports_prompt_lookup:
-            raise EngineError(
-                f"Prompt lookup runs on the genai engine; this is the {self.kind} engine."
-            )
+            where = f"runs on the genai engine; this is the {self.kind} engine"
+            if self.kind == "genai":
+                where = "is turned off here (prompt_lookup: false)"
+            raise EngineError(f"Prompt lookup {where}.")
         ids = self.tokenizer.encode(prompt)
         self.check_fits(len(ids), params.max_new_tokens)
         cancel = cancel or threading.Event()
@@ -384,7 +403,10 @@ class Engine:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                if item:
+                if isinstance(item, Reading):
+                    generation.reading = item
+                    yield ""  # no new text, but news: the consumer may show the progress
+                elif item:
                     yield item
         finally:
             # Reached on normal end, on error, and when the consumer goes away (close()).
@@ -425,7 +447,10 @@ class Engine:
                     self._count(active=1)
                     progress.start = time.perf_counter()
                     progress.timeline["admitted"] = time.time()
-                    progress.native = self.run_native(prompt, params, on_token)
+                    reading = replace(prompt, on_reading=lambda *n: updates.put(Reading(*n)))
+                    progress.native = self.run_native(reading, params, on_token)
+                except EngineStopped:
+                    progress.stop_reason = "engine_stopped"
                 finally:
                     self._count(active=-1)
                     self._admission.leave(tokens)

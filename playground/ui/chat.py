@@ -200,7 +200,8 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         # The note beside the input is left alone: a refused send's reason must stay up.
         stop = gr.update(interactive=reply.figures is None)
         probs = last_reply_probabilities(playground, current, show_probs)
-        return display.chat_display(current), current, meter, note, gr.skip(), stop, probs
+        shown_turns = display.chat_display(current, reply.reading)
+        return shown_turns, current, meter, note, gr.skip(), stop, probs
 
     inputs = {tab.turns, tab.control, tab.system, tab.system_policy, tab.prefill, tab.show_probs}
     inputs |= set(controls.inputs)

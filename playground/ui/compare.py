@@ -265,10 +265,10 @@ def _wire_column(column: CompareColumn, playground: Playground) -> dict:
             replies = playground.complete(plan.prompt, plan.params, control)
             for reply in throttle(replies):
                 text = reply.text
-                if reply.figures is None:  # only the text changes while a column streams
-                    yield text, gr.skip(), gr.skip(), gr.skip()
+                line = display.escape(reply.line)
+                if reply.figures is None:  # only the text and the reading change as it streams
+                    yield text, line, gr.skip(), gr.skip()
                     continue
-                line = display.escape(display.figures_line(reply.figures))
                 probs = probabilities(playground, reply.tokens or [], True)
                 yield text, line, probs, gr.update(interactive=False)
         except EngineError as error:

@@ -179,7 +179,7 @@ def run_one(
         yield (notebook := notebook.with_output(index, CellOutput()))
         for reply in throttle(replies):
             probs = display.probability_view(reply.tokens or [], playground.engine.kind)
-            output = CellOutput(reply.text, reply.figures, probabilities=probs)
+            output = CellOutput(reply.text, reply.figures, probabilities=probs, note=reply.line)
             yield (notebook := notebook.with_output(index, output))
     except UserError as error:
         yield notebook.with_output(index, CellOutput(error=str(error)))

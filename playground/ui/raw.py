@@ -84,7 +84,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh)
             for reply in throttle(playground.complete(data[tab.prompt] or "", params, control)):
-                line = display.escape(display.figures_line(reply.figures)) if reply.figures else ""
+                line = display.escape(reply.line)
                 tokens = reply.tokens or []
                 probs = probabilities(playground, tokens, data[tab.show_probs])
                 text = reply.text
