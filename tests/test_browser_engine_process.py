@@ -14,7 +14,7 @@ import pytest
 from playground.engines import load_engine
 from playground.ui import build_demo
 from tests.conftest import serve
-from tests.test_browser import open_page, screenshot, send, set_number, start_long_reply
+from tests.test_browser import open_page, screenshot, send, set_number
 from tests.test_reliability import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -43,7 +43,14 @@ def test_a_killed_engine_keeps_the_reply_and_the_chat_goes_on(
     try:
         send(page, "My name is Zed.")
         page.wait_for_selector("#chatbot >> text=new tokens")
-        start_long_reply(page)
+        set_number(page, "slider-max_new_tokens", 4096)
+        set_number(page, "slider-temperature", 0)
+        send(page, "Tell me a long story")
+        page.wait_for_function(  # the new reply itself is visibly streaming
+            "[...document.querySelectorAll('#chatbot [data-testid=bot]')].length > 1 && "
+            "[...document.querySelectorAll('#chatbot [data-testid=bot]')].at(-1)"
+            ".innerText.length > 200"
+        )
         restarts = own_engine.status()["engine_restarts"]
         os.kill(own_engine.process.pid, signal.SIGKILL)
         page.wait_for_selector("#chatbot >> text=the engine stopped mid-reply")

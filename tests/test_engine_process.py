@@ -166,3 +166,16 @@ def test_a_model_that_fails_to_load_raises_one_clear_error(settings, tiny_folder
     with pytest.raises(EngineError, match=r"OpenVINO could not load .* NOT_A_PROPERTY"):
         load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir,
                     ov_config={"NOT_A_PROPERTY": "1"})  # fmt: skip
+
+
+def test_a_playground_that_refuses_prompt_lookup_never_builds_its_pipeline(settings, tiny_folder):
+    from playground.engines import EngineError
+
+    engine = load_engine(tiny_folder, "genai", cache_dir=settings.cache_dir, prompt_lookup=False)
+    try:
+        with pytest.raises(EngineError, match=r"turned off here \(prompt_lookup: false\)"):
+            engine.generate("Hello", LONG.with_(max_new_tokens=5, prompt_lookup=True))
+        assert engine.generate("Hello", LONG.with_(max_new_tokens=5)).run().new_tokens == 5
+        assert engine.status()["prompt_lookup_loaded"] is False
+    finally:
+        engine.close()

@@ -224,6 +224,13 @@ def test_yaml_ov_config(space):
     assert settings.ov_config == {"KV_CACHE_PRECISION": "u8"}
 
 
+def test_prompt_lookup_can_be_refused_in_space_yaml(space):
+    assert load_settings(env={}).prompt_lookup is True
+    assert load_settings(space(prompt_lookup=False), env={}).prompt_lookup is False
+    with pytest.raises(SettingsError, match="prompt_lookup must be true or false"):
+        load_settings(space(prompt_lookup="no"), env={})
+
+
 def test_settings_with_replaces_a_field():
     settings = load_settings(env={})
     other = settings.with_(engine="optimum")
