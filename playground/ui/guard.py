@@ -134,14 +134,26 @@ class FairAdmission:
             self.held.setdefault(_client(request), set()).add(event_id)
         return admitted, event_id, state
 
+    def live(self) -> set[str]:
+        """The events Gradio is running (for a client still there) or holding in line. Not its
+        `event_ids_to_events`, which can keep a cancelled event for good: in the soak, a page's
+        event stayed there 27 s after the page's /cancel and close, with no thread running it,
+        and counted against its client, who was then refused ("Queue is full")."""
+        queue = self.queue
+        running = {e._id for job in queue.active_jobs if job for e in job if e.alive}
+        waiting = {
+            e._id for line in queue.event_queue_per_concurrency_id.values() for e in line.queue
+        }
+        return running | waiting
+
     def generates(self, body: Any) -> bool:
         fn = self.queue.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
         return fn is not None and fn.concurrency_id == self.group
 
     def refusal(self, generating: bool, client: str) -> str:
-        live = self.queue.event_ids_to_events  # Gradio drops an event from it when it ends
+        live = self.live()
         for key in list(self.held):
-            self.held[key] &= live.keys()
+            self.held[key] &= live
             if not self.held[key]:
                 del self.held[key]
         if not generating:
