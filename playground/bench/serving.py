@@ -103,12 +103,17 @@ def concurrency(opts: argparse.Namespace, folder: Path) -> dict[str, Any]:
         [sys.executable, "-m", "playground.bench.serving", "--engine-level", opts.model, str(n)],
         env, "the engine-level run")}  # fmt: skip
     out["at_once"] = {str(count): [] for count in COUNTS}
+    out["cpu"] = {str(count): [] for count in COUNTS}
     out["late"] = []
-    with serving(opts.model, str(opts.model_cache), opts.ov_config) as url:
+    apps: list = []
+    with serving(opts.model, str(opts.model_cache), opts.ov_config, process=apps) as url:
         light_at_once(url, [8], PROMPT)  # warm the server's path once more, as a visitor would
+        cpu = _cpu_clocks(apps[0].pid)
         for _ in range(2):
             for count in COUNTS:
+                before = cpu()
                 out["at_once"][str(count)].append(light_at_once(url, [n] * count, PROMPT))
+                out["cpu"][str(count)].append([b - a for a, b in zip(before, cpu(), strict=True)])
             late = light_at_once(url, [4 * n] * 3 + [n], PROMPT, [0, 0, 0, LATE_AFTER_S])
             out["late"].append(late)
     out["llm_pipeline"] = _run_json(
@@ -180,6 +185,21 @@ def freeze_table(section: dict[str, Any]) -> str:
                         f"{pick[0]:.0f} | {pick[1]:.0f} | {ms[-1]:.0f} |")  # fmt: skip
     rows.append(f"\n- the long prompt's /complete took {section['long_prompt_s']:.1f} s")
     return "\n".join(rows)
+
+
+def _cpu_clocks(app_pid: int) -> Any:
+    """A reading of (wall, the app process's CPU, its engine process's CPU) seconds: on 2 cores
+    what the app spends streaming comes out of the engine's inference threads."""
+    import psutil
+
+    app = psutil.Process(app_pid)
+    engines = [c for c in app.children() if "_genai_process" in " ".join(c.cmdline())]
+
+    def read() -> tuple[float, float, float]:
+        return (time.time(), sum(app.cpu_times()[:2]),
+                sum(sum(e.cpu_times()[:2]) for e in engines))  # fmt: skip
+
+    return read
 
 
 def _run_json(command: list[str], env: dict[str, str], what: str) -> Any:
@@ -413,6 +433,13 @@ def table(section: dict[str, Any]) -> str:
         f"(GenAI's figure); a bare LLMPipeline in the same run: {statistics.median(bare):.1f} "
         f"tokens/s ({statistics.median(single) / statistics.median(bare):.2f}×)",
     ]
+    for count, runs in section.get("cpu", {}).items():
+        cores = [(app / wall, engine / wall) for wall, app, engine in runs]
+        rows.append(
+            f"- {count} at once through the app: the app process used "
+            + ", ".join(f"{a:.2f}" for a, _ in cores) + " of a core, its engine process "
+            + ", ".join(f"{e:.2f}" for _, e in cores) + " cores"
+        )  # fmt: skip
     return "\n".join(rows)
 
 
