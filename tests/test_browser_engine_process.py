@@ -89,3 +89,37 @@ def test_a_long_prompt_shows_how_far_the_engine_has_read_it(browser, own_url, ow
     finally:
         own_engine.process.set_hooks(delay_s=0.0)
         screenshot(page, request)
+
+
+def test_raw_and_the_notebook_show_how_far_the_prompt_has_been_read(
+    browser, own_url, own_engine, request, tmp_path
+):
+    from tests.test_notebook_ui import open_notebook
+
+    own_engine.process.set_hooks(delay_s=1.0)
+    page = open_page(browser, own_url)
+    lesson = tmp_path / "long.md"
+    lesson.write_text("A long prompt.\n\n```raw max_new_tokens=2\n" + "word " * 1500 + "\n```\n")
+    try:
+        page.get_by_role("tab", name="Raw prompt").click()
+        page.fill("#raw-prompt textarea", "word " * 1500)
+        set_number(page, "slider-max_new_tokens", 2)
+        page.click("#raw-generate")
+        page.wait_for_selector("#raw-figures >> text=/reading the prompt: 256 of [0-9,]+ tokens/")
+        page.screenshot(path=f"artifacts/{request.node.name}-raw-reading.png")
+        page.wait_for_selector("#raw-figures >> text=2 new tokens", timeout=60_000)
+        assert "reading the prompt" not in page.inner_text("#raw-figures")
+        screenshot(page, request)
+        page = open_notebook(browser, own_url)
+        with page.expect_file_chooser() as chooser:
+            page.click("#nb-upload")
+        chooser.value.set_files(str(lesson))
+        page.wait_for_selector("#nb-cell-2")
+        page.click("#nb-run-all")
+        page.wait_for_selector("#nb-cell-2 >> text=/reading the prompt: 256 of [0-9,]+ tokens/")
+        page.screenshot(path=f"artifacts/{request.node.name}-notebook-reading.png")
+        page.wait_for_selector("#nb-cell-2 >> text=2 new tokens", timeout=60_000)
+    finally:
+        own_engine.process.set_hooks(delay_s=0.0)
+        page.screenshot(path=f"artifacts/{request.node.name}-notebook.png", full_page=True)
+        page.close()

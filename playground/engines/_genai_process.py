@@ -16,7 +16,7 @@ and `app.py` loads the engine at import (Spaces import it), so the child would s
 
 The messages, each a tuple whose first item names it:
 - app to child: ("add", id, ids, config, lookup), ("cancel", id), ("hooks", {delay_s, fail}).
-- child to app: ("ready", status), ("failed", message), ("reading", id, read, of),
+- child to app: ("ready", status), ("failed", message), ("loading",), ("reading", id, read, of),
   ("tokens", id, ids, logprobs), ("done", id, figures), ("error", id, message),
   ("step", status).
 """
@@ -109,7 +109,9 @@ class _Child:
         if lookup:
             if self.lookup is None:
                 # Prompt lookup needs a pipeline built for it (every request drafts, GenAI
-                # checks it): it loads the model a second time, so only on first use.
+                # checks it): it loads the model a second time, so only on first use. The app
+                # is told, so that it waits as for a load, not as for a step.
+                self.conn.send(("loading",))
                 self.lookup = self._pipeline({"prompt_lookup": True})
             config.num_assistant_tokens = PROMPT_LOOKUP_TOKENS
             config.max_ngram_size = PROMPT_LOOKUP_NGRAM

@@ -60,7 +60,7 @@ class EngineProcess:
         self.spec = spec
         self.hooks: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
-        self.state, self.restarts, self._closed = "starting", 0, False
+        self.state, self.restarts, self._closed, self._loading = "starting", 0, False, False
         self._requests: dict[int, queue.Queue] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -110,20 +110,26 @@ class EngineProcess:
             try:
                 if self._conn.poll(POLL_S):
                     self._route(self._conn.recv())
-                elif self._requests and time.monotonic() - self._heard > HANG_TIMEOUT_S:
+                elif self._requests and time.monotonic() - self._heard > self._limit():
                     log.error("the engine process said nothing for %.0f s: killing it",
-                              HANG_TIMEOUT_S)  # fmt: skip
+                              self._limit())  # fmt: skip
                     self._child.kill()
             except (EOFError, OSError):
                 if self._closed:
                     return
                 self._restart()
 
+    def _limit(self) -> float:
+        """How long the child may be silent: a step's limit, or a load's while it loads."""
+        return LOAD_TIMEOUT_S if self._loading else HANG_TIMEOUT_S
+
     def _route(self, message: tuple) -> None:
         self._heard = time.monotonic()
         kind = message[0]
+        self._loading = kind == "loading"
         if kind == "step":
             self.status = message[1]
+        if kind in ("step", "loading"):
             return
         with self._lock:
             events = self._requests.get(message[1])
