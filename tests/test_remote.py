@@ -182,6 +182,34 @@ def test_stop_ends_the_generation_on_the_server(server, engine):
 
 
 @pytest.mark.slow
+def test_stop_before_the_server_begins_frees_the_slot_at_once(engine):
+    # llama-cpp-python's server takes one request at a time, and answers nothing to a second
+    # until it starts it: that wait held the slot until its 300 s timeout.
+    from tests.test_reliability import wait_until
+
+    long = engine.generate("Hello", SamplingParams(max_new_tokens=4000, **GREEDY))
+    chunks = iter(long)
+    next(chunks)
+    queued = engine.generate("Hi", SamplingParams(max_new_tokens=5, **GREEDY))
+    waiting = threading.Thread(target=queued.run)
+    waiting.start()
+    try:
+        wait_until(lambda: engine.active == 2, what="both requests sent")
+        time.sleep(0.5)  # it waits for the server's first byte
+        began = time.monotonic()
+        queued.cancel()
+        waiting.join(5)
+        assert not waiting.is_alive() and time.monotonic() - began < 1
+        assert queued.result.stop_reason == "cancelled" and queued.result.new_tokens == 0
+        assert engine.active == 1  # its slot is free; the long reply still streams
+    finally:
+        long.cancel()
+        for _ in chunks:
+            pass
+        waiting.join(60)
+
+
+@pytest.mark.slow
 def test_four_visitors_at_once_each_get_their_whole_reply(remote_app, engine):
     questions = ["What is 7 plus 5?", "What is 3 times 4?", "Hello, I am Ivan.", "Reverse: cat"]
     alone = {}

@@ -15,6 +15,7 @@ setting (`settings.RemoteSettings`); nothing a visitor sends can change it.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # Counted by the server and by the playground at start: tells whether the server adds <bos>
 # and whether it reads control tokens as the model's (one id each) rather than as text.
 PROBE = f"{START_OF_TURN}user\nHi{END_OF_TURN}\n"
+CANCEL_POLL_S = 0.05  # how often a request the server has not begun looks at its Stop
 
 
 @dataclass(frozen=True)
@@ -211,14 +213,9 @@ class RemoteEngine(Engine):
     def run_native(
         self, prompt: Prompt, params: SamplingParams, on_token: OnToken
     ) -> NativeFigures | None:
-        with self._answering("the request"):
-            stream = self.client.completions.create(**self.request(prompt, params))
-        # Stop closes the stream even while the server is silent (queued behind another
-        # request); closing it is what ends the generation on the server.
-        threading.Thread(target=_close_on, args=(prompt.cancel, stream), daemon=True).start()
         usage = finish = None
         try:
-            for chunk in stream:
+            for chunk in self._chunks(self.request(prompt, params), prompt.cancel):
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
                     for token_id, score, text in self._tokens(choice):
@@ -235,8 +232,6 @@ class RemoteEngine(Engine):
                 f"The server stopped answering mid-reply ({type(error).__name__}); "
                 "the reply keeps what arrived."
             ) from None
-        finally:
-            stream.close()
         if finish is None and not prompt.cancel.is_set():
             # llama-cpp-python answers 200 and then nothing to a prompt over its context.
             raise EngineError(
@@ -244,6 +239,50 @@ class RemoteEngine(Engine):
                 "(a prompt longer than the server's context size is one cause)."
             )
         return _figures(usage)
+
+    def _chunks(self, request: dict[str, Any], cancel: threading.Event) -> Iterator[Any]:
+        """The server's chunks for `request`, until Stop. They are read by a thread of their
+        own, so a wait for the server ends at Stop at once: llama.cpp's server sends nothing to
+        a request queued behind another until it starts it, and closing a response from
+        another thread does not end a read blocked on its socket (the slot was held until the
+        300 s timeout). Closing the stream is what ends the generation on the server; the
+        reader closes it at Stop, or at the next chunk after."""
+        items: queue.Queue = queue.Queue()
+
+        def read() -> None:
+            try:
+                stream = self.client.completions.create(**request)
+            except Exception as error:
+                items.put(_Refused(error))
+                return
+            threading.Thread(target=_close_on, args=(cancel, stream), daemon=True).start()
+            try:
+                for chunk in stream:
+                    items.put(chunk)
+                    if cancel.is_set():
+                        break
+                items.put(_END)
+            except Exception as error:
+                items.put(error)
+            finally:
+                stream.close()
+
+        threading.Thread(target=read, daemon=True, name="remote-stream").start()
+        while True:
+            try:
+                item = items.get(timeout=CANCEL_POLL_S)
+            except queue.Empty:
+                if cancel.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _Refused):
+                with self._answering("the request"):
+                    raise item.error
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
     def _tokens(self, choice: Any) -> Iterator[tuple[int, TokenScore | None, str]]:
         """(id, score, text) for each token of one streamed choice: from its log-probabilities
@@ -272,6 +311,16 @@ def _agreement(theirs: int, ours: int) -> str:
         f"warning: the server counted a probe as {theirs} tokens where they count {ours}, "
         "so it may not serve the same model."
     )
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """The server's refusal of a request (or its absence), for `_answering` to word."""
+
+    error: Exception
 
 
 def _close_on(cancel: threading.Event, stream: Any) -> None:
