@@ -282,14 +282,33 @@ def plan_column(
 # ---- differences ------------------------------------------------------------------------------
 
 
+# The longest prompt, or past it the longest differing middle (after the tokens both prompts
+# start and end with), that is diffed token by token. difflib's matcher is cubic on runs of
+# alike tokens: 2,000 byte-fallback emoji tokens a side took 6.6 s here, 1,000 took 0.78 s and
+# 500 took 0.10 s. A longer middle is shown as one change: still true, only not the smallest.
+MAX_DIFF_TOKENS = 500
+
+
 def token_diff(reference: Sequence[Token], tokens: Sequence[Token]) -> list[tuple[str, list]]:
     """`tokens` against `reference` as runs of ("same" | "added" | "removed", tokens), in the
-    order they read: what this prompt has that the reference lacks, and what it lost."""
-    matcher = difflib.SequenceMatcher(
-        None, [t.id for t in reference], [t.id for t in tokens], autojunk=False
-    )
-    runs: list[tuple[str, list]] = []
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+    order they read: what this prompt has that the reference lacks, and what it lost. Its cost
+    is bounded whatever the input (`MAX_DIFF_TOKENS`)."""
+    a, b = [t.id for t in reference], [t.id for t in tokens]
+    start = end = 0
+    if max(len(a), len(b)) > MAX_DIFF_TOKENS:  # shorter ones are diffed whole, as difflib does
+        while start < min(len(a), len(b)) and a[start] == b[start]:
+            start += 1
+        while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+            end += 1
+    runs: list[tuple[str, list]] = [("same", list(tokens[:start]))] if start else []
+    a_end, b_end = len(a) - end, len(b) - end
+    if max(a_end, b_end) - start <= MAX_DIFF_TOKENS:
+        matcher = difflib.SequenceMatcher(None, a[start:a_end], b[start:b_end], autojunk=False)
+        opcodes = [(op, i1 + start, i2 + start, j1 + start, j2 + start)
+                   for op, i1, i2, j1, j2 in matcher.get_opcodes()]  # fmt: skip
+    else:
+        opcodes = [("replace", start, a_end, start, b_end)]
+    for op, i1, i2, j1, j2 in opcodes:
         if op == "equal":
             runs.append(("same", list(tokens[j1:j2])))
             continue
@@ -297,6 +316,8 @@ def token_diff(reference: Sequence[Token], tokens: Sequence[Token]) -> list[tupl
             runs.append(("removed", list(reference[i1:i2])))
         if j2 > j1:
             runs.append(("added", list(tokens[j1:j2])))
+    if end:
+        runs.append(("same", list(tokens[b_end:])))
     return runs
 
 

@@ -122,6 +122,42 @@ def test_token_diff_names_what_was_added_and_what_was_removed():
     assert diff_counts(token_diff(tokens(1, 2), tokens(1, 2))) == (0, 0)
 
 
+def test_token_diff_rebuilds_both_prompts_and_matches_difflib_on_short_ones():
+    import difflib
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.choice([1, 2, 3]) for _ in range(rng.randint(0, 30))]
+        b = [rng.choice([1, 2, 3]) for _ in range(rng.randint(0, 30))]
+        runs = token_diff(tokens(*a), tokens(*b))
+        assert [t.id for kind, run in runs if kind != "added" for t in run] == a
+        assert [t.id for kind, run in runs if kind != "removed" for t in run] == b
+        # The reference: difflib on the whole, as before the bound.
+        plain = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+        added = sum(j2 - j1 for op, i1, i2, j1, j2 in plain if op != "equal")
+        removed = sum(i2 - i1 for op, i1, i2, j1, j2 in plain if op != "equal")
+        assert diff_counts(runs) == (added, removed)
+
+
+def test_a_long_alike_difference_is_one_change_not_minutes_of_cpu():
+    # Issue 34: two columns of 500 emoji (byte-fallback tokens, all alike) made difflib's
+    # cubic matcher hold every engine slot for 126 s. Past MAX_DIFF_TOKENS the middle is one
+    # change; the common start and end stay matched.
+    from playground.compare import MAX_DIFF_TOKENS
+
+    emoji = [240, 159, 152, 128]
+    a = [2, 106, *emoji * MAX_DIFF_TOKENS, 107]
+    b = [2, 106, *[240, 159, 152, 129] * MAX_DIFF_TOKENS, 107]
+    runs = token_diff(tokens(*a), tokens(*b))
+    assert [(kind, len(run)) for kind, run in runs] == [
+        ("same", 5),  # <bos>, <start_of_turn> and the three bytes both start with
+        ("removed", len(a) - 6),
+        ("added", len(b) - 6),
+        ("same", 1),
+    ]
+
+
 def test_first_difference_is_the_first_character_that_parts():
     assert first_difference("So 12.", "So 12.") is None
     assert first_difference("So 12.", "So 13.") == 4
