@@ -35,6 +35,7 @@ ENV = {
     "queue_size": "PLAYGROUND_QUEUE_SIZE",
     "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
     "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
+    "trusted_proxy_hops": "PLAYGROUND_TRUSTED_PROXY_HOPS",
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
     "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
     "base_url": "PLAYGROUND_BASE_URL",  # the remote engine's server
@@ -86,6 +87,11 @@ class Settings:
     # copy of every component's config, about 320 KB here, and one from an API client is never
     # closed: Gradio's own 10,000 would allow 3 GB.
     session_capacity: int = 1000
+    # How many reverse proxies in front of the app append to X-Forwarded-For: its entry that
+    # many from the end names the client (`ui.guard`). 0: the peer's own address, and the
+    # header, which any client can write, is ignored. Unset: 1 on a Space (SPACE_ID is set;
+    # its proxy appends one entry), else 0.
+    trusted_proxy_hops: int = 0
     cache_dir: Path = Path.home() / ".cache" / "gemma2-playground"
     ov_config: Mapping[str, str] = field(default_factory=dict)
     # The genai engine's KV cache, in GB (10^9 bytes), allocated once; requests that don't fit
@@ -149,6 +155,8 @@ def load_settings(
                 values["model_given"] = True
     if "base_url" in values:
         values["remote"] = {**values.get("remote", {}), "base_url": values.pop("base_url")}
+    if values.get("trusted_proxy_hops", "auto") == "auto":
+        values["trusted_proxy_hops"] = 1 if env.get("SPACE_ID") else 0
     return _build(values)
 
 
@@ -186,6 +194,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
         "queue_size",
         "max_concurrent",
         "session_capacity",
+        "trusted_proxy_hops",
         "fold_separator",
         "kv_cache_gb",
         "prompt_lookup",
@@ -254,15 +263,9 @@ def _build(values: dict[str, Any]) -> Settings:
         "session_capacity",
     ):
         if key in values:
-            value = values[key]
-            try:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                values[key] = int(value)
-            except (TypeError, ValueError):
-                raise SettingsError(f"{key} must be a whole number, got {value!r}.") from None
-            if values[key] < 1:
-                raise SettingsError(f"{key} must be at least 1, got {values[key]}.")
+            values[key] = _whole(key, values[key], least=1)
+    if "trusted_proxy_hops" in values:
+        values["trusted_proxy_hops"] = _whole("trusted_proxy_hops", values["trusted_proxy_hops"])
     if "kv_cache_gb" in values:
         values["kv_cache_gb"] = _gigabytes(values["kv_cache_gb"])
     if not isinstance(values.get("prompt_lookup", True), bool):
@@ -291,6 +294,18 @@ def _build(values: dict[str, Any]) -> Settings:
             "PLAYGROUND_BASE_URL, or playground.remote.base_url in space.yaml."
         )
     return Settings(**values)
+
+
+def _whole(key: str, value: Any, least: int = 0) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{key} must be a whole number, got {value!r}.") from None
+    if number < least:
+        raise SettingsError(f"{key} must be at least {least}, got {number}.")
+    return number
 
 
 def _gigabytes(value: Any) -> float:

@@ -405,20 +405,32 @@ def test_p7_each_odd_input_gets_one_clear_message_naming_it(server, name, data, 
 
 def test_p4_behind_a_proxy_each_visitor_is_their_own_client():
     """On a Space every request comes from the proxy: the address it appended to
-    X-Forwarded-For tells visitors apart, and what a client wrote there before is ignored."""
+    X-Forwarded-For tells visitors apart, and what a client wrote there before is ignored. With
+    no proxy in front (issue 34, item 3) the header is ignored: one client wrote twenty
+    addresses there and filled the queue."""
     from types import SimpleNamespace
 
-    from playground.ui.guard import _client
+    from starlette.datastructures import Headers
 
-    def request(host, forwarded=None):
-        headers = {"x-forwarded-for": forwarded} if forwarded is not None else {}
+    from playground.ui.guard import client_of
+
+    def request(host, *forwarded):
+        headers = Headers(raw=[(b"x-forwarded-for", f.encode()) for f in forwarded])
         return SimpleNamespace(client=SimpleNamespace(host=host), headers=headers)
 
-    assert _client(request("10.0.0.5")) == "10.0.0.5"  # no proxy: the peer's address
-    assert _client(request("10.0.0.5", "203.0.113.7")) == "203.0.113.7"
-    assert _client(request("10.0.0.5", "198.51.100.1")) != _client(
-        request("10.0.0.5", "203.0.113.7")
+    on_a_space = 1
+    assert client_of(request("10.0.0.5"), on_a_space) == "10.0.0.5"  # no header: the peer
+    assert client_of(request("10.0.0.5", "203.0.113.7"), on_a_space) == "203.0.113.7"
+    assert client_of(request("10.0.0.5", "198.51.100.1"), on_a_space) != client_of(
+        request("10.0.0.5", "203.0.113.7"), on_a_space
     )
-    # A forged first entry does not make one client many: the proxy's entry is last.
-    assert _client(request("10.0.0.5", "1.2.3.4, 203.0.113.7")) == "203.0.113.7"
-    assert _client(request("10.0.0.5", "")) == "10.0.0.5"
+    # A forged first entry does not make one client many: the proxy's entry is last...
+    assert client_of(request("10.0.0.5", "1.2.3.4, 203.0.113.7"), on_a_space) == "203.0.113.7"
+    # ...also when the client sent a header line of its own before the proxy's.
+    assert client_of(request("10.0.0.5", "1.2.3.4", "203.0.113.7"), on_a_space) == "203.0.113.7"
+    assert client_of(request("10.0.0.5", ""), on_a_space) == "10.0.0.5"
+    # Two proxies: the outer one's entry, the second from the end.
+    assert client_of(request("10.0.0.5", "1.2.3.4, 203.0.113.7, 10.0.0.9"), 2) == "203.0.113.7"
+    # No proxy: whatever the header says, the peer's address.
+    for forged in ("203.0.113.7", "1.2.3.4, 203.0.113.7"):
+        assert client_of(request("10.0.0.5", forged), 0) == "10.0.0.5"

@@ -172,6 +172,7 @@ def test_env_var_names():
         "queue_size": "PLAYGROUND_QUEUE_SIZE",
         "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
         "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
+        "trusted_proxy_hops": "PLAYGROUND_TRUSTED_PROXY_HOPS",
         "ov_config": "PLAYGROUND_OV_CONFIG",
         "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
         "base_url": "PLAYGROUND_BASE_URL",
@@ -229,6 +230,18 @@ def test_prompt_lookup_can_be_refused_in_space_yaml(space):
     assert load_settings(space(prompt_lookup=False), env={}).prompt_lookup is False
     with pytest.raises(SettingsError, match="prompt_lookup must be true or false"):
         load_settings(space(prompt_lookup="no"), env={})
+
+
+def test_trusted_proxy_hops_default_to_the_space_and_are_checked(space):
+    assert load_settings(env={}).trusted_proxy_hops == 0  # facing clients: trust no header
+    assert load_settings(env={"SPACE_ID": "user/space"}).trusted_proxy_hops == 1
+    assert load_settings(space(trusted_proxy_hops=2), env={"SPACE_ID": "x"}).trusted_proxy_hops == 2
+    hops = {"PLAYGROUND_TRUSTED_PROXY_HOPS": "1"}
+    assert load_settings(env=hops).trusted_proxy_hops == 1
+    with pytest.raises(SettingsError, match="trusted_proxy_hops must be at least 0"):
+        load_settings(space(trusted_proxy_hops=-1), env={})
+    with pytest.raises(SettingsError, match="trusted_proxy_hops must be a whole number"):
+        load_settings(space(trusted_proxy_hops="two"), env={})
 
 
 def test_settings_with_replaces_a_field():

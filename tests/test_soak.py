@@ -72,7 +72,9 @@ def test_soak_200_requests_from_4_clients(tmp_path):
     port = free_port()
     # A small session capacity: the closed clients' sessions (never closed for Gradio) must be
     # evicted, so memory stays bounded however many visitors come and go.
-    env = {**os.environ, "PLAYGROUND_QUEUE_SIZE": "64", "PLAYGROUND_SESSION_CAPACITY": "16"}
+    # Behind one proxy, as on a Space: X-Forwarded-For tells the clients apart.
+    env = {**os.environ, "PLAYGROUND_QUEUE_SIZE": "64", "PLAYGROUND_SESSION_CAPACITY": "16",
+           "PLAYGROUND_TRUSTED_PROXY_HOPS": "1"}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "app.py", "--model", "tiny-random", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

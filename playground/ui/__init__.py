@@ -106,6 +106,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         places=settings.queue_size + engine.max_concurrent,
         per_client=settings.per_client,
         other=4 * settings.queue_size,
+        proxy_hops=settings.trusted_proxy_hops,
     )
     return demo
 

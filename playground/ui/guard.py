@@ -116,9 +116,17 @@ class FairAdmission:
     so a page still loads when every generation place is taken."""
 
     def __init__(
-        self, queue: Any, group: str, *, slots: int, places: int, per_client: int, other: int
+        self,
+        queue: Any,
+        group: str,
+        *,
+        slots: int,
+        places: int,
+        per_client: int,
+        other: int,
+        proxy_hops: int = 0,
     ) -> None:
-        self.queue, self.group = queue, group
+        self.queue, self.group, self.proxy_hops = queue, group, proxy_hops
         self.slots, self.places, self.per_client, self.other = slots, places, per_client, other
         self.held: dict[str, set[str]] = {}  # client -> its generating events' ids
         self.original = queue.push
@@ -126,12 +134,12 @@ class FairAdmission:
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple:
         generating = self.generates(body)
-        refusal = self.refusal(generating, _client(request))
+        refusal = self.refusal(generating, client_of(request, self.proxy_hops))
         if refusal:
             return False, refusal, "queue_full"
         admitted, event_id, state = await self.original(body, request, username)
         if admitted and generating:
-            self.held.setdefault(_client(request), set()).add(event_id)
+            self.held.setdefault(client_of(request, self.proxy_hops), set()).add(event_id)
         return admitted, event_id, state
 
     def live(self) -> set[str]:
@@ -178,20 +186,23 @@ class FairAdmission:
         return ""
 
 
-def _client(request: Any) -> str:
+def client_of(request: Any, proxy_hops: int) -> str:
     """Who a request is from: its IP address (an API client can invent a session each call).
 
-    Behind a reverse proxy (a Hugging Face Space) every request comes from the proxy, so the
-    address the proxy saw counts: the last entry of X-Forwarded-For, the one the nearest proxy
-    appended. Earlier entries are whatever the client sent, so they are never trusted; a client
-    that reaches the app directly can still forge the header, which buys it no more than the
-    total of `places`."""
-    headers = getattr(request, "headers", None) or {}
-    forwarded = [a.strip() for a in str(headers.get("x-forwarded-for", "")).split(",")]
-    if forwarded[-1]:
-        return forwarded[-1]
+    Behind `proxy_hops` reverse proxies (1 on a Hugging Face Space) every request comes from
+    the nearest, so the address the outermost saw counts: X-Forwarded-For's entry that many
+    from the end, of all its header lines in order (each proxy appends one). Entries before it
+    are whatever the client sent, so they are never trusted; with no proxy (0) the header is
+    ignored, since any client could write it and become many clients."""
     client = getattr(request, "client", None)
-    return client.host if client else ""
+    peer = client.host if client else ""
+    if not proxy_hops:
+        return peer
+    headers = getattr(request, "headers", None) or {}
+    lines = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else [
+        headers.get("x-forwarded-for", "")]  # fmt: skip
+    forwarded = [a.strip() for line in lines for a in str(line).split(",") if a.strip()]
+    return forwarded[-proxy_hops] if len(forwarded) >= proxy_hops else peer
 
 
 class VisitorsFirst(StateHolder):
