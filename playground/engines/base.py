@@ -244,27 +244,42 @@ def _overlap(text: str, stop: str) -> int:
 
 class _Admission:
     """Who may enter the native code: a generation needs a free slot and, under a KV budget, room
-    for its tokens (prompt and max_new_tokens) beside those of the generations running. First
-    come, first in: a long request is never passed over for ever by short ones."""
+    for its tokens (prompt and max_new_tokens) beside those of the generations running.
+
+    In the order they came, except that a request that fits may pass those ahead of it that
+    don't, for as long as the longest waiting of them has waited under `PASS_FOR_S`: one big
+    reservation no longer holds every small request behind it (victims waited 54-66 s in
+    issue 34), and past that age nobody passes it, so it is never starved."""
 
     POLL_S = 0.1  # how often a waiting generation looks at its cancel event
+    PASS_FOR_S = 60.0
 
     def __init__(self, slots: int, budget_tokens: int | None) -> None:
         self._free_slots, self._free_tokens = slots, budget_tokens
-        self._line: deque[object] = deque()
+        self._line: deque[tuple[object, int, float]] = deque()  # (ticket, tokens, since)
         self._changed = threading.Condition()
 
     def _fits(self, tokens: int) -> bool:
         return self._free_slots > 0 and (self._free_tokens is None or tokens <= self._free_tokens)
 
+    def _turn(self, ticket: object) -> bool:
+        """Whether `ticket` may enter now (see the class)."""
+        now = time.monotonic()
+        for other, tokens, since in self._line:
+            if other is ticket:
+                return self._fits(tokens)
+            if self._fits(tokens) or now - since >= self.PASS_FOR_S:
+                return False  # it goes first, or it has waited too long to be passed
+        return False
+
     def enter(self, tokens: int, cancel: threading.Event, timeout_s: float) -> bool:
         """Wait for room for `tokens`; False if cancelled or timed out (nothing taken)."""
         deadline = time.monotonic() + timeout_s
-        ticket = object()
+        entry = (object(), tokens, time.monotonic())
         with self._changed:
-            self._line.append(ticket)
+            self._line.append(entry)
             try:
-                while not (self._line[0] is ticket and self._fits(tokens)):
+                while not self._turn(entry[0]):
                     left = deadline - time.monotonic()
                     if cancel.is_set() or left <= 0:
                         return False
@@ -274,7 +289,7 @@ class _Admission:
                     self._free_tokens -= tokens
                 return True
             finally:
-                self._line.remove(ticket)
+                self._line.remove(entry)
                 self._changed.notify_all()  # the next in line may fit now
 
     def leave(self, tokens: int) -> None:
