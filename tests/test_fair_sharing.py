@@ -434,3 +434,18 @@ def test_p4_behind_a_proxy_each_visitor_is_their_own_client():
     # No proxy: whatever the header says, the peer's address.
     for forged in ("203.0.113.7", "1.2.3.4, 203.0.113.7"):
         assert client_of(request("10.0.0.5", forged), 0) == "10.0.0.5"
+
+
+def test_routes_around_the_queue_and_the_deep_link_route_are_closed(server):
+    # Issue 34, items 9 and 12: off a Space Gradio ran /run/ calls without the queue (eight
+    # /run/compare calls from one client ran at once), and /gradio_api/deep_link wrote any
+    # session's state to disk (117 MB from one client in 9 s).
+    url, _ = server
+    with http() as client:
+        for path in ("gradio_api/run/complete", "gradio_api/api/complete"):
+            response = client.post(f"{url}{path}", json={"data": ["Hi", 5, *GREEDY.values()]})
+            assert response.status_code == 404, (path, response.text[:200])
+        status, event_id = call(url, "status", [])  # the queued way still works
+        assert status == 200 and result(url, "status", event_id)[0] == "complete"
+        deep = client.get(f"{url}gradio_api/deep_link", params={"session_hash": "x"})
+        assert deep.status_code == 404

@@ -36,7 +36,7 @@ from playground.ui.common import (
 )
 from playground.ui.compare import build_compare, wire_compare
 from playground.ui.controls import build_controls, wire_controls
-from playground.ui.guard import BodyLimit, FairAdmission, keep_visitors
+from playground.ui.guard import BodyLimit, FairAdmission, close_unused_routes, keep_visitors
 from playground.ui.inspector import START, as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
@@ -98,7 +98,9 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         wire_share(page, bars, share_note, expected, runs)
     # The queue's places are FairAdmission's: a full queue of generations must not refuse a
     # page load, so Gradio's own bound (which counts every event) is off.
-    demo.queue(max_size=None, default_concurrency_limit=4)
+    # api_open=False: a queued endpoint is never run by a direct POST to /run/ (Gradio closes
+    # those only on a Space), which would pass the queue and the fair admission.
+    demo.queue(max_size=None, default_concurrency_limit=4, api_open=False)
     FairAdmission(
         demo._queue,
         ENGINE_GROUP,
@@ -174,6 +176,7 @@ def launch(demo: gr.Blocks, settings: Settings, **options: Any) -> str:
     block = not options.pop("prevent_thread_lock", False)
     demo.launch(prevent_thread_lock=True, **launch_options(settings), **options)
     keep_visitors(demo.server_app, demo)
+    close_unused_routes(demo.server_app)
     if block:
         demo.block_thread()
     return demo.local_url

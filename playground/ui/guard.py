@@ -223,6 +223,19 @@ class VisitorsFirst(StateHolder):
                 self.time_last_used.pop(evicted, None)
 
 
+# Gradio routes this app does not use, closed. The deep-link route writes any session's whole
+# component state to disk on request, and nothing prunes it: one client made and deep-linked
+# 100 sessions in 9 s and grew the upload folder from 1 to 117 MB (issue 34, item 12).
+UNUSED_ROUTES = ("/gradio_api/deep_link",)
+
+
+def close_unused_routes(app: Any) -> None:
+    """Take `UNUSED_ROUTES` off a launched app (they answer 404)."""
+    app.router.routes[:] = [
+        r for r in app.router.routes if getattr(r, "path", "") not in UNUSED_ROUTES
+    ]
+
+
 def keep_visitors(app: Any, blocks: Any) -> None:
     """Give a launched app the `VisitorsFirst` session holder, keeping any sessions it has."""
     holder = VisitorsFirst()
