@@ -149,6 +149,7 @@ def _figures_by_position(data: Any) -> dict[int, Any]:
 
 # A reply's figures as `figures_of` writes them: what a loaded file's must look like, since
 # they are shown under the reply.
+MAX_FIGURE = 2**53
 FIGURE_TYPES = {"stop_reason": str, "prompt_tokens": int, "new_tokens": int,
                 "ttft_s": float, "tokens_per_s": float, "seed": int}  # fmt: skip
 
@@ -162,13 +163,16 @@ def checked_figures(figures: Any, position: int) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, kind in FIGURE_TYPES.items():
         value = figures.get(name)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
+        # A figure is 0 or more and below 2^53: JSON numbers past that don't survive the page
+        # (a 400-digit one gave "Something went wrong"), and no count or time gets there.
+        number = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and 0 <= value < MAX_FIGURE)  # fmt: skip
         if not (isinstance(value, str) if kind is str else number):
-            wanted = "text" if kind is str else "a number"
+            wanted = "text" if kind is str else f"a number from 0 to {MAX_FIGURE:,}"
             raise ParamError(f"{where}: {name!r} must be {wanted}, got {str(value)[:40]!r}.")
         checked[name] = check_unicode(value, f"{where}: {name!r}") if kind is str else value
     drafts = figures.get("accepted_drafts")
-    if isinstance(drafts, int) and not isinstance(drafts, bool):
+    if isinstance(drafts, int) and not isinstance(drafts, bool) and 0 <= drafts < MAX_FIGURE:
         checked["accepted_drafts"] = drafts
     return checked
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, parse_conversation
 from playground.compare import MAX_COLUMNS, VARIANT_TITLES, parse_changes
+from playground.engines import ENGINE_KINDS
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES
 from playground.session import Playground
@@ -34,6 +35,9 @@ MAX_VIEW_BYTES = 200_000
 HASH_CHARS = 12
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _HASH = re.compile(rf"[0-9a-f]{{{HASH_CHARS}}}")
+# A model's name as a link carries it (a Hub id, or tiny-tutor): one short line. It is shown in
+# the page's note, so a link must not put 65,000 characters there (issue 34).
+_MODEL = re.compile(r"[^\s]{1,200}")
 # Each tab's fields and their JSON types; every view also has the COMMON ones.
 COMMON = {"v": int, "tab": str, "model": str, "engine": str, "sampling": dict, "stop": str,
           "hash": str}  # fmt: skip
@@ -77,7 +81,7 @@ def decode_view(token: Any, playground: Playground) -> dict[str, Any]:
     data = _inflate(token)
     try:
         view = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # nested past the stack
         raise ShareError("This share link is damaged: its contents are not readable.") from None
     if not isinstance(view, dict) or view.get("v") != VERSION:
         raise ShareError("This share link was made by another version of the playground.")
@@ -130,6 +134,10 @@ def _checked(view: dict[str, Any], playground: Playground) -> dict[str, Any]:
     view["sampling"] = {name: getattr(params, name) for name in SAMPLING_NAMES}
     if "hash" in view and not _HASH.fullmatch(view["hash"]):
         raise ShareError("This share link's output hash is damaged.")
+    if "model" in view and not _MODEL.fullmatch(view["model"]):
+        raise ShareError("This share link's model name is damaged.")
+    if "engine" in view and view["engine"] not in ENGINE_KINDS:
+        raise ShareError("This share link names an unknown engine.")
     if view.get("system_policy", DEFAULT_SYSTEM_POLICY) not in SYSTEM_POLICIES:
         raise ShareError("This share link names an unknown system policy.")
     if view["tab"] == "chat":

@@ -245,6 +245,11 @@ def pack(data) -> str:
             "2 to 4",
         ),
         (pack(b"{" + b" " * 10**6 + b"}"), "more than a view can hold"),
+        # issue 34: "maximum recursion depth", a 65,000-character model name in the page's note
+        (pack(b"[" * 90_000 + b"]" * 90_000), "not readable"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "model": "m" * 65_000}), "model name"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "model": "a\nb"}), "model name"),
+        (pack({"v": 1, "tab": "raw", "prompt": "x", "engine": "<b>x</b>"}), "unknown engine"),
     ],
 )
 def test_a_bad_link_gets_one_clear_message(playground, token, message):

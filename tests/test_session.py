@@ -221,7 +221,10 @@ def test_odd_api_values_get_a_message_naming_the_field(fake):
 def test_a_loaded_conversation_with_odd_figures_is_refused_naming_them():
     base = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     for figures, field in [({"seed": 7}, "stop_reason"), ("x", "must be an object"),
-                           ({**FIGURES, "ttft_s": "fast"}, "ttft_s")]:  # fmt: skip
+                           ({**FIGURES, "ttft_s": "fast"}, "ttft_s"),
+                           # issue 34: a 400-digit count gave "Something went wrong" in the page
+                           ({**FIGURES, "prompt_tokens": 10**400}, "prompt_tokens"),
+                           ({**FIGURES, "ttft_s": -1.0}, "ttft_s")]:  # fmt: skip
         text = json.dumps([base[0], {**base[1], "figures": figures}])
         with pytest.raises(UserError, match=f"message 2: 'figures'.*{field}"):
             session.load_conversation(text)
