@@ -387,7 +387,11 @@ def compare(
             continue
         reference = reference or (column if position == 1 else None)
         runs = token_diff(reference.tokens, column.tokens) if reference else []
-        *_, last = playground.complete(column.prompt, column.params)
+        try:
+            *_, last = playground.complete(column.prompt, column.params)
+        except UserError as error:  # this column's alone (one over the context, say)
+            results.append({"column": position, "title": column.title, "error": str(error)})
+            continue
         results.append({
             "column": position,
             "title": column.title,

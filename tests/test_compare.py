@@ -295,6 +295,19 @@ def test_compare_endpoint_returns_columns_diffs_and_outputs(tutor_client):
     assert "system message" in refused["error"]
 
 
+def test_a_column_over_the_context_fails_alone(playground):
+    # Issue 34, item 15: one column over the context made the whole /compare fail.
+    from playground.compare import compare, parse_variants
+
+    turns, options = conversation_inputs(playground, json.dumps(QUESTION), "")
+    over = {"prompt": "edited", "text": "word " * playground.context_size}
+    variants = parse_variants(["correct", over])
+    params = playground.params({"temperature": 0, "max_new_tokens": 20})
+    first, second = compare(playground, turns, options, variants, params)
+    assert first["output"] and "error" not in first
+    assert "over the context size" in second["error"] and "output" not in second
+
+
 @pytest.mark.slow
 def test_compare_endpoint_refuses_bad_input_in_one_line(tutor_client):
     from gradio_client.exceptions import AppError
