@@ -123,6 +123,10 @@ new = output[0, inputs["input_ids"].shape[1] :].tolist()
 {output}"""
 
 
+# Where exported code for the remote engine names the server: the page never shows its address.
+SERVER_PLACEHOLDER = "http://YOUR-SERVER:8080/v1"
+
+
 def remote_code(request: Mapping[str, Any], base_url: str, api_key_env: str = "") -> dict[str, str]:
     """The remote engine's streamed completions request, as curl and as OpenAI-client Python.
     The API key is named by its environment variable, never written out."""

@@ -32,7 +32,7 @@ from playground.chat_format import (
 )
 from playground.engines import Engine, Generation, GenerationResult, Prompt, Reading
 from playground.errors import UserError
-from playground.export import export_code, remote_code
+from playground.export import SERVER_PLACEHOLDER, export_code, remote_code
 from playground.inspection import Inspection, inspect_budget, inspect_text
 from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
 from playground.notebook import PromptCell, cell_prompt
@@ -590,8 +590,8 @@ class Playground:
         )
         if self.engine.kind == "remote":
             request = self.engine.request(Prompt(prompt, [], threading.Event()), params)
-            remote = self.engine.remote  # the server this engine talks to
-            code |= remote_code(request, remote.base_url, remote.api_key_env)
+            # The server's address stays the operator's: the code names a placeholder.
+            code |= remote_code(request, SERVER_PLACEHOLDER, self.engine.remote.api_key_env)
         return code
 
 

@@ -299,10 +299,45 @@ def test_an_unreachable_server_at_start_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_servers_refusal_reaches_a_visitor_without_its_address_or_body(engine, caplog):
+    # Issue 34, item 14: a server's error body (which can hold paths or tokens) and its
+    # address were passed on to visitors. They go to the operator's log now. llama.cpp's
+    # server answers a streamed request 200 whatever happens, so its refusal is made here.
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", f"{engine.remote.base_url}/completions")
+    refusal = openai.APIStatusError(
+        "Internal Server Error",
+        response=httpx.Response(500, request=request),
+        body={"message": "model at /srv/secret/model.gguf: token sk-123 refused"},
+    )
+    with pytest.raises(EngineError) as caught, engine._answering_a_visitor():
+        raise refusal
+    said = str(caught.value)
+    assert "answered 500" in said and "operator's log" in said
+    assert engine.remote.base_url not in said and "127.0.0.1" not in said
+    assert "/srv/secret" not in said and "sk-123" not in said
+    assert "/srv/secret" in caplog.text  # the operator still learns what happened
+
+
+def test_the_model_tab_names_a_servers_model_file_by_its_name_only():
+    # llama.cpp's server, with no alias, names the model by its path on the server.
+    from playground.engines.remote import _shown
+
+    assert _shown("/srv/models/gemma-2-9b-it-Q4_0.gguf") == "gemma-2-9b-it-Q4_0.gguf"
+    assert _shown("./models/tiny.gguf") == "tiny.gguf"
+    assert _shown("google/gemma-2-9b-it") == "google/gemma-2-9b-it"  # a Hub id stays whole
+    assert _shown("tiny-tutor-f16") == "tiny-tutor-f16"
+
+
+@pytest.mark.slow
 def test_the_model_tab_and_export_say_what_the_server_does(engine, settings):
     notes = " ".join(engine.notes())
     assert "adds <bos> itself" in notes and "llama.cpp's server" in notes
     code = Playground(engine, settings).export("<bos>Hi", SamplingParams(max_new_tokens=5))
     assert '"prompt": "Hi"' in code["curl"]  # what is sent: the server adds the <bos>
-    assert f"curl -N {engine.remote.base_url}/completions" in code["curl"]
+    # Issue 34: the server's address never reaches a visitor; the code names a placeholder.
+    assert "curl -N http://YOUR-SERVER:8080/v1/completions" in code["curl"]
+    assert engine.remote.base_url not in code["curl"] + code["openai"]
     assert "repeat_penalty" in code["curl"] and "extra_body" in code["openai"]

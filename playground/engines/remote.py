@@ -120,7 +120,8 @@ class RemoteEngine(Engine):
 
     @contextmanager
     def _answering(self, what: str) -> Iterator[None]:
-        """A server's refusal or absence, while asking it for `what`, as one clear message."""
+        """A server's refusal or absence, while asking it for `what` at start, as one clear
+        message for the operator (who chose the server: its address and answer are named)."""
         try:
             yield
         except self._openai.APIStatusError as error:
@@ -132,6 +133,21 @@ class RemoteEngine(Engine):
             raise EngineError(
                 f"The serving engine at {self.remote.base_url} could not be reached "
                 f"({type(error).__name__}): start it, or check --base-url."
+            ) from None
+
+    @contextmanager
+    def _answering_a_visitor(self) -> Iterator[None]:
+        """The same for a visitor's request, whose message never shows the server's address
+        or its answer's body (it can hold paths or tokens): those go to the operator's log."""
+        try:
+            with self._answering("the request"):
+                yield
+        except EngineError as error:
+            log.warning("a visitor's request failed: %s", error)
+            status = getattr(error.__cause__ or error.__context__, "status_code", None)
+            said = f"answered {status}" if status else "could not be reached"
+            raise EngineError(
+                f"The serving engine {said}; the operator's log has the details. Please retry."
             ) from None
 
     def _served_model(self) -> tuple[str, str]:
@@ -170,7 +186,7 @@ class RemoteEngine(Engine):
             else "adds no <bos>, so the playground sends each prompt with one"
         )
         notes = [
-            f"Generation runs on {self.dialect.name}, model {self.model}; up to "
+            f"Generation runs on {self.dialect.name}, model {_shown(self.model)}; up to "
             f"{self.max_concurrent} requests are sent at once, and the queue holds the rest.",
             f"The server {bos} (probed at start: it counted {theirs} tokens where the playground "
             f"counts {ours} without <bos>).",
@@ -278,7 +294,7 @@ class RemoteEngine(Engine):
             if item is _END:
                 return
             if isinstance(item, _Refused):
-                with self._answering("the request"):
+                with self._answering_a_visitor():
                     raise item.error
             if isinstance(item, Exception):
                 raise item
@@ -333,6 +349,13 @@ def _figures(usage: Any) -> NativeFigures:
     if usage is None:
         return NativeFigures()
     return NativeFigures(prompt_tokens=usage.prompt_tokens, new_tokens=usage.completion_tokens)
+
+
+def _shown(model: str) -> str:
+    """The server's name for its model as a visitor may see it: a file path (llama.cpp's server
+    names a model by its file when it has no alias) is cut to the file's name."""
+    is_path = model.startswith(("/", "~", ".")) or "\\" in model or model.endswith(".gguf")
+    return Path(model).name if is_path else model
 
 
 def _error_text(error: Any) -> str:
