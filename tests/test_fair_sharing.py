@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import serve
+from tests.test_reliability import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -449,3 +450,33 @@ def test_routes_around_the_queue_and_the_deep_link_route_are_closed(server):
         assert status == 200 and result(url, "status", event_id)[0] == "complete"
         deep = client.get(f"{url}gradio_api/deep_link", params={"session_hash": "x"})
         assert deep.status_code == 404
+
+
+def test_one_clients_flood_of_renders_leaves_room_for_other_visitors(settings, genai_engine):
+    # Issue 34, item 7: 72 queued /render calls from one client refused new visitors' page
+    # loads ("The server is busy") for about 20 s. Once the queue is half full, one client may
+    # have only its share of the non-generating places.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from playground.ui import build_demo
+
+    demo = build_demo(genai_engine, settings.with_(queue_size=8))  # 32 places for the others
+    url = serve(demo, settings)
+    try:
+        # Distinct turns: a render that takes a while, so the flood stays queued.
+        turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": chr(97 + i % 26)}
+                 for i in range(2000)]  # fmt: skip
+        body = [json.dumps(turns), "fold", True]
+        with ThreadPoolExecutor(16) as pool:
+            flood = [pool.submit(call, url, "render", body, "127.0.0.2") for _ in range(120)]
+
+            def refused():
+                return [f.result()[1] for f in flood if f.done() and f.result()[0] != 200]
+
+            wait_until(refused, what="the flood to fill what it may")
+            status, event_id = call(url, "status", [], "127.0.0.3")  # another visitor's page
+            assert status == 200, event_id  # while the flood is queued
+            assert "You already have" in str(refused()[0])
+        assert result(url, "status", event_id, "127.0.0.3")[0] == "complete"
+    finally:
+        demo.close()

@@ -113,7 +113,10 @@ class FairAdmission:
     every one of the engine's `slots` is in use it may hold at most `per_client`: past that its
     new ones are refused, so a visitor who arrives behind a greedy client gets the next slot
     that frees. Any other event is admitted up to `other` waiting, apart from the generations,
-    so a page still loads when every generation place is taken."""
+    so a page still loads when every generation place is taken; once half of those are taken,
+    one client may have at most `other_per_client` of them running or waiting, so its flood of
+    renders cannot fill them (72 queued /render calls refused new visitors' page loads for 20 s:
+    issue 34), while a class behind one address loads its pages as before on a quiet server."""
 
     def __init__(
         self,
@@ -128,7 +131,9 @@ class FairAdmission:
     ) -> None:
         self.queue, self.group, self.proxy_hops = queue, group, proxy_hops
         self.slots, self.places, self.per_client, self.other = slots, places, per_client, other
-        self.held: dict[str, set[str]] = {}  # client -> its generating events' ids
+        self.other_per_client = max(4, other // 8)
+        # client -> its events' ids, generating ones (True) and the others (False)
+        self.held: dict[bool, dict[str, set[str]]] = {True: {}, False: {}}
         self.original = queue.push
         queue.push = self.push
 
@@ -138,8 +143,9 @@ class FairAdmission:
         if refusal:
             return False, refusal, "queue_full"
         admitted, event_id, state = await self.original(body, request, username)
-        if admitted and generating:
-            self.held.setdefault(client_of(request, self.proxy_hops), set()).add(event_id)
+        if admitted:
+            mine = self.held[generating].setdefault(client_of(request, self.proxy_hops), set())
+            mine.add(event_id)
         return admitted, event_id, state
 
     def live(self) -> set[str]:
@@ -160,18 +166,25 @@ class FairAdmission:
 
     def refusal(self, generating: bool, client: str) -> str:
         live = self.live()
-        for key in list(self.held):
-            self.held[key] &= live
-            if not self.held[key]:
-                del self.held[key]
+        for held in self.held.values():
+            for key in list(held):
+                held[key] &= live
+                if not held[key]:
+                    del held[key]
+        held = self.held[generating]
+        mine = len(held.get(client, ()))
         if not generating:
             queues = self.queue.event_queue_per_concurrency_id.items()
             waiting = sum(len(q.queue) for group, q in queues if group != self.group)
+            if waiting >= self.other // 2 and mine >= self.other_per_client:
+                return (
+                    f"You already have {mine} requests running or waiting and the server is "
+                    "busy; please wait for them before sending more."
+                )
             return (
                 "The server is busy; please try again in a moment." if waiting >= self.other else ""
             )
-        mine = len(self.held.get(client, ()))
-        taken = sum(map(len, self.held.values()))
+        taken = sum(map(len, held.values()))
         if mine >= self.per_client and taken >= self.slots:
             return (
                 f"You already have {mine} replies running or waiting and every slot is in use: "
