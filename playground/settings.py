@@ -36,6 +36,7 @@ ENV = {
     "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
     "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
     "trusted_proxy_hops": "PLAYGROUND_TRUSTED_PROXY_HOPS",
+    "prompt_lookup": "PLAYGROUND_PROMPT_LOOKUP",  # true or false
     "ov_config": "PLAYGROUND_OV_CONFIG",  # JSON object
     "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
     "base_url": "PLAYGROUND_BASE_URL",  # the remote engine's server
@@ -98,7 +99,8 @@ class Settings:
     # beside the running ones wait. 0: no budget (the cache grows as requests need it).
     kv_cache_gb: float = 0.0
     # Whether visitors may turn on prompt lookup (genai): its pipeline, built on first use, loads
-    # the model a second time with its own KV cache, which a small Space may not have room for.
+    # the model a second time with its own KV cache, which a small Space may not have room for
+    # (space.yaml turns it off; the code's default keeps the engines' own default).
     prompt_lookup: bool = True
     # Joins a folded system message to the first user message (chat_format.apply_system_policy).
     fold_separator: str = DEFAULT_FOLD_SEPARATOR
@@ -268,6 +270,9 @@ def _build(values: dict[str, Any]) -> Settings:
         values["trusted_proxy_hops"] = _whole("trusted_proxy_hops", values["trusted_proxy_hops"])
     if "kv_cache_gb" in values:
         values["kv_cache_gb"] = _gigabytes(values["kv_cache_gb"])
+    lookup = values.get("prompt_lookup", True)
+    if isinstance(lookup, str) and lookup.lower() in ("true", "false"):  # from the environment
+        values["prompt_lookup"] = lookup.lower() == "true"
     if not isinstance(values.get("prompt_lookup", True), bool):
         raise SettingsError(
             f"prompt_lookup must be true or false, got {values['prompt_lookup']!r}."

@@ -31,7 +31,8 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 def settings():
     from playground.settings import load_settings
 
-    return load_settings(model="tiny-random", ov_config=F32)
+    # Prompt lookup on: space.yaml turns it off for the Space's memory, the tests exercise it.
+    return load_settings(model="tiny-random", ov_config=F32, prompt_lookup=True)
 
 
 @pytest.fixture(scope="session")

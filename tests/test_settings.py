@@ -173,6 +173,7 @@ def test_env_var_names():
         "max_concurrent": "PLAYGROUND_MAX_CONCURRENT",
         "session_capacity": "PLAYGROUND_SESSION_CAPACITY",
         "trusted_proxy_hops": "PLAYGROUND_TRUSTED_PROXY_HOPS",
+        "prompt_lookup": "PLAYGROUND_PROMPT_LOOKUP",
         "ov_config": "PLAYGROUND_OV_CONFIG",
         "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
         "base_url": "PLAYGROUND_BASE_URL",
@@ -225,9 +226,11 @@ def test_yaml_ov_config(space):
     assert settings.ov_config == {"KV_CACHE_PRECISION": "u8"}
 
 
-def test_prompt_lookup_can_be_refused_in_space_yaml(space):
-    assert load_settings(env={}).prompt_lookup is True
-    assert load_settings(space(prompt_lookup=False), env={}).prompt_lookup is False
+def test_prompt_lookup_is_off_on_the_space_and_can_be_allowed(space):
+    # Issue 34, item 13: one anonymous call built a second copy of the model.
+    assert load_settings(env={}).prompt_lookup is False  # the repo's space.yaml
+    assert load_settings(space(prompt_lookup=True), env={}).prompt_lookup is True
+    assert load_settings(env={"PLAYGROUND_PROMPT_LOOKUP": "true"}).prompt_lookup is True
     with pytest.raises(SettingsError, match="prompt_lookup must be true or false"):
         load_settings(space(prompt_lookup="no"), env={})
 
