@@ -92,12 +92,13 @@ def test_the_setting_comes_from_space_yaml_and_the_environment():
 # ---- admission -------------------------------------------------------------------------------
 
 
-def test_admission_lets_a_small_request_pass_a_big_one_that_does_not_fit_yet(monkeypatch):
-    # Issue 34: first come, first in held tiny requests 54-66 s behind reservations that did
-    # not fit. A request that fits may pass one that does not, while that one is young.
+def big_then_small(seconds_between: float):
+    """An admission with 60 of its 100 tokens taken; a request of 90 tokens ("big") waits,
+    then after `seconds_between` one of 10 ("small"). Returns the admission, both threads and
+    the names of those that entered, in order."""
     admission, never = _Admission(slots=4, budget_tokens=100), threading.Event()
     assert admission.enter(60, never, 1)
-    entered = []
+    entered: list[str] = []
 
     def wait(name, tokens):
         if admission.enter(tokens, never, 5):
@@ -105,9 +106,16 @@ def test_admission_lets_a_small_request_pass_a_big_one_that_does_not_fit_yet(mon
 
     big = threading.Thread(target=wait, args=("big", 90))
     big.start()
-    time.sleep(0.2)
+    time.sleep(seconds_between)
     small = threading.Thread(target=wait, args=("small", 10))
     small.start()
+    return admission, big, small, entered
+
+
+def test_admission_lets_a_small_request_pass_a_big_one_that_does_not_fit_yet():
+    # Issue 34: first come, first in held tiny requests 54-66 s behind reservations that did
+    # not fit. A request that fits may pass one that does not, while that one is young.
+    admission, big, small, entered = big_then_small(0.2)
     small.join(2)
     assert entered == ["small"]  # it fit, and the big one could not
     admission.leave(60)
@@ -119,19 +127,7 @@ def test_admission_lets_a_small_request_pass_a_big_one_that_does_not_fit_yet(mon
 
 def test_admission_lets_nobody_pass_a_request_that_has_waited_long(monkeypatch):
     monkeypatch.setattr(_Admission, "PASS_FOR_S", 0.3)
-    admission, never = _Admission(slots=4, budget_tokens=100), threading.Event()
-    assert admission.enter(60, never, 1)
-    entered = []
-
-    def wait(name, tokens):
-        if admission.enter(tokens, never, 5):
-            entered.append(name)
-
-    big = threading.Thread(target=wait, args=("big", 90))
-    big.start()
-    time.sleep(0.5)  # the big one is now past PASS_FOR_S
-    small = threading.Thread(target=wait, args=("small", 10))
-    small.start()
+    admission, big, small, entered = big_then_small(0.5)  # the big one is past PASS_FOR_S
     time.sleep(0.3)
     assert entered == []  # small would fit, but the big one has waited too long to be passed
     admission.leave(60)
