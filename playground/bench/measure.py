@@ -26,7 +26,9 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """This process's own peak resident memory, in MiB: VmHWM from /proc/self/status.
+    """This process's peak resident memory, plus that of its child processes (the genai
+    engine's own process, where the model lives), in MiB: VmHWM from /proc/PID/status. A sum of
+    peaks, so at most the true peak of the whole.
 
     Not ru_maxrss: Linux carries a parent's maximum into its child across fork and exec, so a
     worker started by a process that had built a model reported that process's peak (issue 13:
@@ -34,14 +36,31 @@ def peak_rss_mb() -> float:
     exec replaces. Elsewhere (no /proc) ru_maxrss is the best there is.
     """
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        children = [
+            pid for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]  # fmt: skip
+        own = _vm_hwm_mb("self")
+    except OSError:
+        own = None
+    if own is not None:
+        return own + sum(_vm_hwm_mb(pid, missing=0.0) for pid in children)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
+
+
+def _vm_hwm_mb(pid: str, missing: float | None = None) -> float:
+    """VmHWM of process `pid`; `missing` for one that has ended, where given."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024  # reported in kB
     except OSError:
-        pass
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
+        if missing is None:
+            raise
+        return missing
+    raise OSError(f"no VmHWM for process {pid}")
 
 
 def cpu_name() -> str:
