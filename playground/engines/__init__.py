@@ -1,7 +1,8 @@
 """The engines: one module per kind, this registry, and the per-process cache.
 
-Owns: the one list of engine kinds (`ENGINE_KINDS`: every module of this package but `base`,
-each defining `ENGINE`, so adding an engine is adding one file), the `EngineSpec` that keys the
+Owns: the one list of engine kinds (`ENGINE_KINDS`: every module of this package but `base`
+and a kind's own helpers, named with `_`, each defining `ENGINE`, so adding an engine is adding
+one file), the `EngineSpec` that keys the
 cache, loading an engine (`load_engine`), the process's one engine per spec (`get_engine`), and
 `open_engine`, which turns `Settings` into the served engine (with the fallback notice).
 Does not own: the contract every engine keeps (`engines.base`, re-exported here), or what any
