@@ -86,9 +86,9 @@ class EngineProcess:
         self._conn = Connection(ours.detach())
         self._conn.send(self.spec)
         try:
-            if not self._conn.poll(LOAD_TIMEOUT_S):
-                raise RuntimeError(f"the engine process loaded nothing in {LOAD_TIMEOUT_S:.0f} s")
-            kind, said = self._conn.recv()
+            kind, said = ("failed", f"the engine process loaded nothing in {LOAD_TIMEOUT_S:.0f} s")
+            if self._conn.poll(LOAD_TIMEOUT_S):
+                kind, said = self._conn.recv()
         except (EOFError, OSError):
             kind, said = "failed", f"the engine process ended while loading ({self._ended()})"
         if kind != "ready":
