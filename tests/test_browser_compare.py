@@ -177,21 +177,29 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
     shared.wait_for_selector("#share-note >> text=Opened a shared compare view")
     assert HOSTILE in shared.inner_text("#compare-conversation")
     assert shared.input_value("#compare-edited-3 textarea") == "<bos>" + HOSTILE
-    # A hostile link: text in its fields, or a damaged value with markup in it.
-    view = {"tab": "raw", "prompt": HOSTILE, "sampling": {}, "model": HOSTILE, "engine": HOSTILE}
+    # A hostile link: text in its fields (a model's name is one short line, shown in the
+    # note), or a damaged value with markup in it.
+    odd_model = "<img/src=x/onerror=alert(1)><b>m</b>"
+    view = {"tab": "raw", "prompt": HOSTILE, "sampling": {}, "model": odd_model,
+            "engine": "optimum"}  # fmt: skip
     bad = open_page(browser, tutor_app_url + "?share=" + encode_view(view), width)
     bad.wait_for_selector("#share-note >> text=Opened a shared raw view")
-    assert HOSTILE in bad.inner_text("#share-note")
+    assert odd_model in bad.inner_text("#share-note")
     assert bad.input_value("#raw-prompt textarea") == HOSTILE
+    long_model = open_page(  # issue 34: any text, 65,000 characters of it, went into the note
+        browser, tutor_app_url + "?share=" + encode_view({**view, "model": HOSTILE}), width
+    )
+    long_model.wait_for_selector("#share-note >> text=model name is damaged")
+    assert HOSTILE not in long_model.inner_text("#share-note")
     damaged = open_page(
         browser, tutor_app_url + "?share=%3Cimg%20src%3Dx%20onerror%3Dalert(3)%3E", width
     )
     damaged.wait_for_selector("#share-note >> text=The page opened empty instead")
-    for p in (page, shared, bad, damaged):
+    for p in (page, shared, bad, damaged, long_model):
         assert p.dialogs == []
         assert p.locator("img[src='x'], img[src='http://x/i.png']").count() == 0
     assert damaged.input_value("#message textarea") == ""  # the page opened as if new
-    for p in (shared, bad):
+    for p in (shared, bad, long_model):
         p.close()
     screenshot(damaged, request)
 

@@ -143,6 +143,17 @@ def test_a_hung_engine_process_is_killed_and_replaced(engine, monkeypatch):
     assert engine.process.pid != hung and engine.status()["engine_restarts"] == 1
 
 
+def test_an_engine_idle_past_the_hang_limit_is_not_taken_as_hung(engine, monkeypatch):
+    # The silence was counted from the child's last message, so the first request after 300 s
+    # of idleness found the child "silent" at once, killed it, and came back empty (the full
+    # suite saw it twice).
+    monkeypatch.setattr(genai_module, "HANG_TIMEOUT_S", 0.5)
+    engine.generate("Hello", LONG.with_(max_new_tokens=2)).run()
+    time.sleep(1.0)  # idle, past the limit
+    assert engine.generate("Hello", LONG.with_(max_new_tokens=5)).run().new_tokens == 5
+    assert engine.status()["engine_restarts"] == 0
+
+
 def test_prefill_progress_reaches_the_reply_before_its_first_token(engine):
     # Each slow step reads at most max_num_batched_tokens (256) of the prompt: a 1,000-token
     # prompt is read over four steps, each reported before the first token.

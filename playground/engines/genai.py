@@ -164,6 +164,8 @@ class EngineProcess:
             if not self._running.wait_for(lambda: self.state == "running", LOAD_TIMEOUT_S):
                 raise EngineError("The engine is restarting and not back yet; try again later.")
             request_id, events = next(self._ids), queue.Queue()
+            if not self._requests:  # the child's silence counts from its first request on
+                self._heard = time.monotonic()
             self._requests[request_id] = events
             # A child that has just died: the reader restarts it and stops this request.
             self._send(("add", request_id, ids, options, lookup))
