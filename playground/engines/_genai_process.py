@@ -50,7 +50,6 @@ class _Live:
     pipeline: Any
     prompt_tokens: int
     read: int = 0
-    reads: int = 0
 
 
 class _Child:
@@ -126,7 +125,6 @@ class _Child:
         self.live[request_id] = _Live(handle, pipeline, len(ids))
 
     def _step(self, pipeline: Any) -> None:
-        started = time.perf_counter()
         try:
             self._hooked_step(pipeline)
         except Exception as error:
@@ -144,7 +142,7 @@ class _Child:
                 if live.pipeline is pipeline:
                     self._collect(request_id, live)
         self.steps += 1
-        self.conn.send(("step", self._status(time.perf_counter() - started)))
+        self.conn.send(("step", self._status()))
 
     def _hooked_step(self, pipeline: Any) -> None:
         """`pipeline.step()`, slowed or failed by the app's test hooks (a 9B's pace, faults)."""
@@ -175,29 +173,26 @@ class _Child:
         handle = live.handle
         while handle.can_read():
             for output in handle.read().values():
-                live.reads += 1
                 live.read = live.prompt_tokens  # a token: the whole prompt has been read
                 self.conn.send(("tokens", request_id, list(output.generated_ids),
                                 list(output.generated_log_probs)))  # fmt: skip
         if handle.get_status() != self.genai.GenerationStatus.RUNNING:
             del self.live[request_id]
-            self.conn.send(("done", request_id, self._figures(handle, live)))
+            self.conn.send(("done", request_id, self._figures(handle)))
 
-    def _figures(self, handle: Any, live: _Live) -> dict[str, Any]:
+    def _figures(self, handle: Any) -> dict[str, Any]:
         """GenAI's own figures of a finished request (none for one stopped early)."""
-        figures: dict[str, Any] = {"reads": live.reads}
-        if handle.get_status() == self.genai.GenerationStatus.FINISHED:
-            metrics = handle.get_perf_metrics()
-            figures |= {"ttft_s": metrics.get_ttft().mean / 1000,
-                        "tokens_per_s": metrics.get_throughput().mean}  # fmt: skip
-        return figures
+        if handle.get_status() != self.genai.GenerationStatus.FINISHED:
+            return {}
+        metrics = handle.get_perf_metrics()
+        return {"ttft_s": metrics.get_ttft().mean / 1000,
+                "tokens_per_s": metrics.get_throughput().mean}  # fmt: skip
 
-    def _status(self, step_s: float) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         metrics = self.main.get_metrics()  # as of the pipeline's last step
         running = self.main.has_non_finished_requests()
         return {
             "steps": self.steps,
-            "step_s": step_s,
             # GenAI reports percentages. With no unfinished request no block is held: prefix
             # caching keeps finished requests' blocks only as reusable, evictable cache.
             "kv_cache_usage": metrics.cache_usage / 100 if running else 0.0,
@@ -220,7 +215,7 @@ def main(fd: int) -> None:
         said = [line for line in str(error).splitlines() if line.strip()]
         conn.send(("failed", said[-1] if said else type(error).__name__))
         return
-    conn.send(("ready", child._status(0.0)))
+    conn.send(("ready", child._status()))
     try:
         child.run()
     except (EOFError, OSError):  # the app closed its end, or ended: so does the engine

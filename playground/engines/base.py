@@ -316,6 +316,8 @@ class Engine:
     supports_prompt_lookup = False
     compiles = True  # runs an OpenVINO model here, so it has a compiled-model cache
     token_source = ""  # where the inspector's tokens come from, when not from this engine
+    # Why a request for prompt lookup is refused where `supports_prompt_lookup` is False.
+    prompt_lookup_refusal = "Prompt lookup runs on the genai engine; this is the {kind} engine."
 
     @classmethod
     def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:
@@ -377,10 +379,7 @@ class Engine:
     ) -> Generation:
         """Stream the continuation of `prompt` (final text, rendered or raw)."""
         if params.prompt_lookup and not self.supports_prompt_lookup:
-            where = f"runs on the genai engine; this is the {self.kind} engine"
-            if self.kind == "genai":
-                where = "is turned off here (prompt_lookup: false)"
-            raise EngineError(f"Prompt lookup {where}.")
+            raise EngineError(self.prompt_lookup_refusal.format(kind=self.kind))
         ids = self.tokenizer.encode(prompt)
         self.check_fits(len(ids), params.max_new_tokens)
         cancel = cancel or threading.Event()

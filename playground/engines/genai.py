@@ -203,7 +203,8 @@ class GenAIEngine(Engine):
     """
 
     kind = "genai"
-    supports_prompt_lookup = True
+    supports_prompt_lookup = True  # unless the settings turn it off (`__init__`)
+    prompt_lookup_refusal = "Prompt lookup is turned off here (prompt_lookup: false)."
 
     def __init__(
         self,

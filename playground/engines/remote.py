@@ -334,7 +334,7 @@ _END = object()
 
 @dataclass(frozen=True)
 class _Refused:
-    """The server's refusal of a request (or its absence), for `_answering` to word."""
+    """The server's refusal of a request (or its absence), for `_answering_a_visitor` to word."""
 
     error: Exception
 

@@ -138,14 +138,13 @@ class FairAdmission:
         queue.push = self.push
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple:
-        generating = self.generates(body)
-        refusal = self.refusal(generating, client_of(request, self.proxy_hops))
+        generating, client = self.generates(body), client_of(request, self.proxy_hops)
+        refusal = self.refusal(generating, client)
         if refusal:
             return False, refusal, "queue_full"
         admitted, event_id, state = await self.original(body, request, username)
         if admitted:
-            mine = self.held[generating].setdefault(client_of(request, self.proxy_hops), set())
-            mine.add(event_id)
+            self.held[generating].setdefault(client, set()).add(event_id)
         return admitted, event_id, state
 
     def live(self) -> set[str]:
