@@ -25,6 +25,7 @@ from playground.chat_format import (
     render,
 )
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
+from playground.display import ended_at_once
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
@@ -276,6 +277,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
+        if why := ended_at_once(reply.text, reply.figures):  # else an empty line says nothing
+            print(f"note: {why}", file=sys.stderr)
     return 0
 
 

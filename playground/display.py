@@ -2,13 +2,15 @@
 
 Owns: how prompts, messages, figures, the context meter and token tables look, and the rule that
 user or model text is never live HTML: every function here escapes what it is given, and marks
-Gemma's control tokens as visible, literal text.
+Gemma's control tokens as visible, literal text. A visitor's own message is shown as typed, not
+even as Markdown (`literal`, and `from_literal` for the text a chat edit sends back).
 Does not own: components or events (`ui`, the only package that imports gradio).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
 from playground.engines import Reading, StopReason
+from playground.models import BUILTIN_MODELS, TUTOR
+from playground.sampling import stop_list
 from playground.tokens import Token
 
 if TYPE_CHECKING:
@@ -39,6 +43,56 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True).replace("![", "&#33;[")
 
 
+# ASCII punctuation that `literal` always encodes: what makes HTML, an entity, emphasis, code, a
+# link or image, a table, LaTeX or an e-mail link anywhere in a line. The rest of it means
+# something only where `_markup` says (the start of the message, `http://`, `www.`).
+_ALWAYS = frozenset("\\`*_{}[]<>&|~$^@")
+_AT_START = frozenset("#-+=")  # a heading, a list or a rule
+_C1 = range(0x80, 0xA0)  # a numeric reference to one is read as Windows-1252 (`&#133;` is "…")
+
+
+def literal(text: str) -> str:
+    """A visitor's text for the Chatbot, which renders Markdown, HTML and LaTeX: shown exactly as
+    typed (spaces and newlines too, with `ui.chat.CSS`'s pre-wrap) and making no element. Every
+    whitespace but a lone space between two other characters, and each punctuation mark that
+    could start markup (`_markup`), becomes a numeric reference: the Markdown sees one line of
+    words, plain punctuation and references, which is one paragraph of text. The chat's edit
+    box sends its text back as references too (`chat.LITERAL_EDITS`); `from_literal` undoes
+    them. Letters, digits and prose punctuation stay as they are, for the Chatbot's copy button
+    and its screen-reader label, which show the message as sent."""
+    shown = []
+    for i, c in enumerate(text):
+        if c.isspace() and ord(c) not in _C1:
+            lone = c == " " and 0 < i < len(text) - 1
+            keep = lone and not (text[i - 1].isspace() or text[i + 1].isspace())
+        else:
+            keep = ord(c) > 0x7F or c.isalnum() or not _markup(text, i)
+        shown.append(c if keep else f"&#{ord(c)};")
+    return "".join(shown)
+
+
+def _markup(text: str, i: int) -> bool:
+    """Whether the ASCII character at `i` could start markup in a line that has no newline."""
+    c = text[i]
+    if c in _ALWAYS or (i == 0 and c in _AT_START) or not c.isprintable():
+        return True
+    if c == ":":  # a link's scheme
+        return text[i + 1 : i + 2] == "/"
+    if c in ".)":  # `1.` or `1)` starts a list; `www.` a link
+        return text[:i].isdigit() or (c == "." and text[max(0, i - 3) : i].lower() == "www")
+    return False
+
+
+def from_literal(shown: str) -> str:
+    """The text `literal` (or the chat's edit box) made `shown` from: numeric references undone,
+    and only those, so typed `&lt;` stays `&lt;`."""
+    return re.sub(
+        r"&#(\d{1,7});",
+        lambda m: chr(int(m[1])) if int(m[1]) <= 0x10FFFF else m[0],
+        shown,
+    )
+
+
 def toast_text(text: str) -> str:
     """A message for gr.Error, which renders HTML: markup escaped, quotes kept, since a toast's
     text is never inside an attribute and API clients read the same message."""
@@ -48,12 +102,14 @@ def toast_text(text: str) -> str:
 def chat_display(
     turns: Sequence[Mapping[str, Any]], reading: Reading | None = None
 ) -> list[dict[str, str]]:
-    """Chatbot messages: contents escaped (the Chatbot renders Markdown and hides unknown tags,
-    `<start_of_turn>` among them), with each reply's figures under it, and under a last reply
-    that has none yet, how far the engine has read the prompt (`reading`)."""
+    """Chatbot messages: the visitor's shown as typed (`literal`), replies escaped (the Chatbot
+    renders their Markdown and hides unknown tags, `<start_of_turn>` among them), with each
+    reply's figures under it, and under a last reply that has none yet, how far the engine has
+    read the prompt (`reading`)."""
     shown = []
     for i, turn in enumerate(turns):
-        content = escape(turn["content"])
+        user = turn["role"] == "user"
+        content = literal(turn["content"]) if user else escape(turn["content"])
         last = reading if i == len(turns) - 1 and turn["role"] == "assistant" else None
         if line := reply_line(turn.get("figures"), last):
             content += f"\n\n<sub>{escape(line)}</sub>"
@@ -67,8 +123,9 @@ def figures_line(figures: Mapping[str, Any]) -> str:
     drafts = ""
     if figures.get("accepted_drafts") is not None:
         drafts = f"prompt lookup: {figures['accepted_drafts']} draft tokens accepted · "
+    new = figures["new_tokens"]
     return (
-        f"{figures['prompt_tokens']} prompt tokens · {figures['new_tokens']} new tokens · "
+        f"{figures['prompt_tokens']} prompt tokens · {new} new token{'' if new == 1 else 's'} · "
         f"first token {figures['ttft_s']:.2f} s · {figures['tokens_per_s']:.1f} tokens/s · "
         f"{drafts}seed {figures['seed']} · {reason}"
     )
@@ -82,6 +139,74 @@ def reply_line(figures: Mapping[str, Any] | None, reading: Reading | None) -> st
     if reading:
         return f"reading the prompt: {reading.read:,} of {reading.of:,} tokens…"
     return ""
+
+
+# A continuation that ended with its first token, by what ended it: the model ended its turn,
+# which a question sent without Gemma's turns around it often makes it do (issue 33).
+_ENDED_AT_ONCE = {
+    "end_of_turn": "The model ended its turn at once: its first token was <end_of_turn>",
+    "eos": "The model ended at once: its first token was an end-of-sequence token",
+}
+ENDED_AT_ONCE_HINT = (
+    "so there is no continuation. Raw text gets no chat template: to have the model answer a "
+    "question, write Gemma's turns around it: <start_of_turn>user, a new line, the question, "
+    "<end_of_turn>, a new line, then <start_of_turn>model and a new line."
+)
+
+
+def ended_at_once(text: str, figures: Mapping[str, Any] | None) -> str:
+    """Why a finished continuation is empty, when the model ended it with its very first token
+    (else nothing): plain text, for a note under the figures."""
+    if not figures or text or figures.get("new_tokens", 0) > 1:
+        return ""
+    said = _ENDED_AT_ONCE.get(figures.get("stop_reason", ""))
+    return f"{said}, {ENDED_AT_ONCE_HINT}" if said else ""
+
+
+def model_label(name: str) -> str:
+    """How the page names the served model (`EngineInfo.model`: a built-in name, a Hub repo id
+    or a folder): the shipped stand-in as "tiny-tutor (demo model)", anything of the 9B as
+    "Gemma-2-9b-it", a random-weight model with its weights named, else the repo's or folder's
+    own name. Plain text: escape it for markup."""
+    if name == TUTOR:
+        return f"{TUTOR} (demo model)"
+    if name in BUILTIN_MODELS:
+        return f"{name} (random weights)"
+    own = name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    if re.search(r"gemma-2-9b-it", own, re.IGNORECASE):
+        return "Gemma-2-9b-it"
+    return own or "the model"
+
+
+def banner_html(notice: str) -> str:
+    """The fallback banner: the notice's first line always shown, whole; the rest behind a
+    "Details" toggle (a tap on a phone). Escaped; `code` spans become <code>."""
+    head, _, details = (_code(escape(part.strip())) for part in notice.partition("\n"))
+    if not details:
+        return f'<div class="banner-head">⚠️ {head}</div>'
+    return (
+        f'<details class="banner-details"><summary class="banner-head">⚠️ {head} '
+        f'<span class="banner-more">Details</span></summary><p>{details}</p></details>'
+    )
+
+
+def _code(escaped: str) -> str:
+    # Safe on escaped text only: it holds no markup the spans could close or open.
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def stop_note(stop: str | None) -> str:
+    """The note each generating tab shows while the sidebar holds stop strings: they end every
+    run of every tab, a Chat reply included, not only the run they were set for (issue 33).
+    Each string quoted as JSON, so spaces and tabs show; escaped. Nothing when there are none."""
+    stops = [s for s in stop_list(stop or "") if s]
+    if not stops:
+        return ""
+    quoted = ", ".join(escape(json.dumps(s, ensure_ascii=False)) for s in stops)
+    return (
+        f'<p class="stop-note">✂️ Stop strings are on (set in the sidebar; they apply to every '
+        f"tab): a reply or continuation ends where one appears: {quoted}</p>"
+    )
 
 
 def context_meter(prompt_tokens: int, reserved: int, context_size: int) -> str:
@@ -137,6 +262,25 @@ def raw_checks(inspection: Inspection, prompt: str, control_notes: Sequence[str]
     notes += control_notes
     counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
     return "\n\n".join([counts, notes_markdown([], notes, empty="")]).strip()
+
+
+def machine_lines(cpu: Any, warm_up: Any | None) -> list[str]:
+    """The Model tab's lines on this machine: the CPU and the flags that decide int4 speed
+    (`machine.Cpu`), the decode speed the warm-up measured (a `GenerationResult`), and, on a
+    CPU without VNNI, where a faster int4 engine is."""
+    lines = [f"- **CPU:** {escape(cpu.describe())}"]
+    if warm_up is not None and warm_up.new_tokens > 1:
+        lines.append(
+            f"- **Measured at start:** {warm_up.tokens_per_s:.1f} tokens/s decoding one reply "
+            f"alone ({warm_up.new_tokens} tokens, the warm-up); visitors at once share it"
+        )
+    if not cpu.has_vnni:
+        lines.append(
+            "- **On this CPU:** llama.cpp's server behind the remote engine decoded int4 "
+            "1.5 to 2.1× faster than OpenVINO on a CPU without VNNI (measured, BENCHMARKS.md); "
+            "see docs/serving.md in the playground's repository"
+        )
+    return lines
 
 
 def engine_status(status: Mapping[str, Any]) -> str:

@@ -1,10 +1,10 @@
 """Model resolution: turn a model spec into a local OpenVINO IR folder.
 
 Owns: the kinds of spec (a Hugging Face repo id, a local folder, the shipped trained model
-`tiny-tutor`, the built-in synthetic models `tiny-random` and `mid-random`), the offline build of
-those synthetic Gemma-2 models, the fallback rule (the default model falls back to the shipped one,
-with a notice; a model given explicitly never does), and the one-time conversion of a folder's
-Hugging Face tokenizer to OpenVINO tokenizer IRs.
+`tiny-tutor`, the built-in synthetic models `tiny-random`, `mid-random` and
+`gemma2-9b-slice[:N]`), the offline build of those synthetic Gemma-2 models, the fallback rule
+(the default model falls back to the shipped one, with a notice; a model given explicitly never
+does), and the one-time conversion of a folder's Hugging Face tokenizer to OpenVINO tokenizer IRs.
 Does not own: running a model (see `engines`), reading settings or the environment (the cache
 folder is passed in), or chat templates (see `chat_format`).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,12 @@ class SyntheticSpec:
     head_dim: int
     sliding_window: int
     group_size: int
+    # The checkpoint's dtype before export: google/gemma-2-9b-it's is bfloat16, and optimum-intel
+    # exports a 16-bit checkpoint by its own path (loaded in 16 bits, patched), as for the 9B.
+    dtype: str = "float32"
 
 
+SLICE = "gemma2-9b-slice"
 # Bumped whenever the build recipe changes, so a cached build of an older recipe is not reused.
 SYNTHETIC_RECIPE = 2
 
@@ -63,7 +67,12 @@ SYNTHETIC_MODELS: dict[str, SyntheticSpec] = {
     "tiny-random": SyntheticSpec(1024, 64, 128, 2, 4, 2, 16, 32, 32),
     # Large enough that a token costs real compute (~250M params), for the benchmark.
     "mid-random": SyntheticSpec(32768, 1024, 4096, 12, 8, 4, 128, 512, 128),
+    # google/gemma-2-9b-it's exact widths (config.json: vocab 256,000, hidden 3,584, MLP 14,336,
+    # 16 heads and 8 KV heads of 256, window 4,096), in 2 of its 42 layers: what a token costs
+    # the real model, per layer and for the 256,000-wide output layer (bench --project 9b).
+    SLICE: SyntheticSpec(256000, 3584, 14336, 2, 16, 8, 256, 4096, 128, "bfloat16"),
 }
+SLICE_LAYERS = 42  # the real model's; `gemma2-9b-slice:N` builds N of them (1..42)
 
 
 # The shipped model, trained on the chat format (playground/tutor): served when the default
@@ -87,7 +96,7 @@ def resolve_model(spec: str, cache_dir: Path, *, weights: bool = True) -> Path:
     `weights=False`, a folder with its tokenizer files only (a repo's weights are not fetched)."""
     if spec == TUTOR:
         folder = TUTOR_DIR
-    elif spec in SYNTHETIC_MODELS:
+    elif synthetic_spec(spec) is not None:
         folder = build_synthetic_model(spec, cache_dir)
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser().resolve()
@@ -129,18 +138,43 @@ def resolve_or_fall_back(
 
 
 def fallback_notice(wanted: str, served: str, error: Exception) -> str:
-    """What the banner and the log say when `served` stands in for `wanted`."""
-    what = (
-        "a 1M-parameter Gemma-2 trained on the chat format: it greets you, does sums from 0 to "
-        "12, repeats, reverses and uppercases words, follows a folded system prompt and explains "
-        "the chat format, and knows nothing else"
-        if served == TUTOR
-        else "a tiny random-weight Gemma-2: its replies are gibberish"
+    """What the banner, the Model tab and the CLI say when `served` stands in for `wanted`: a
+    short first line (who answers, and that the real model is missing), then the details in
+    plain words (why, what `served` can do, how to get the real one). The exception's class
+    and message go to the server log only: they mean nothing to a visitor (issue 33)."""
+    import logging
+
+    cause = error.__cause__ or error
+    logging.getLogger(__name__).warning(
+        "%s could not be had (%s: %s); serving %s", wanted, type(cause).__name__, cause, served
     )
+    what = (
+        "a 1M-parameter Gemma-2 trained on the chat format only: it greets you, does sums from 0 "
+        "to 12, repeats, reverses and uppercases words, follows a folded system prompt and "
+        "explains the chat format, and knows nothing else"
+        if served == TUTOR
+        else "a tiny Gemma-2 with random weights: its replies are gibberish"
+    )
+    # By the cause's kind, not its module: huggingface_hub and its HTTP clients name theirs.
+    kinds = {kind.__name__ for kind in type(cause).__mro__}
+    if "GatedRepoError" in kinds or "RepositoryNotFoundError" in kinds:
+        why = (
+            "is not downloaded on this server, and the Hugging Face Hub would not give it "
+            "(the name is wrong, or the model needs a login)"
+        )
+    elif "ModelUnavailableError" in kinds:  # a folder, but no model in it
+        why = "could not be loaded on this server"
+    else:  # no copy here, and no answer from the Hub (offline, no network, a silent proxy)
+        why = (
+            "is not downloaded on this server, and the Hugging Face Hub could not be reached "
+            "to download it"
+        )
     return (
-        f"Serving {served!r}, {what}. The real model {wanted!r} could not be had "
-        f"({type(error.__cause__ or error).__name__}); get it with `hf download {wanted}` and "
-        "restart."
+        f"You are talking to {served}, a small demo model: {wanted} is not available here.\n"
+        f"The real model {wanted} {why}. Until it is, the playground serves {served}, {what}: "
+        f"its mistakes are its own, not Gemma-2's. To serve the real model, run "
+        f"`hf download {wanted}` on a machine with network (or set HF_HOME to a cache that "
+        "holds it) and restart."
     )
 
 
@@ -220,12 +254,28 @@ def ensure_ov_tokenizers(folder: Path) -> Path:
     return folder
 
 
+def synthetic_spec(name: str) -> SyntheticSpec | None:
+    """The shape of the synthetic model `name` (`gemma2-9b-slice:N` is the slice with N layers),
+    or None when `name` is not one."""
+    if name in SYNTHETIC_MODELS:
+        return SYNTHETIC_MODELS[name]
+    base, _, layers = name.partition(":")
+    if base != SLICE or not layers.isdigit() or not 1 <= int(layers) <= SLICE_LAYERS:
+        return None
+    return replace(SYNTHETIC_MODELS[SLICE], num_hidden_layers=int(layers))
+
+
+def synthetic_folder_name(name: str) -> str:
+    """The cache folder name of the synthetic model `name`'s builds (and its peers' files)."""
+    return f"{name.replace(':', '-')}-r{SYNTHETIC_RECIPE}"
+
+
 def build_synthetic_model(name: str, cache_dir: Path) -> Path:
     """Build the random-weight Gemma-2 `name` once, offline and deterministically; return it."""
-    target = cache_dir / "models" / f"{name}-r{SYNTHETIC_RECIPE}"
+    target = cache_dir / "models" / synthetic_folder_name(name)
     if (target / MODEL_XML).is_file() and all((target / f).is_file() for f in OV_TOKENIZER_FILES):
         return target
-    spec = SYNTHETIC_MODELS[name]
+    spec = synthetic_spec(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp folder and rename, so a concurrent or interrupted build never
     # leaves a half-written model where a reader looks.
@@ -253,7 +303,20 @@ def save_synthetic_checkpoint(spec: SyntheticSpec, hf_dir: Path) -> None:
 
     tokenizer = _train_tokenizer(spec.vocab_size)
     torch.manual_seed(0)
-    model = new_gemma2(
+    # Made in its own dtype: the slice's 1.6B+ parameters in float32 and again in bfloat16 would
+    # double the build's memory.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, spec.dtype))
+    try:
+        model = _new_model(spec)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+
+
+def _new_model(spec: SyntheticSpec):
+    return new_gemma2(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -262,9 +325,8 @@ def save_synthetic_checkpoint(spec: SyntheticSpec, hf_dir: Path) -> None:
         num_key_value_heads=spec.num_key_value_heads,
         head_dim=spec.head_dim,
         sliding_window=spec.sliding_window,
+        dtype=spec.dtype,
     ).eval()
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
 
 
 def new_gemma2(**shape: Any):

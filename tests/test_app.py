@@ -156,7 +156,10 @@ def test_app_py_falls_back_to_the_tiny_model_with_a_banner(tmp_path):
     finally:
         server.terminate()
         log = server.communicate(timeout=60)[0]
-    assert "Serving 'tiny-tutor'" in log
+    assert "You are talking to tiny-tutor, a small demo model" in log
+    # The plain words are the visitor's; the exception's name is the operator's, in the log.
+    assert "is not downloaded on this server" in page and "LocalEntryNotFoundError" not in page
+    assert "could not be had (LocalEntryNotFoundError" in log
     # One short generation ran before the server said it was up (issue 12's warm-up).
     assert log.index("warmed up in") < log.index("Running on local URL")
 

@@ -103,6 +103,42 @@ def test_a_slow_step_freezes_neither_the_page_nor_render_nor_stop(engine, settin
         demo.close()
 
 
+def test_the_9bs_real_steps_freeze_neither_the_page_nor_stop(settings):
+    """No hook: the real OpenVINO compute of a slice of the 9B's exact widths (2 of its 42
+    layers, `bench --project 9b`), reading a 3,000-token prompt in steps of 256 tokens, each
+    using every core. A visitor's page and Stop must not wait on a step, which the old engine
+    in the app's process did (it held the GIL for the step's whole length)."""
+    from playground.models import SLICE, resolve_model
+
+    engine = load_engine(resolve_model(SLICE, settings.cache_dir), "genai",
+                         cache_dir=settings.cache_dir, max_concurrent=2)  # fmt: skip
+    demo = build_demo(engine, settings)
+    try:
+        url = serve(demo, settings)
+        idle = probe(url, 5)
+        generation = engine.generate("word " * 1500, LONG.with_(max_new_tokens=64))  # 3,001 tokens
+        stream = iter(generation)
+        threading.Thread(target=lambda: next(stream, None), daemon=True).start()
+        in_a_step(engine)
+        steps, began = engine.process.status["steps"], time.monotonic()
+        busy = probe(url, 3)
+        step_s = (time.monotonic() - began) / max(1, engine.process.status["steps"] - steps)
+        assert generation.reading is not None, "the probes ran after the prompt was read"
+        for name in idle:
+            slowest, usual = max(busy[name]), statistics.median(idle[name])
+            print(f"{name}: idle median {usual * 1000:.0f} ms, during {step_s:.2f} s steps "
+                  f"max {slowest * 1000:.0f} ms")  # fmt: skip
+            assert slowest < usual + 0.5 + max(idle[name])
+        began = time.monotonic()
+        generation.cancel()
+        wait_until(lambda: engine.active == 0, 5, what="Stop")
+        print(f"Stop during the prompt's reading took {time.monotonic() - began:.2f} s")
+        assert time.monotonic() - began < 0.5
+    finally:
+        demo.close()
+        engine.close()
+
+
 def start_long_reply(engine):
     generation = engine.generate("Hi", LONG)
     stream = iter(generation)

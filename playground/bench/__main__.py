@@ -2,7 +2,8 @@
 
 Owns: the command line, and sending each run to its section: the engines and the app side by
 side (`engines`, the default), several visitors at once (`serving`: `--concurrency`,
-`--remote`) and llama.cpp beside genai (`peers`: `--peer llama.cpp`).
+`--remote`), llama.cpp beside genai (`peers`: `--peer llama.cpp`) and the 9B's waits projected
+from slices of its widths (`projection`: `--project 9b`).
 Does not own: the measurements themselves (those modules, and `measure` for what they share).
 """
 
@@ -65,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
         "latencies, idle and while the app reads a 3,000-word prompt (playground.bench.serving)",
     )
     parser.add_argument(
+        "--project",
+        choices=("9b",),
+        help="instead, what a visitor of Gemma-2-9b waits on this CPU: slices of its exact "
+        "widths (gemma2-9b-slice:N, built once, ~90 s and ~11 GB of RAM each) measured at "
+        "--layers, fitted per layer and projected to its 42 layers, genai beside llama.cpp Q4_0 "
+        "of the same weights (playground.bench.projection; llama.cpp needs "
+        "requirements-bench.txt, else genai alone)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(2, 4, 8),
+        help="with --project: the slices' layer counts, comma-separated (default 2,4,8)",
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="only the memory table (no measuring): Gemma-2-9b's KV cache per token and the "
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         from playground.bench import peers
 
         return peers.main(opts)
+    if opts.project:
+        return _project(opts)
     if opts.quick:
         opts.new_tokens, opts.repeats, opts.turn_tokens = 32, 2, 80
     if opts.profile:
@@ -134,6 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = engines.run(opts)
         print(engines.table(results))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _project(opts: argparse.Namespace) -> int:
+    from playground.bench import peers, projection
+
+    if len(set(opts.layers)) < 2 or not all(1 <= n <= 42 for n in opts.layers):
+        print("--layers needs two or more layer counts from 1 to 42", file=sys.stderr)
+        return 2
+    opts.llama = not peers.missing_packages()
+    if not opts.llama:
+        print(
+            "llama-cpp-python is not installed: measuring genai alone "
+            "(pip install -r requirements-bench.txt for llama.cpp beside it)",
+            file=sys.stderr,
+        )
+    opts.repeats = 2 if opts.quick else 3
+    results = projection.run(opts)
+    print(projection.table(results))
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -7,7 +7,6 @@ Owns: these small measurements and their formatting. Does not own: any benchmark
 
 from __future__ import annotations
 
-import platform
 import resource
 import statistics
 import sys
@@ -64,13 +63,11 @@ def _vm_hwm_mb(pid: str, missing: float | None = None) -> float:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU's name and the flags that decide int4 speed, for the record of a run."""
+    from playground.machine import this_cpu
+
+    cpu = this_cpu()
+    return f"{cpu.name} ({', '.join(cpu.speed_flags()) or 'no AVX2'})"
 
 
 def package_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str]:

@@ -87,14 +87,14 @@ def install_message(missing: list[str], cache_dir: Path) -> str:
 def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
     """The Hugging Face checkpoint of the synthetic model `name` whose IR is `folder`, rebuilt
     (seeded, so the same weights) and cached; with a SentencePiece tokenizer.model beside it."""
-    from playground.models import SYNTHETIC_MODELS, SYNTHETIC_RECIPE, save_synthetic_checkpoint
+    from playground.models import save_synthetic_checkpoint, synthetic_folder_name, synthetic_spec
 
-    target = cache_dir / "hf" / f"{name}-r{SYNTHETIC_RECIPE}"
+    target = cache_dir / "hf" / synthetic_folder_name(name)
     if not (target / "tokenizer.model").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
             work = Path(tmp) / "hf"
-            save_synthetic_checkpoint(SYNTHETIC_MODELS[name], work)
+            save_synthetic_checkpoint(synthetic_spec(name), work)
             write_sentencepiece_model(work / "tokenizer.json", work / "tokenizer.model")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(work, target)
@@ -108,9 +108,9 @@ def hf_checkpoint(name: str, folder: Path, cache_dir: Path) -> Path:
 
 def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
     """f16, Q4_0 and Q4_K_M GGUFs of the synthetic model `name` (IR `folder`), made once."""
-    from playground.models import SYNTHETIC_RECIPE
+    from playground.models import synthetic_folder_name
 
-    home = cache_dir / "gguf" / f"{name}-r{SYNTHETIC_RECIPE}"
+    home = cache_dir / "gguf" / synthetic_folder_name(name)
     home.mkdir(parents=True, exist_ok=True)
     files = {"f16": home / "f16.gguf"}
     if not files["f16"].is_file():
@@ -126,12 +126,9 @@ def gguf_files(name: str, folder: Path, cache_dir: Path) -> dict[str, Path]:
 
 
 def has_amx() -> bool:
-    """Whether this CPU has AMX (Linux's `amx_tile` flag)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any("amx_tile" in line for line in cpuinfo if line.startswith("flags"))
-    except OSError:
-        return False
+    from playground.machine import this_cpu
+
+    return this_cpu().has_amx
 
 
 def load_llama(model_file: str, **kwargs: Any) -> Any:

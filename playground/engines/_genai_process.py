@@ -41,6 +41,19 @@ PROMPT_LOOKUP_NGRAM = 3
 FAILED_STEP_PAUSE_S = 0.1  # a step that keeps failing must not spin
 
 
+def scheduler_config(max_concurrent: int, kv_blocks: int) -> Any:
+    """The engine's GenAI scheduler: prefix caching on, `max_concurrent` sequences at once, and
+    `kv_blocks` KV-cache blocks allocated once in full (0: the cache grows as requests need)."""
+    import openvino_genai
+
+    scheduler = openvino_genai.SchedulerConfig()
+    scheduler.enable_prefix_caching = True
+    scheduler.max_num_seqs = max_concurrent
+    if kv_blocks:
+        scheduler.num_kv_blocks = kv_blocks
+    return scheduler
+
+
 @dataclass
 class _Live:
     """One request in a pipeline: its handle (dropping it drops the request, in GenAI) and how
@@ -59,11 +72,7 @@ class _Child:
         import openvino_genai
 
         self.genai, self.conn, self.spec = openvino_genai, conn, spec
-        self.scheduler = openvino_genai.SchedulerConfig()
-        self.scheduler.enable_prefix_caching = True
-        self.scheduler.max_num_seqs = spec["max_concurrent"]
-        if spec["kv_blocks"]:
-            self.scheduler.num_kv_blocks = spec["kv_blocks"]  # allocated once, in full
+        self.scheduler = scheduler_config(spec["max_concurrent"], spec["kv_blocks"])
         self.main = self._pipeline({})
         self.lookup: Any = None  # prompt lookup's pipeline, built on first use
         self.live: dict[int, _Live] = {}

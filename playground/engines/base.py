@@ -44,6 +44,10 @@ TOKEN_TIMEOUT_S = 300.0
 # How many of the most likely tokens an engine keeps per step, where it can (optimum, and remote
 # servers that give alternatives), as llama.cpp's n_probs.
 TOP_ALTERNATIVES = 5
+# The warm-up's one reply: a greeting in the chat format, so any chat model answers it at some
+# length; 8 tokens give a decode speed (the first token's wait is the prompt's, not decode's).
+WARM_UP_PROMPT = "<start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n"
+WARM_UP_TOKENS = 8
 
 
 class EngineError(UserError, RuntimeError):
@@ -111,6 +115,23 @@ class NativeFigures:
     new_tokens: int | None = None
 
 
+def tokens_per_second(
+    new: int, ttft_s: float, decode_s: float, native: float | None = None
+) -> float:
+    """A generation's tokens/s, the one rule of every engine and so of every surface (the
+    app, the API, the CLI's --json): from 2 new tokens on, the decode rate (the tokens after
+    the first over the time after it), GenAI's own (`native`) where it has a true one; for a
+    single token, that token over its own wait (1 / ttft_s), since it has no decode time; for
+    none, 0.0. GenAI reports -1000 for a single token (1000 / its TPOT of -1, issue 33)."""
+    if new <= 0:
+        return 0.0
+    if new == 1:
+        return 1 / ttft_s if ttft_s > 0 else 0.0
+    if native is not None and math.isfinite(native) and native > 0:
+        return native
+    return (new - 1) / decode_s if decode_s > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
@@ -119,7 +140,7 @@ class GenerationResult:
     prompt_tokens: int
     new_tokens: int
     ttft_s: float
-    tokens_per_s: float
+    tokens_per_s: float  # `tokens_per_second`: never negative, and true for 0 and 1 new tokens
     scores: tuple[TokenScore | None, ...] = ()  # one per token id, None where the engine gave none
     accepted_drafts: int | None = None
     # Wall-clock moments (time.time()) of the request: "submitted", "admitted" (a slot and its
@@ -345,6 +366,7 @@ class Engine:
         self.active = 0
         self.waiting = 0
         self.peak_active = 0
+        self.warm_up_result: GenerationResult | None = None  # the Model tab's measured speed
 
     def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
         if prompt_tokens + max_new_tokens > self.context_size:
@@ -356,11 +378,13 @@ class Engine:
 
     def warm_up(self) -> float:
         """Run one short generation, so the first visitor waits no longer than the second
-        (a fresh process took 1.9 s to its first token, 0.2 s once warm: issue 12). Returns
-        the seconds it took."""
+        (a fresh process took 1.9 s to its first token, 0.2 s once warm: issue 12), and keep
+        its figures: the decode speed measured on this machine, which the Model tab shows.
+        Returns the seconds it took."""
         start = time.perf_counter()
-        params = SamplingParams(max_new_tokens=2, temperature=0, repetition_penalty=1.0)
-        self.generate("Hello", params).run()
+        params = SamplingParams(max_new_tokens=WARM_UP_TOKENS, temperature=0,
+                                repetition_penalty=1.0)  # fmt: skip
+        self.warm_up_result = self.generate(WARM_UP_PROMPT, params).run()
         return time.perf_counter() - start
 
     def status(self) -> dict[str, Any]:
@@ -494,13 +518,13 @@ class Engine:
         end = time.perf_counter()
         first = progress.first_token_at or end
         new = len(progress.ids)
-        decode_s = end - first
         ttft_s = first - progress.start
-        tokens_per_s = (new - 1) / decode_s if new > 1 and decode_s > 0 else 0.0
         native = progress.native or NativeFigures()
+        own_rate = None
         if new and native.ttft_s is not None:
             # GenAI's own clock, which matched hand timing to 0.1% (issue 12).
-            ttft_s, tokens_per_s = native.ttft_s, native.tokens_per_s
+            ttft_s, own_rate = native.ttft_s, native.tokens_per_s
+        tokens_per_s = tokens_per_second(new, ttft_s, end - first, own_rate)
         return GenerationResult(
             text=progress.text,
             token_ids=progress.ids,

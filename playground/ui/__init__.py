@@ -20,11 +20,13 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from playground import display
 from playground.chat_format import parse_prompt
 from playground.engines import Engine
 from playground.session import Playground, conversation, without_reply
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
+from playground.ui.chat import CSS as CHAT_CSS
 from playground.ui.chat import build_chat, wire_chat
 from playground.ui.common import (
     CLOSE_SIDEBAR_ON_PHONES,
@@ -35,7 +37,12 @@ from playground.ui.common import (
     user_errors,
 )
 from playground.ui.compare import build_compare, wire_compare
-from playground.ui.controls import build_controls, wire_controls
+from playground.ui.controls import (
+    build_controls,
+    build_stop_note,
+    wire_controls,
+    wire_stop_notes,
+)
 from playground.ui.guard import BodyLimit, FairAdmission, close_unused_routes, keep_visitors
 from playground.ui.inspector import START, as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
@@ -54,33 +61,43 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     with gr.Blocks(
         title="Gemma-2 OpenVINO Playground", delete_cache=(DOWNLOAD_AGE_S, DOWNLOAD_AGE_S)
     ) as demo:
+        # The served model, named: a closed banner must not leave "Gemma-2-9b-it" on a page
+        # that serves a stand-in (issue 33).
+        served = display.escape(display.model_label(engine.info.model if engine.info else ""))
         gr.Markdown(
-            "# Gemma-2 OpenVINO Playground\nChat with Gemma-2-9b-it on a CPU (OpenVINO int4), "
-            "send raw prompts, and see exactly how its chat format works."
+            f"# Gemma-2 OpenVINO Playground\nChat with **{served}**, run by OpenVINO, send "
+            "raw prompts, and see exactly how Gemma-2's chat format works.",
+            elem_id="subtitle",
         )
         build_banner(notice)
         share_note, expected = gr.HTML(elem_id="share-note"), gr.State(None)
         controls = build_controls(settings, engine.supports_prompt_lookup)
         bars: dict[str, ShareBar] = {}
+        notes = []  # the stop-strings note of each tab that generates
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             with gr.Tab("Chat", id="chat"):
                 bars["chat"] = build_share_bar("chat")
+                notes.append(build_stop_note("chat"))
                 chat = build_chat(playground)
             with gr.Tab("Raw prompt", id="raw"):
                 bars["raw"] = build_share_bar("raw")
+                notes.append(build_stop_note("raw"))
                 raw = build_raw()
             with gr.Tab("Template inspector", id="inspector") as inspector_tab:
                 bars["inspector"] = build_share_bar("inspector")
                 inspector = build_inspector(inspector_tab, playground)
             with gr.Tab("Compare", id="compare"):
                 bars["compare"] = build_share_bar("compare")
+                notes.append(build_stop_note("compare"))
                 compare = build_compare()
             with gr.Tab("Notebook", id="notebook"):
+                notes.append(build_stop_note("notebook"))
                 notebook = build_notebook(playground)
             with gr.Tab("Model", id="model") as model_tab:
                 model = build_model(engine, notice)
         wire_controls(controls, settings)
-        runs = {"chat": wire_chat(chat, controls, playground)}
+        wire_stop_notes(controls, notes)
+        runs = {"chat": wire_chat(chat, controls, playground, demo)}
         runs["raw"] = wire_raw(raw, controls, playground)
         wire_inspector(inspector, controls, playground, demo)
         runs["compare"] = wire_compare(compare, controls, playground)
@@ -198,6 +215,6 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server
         "ssr_mode": False,
-        "css": CSS + NOTEBOOK_CSS,
+        "css": CSS + CHAT_CSS + NOTEBOOK_CSS,
         "theme": gr.themes.Soft(),
     }

@@ -3,13 +3,14 @@
 Owns: the `ChatTab` components and their handlers. A send is checked first by an event with no
 outputs (a refusal then marks nothing as failed: the history stays and the reason shows beside
 the input), and only then accepted and answered. What a turn does is `session`'s.
+The visitor's own messages are shown as typed (`display.literal`), the chatbot's edit box
+included: `LITERAL_EDITS` keeps its text out of the chatbot's own Markdown.
 Does not own: turn logic or prompts (`session`), markup (`display`), the sampling sidebar.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,46 @@ from playground.ui.common import (
     write_download,
 )
 from playground.ui.controls import Controls
+
+# The edit pencil: Gradio 6's Chatbot fills its edit box with the message as sent (for a visitor's
+# message, `display.literal`'s references) and, on ✓, shows the box's text at once, rendered as
+# Markdown and HTML, before the server answers (`onedit` in its Index.svelte): an `<img>` typed
+# there was made and fetched. So the box shows the text as typed, and a click on ✓ (or ✗: the box
+# is then thrown away) first turns it into references, in a capturing listener, which runs before
+# the button's own handler reads the box. Stricter than `literal` (every ASCII mark, whitespace
+# but lone spaces): what the server gets back, `from_literal` undoes all the same.
+LITERAL_EDITS = """() => {
+  const space = (c) => c !== undefined && /\\s/u.test(c);
+  const literal = (text) => Array.from(text).map((c, i, all) => {
+    const lone = c === ' ' && i > 0 && i < all.length - 1 && !space(all[i - 1])
+      && !space(all[i + 1]);
+    const code = c.codePointAt(0);
+    const other = code > 0x7f && (!space(c) || code < 0xa0);  // C1: see display._C1
+    return /[A-Za-z0-9]/.test(c) || lone || other ? c : `&#${code};`;
+  }).join('');
+  const typed = (shown) => shown.replace(/&#(\\d{1,7});/g,
+    (ref, n) => (Number(n) <= 0x10ffff ? String.fromCodePoint(Number(n)) : ref));
+  const boxes = () => document.querySelectorAll('#chatbot textarea.edit-textarea');
+  const put = (box, text) => {
+    box.value = text;
+    box.dispatchEvent(new Event('input', {bubbles: true}));  // the chatbot's bound value
+  };
+  new MutationObserver(() => {
+    for (const box of boxes()) {
+      if (box.dataset.typed) continue;
+      box.dataset.typed = 'yes';
+      put(box, typed(box.value));
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('click', (event) => {
+    if (!event.target.closest?.('#chatbot .message-buttons button')) return;
+    for (const box of boxes()) put(box, literal(box.value));
+  }, true);
+}"""
+# A visitor's message keeps its spaces and newlines (`display.literal` sends them as references).
+CSS = """
+#chatbot [data-testid="user"] .md p { white-space: pre-wrap; }
+"""
 
 
 @dataclass
@@ -69,8 +110,11 @@ def build_chat(playground: Playground) -> ChatTab:
             elem_id="policy",
         )
         prefill = gr.Textbox(label="Start the reply with", elem_id="prefill")
+    # The served model's name, never a fixed "Gemma-2": a stand-in's mistakes must not be
+    # read as Gemma-2's (issue 33).
+    served = display.model_label(playground.engine.info.model if playground.engine.info else "")
     chatbot = gr.Chatbot(
-        label="Gemma-2", height=460, elem_id="chatbot", sanitize_html=True, editable="user"
+        label=served, height=460, elem_id="chatbot", sanitize_html=True, editable="user"
     )
     show_probs = gr.Checkbox(
         label="Show probabilities",
@@ -82,7 +126,7 @@ def build_chat(playground: Playground) -> ChatTab:
     notice = gr.Markdown(elem_id="chat-notice")
     with gr.Row(equal_height=True, elem_id="message-row"):
         message = gr.Textbox(
-            placeholder="Message Gemma-2…",
+            placeholder=f"Message {served}…",
             show_label=False,
             scale=5,
             min_width=240,
@@ -128,9 +172,10 @@ def build_chat(playground: Playground) -> ChatTab:
     )
 
 
-def wire_chat(tab: ChatTab, controls: Controls, playground: Playground) -> list:
+def wire_chat(tab: ChatTab, controls: Controls, playground: Playground, demo: gr.Blocks) -> list:
     """Wire the tab; returns the events that stream a reply (a share link's replay check
     follows them)."""
+    demo.load(None, None, None, js=LITERAL_EDITS, **PRIVATE)
     answer, replies = responder(tab, controls, playground), []
     wire_turn_starts(tab, playground, lambda accepted: replies.append(answer(accepted)))
     wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
@@ -254,8 +299,8 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
     def on_check_edit(turns: list, control: Control, edit: gr.EditData) -> None:
         with refusals(control, "edit"):
             index = edit.index if isinstance(edit.index, int) else edit.index[0]
-            # The edit box holds the message as shown, i.e. escaped: undo that to get the text.
-            text = html.unescape(str(edit.value))
+            # The edit box sends `display.literal`'s references (`LITERAL_EDITS`).
+            text = display.from_literal(str(edit.value))
             session.edit(turns, index, text)
             control.begin(edit=(index, text))  # the event data reaches only this first handler
 

@@ -92,9 +92,17 @@ CSS = """
 .prompt .ctl { background: #fde68a; color: #7c2d12; border-radius: 3px; padding: 0 2px; }
 .prompt .nl { color: #9ca3af; }
 .meter progress { width: 12em; vertical-align: middle; }
-#banner { background: #fffbeb; border: 1px solid #f59e0b; border-radius: 8px; padding: 4px 8px; }
-#banner .prose { font-size: 0.9em; }
-#banner-close { max-width: 2.5em; min-width: 2.5em; }
+#banner { background: #fffbeb; border: 1px solid #f59e0b; border-radius: 8px; padding: 4px 8px;
+  flex-wrap: nowrap; }
+#banner-text { font-size: 15px; line-height: 1.4; min-width: 0; }
+#banner-text .banner-head { font-weight: 600; cursor: pointer; }
+#banner-text .banner-more { font-weight: 400; text-decoration: underline; color: #92400e;
+  white-space: nowrap; }
+#banner-text details[open] .banner-more { display: none; }
+#banner-text details p { margin: 6px 0 2px; }
+#banner-close { max-width: 2.5em; min-width: 2.5em; align-self: flex-start; }
+.stop-note { margin: 0; padding: 4px 8px; border-left: 3px solid #f59e0b; background: #fffbeb;
+  font-size: 14px; overflow-wrap: anywhere; }
 #input-note:empty { display: none; }
 #input-note { color: #b91c1c; }
 .probs-note, .probs-eot { font-size: 0.85em; color: #4b5563; margin: 4px 0; }
@@ -110,7 +118,9 @@ CSS = """
 .prompt ins.diff-added { background: #bbf7d0; text-decoration: underline #15803d; }
 .prompt del.diff-removed { background: #fecaca; text-decoration: line-through #b91c1c; }
 @media (max-width: 640px) {
-  #banner .prose { font-size: 0.8em; max-height: 4.5em; overflow-y: auto; }
+  /* The banner's text is never shrunk nor clipped on a phone (issue 33): it wraps, and the
+     details stay closed until tapped. */
+  #banner-text { font-size: 14px; }
   #message-row { flex-wrap: wrap; }
   #message-row > * { min-width: 100% !important; }
 }

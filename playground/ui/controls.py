@@ -2,8 +2,11 @@
 
 Owns: the `Controls` dataclass of components, built from `sampling.SAMPLING_FIELDS` (labels and
 help text come from the fields' metadata), the preset and random-seed handlers, and `read`, which
-turns an event's component values into sampling values by name.
-Does not own: checking the values (`session.Playground.params`).
+turns an event's component values into sampling values by name, and the stop-strings note each
+generating tab shows: the sidebar's stop strings end every tab's runs (a Chat reply too), so
+wherever they apply, the tab says so (issue 33), rather than one box per tab that a share link,
+the API and the notebook would each have to learn.
+Does not own: checking the values (`session.Playground.params`), the note's text (`display`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from playground import display
 from playground.sampling import SAMPLING_NAMES, describe, label
 from playground.settings import Settings
 
@@ -106,3 +110,19 @@ def wire_controls(controls: Controls, settings: Settings) -> None:
     for component in sliders:
         component.input(on_control_input, None, controls.preset, api_visibility="private")
     controls.dice.click(on_dice, None, controls.values["seed"], api_visibility="private")
+
+
+def build_stop_note(tab: str) -> gr.HTML:
+    """The note, in the tab `tab`, that the sidebar's stop strings apply there (hidden while
+    there are none)."""
+    return gr.HTML(visible=False, elem_id=f"{tab}-stop-note")
+
+
+def wire_stop_notes(controls: Controls, notes: list[gr.HTML]) -> None:
+    """Every note follows the stop strings: typed, loaded from a share link or cleared."""
+
+    def on_stop_change(stop: str | None) -> list[dict]:
+        note = display.stop_note(stop)
+        return [gr.update(value=note, visible=bool(note)) for _ in notes]
+
+    controls.stop.change(on_stop_change, controls.stop, notes, api_visibility="private")

@@ -1,8 +1,11 @@
 """The Model tab and the fallback banner: what is being served, and why if it is not the default.
 
-Owns: the `ModelTab` components (what is served, and the engine's live figures: generations
-running and waiting, KV-cache usage), and the banner's presentation (styled, dismissable, small on a
-phone). The notice's wording is `engine.open_engine`'s; every text here is escaped.
+Owns: the `ModelTab` components (what is served, on which CPU at what measured speed, and the
+engine's live figures: generations running and waiting, KV-cache usage), and the banner's
+presentation (styled, dismissable; its first line always shown whole, at any width, the details a
+tap away: `display.banner_html`).
+The notice's wording is `models.fallback_notice`'s; every text here is escaped. Once the banner
+is closed, the page's labels still name the served model (`display.model_label`).
 Does not own: loading the model or choosing a fallback (`engines`, `models`).
 """
 
@@ -14,12 +17,13 @@ import gradio as gr
 
 from playground import display
 from playground.engines import Engine
+from playground.machine import this_cpu
 
 
 @dataclass
 class Banner:
     row: gr.Row
-    text: gr.Markdown
+    text: gr.HTML
     close: gr.Button
 
 
@@ -32,7 +36,7 @@ class ModelTab:
 
 def build_banner(notice: str | None) -> Banner:
     with gr.Row(visible=bool(notice), elem_id="banner", equal_height=True) as row:
-        text = gr.Markdown(f"⚠️ {display.escape(notice or '')}", elem_id="banner-text")
+        text = gr.HTML(display.banner_html(notice or ""), elem_id="banner-text")
         close = gr.Button("✕", size="sm", scale=0, elem_id="banner-close")
     close.click(lambda: gr.Row(visible=False), None, row, api_visibility="private")
     return Banner(row, text, close)
@@ -48,6 +52,7 @@ def build_model(engine: Engine, notice: str | None) -> ModelTab:
             f"- **Load time:** {info.load_s:.2f} s",
             "- **Compiled-model cache:** "
             + ("used" if info.cache_used else "empty at start (now filled)"),
+            *display.machine_lines(this_cpu(), engine.warm_up_result),
         ]
     lines.append(f"- **Context size:** {engine.context_size} tokens")
     lines += [f"- {display.escape(note)}" for note in engine.notes()]

@@ -1,7 +1,9 @@
 """The Raw prompt tab: text sent as is, with the inspector's live checks.
 
-Owns: the `RawTab` components, the streaming of a continuation with its figures, its Stop, and
-the live checks under the prompt.
+Owns: the `RawTab` components, the example prompt (a real Gemma prompt, as the placeholder and
+one click away), the streaming of a continuation with its figures and, when the model ended it
+with its first token, why (`display.ended_at_once`), its Stop, and the live checks under the
+prompt.
 Does not own: the empty-prompt rule and streaming (`session.Playground.complete`), what the
 checks say (token count, a doubled `<bos>`, control-token text: `Playground.raw_checks`), the
 start/stop wiring (`ui.common.run_with_stop`).
@@ -20,6 +22,10 @@ from playground.session import Control, Playground, throttle
 from playground.ui.common import PRIVATE, probabilities, run_with_stop, user_errors, wire_stop
 from playground.ui.controls import Controls
 
+# A question in Gemma's turns, ready for the model's answer: plain text with no turns around it
+# is often ended at once (issue 33). tiny-tutor answers this one too.
+EXAMPLE_PROMPT = "<start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n<start_of_turn>model\n"
+
 
 @dataclass
 class RawTab:
@@ -30,6 +36,7 @@ class RawTab:
     stop: gr.Button
     load: gr.Button
     inspect: gr.Button
+    example: gr.Button
     output: gr.Textbox
     figures: gr.Markdown
     show_probs: gr.Checkbox
@@ -40,15 +47,17 @@ class RawTab:
 def build_raw() -> RawTab:
     control = gr.State(Control())
     gr.Markdown(
-        "Text sent as is: no chat template. One `<bos>` is added unless it starts with one."
+        "Text sent as is: no chat template. One `<bos>` is added unless it starts with one. "
+        "To have the model answer, write Gemma's turns, as the example does."
     )
-    prompt = gr.Textbox(label="Prompt", lines=8, elem_id="raw-prompt")
+    prompt = gr.Textbox(label="Prompt", lines=8, placeholder=EXAMPLE_PROMPT, elem_id="raw-prompt")
     checks = gr.Markdown(elem_id="raw-checks")
     with gr.Row():
         run = gr.Button("Generate", variant="primary", elem_id="raw-generate")
         stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id="raw-stop")
         load = gr.Button("Load the inspector's prompt", elem_id="raw-load")
         inspect = gr.Button("Open in the inspector", elem_id="raw-inspect")
+        example = gr.Button("Use the example", elem_id="raw-example")
     output = gr.Textbox(label="Continuation", lines=8, interactive=False, elem_id="raw-output")
     figures = gr.Markdown(elem_id="raw-figures")
     show_probs = gr.Checkbox(
@@ -65,6 +74,7 @@ def build_raw() -> RawTab:
         stop,
         load,
         inspect,
+        example,
         output,
         figures,
         show_probs,
@@ -85,6 +95,8 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
             params = playground.params(values, stop, new_seed=fresh)
             for reply in throttle(playground.complete(data[tab.prompt] or "", params, control)):
                 line = display.escape(reply.line)
+                if why := display.ended_at_once(reply.text, reply.figures):
+                    line += f"\n\n⚠️ {display.escape(why)}"
                 tokens = reply.tokens or []
                 probs = probabilities(playground, tokens, data[tab.show_probs])
                 text = reply.text
@@ -107,6 +119,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
         tab.stop,
     )
     wire_stop(tab.stop, tab.control)
+    tab.example.click(lambda: EXAMPLE_PROMPT, None, tab.prompt, **PRIVATE)
     tab.prompt.change(
         playground.raw_checks, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE
     )
