@@ -25,7 +25,7 @@ from playground.chat_format import (
     render,
 )
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
-from playground.display import ended_at_once
+from playground.display import ended_at_once, model_label
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
@@ -366,6 +366,10 @@ def _notebook_run(args: argparse.Namespace) -> int:
     print(out)
     if args.html:
         title = nb.lesson_title(cells)
-        args.html.write_text(nb.handout_html(title, cells, outputs, playground.cell_prompt))
+        handout = nb.handout_html(
+            title, cells, outputs, playground.cell_prompt,
+            model=model_label(engine.info.model), settings=settings.defaults(),
+        )  # fmt: skip
+        args.html.write_text(handout)
         print(args.html)
     return 0

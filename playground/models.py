@@ -266,8 +266,12 @@ def synthetic_spec(name: str) -> SyntheticSpec | None:
 
 
 def synthetic_folder_name(name: str) -> str:
-    """The cache folder name of the synthetic model `name`'s builds (and its peers' files)."""
-    return f"{name.replace(':', '-')}-r{SYNTHETIC_RECIPE}"
+    """The cache folder name of the synthetic model `name`'s builds (and its peers' files): one
+    per shape, so `gemma2-9b-slice` and `gemma2-9b-slice:2` share theirs."""
+    spec = synthetic_spec(name)
+    if name.partition(":")[0] == SLICE and spec is not None:
+        name = f"{SLICE}-{spec.num_hidden_layers}L"
+    return f"{name}-r{SYNTHETIC_RECIPE}"
 
 
 def build_synthetic_model(name: str, cache_dir: Path) -> Path:

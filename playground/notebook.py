@@ -68,6 +68,10 @@ class PromptCell:
     def option(self, name: str, default: str = "") -> str:
         return dict(self.options).get(name, default)
 
+    def options_text(self) -> str:
+        """The options as a lesson's fence writes them after the kind: `temperature=0 seed=7`."""
+        return " ".join(f"{name}={shlex.quote(value)}" for name, value in self.options)
+
     def with_options(self, **changes: str) -> PromptCell:
         options = dict(self.options) | changes
         return replace(self, options=tuple((k, v) for k, v in options.items() if v != ""))
@@ -198,7 +202,7 @@ def lesson_markdown(cells: Sequence[Cell]) -> str:
             parts.append(cell.source)
             continue
         fence = _fence(cell.body)
-        info = " ".join([cell.kind, *(f"{k}={shlex.quote(v)}" for k, v in cell.options)])
+        info = f"{cell.kind} {cell.options_text()}".rstrip()
         parts.append(f"{fence}{info}\n{cell.body}\n{fence}")
     return "\n\n".join(parts) + "\n"
 
@@ -296,6 +300,8 @@ pre { white-space: pre-wrap; word-break: break-word; padding: .75rem; border-rad
 pre.prompt { background: #f6f8fa; border: 1px solid #d0d7de; }
 pre.output { background: #fff8e6; border: 1px solid #e9c46a; }
 .label { font-size: .8rem; color: #57606a; margin: 1rem 0 .25rem; }
+.about { font-size: .9rem; color: #57606a; border-bottom: 1px solid #d0d7de;
+         padding-bottom: .5rem; }
 """
 
 
@@ -304,10 +310,18 @@ def handout_html(
     cells: Sequence[Cell],
     outputs: Mapping[int, str],
     prompt_of: Callable[[PromptCell], str] = cell_prompt,
+    *,
+    model: str = "",
+    settings: Mapping[str, Any] | None = None,
+    figures: Mapping[int, str] | None = None,
 ) -> str:
     """A standalone page: no script, and a policy that lets it load nothing at all. Each prompt
-    is `prompt_of(cell)`: the served model's (`session.Playground.cell_prompt`) when it runs."""
-    body = []
+    is `prompt_of(cell)`: the served model's (`session.Playground.cell_prompt`) when it runs.
+    It names what wrote the outputs (issue 33: a demo model's outputs must not read as
+    Gemma-2's): `model` as the page names it, the sampling `settings` (the names of
+    `SAMPLING_OPTIONS`), each cell's own options, and under each output its `figures` line,
+    which holds the seed it ran with. Everything is escaped."""
+    body = [f'<p class="about">{escape(handout_about(model, settings or {}))}</p>']
     for i, cell in enumerate(cells):
         if isinstance(cell, MarkdownCell):
             body.append(render_markdown(cell.source))
@@ -316,11 +330,14 @@ def handout_html(
             prompt = prompt_of(cell)
         except ChatFormatError as error:
             prompt = f"(refused by the template: {error})"
-        body.append(f'<p class="label">Prompt ({cell.kind})</p>'
+        label = " · ".join(filter(None, [cell.kind, cell.options_text()]))
+        body.append(f'<p class="label">Prompt ({escape(label)})</p>'
                     f'<pre class="prompt">{escape(prompt)}</pre>')  # fmt: skip
         if i in outputs:
+            line = (figures or {}).get(i, "")
             body.append(
-                f'<p class="label">Output</p><pre class="output">{escape(outputs[i])}</pre>'
+                f'<p class="label">Output{escape(f" · {line}" if line else "")}</p>'
+                f'<pre class="output">{escape(outputs[i])}</pre>'
             )
     return (
         '<!doctype html>\n<html><head><meta charset="utf-8">\n'
@@ -329,6 +346,16 @@ def handout_html(
         f"<title>{escape(title)}</title><style>{HANDOUT_STYLE}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
+    )
+
+
+def handout_about(model: str, settings: Mapping[str, Any]) -> str:
+    """The handout's first line: the model and the sampling settings its outputs came from."""
+    shown = ", ".join(f"{name}={settings[name]}" for name in SAMPLING_OPTIONS if name in settings)
+    return (
+        f"Outputs written by {model or 'the served model'}, run by OpenVINO. "
+        f"Settings: {shown or 'the defaults'}; a cell's own options (beside its prompt) "
+        "override them, and each output names the seed it ran with."
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -118,6 +117,11 @@ class Notebook:
         done = {i: out for i, out in enumerate(self.outputs) if out and (out.figures or out.error)}
         return {i: out.as_text() for i, out in done.items()}
 
+    def output_figures(self) -> dict[int, str]:
+        """Each finished output's figures line (its seed included), for `handout_html`."""
+        done = enumerate(self.outputs)
+        return {i: display.figures_line(out.figures) for i, out in done if out and out.figures}
+
     def lesson(self) -> str:
         return lesson_markdown(self.cells)
 
@@ -138,9 +142,7 @@ def kind_of(cell: Cell) -> str:
 
 def options_line(cell: Cell) -> str:
     """A prompt cell's options as the lesson file writes them after its kind."""
-    if isinstance(cell, MarkdownCell):
-        return ""
-    return " ".join(f"{name}={shlex.quote(value)}" for name, value in cell.options)
+    return "" if isinstance(cell, MarkdownCell) else cell.options_text()
 
 
 def editor_fields(cell: Cell) -> tuple[str, str, str]:
@@ -184,8 +186,24 @@ def cell_label(index: int, cell: Cell) -> str:
         with contextlib.suppress(ChatFormatError, IndexError):
             source = parse_conversation(cell.body)[-1]["content"]
     first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-    first = first if len(first) <= 48 else first[:47] + "…"
-    return f"{index + 1} · {kind_of(cell)}: {first}"
+    return f"{index + 1} · {kind_of(cell)}: {shortened(first)}"
+
+
+def shortened(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def opened_name(file_name: str, title: str) -> str:
+    """How the lesson picker names an opened file: its title and the file's own name (a
+    visitor's text: the picker shows it as text)."""
+    return f"{shortened(title)} (opened: {shortened(file_name)})"
+
+
+def stopped_note(index: int, left: int) -> str:
+    """The note over the page when Stop ended a run at cell `index`, with `left` prompt cells
+    after it not run."""
+    rest = f"; the {left} prompt cell{'s' if left > 1 else ''} after it did not run" if left else ""
+    return f"⏹ Stopped at cell {index + 1}{rest}."
 
 
 # ---- the page ---------------------------------------------------------------------------------
@@ -250,28 +268,57 @@ def document_html(
     checks: Callable[[str], str],
     prompt_of: Callable[[PromptCell], str] = cell_prompt,
 ) -> str:
-    """The whole lesson as one page: numbered cells, the selected one outlined. Rendering is
-    incremental: a cell that did not change since it was last shown costs a cache look-up."""
+    """The whole lesson as one page (`document_parts` joined)."""
+    parts = document_parts(notebook, selected, checks, prompt_of)
+    return parts["above"] + parts["below"]
+
+
+def document_parts(
+    notebook: Notebook,
+    selected: int,
+    checks: Callable[[str], str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+) -> dict[str, str]:
+    """The lesson as a page in two parts, the cells up to the selected one (outlined) and the
+    ones after it, for the editor to open between them. Numbered cells; a prompt cell has a
+    ▶ (`data-cell` is its index). Rendering is incremental: a cell that did not change since
+    it was last shown costs a cache look-up."""
     parts = []
     for i, cell in enumerate(notebook.cells):
         head = f"{i + 1} · {kind_of(cell)}"
         if options := options_line(cell):
             head += f" · {options}"
+        head = display.escape(head)
         if isinstance(cell, MarkdownCell):
             body = _markdown_html(cell.source)
         else:
+            head = (
+                f'<button type="button" class="nb-play" aria-label="Run cell {i + 1}" '
+                f'title="Run cell {i + 1} (Shift+Enter)">▶</button> {head}'
+            )
             body = prompt_html(cell, checks, prompt_of)
             if i < len(notebook.outputs) and (output := notebook.outputs[i]):
                 body += output_html(cell, output)
         chosen = " nb-selected" if i == selected else ""
         parts.append(
-            f'<section class="nb-cell{chosen}" id="nb-cell-{i + 1}">'
-            f'<p class="nb-head">{display.escape(head)}</p>{body}</section>'
+            f'<section class="nb-cell{chosen}" id="nb-cell-{i + 1}" data-cell="{i}" '
+            f'tabindex="0"><p class="nb-head">{head}</p>{body}</section>'
         )
-    return '<div class="nb-doc">' + "\n".join(parts) + "</div>"
+    doc = '<div class="nb-doc">{}</div>'.format
+    return {
+        "above": doc("\n".join(parts[: selected + 1])),
+        "below": doc("\n".join(parts[selected + 1 :])),
+    }
 
 
-def file_stem(title: str) -> str:
-    """A download's file name from the lesson's title: letters, digits and dashes."""
+def file_stem(title: str, limit: int = 60) -> str:
+    """A download's file name from the lesson's title: its words (letters and digits) joined
+    by dashes, as many whole words as fit in `limit` characters (a first word longer than
+    that is cut: the name stays bounded)."""
     words = "".join(c if c.isalnum() else " " for c in title.lower()).split()
-    return "-".join(words)[:60] or "lesson"
+    stem = words[0][:limit] if words else "lesson"
+    for word in words[1:]:
+        if len(stem) + 1 + len(word) > limit:
+            break
+        stem += f"-{word}"
+    return stem

@@ -15,8 +15,11 @@ from playground.notebook_doc import (
     cell_from_editor,
     cell_label,
     document_html,
+    document_parts,
     editor_fields,
     file_stem,
+    opened_name,
+    stopped_note,
 )
 from playground.session import exported_model
 
@@ -131,6 +134,88 @@ def test_the_exported_notebook_never_names_a_folder_of_this_server(tmp_path):
     assert exported_model("tiny-random", tmp_path) == (str(tmp_path), False)  # the CLI's own
     tutor, _ = exported_model("tiny-tutor")
     assert tutor == "playground/tutor/tiny-tutor" and not Path(tutor).is_absolute()
+
+
+# ---- issue 33: the notebook acts like a notebook ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "9. The fault lab: one question, ten ways to get the format wrong",  # was cut at "wron"
+        "Une leçon très longue: " + "mot " * 40,
+        *list_lessons(),
+    ],
+)
+def test_download_names_are_whole_words_and_bounded(title):
+    stem = file_stem(title)
+    words = "".join(c if c.isalnum() else " " for c in title.lower()).split()
+    assert 0 < len(stem) <= 60
+    assert stem.split("-") == words[: stem.count("-") + 1]  # whole words, in order
+    longer = "-".join(words[: stem.count("-") + 2])
+    assert stem == "-".join(words) or len(longer) > 60  # as many as fit
+
+
+def test_the_fault_labs_download_name_ends_on_a_word():
+    stem = file_stem("9. The fault lab: one question, ten ways to get the format wrong")
+    assert stem == "9-the-fault-lab-one-question-ten-ways-to-get-the-format"
+    assert len(file_stem("x" * 500)) == 60 and file_stem("é" * 3 + " 漢字") == "ééé-漢字"
+    assert file_stem("../../etc/passwd <img src=x>") == "etc-passwd-img-src-x"
+
+
+def test_the_page_splits_at_the_selected_cell_and_gives_prompt_cells_a_play_button():
+    cells = [MarkdownCell(HOSTILE), PromptCell("raw", HOSTILE), MarkdownCell("end"),
+             PromptCell("raw", "B", (("temperature", "0"),))]  # fmt: skip
+    notebook = Notebook.open("T", cells).with_output(1, CellOutput(HOSTILE, FIGURES))
+    parts = document_parts(notebook, 1, lambda prompt: "")
+    above, below = parts["above"], parts["below"]
+    assert above.count('class="nb-cell') == 2 and below.count('class="nb-cell') == 2
+    assert above.endswith("</section></div>") and "nb-selected" in above
+    assert 'id="nb-cell-2" data-cell="1" tabindex="0"' in above
+    assert above.count('class="nb-play"') == 1 and below.count('class="nb-play"') == 1
+    assert 'aria-label="Run cell 4"' in below and "4 · raw · temperature=0" in below
+    for part in parts.values():
+        no_live_markup(part)
+    assert document_parts(notebook, 3, lambda prompt: "")["below"] == '<div class="nb-doc"></div>'
+    assert document_html(notebook, 1, lambda prompt: "") == above + below
+
+
+def test_the_stopped_note_names_the_cell_and_what_did_not_run():
+    assert stopped_note(1, 2) == "⏹ Stopped at cell 2; the 2 prompt cells after it did not run."
+    assert stopped_note(4, 1) == "⏹ Stopped at cell 5; the 1 prompt cell after it did not run."
+    assert stopped_note(0, 0) == "⏹ Stopped at cell 1."
+
+
+def test_an_opened_file_is_named_in_the_picker_shortly():
+    assert opened_name("fault-lab.ipynb", "9. The fault lab") == (
+        "9. The fault lab (opened: fault-lab.ipynb)"
+    )
+    long = opened_name("x" * 300 + ".ipynb", "T" * 300)
+    assert len(long) < 120 and long.count("…") == 2
+
+
+def test_the_handout_names_the_model_the_settings_and_each_outputs_seed():
+    from playground.notebook import handout_html
+
+    cells = [MarkdownCell("# T"), PromptCell("raw", "A", (("temperature", "0"),)),
+             PromptCell("raw", "B")]  # fmt: skip
+    notebook = Notebook.open("T", cells).with_output(1, CellOutput("out A", FIGURES))
+    settings = {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.0,
+                "max_new_tokens": 64, "seed": 1234, "prompt_lookup": False}  # fmt: skip
+    page = handout_html("T", notebook.cells, notebook.output_texts(),
+                        model="tiny-tutor (demo model)", settings=settings,
+                        figures=notebook.output_figures())  # fmt: skip
+    about = page.split('<p class="about">', 1)[1].split("</p>", 1)[0]
+    assert "tiny-tutor (demo model)" in about and "Gemma" not in about
+    for shown in ("temperature=0.7", "top_p=0.9", "top_k=40", "repetition_penalty=1.0",
+                  "max_new_tokens=64", "seed=1234"):  # fmt: skip
+        assert shown in about
+    assert "Prompt (raw · temperature=0)" in page and "Prompt (raw)" in page
+    assert "Output · 5 prompt tokens · 2 new tokens" in page and "seed 1 · " in page
+    hostile = handout_html("T", cells, {1: "x"}, model=HOSTILE, settings={"seed": HOSTILE},
+                           figures={1: HOSTILE})  # fmt: skip
+    no_live_markup(hostile)
+    assert hostile.count("&lt;img src=x onerror=alert(1)&gt;") == 3
 
 
 # ---- issue 23 P5: a lesson's cost is bounded ---------------------------------------------------

@@ -23,8 +23,11 @@ HOSTILE_CHAT = json.dumps(
 )
 
 
-def open_notebook(browser, url, query="?view=notebook"):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+WIDTHS = [1280, 400]
+
+
+def open_notebook(browser, url, query="?view=notebook", width=1280):
+    page = browser.new_page(viewport={"width": width, "height": 1000})
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.set_default_timeout(TIMEOUT_MS)
@@ -78,6 +81,89 @@ def test_the_deep_link_opens_the_notebook_tab_and_a_named_lesson(browser, app_ur
         assert page.locator("#nb-document").is_visible()
         assert "<bos>" in page.inner_text("#nb-document")  # control tokens shown as text
         assert page.locator("#nb-document .ctl").count() > 0  # ...and marked
+    finally:
+        screenshot(page, request)
+
+
+def click_cell(page, number):
+    """Click cell `number` on its frame (its padding, off any text, link or ▶)."""
+    page.locator(f"#nb-cell-{number}").click(position={"x": 5, "y": 3})
+    page.wait_for_selector(f"#nb-cell-{number}.nb-selected")
+
+
+def prompt_cells(page):
+    """The numbers of the cells with a ▶."""
+    ids = page.eval_on_selector_all(
+        "#nb-document .nb-play", "plays => plays.map((p) => p.closest('.nb-cell').id)"
+    )
+    return [int(i.removeprefix("nb-cell-")) for i in ids]
+
+
+EDITOR_AT = """([n, seen]) => {
+  const cell = document.getElementById(`nb-cell-${n}`)?.getBoundingClientRect();
+  const editor = document.getElementById('nb-editor').getBoundingClientRect();
+  return cell && Math.abs(editor.top - cell.bottom) <= 12 && editor.right <= innerWidth + 1
+    && (!seen || (editor.top >= 0 && editor.top < innerHeight - 100));
+}"""
+
+
+def wait_editor_at(page, number, seen=True):
+    """The editor opens right under cell `number`, no wider than the page, and (once a cell
+    was picked) with its top on screen."""
+    page.wait_for_function(EDITOR_AT, arg=[number, seen])
+    assert page.input_value("#nb-cell input").startswith(f"{number} · ")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_click_selects_a_cell_and_the_editor_opens_under_it(browser, app_url, request, width):
+    page = open_notebook(browser, app_url, width=width)
+    try:
+        wait_editor_at(page, 1, seen=False)
+        last = page.locator("#nb-document .nb-cell").count()
+        assert last >= 5
+        for number in (last, 3, last - 1, 1):
+            click_cell(page, number)
+            assert page.locator("#nb-document .nb-selected").count() == 1
+            wait_editor_at(page, number)
+            assert page.locator(f"#nb-cell-{number}").is_visible()
+        click_cell(page, 2)
+        wait_editor_at(page, 2)
+        assert page.input_value("#nb-source textarea").startswith('[{"role": "user"')
+    finally:
+        screenshot(page, request)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_cells_play_button_and_shift_enter_run_it(browser, app_url, request, width):
+    page = open_notebook(browser, app_url, width=width)
+    try:
+        first, second = prompt_cells(page)[:2]
+        page.click(f"#nb-cell-{second} .nb-play")  # picks the cell, then runs it
+        wait_text(page, f"#nb-cell-{second} .nb-figures", "new tokens")
+        assert page.locator(f"#nb-cell-{second}.nb-selected").count() == 1
+        assert page.locator("#nb-document .nb-out").count() == 1  # that cell alone ran
+        wait_editor_at(page, second, seen=False)  # under the output, which grew after the pick
+        # Shift+Enter on the selected cell runs it.
+        click_cell(page, first)
+        wait_editor_at(page, first)
+        page.keyboard.press("Shift+Enter")
+        wait_text(page, f"#nb-cell-{first} .nb-figures", "new tokens")
+        page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        # Shift+Enter in the source box applies the edit and runs it; the text stays literal.
+        page.fill("#nb-source textarea", HOSTILE_CHAT)
+        page.press("#nb-source textarea", "Shift+Enter")
+        page.wait_for_function(
+            """([n, text]) => {
+              const cell = document.getElementById(`nb-cell-${n}`);
+              return cell.innerText.includes(text)
+                && cell.querySelector('.nb-figures')?.innerText.includes('new tokens');
+            }""",
+            arg=[first, HOSTILE_IMG],
+        )
+        assert page.input_value("#nb-source textarea") == HOSTILE_CHAT  # no newline added
+        assert "<script>alert(4)</script>" in cell_text(page, first)
+        wait_editor_at(page, first, seen=False)
+        assert_inert(page)
     finally:
         screenshot(page, request)
 
@@ -208,6 +294,8 @@ def test_stop_ends_a_long_cell_with_its_figures(browser, paced_app_url, paced_en
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
         assert "stopped by you" in cell_text(page, 2)
         assert page.locator("#nb-document .nb-out").count() == 1
+        note = page.inner_text("#nb-note")
+        assert "Stopped at cell 2; the 2 prompt cells after it did not run." in note
         # The Stop does not linger: the next Run all runs every cell to its end.
         edit_cell(page, 2, "Once upon a time", "max_new_tokens=3")
         page.click("#nb-run-all")
@@ -217,6 +305,7 @@ def test_stop_ends_a_long_cell_with_its_figures(browser, paced_app_url, paced_en
         assert len(figures) == page.locator("#nb-document .prompt").count() == 3
         assert "3 new tokens" in figures[0]
         assert not any("stopped by you" in line for line in figures)
+        assert page.inner_text("#nb-note") == ""  # a run to its end leaves no stop note
     finally:
         screenshot(page, request)
 
@@ -272,6 +361,25 @@ def test_export_ipynb_and_load_it_back(page, tmp_path):
     assert page.locator("#nb-document .prompt").all_inner_texts() == prompts
     assert "5 new tokens" not in page.inner_text("#nb-document")  # loaded cells, not yet run
     assert page.inner_text("#nb-note") == ""
+    assert "(opened: lesson.ipynb)" in page.input_value("#nb-lesson input")
+
+
+def test_an_opened_file_names_itself_literally_and_a_lesson_replaces_it(page, tmp_path):
+    lesson = tmp_path / f"{HOSTILE_IMG}.md"
+    lesson.write_text(f"# Mine {HOSTILE_IMG}\n\n```raw\nOnce\n```\n")
+    with page.expect_file_chooser() as chooser:
+        page.click("#nb-upload")
+    chooser.value.set_files(str(lesson))
+    wait_text(page, "#nb-cell-1", "Mine")
+    name = page.input_value("#nb-lesson input")
+    assert name.startswith(f"Mine {HOSTILE_IMG} (opened: ") and name.endswith(".md)")
+    page.locator("#nb-lesson input").click()
+    page.get_by_role("option").first.wait_for()
+    assert page.locator("#nb-lesson img, [role=listbox] img").count() == 0
+    page.get_by_role("option").nth(1).click()  # a shipped lesson
+    wait_text(page, "#nb-cell-1", "2. The generation prompt")
+    assert "opened" not in page.input_value("#nb-lesson input")
+    assert_inert(page)
 
 
 def test_an_invalid_upload_gets_one_clear_escaped_message(page, tmp_path):

@@ -63,6 +63,7 @@ def _run(layers: int, step: float, per_token: float) -> dict:
         "step_s": {"1": [0.05 + step * layers] * 3, "4": [0.08 + 2 * step * layers] * 3},
         "first_token_s": {str(s): [s * per_token * (1 + layers)] * 2 for s in sizes},
         "peak_rss_mb": 900 + 100 * layers,
+        "rss_anon_mb": 500 + 50 * layers,
     }
 
 
@@ -78,6 +79,7 @@ def test_the_table_projects_each_figure_to_42_layers():
     reply = 100 * 0.001 * 43 + 200 * 0.47
     assert waits["a 200-token reply to a 100-token prompt, alone, s"] == f"{reply:.0f}"
     assert waits["peak memory (RSS), GiB"] == f"{(900 + 4200) / 1024:.1f}"
+    assert waits["memory it holds itself (RssAnon), GiB"] == f"{(500 + 2100) / 1024:.1f}"
     text = projection.table(results)
     assert text.startswith("CPU: A CPU (AVX2), 2 cores; OpenVINO's capabilities: FP32, INT8.")
     assert "| decode, 1 visitor, tokens/s | 2.13 |" in text
@@ -131,7 +133,7 @@ def test_both_workers_measure_a_real_model(tiny_folder, settings):
         assert set(out["step_s"]) == {"1", "4"}, engine
         assert all(len(times) == projection.DECODE_STEPS and min(times) > 0
                    for times in out["step_s"].values()), engine  # fmt: skip
-        assert out["peak_rss_mb"] > 50, engine
+        assert out["peak_rss_mb"] > out["rss_anon_mb"] > 20, engine
 
 
 def test_bench_refuses_a_single_layer_count():

@@ -48,6 +48,20 @@ def peak_rss_mb() -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
 
 
+def rss_anon_mb() -> float | None:
+    """This process's anonymous resident memory now (RssAnon), in MiB: what it holds itself,
+    without the pages of files it maps (a model's weights file), which the kernel may drop and
+    read again under pressure; None where /proc is not there."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _vm_hwm_mb(pid: str, missing: float | None = None) -> float:
     """VmHWM of process `pid`; `missing` for one that has ended, where given."""
     try:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playground.bench.measure import cpu_name, package_versions, peak_rss_mb
+from playground.bench.measure import cpu_name, package_versions, peak_rss_mb, rss_anon_mb
 
 LAYERS = (2, 4, 8)
 REAL_LAYERS = 42
@@ -105,6 +105,7 @@ def _genai_worker(job: dict) -> dict:
     decode_steps(1, 1)
     out["first_token_s"] = _first_tokens(first_token_s, job["repeats"], vocab)
     out["step_s"] = {str(v): decode_steps(v, 1000 * v) for v in VISITORS}
+    out["rss_anon_mb"] = rss_anon_mb()  # while the model is loaded
     return out
 
 
@@ -173,6 +174,7 @@ def _llama_worker(job: dict) -> dict:
     decode_steps(1, 1)
     out["first_token_s"] = _first_tokens(first_token_s, job["repeats"], vocab)
     out["step_s"] = {str(v): decode_steps(v, 1000 * v) for v in VISITORS}
+    out["rss_anon_mb"] = rss_anon_mb()  # while the model is loaded
     ll.llama_batch_free(batch)
     ll.llama_free(ctx)
     ll.llama_model_free(model)
@@ -299,7 +301,9 @@ def figures(runs: dict[str, dict]) -> dict[str, dict[int, float]]:
             out.setdefault(f"step_s@{visitors}", {})[int(n)] = statistics.median(times)
         for size, times in run["first_token_s"].items():
             out.setdefault(f"first_token_s@{size}", {})[int(n)] = statistics.median(times)
-        out.setdefault("peak_rss_mb", {})[int(n)] = run["peak_rss_mb"]
+        for memory in ("peak_rss_mb", "rss_anon_mb"):
+            if run.get(memory) is not None:
+                out.setdefault(memory, {})[int(n)] = run[memory]
     return out
 
 
@@ -328,6 +332,8 @@ def waits(p: dict[str, dict[str, float]]) -> dict[str, str]:
         per_token = 1000 * at_42(f"first_token_s@{size}") / size
         out[f"reading a ~{size:,}-token prompt, ms per token"] = f"{per_token:.0f}"
     out["peak memory (RSS), GiB"] = f"{at_42('peak_rss_mb') / 1024:.1f}"
+    if "rss_anon_mb" in p:  # RSS less the mapped weights file, which the kernel can drop
+        out["memory it holds itself (RssAnon), GiB"] = f"{at_42('rss_anon_mb') / 1024:.1f}"
     return out
 
 
@@ -346,7 +352,8 @@ def table(results: dict) -> str:
         rows.append(f"| {label} | " + " | ".join(columns[e][label] for e in engines) + " |")
     predicted = memory.int4_weight_bytes(memory.GEMMA2_9B_CONFIG) + memory.RUNTIME_BYTES
     rows += ["", "memory.py's prediction for genai (int4 weights and runtime, no KV cache): "
-             f"{predicted / 2**30:.1f} GiB.", "", _fits_table(results)]  # fmt: skip
+             f"{predicted / 2**30:.1f} GiB, to set beside RssAnon: the RSS also counts the "
+             "pages of the mapped weights file.", "", _fits_table(results)]  # fmt: skip
     return "\n".join(rows)
 
 

@@ -1,9 +1,11 @@
 """The Notebook tab: a lesson as one rendered document, an editor for its selected cell.
 
 Owns: the `NotebookTab` components, picking a shipped lesson (also from the page's `?lesson=`
-link), Reset, Upload (.md / .ipynb) and the three downloads (lesson, Jupyter notebook, HTML
-handout, written to a fresh temp folder per request), the cell editor (edit, add, delete, move),
-and running one cell or all of them in the engine's one queue, with Stop.
+link), Reset, Upload (.md / .ipynb, then named in the lesson picker) and the three downloads
+(lesson, Jupyter notebook, HTML handout, written to a fresh temp folder per request), the cell
+editor (edit, add, delete, move), open under the selected cell, the page's own script
+(`CELL_EVENTS`: a click selects a cell, its ▶ or Shift+Enter runs it), and running one cell or
+all of them in the engine's one queue, with Stop (which says at the top where it stopped).
 Does not own: the lesson format, running a cell's prompt and the exports (`notebook`), the
 edits and the page's HTML (`notebook_doc`), a prompt's checks (`Playground.raw_checks`).
 """
@@ -29,9 +31,11 @@ from playground.notebook_doc import (
     Notebook,
     cell_from_editor,
     cell_label,
-    document_html,
+    document_parts,
     editor_fields,
     file_stem,
+    opened_name,
+    stopped_note,
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Control, Playground, exported_model, throttle
@@ -47,11 +51,65 @@ from playground.ui.controls import Controls
 
 KIND_CHOICES = [MARKDOWN, *nb.KINDS]
 
+# The page's own script, run by Gradio 6's gr.HTML `js_on_load` (the only client code whose
+# `trigger` carries data, the cell's index, to a Python handler as `gr.EventData`): a click on a
+# cell picks it, its ▶ (or Shift+Enter on it, or anywhere in the editor but the source box,
+# whose own Shift+Enter is Gradio's submit) runs it. Gradio re-renders the page by patching the
+# old nodes in order (`we`/`Te` in its HTML component), so once the picked cell shows selected
+# it is put back where it was on screen (the editor, opening above it, moved it) and given the
+# focus back (the focused node may now hold another cell). Text being selected is not a pick.
+CELL_EVENTS = """
+const cellOf = (node) => node?.closest?.('.nb-cell');
+let kept = null;
+const pick = (cell, run) => {
+  const index = Number(cell.dataset.cell);
+  if (!cell.classList.contains('nb-selected')) {
+    const focus = document.activeElement === cell;
+    kept = {index, top: cell.getBoundingClientRect().top, focus};
+  }
+  trigger(run ? 'play' : 'pick', {cell: index});
+};
+element.addEventListener('click', (event) => {
+  const cell = cellOf(event.target);
+  if (!cell) return;
+  const play = event.target.closest('.nb-play');
+  if (!play && (event.target.closest('a, summary') || String(window.getSelection()))) return;
+  pick(cell, Boolean(play));
+});
+element.addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter' || !event.shiftKey) return;
+  if (event.target.closest('textarea, #nb-cell')) return;
+  const cell = cellOf(event.target) || element.querySelector('.nb-cell.nb-selected');
+  if (!cell) return;
+  event.preventDefault();
+  pick(cell, true);
+});
+watch('value', () => {
+  const cell = element.querySelector('.nb-cell.nb-selected');
+  if (!kept || Number(cell?.dataset.cell) !== kept.index) return;
+  window.scrollBy(0, cell.getBoundingClientRect().top - kept.top);
+  const editor = document.getElementById('nb-editor')?.getBoundingClientRect();
+  if (editor && editor.top > window.innerHeight - 120) {
+    window.scrollBy(0, editor.top - window.innerHeight / 2);
+  }
+  if (kept.focus) cell.focus({preventScroll: true});
+  kept = null;
+});
+"""
+# The document: the cells up to the selected one, the editor (its children), the rest.
+DOCUMENT = "${value?.above ?? ''}@children${value?.below ?? ''}"
+
 CSS = """
-.nb-doc { display: flex; flex-direction: column; gap: 10px; }
-.nb-cell { border: 1px solid #e5e7eb; border-radius: 8px; padding: 6px 12px; }
-.nb-cell.nb-selected { border: 2px solid #6366f1; }
+.nb-doc { display: flex; flex-direction: column; gap: 10px; margin-bottom: 10px; }
+.nb-cell { border: 1px solid #e5e7eb; border-radius: 8px; padding: 6px 12px; cursor: pointer; }
+.nb-cell.nb-selected { border: 2px solid #6366f1; border-radius: 8px 8px 0 0; cursor: auto; }
+.nb-cell:focus-visible { outline: 2px solid #a5b4fc; outline-offset: 2px; }
 .nb-head { font-size: 0.8em; color: #6b7280; margin: 0 0 4px; font-family: monospace; }
+.nb-play { border: 1px solid #c7d2fe; background: #eef2ff; color: #4338ca; border-radius: 4px;
+           padding: 0 8px; margin-right: 4px; cursor: pointer; font-size: 1.1em; }
+.nb-play:hover { background: #e0e7ff; }
+#nb-editor { border: 2px solid #6366f1; border-top: 1px dashed #c7d2fe;
+             border-radius: 0 0 8px 8px; padding: 8px; margin: -10px 0 10px; }
 .nb-cell .prompt { background: #f6f8fa; border-radius: 6px; padding: 8px; margin: 0; }
 .nb-checks { font-size: 0.85em; color: #374151; }
 .nb-out { border-left: 3px solid #f59e0b; padding-left: 8px; margin-top: 6px; }
@@ -62,7 +120,6 @@ CSS = """
 .nb-refused, .nb-error { color: #b91c1c; }
 #nb-note:empty { display: none; }
 #nb-note { color: #b91c1c; }
-@media (min-width: 900px) { #nb-editor { position: sticky; top: 8px; align-self: flex-start; } }
 """
 
 
@@ -77,7 +134,7 @@ class NotebookTab:
     run_all: gr.Button
     stop: gr.Button
     note: gr.Markdown
-    document: gr.HTML
+    document: gr.HTML  # {"above": html, "below": html}: the editor opens between them
     cell: gr.Dropdown  # the selected cell's index
     kind: gr.Radio
     options: gr.Textbox
@@ -132,26 +189,34 @@ def build_notebook(playground: Playground) -> NotebookTab:
             for what, ext in (("lesson (.md)", "md"), (".ipynb", "ipynb"), ("handout", "html"))
         ]
     note = gr.Markdown(elem_id="nb-note")
-    with gr.Row():
-        with gr.Column(scale=3, min_width=320):
-            document = gr.HTML(elem_id="nb-document")
-        with gr.Column(scale=2, min_width=320, elem_id="nb-editor"):
-            cell = gr.Dropdown(cell_choices(first), value=0, label="Cell", elem_id="nb-cell")
-            kind, options, source = editor_fields(first.cells[0])
-            kind = gr.Radio(KIND_CHOICES, value=kind, label="Kind", elem_id="nb-kind")
-            options = gr.Textbox(options, label="Options (e.g. temperature=0 system_policy=drop)",
-                                 elem_id="nb-options", max_lines=1)  # fmt: skip
-            source = gr.Textbox(source, label="Source (markdown, JSON messages or raw text)",
-                                lines=10, max_lines=24, elem_id="nb-source")  # fmt: skip
-            with gr.Row():
-                apply = gr.Button("Apply edit", elem_id="nb-apply")
-                run_cell = gr.Button("▶ Run cell", variant="primary", elem_id="nb-run-cell")
-            with gr.Row():
-                up = gr.Button("↑ Up", size="sm", elem_id="nb-up")
-                down = gr.Button("↓ Down", size="sm", elem_id="nb-down")
-                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="nb-delete")
-            new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell", elem_id="nb-new-kind")
-            add = gr.Button("+ Add it after this cell", size="sm", elem_id="nb-add")
+    document = gr.HTML(
+        page(playground, first, 0), html_template=DOCUMENT, js_on_load=CELL_EVENTS,
+        elem_id="nb-document",
+    )  # fmt: skip
+    with document, gr.Column(elem_id="nb-editor"):
+        kind, options, source = editor_fields(first.cells[0])
+        with gr.Row():
+            cell = gr.Dropdown(cell_choices(first), value=0, label="Cell", elem_id="nb-cell",
+                               scale=3, min_width=200)  # fmt: skip
+            kind = gr.Radio(KIND_CHOICES, value=kind, label="Kind", elem_id="nb-kind",
+                            scale=2, min_width=200)  # fmt: skip
+        options = gr.Textbox(options, label="Options (e.g. temperature=0 system_policy=drop)",
+                             elem_id="nb-options", max_lines=1)  # fmt: skip
+        source = gr.Textbox(source, label="Source (markdown, JSON messages or raw text); "
+                            "Shift+Enter runs the cell", lines=8, max_lines=24,
+                            elem_id="nb-source")  # fmt: skip
+        with gr.Row():
+            apply = gr.Button("Apply edit", elem_id="nb-apply", min_width=100)
+            run_cell = gr.Button("▶ Run cell", variant="primary", elem_id="nb-run-cell",
+                                 min_width=100)  # fmt: skip
+            up = gr.Button("↑ Up", size="sm", elem_id="nb-up", min_width=60)
+            down = gr.Button("↓ Down", size="sm", elem_id="nb-down", min_width=60)
+            delete = gr.Button("Delete", size="sm", variant="stop", elem_id="nb-delete",
+                               min_width=60)  # fmt: skip
+        with gr.Row(equal_height=True):
+            new_kind = gr.Radio(KIND_CHOICES, value="chat", label="New cell",
+                                elem_id="nb-new-kind", scale=3)  # fmt: skip
+            add = gr.Button("+ Add it after this cell", size="sm", elem_id="nb-add", scale=1)
     return NotebookTab(gr.State(Control()), gr.State(first), lesson, reset, upload, downloads,
                        run_all, stop, note, document, cell, kind, options, source, apply,
                        run_cell, up, down, delete, new_kind, add)  # fmt: skip
@@ -192,9 +257,9 @@ def prompt_checks(playground: Playground, prompt: str) -> str:
     return nb.render_markdown(playground.raw_checks(prompt))
 
 
-def page(playground: Playground, notebook: Notebook, selected: int) -> str:
+def page(playground: Playground, notebook: Notebook, selected: int) -> dict[str, str]:
     checks = partial(prompt_checks, playground)
-    return document_html(notebook, selected, checks, playground.cell_prompt)
+    return document_parts(notebook, selected, checks, playground.cell_prompt)
 
 
 def show(playground: Playground, notebook: Notebook, selected: int) -> tuple:
@@ -239,7 +304,8 @@ def refusals_warn(width: int) -> Callable:
 def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> list[str]:
     """The lesson, the Jupyter notebook and the handout, in a folder of their own."""
     engine = playground.engine
-    model, _ = exported_model(engine.info.model if engine.info else "")
+    served = engine.info.model if engine.info else ""
+    model, _ = exported_model(served)
     settings = playground.settings
     context = nb.NotebookContext(
         model, settings.ranges, base, dict(settings.ov_config), end_ids=engine.tokenizer.eos_ids,
@@ -251,7 +317,15 @@ def write_downloads(notebook: Notebook, playground: Playground, base: dict) -> l
     files = {
         "md": notebook.lesson(),
         "ipynb": nbformat.writes(nb.to_ipynb(notebook.cells, outputs, context)),
-        "html": nb.handout_html(notebook.title, notebook.cells, outputs, playground.cell_prompt),
+        "html": nb.handout_html(
+            notebook.title,
+            notebook.cells,
+            outputs,
+            playground.cell_prompt,
+            model=display.model_label(served),
+            settings=base,
+            figures=notebook.output_figures(),
+        ),
     }
     return [str(write_download(f"{folder}/{stem}.{ext}", text)) for ext, text in files.items()]
 
@@ -293,22 +367,32 @@ def wire_files(
             return [gr.skip()] * len(tab.downloads)
         return [gr.DownloadButton(value=path) for path in paths]
 
-    @refusals_warn(len(tab.view) + 1)
+    @refusals_warn(len(tab.view) + 2)
     def on_lesson(title: str, control: Control) -> tuple:
         idle(control)
-        return (*show(playground, open_lesson(title), 0), "")
+        lessons = list(shipped_lessons())
+        if title not in lessons:  # the opened file's own entry, chosen again: it is open
+            return (*[gr.skip()] * len(tab.view), gr.skip(), gr.skip())
+        # A shipped lesson replaces an opened file, whose entry goes.
+        picker = gr.Dropdown(choices=lessons, value=title)
+        return (*show(playground, open_lesson(title), 0), "", picker)
 
     @user_errors
     def on_upload(path: str, control: Control) -> tuple:
-        file = Path(path)
+        file = Path(path)  # Gradio keeps the visitor's file name as the file's last part
         try:
             idle(control)
             cells = nb.load_cells(file.name, file.read_bytes())
             if not cells:
                 raise nb.LessonError("the file has no cells.")
         except UserError as error:
-            return (*[gr.skip()] * len(tab.view), display.escape(f"Not opened: {error}"))
-        return (*show(playground, Notebook.open(nb.lesson_title(cells), cells), 0), "")
+            note = display.escape(f"Not opened: {error}")
+            return (*[gr.skip()] * len(tab.view), note, gr.skip())
+        title = nb.lesson_title(cells)
+        # The picker names the opened file, not the shipped lesson it showed before.
+        name = opened_name(file.name, title)
+        picker = gr.Dropdown(choices=[*shipped_lessons(), name], value=name)
+        return (*show(playground, Notebook.open(title, cells), 0), "", picker)
 
     def on_page_load(request: gr.Request) -> tuple:
         """A teacher's link may name a lesson: `?view=notebook&lesson=04-one-bos`."""
@@ -319,15 +403,40 @@ def wire_files(
 
     refresh = {"fn": on_downloads, "inputs": {tab.notebook, *controls.inputs},
                "outputs": tab.downloads, **PRIVATE}  # fmt: skip
-    opened = [*tab.view, tab.note]
+    opened = [*tab.view, tab.note, tab.lesson]
     tab.lesson.input(on_lesson, [tab.lesson, tab.control], opened, **PRIVATE).success(**refresh)
     tab.upload.upload(on_upload, [tab.upload, tab.control], opened, **PRIVATE).then(**refresh)
     demo.load(on_page_load, None, [*tab.view, tab.lesson], **PRIVATE).then(**refresh)
     return refresh
 
 
+def pick_cell(
+    tab: NotebookTab, playground: Playground, notebook: Notebook, selected: int,
+    control: Control, event: gr.EventData, quiet: bool,
+) -> tuple:  # fmt: skip
+    """A click on cell `event.cell` (`CELL_EVENTS`): the cell picker, page and editor follow it.
+    The cell already selected keeps the editor as it is (its ▶ runs the edit, as Run cell
+    does). Refused while a run streams (its steps show their own selection), with a warning
+    unless `quiet` (a ▶'s run says why itself)."""
+    skip = tuple(gr.skip() for _ in tab.view[1:])
+    index = event._data.get("cell") if isinstance(event._data, dict) else None
+    if index == selected:
+        return skip
+    try:
+        if type(index) is not int:  # the page's script sends a number; anything else is odd
+            raise ParamError("There is no such cell.")
+        notebook.cell(index)
+        idle(control)
+    except UserError as error:
+        if not quiet:
+            warn(error)
+        return skip
+    return show(playground, notebook, index)[1:]
+
+
 def wire_edits(tab: NotebookTab, playground: Playground, on_apply: Callable, refresh: dict) -> None:
-    """Select, apply, move, add, delete and reset: each a new Notebook, refused while running."""
+    """Select (from the picker or a click on the page), apply, move, add, delete and reset:
+    each a new Notebook, refused while running."""
     refused = refusals_warn(len(tab.view))
 
     def on_select(notebook: Notebook, selected: int) -> tuple:
@@ -368,12 +477,19 @@ def wire_edits(tab: NotebookTab, playground: Playground, on_apply: Callable, ref
         trigger(fn, inputs, tab.view, **PRIVATE).success(**refresh)
     tab.cell.input(on_select, [tab.notebook, tab.cell], tab.view[2:], **PRIVATE)
 
+    @user_errors
+    def on_pick(notebook: Notebook, selected: int, control: Control, event: gr.EventData):
+        return pick_cell(tab, playground, notebook, selected, control, event, quiet=False)
+
+    tab.document.pick(on_pick, [tab.notebook, tab.cell, tab.control], tab.view[1:], **PRIVATE)
+
 
 def wire_runs(
     tab: NotebookTab, controls: Controls, playground: Playground, on_apply: Callable,
     refresh: dict,
 ) -> None:  # fmt: skip
-    """Run cell and Run all (the editor applied first), in the engine's one queue, and Stop."""
+    """Run cell (its button, a cell's ▶, Shift+Enter in the editor) and Run all, the editor
+    applied first, in the engine's one queue; Stop, and the note that says where it stopped."""
 
     def on_check_run(data: dict, every_cell: bool) -> None:
         """Before a run, with no outputs (a refusal then marks nothing as failed): the editor's
@@ -394,19 +510,34 @@ def wire_runs(
                 values, stop, fresh = controls.read(data)
                 base = playground.params(values, stop, new_seed=fresh)
                 indices = [i for i in notebook.prompt_indices() if every_cell or i == selected]
-                for index in indices:
+                for at, index in enumerate(indices):
                     if control.stop:
                         break
                     for step in run_one(playground, notebook, index, base, control):
                         notebook = step
-                        yield notebook, page(playground, notebook, selected)
+                        yield notebook, page(playground, notebook, selected), ""
+                    if control.stop:
+                        note = stopped_note(index, len(indices) - at - 1)
+                        yield notebook, page(playground, notebook, selected), note
             finally:
                 control.end()
 
         return on_run
 
-    for button, every_cell in ((tab.run_cell, False), (tab.run_all, True)):
-        check = button.click(
+    @user_errors
+    def on_play(notebook: Notebook, selected: int, control: Control, event: gr.EventData):
+        return pick_cell(tab, playground, notebook, selected, control, event, quiet=True)
+
+    # A cell's ▶ picks it first (so the editor holds it), then runs it as Run cell does.
+    picked = tab.document.play(
+        on_play, [tab.notebook, tab.cell, tab.control], tab.view[1:], **PRIVATE
+    ).success
+    # Submit: Shift+Enter in the source box (Gradio's own, for a box of several lines), Enter
+    # in the one-line options box.
+    run_cell = [tab.run_cell.click, tab.source.submit, tab.options.submit]
+    for start, every_cell in ((partial(gr.on, run_cell), False), (picked, False),
+                              (tab.run_all.click, True)):  # fmt: skip
+        check = start(
             lambda data, every=every_cell: on_check_run(data, every), tab.editor, None, **PRIVATE
         )
         applied = check.success(on_apply, tab.editor, tab.view, **PRIVATE)
@@ -414,7 +545,7 @@ def wire_runs(
             applied.success,
             runner(every_cell),
             {tab.notebook, tab.control, tab.cell, *controls.inputs},
-            [tab.notebook, tab.document],
+            [tab.notebook, tab.document, tab.note],
             playground,
             tab.control,
             tab.stop,
