@@ -3,8 +3,9 @@
 Owns: the named chat-format faults (`FAULTS`, each with what it does and why it matters), a
 column's `Variant` (the correct prompt, a fault or a prompt edited by hand, plus sampling
 changes), turning a variant into the exact text and sampling values it runs (`plan_column`), the
-token difference between two prompts (`token_diff`) and where two outputs part
-(`first_difference`).
+token difference between two prompts (`token_diff`; `readable_diff` to show it), where two
+outputs part (`first_difference`), and the note beside a fault the served model was measured not
+to show.
 Does not own: the template rules (`chat_format`), fitting and streaming (`session.Playground`),
 markup (`display`), or the UI. Imports no gradio, so the Compare tab, the `/compare` endpoint and
 the lesson share it.
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from playground import display
 from playground.chat_format import (
     BOS,
     END_OF_TURN,
@@ -147,8 +149,8 @@ FAULTS: dict[str, Fault] = {
     "second-bos": Fault(
         "A second <bos>",
         "<bos><bos> at the start: what a tokenizer that adds special tokens does to a prompt "
-        "whose template already wrote <bos>. Gemma was trained with exactly one; two degrade "
-        "its replies.",
+        "whose template already wrote <bos>. Gemma was trained with exactly one; a second is "
+        "input it never saw, which can change its replies.",
         lambda inputs: BOS + inputs.prompt(),
     ),
     "assistant-role": Fault(
@@ -270,6 +272,8 @@ def plan_column(
         fault = FAULTS[variant.prompt]
         text = fault.change(Inputs(playground, messages, options, params.max_new_tokens))
         notes = (fault.doc,)
+        if playground.unchanged_by(variant.prompt):
+            notes += (display.unchanged_note(playground.model),)
     else:
         raise ParamError(f"Unknown variant {variant.prompt!r}: choose one of {', '.join(FAULTS)}.")
     title = VARIANT_TITLES[variant.prompt]
@@ -319,6 +323,39 @@ def token_diff(reference: Sequence[Token], tokens: Sequence[Token]) -> list[tupl
     if end:
         runs.append(("same", list(tokens[b_end:])))
     return runs
+
+
+# On a model whose tokens are characters (tiny-tutor), difflib keeps stray letters of changed
+# words alike ("user" against "system" keeps the s and the e), and the marks read as confetti
+# (issue 33). For the eye, an alike run this short between two changes is shown inside them.
+SLIVER_CHARS = 3
+
+
+def readable_diff(runs: Sequence[tuple[str, list]]) -> list[tuple[str, list]]:
+    """`token_diff`'s runs for reading: an alike run of under `SLIVER_CHARS` characters between
+    two changes is shown as removed and added with them, so a changed word is marked whole. Both
+    prompts still read out of it; counts come from the exact runs (`diff_counts`)."""
+    parts: list[list] = []  # ["same", tokens] or ["change", removed, added]
+    for kind, tokens in runs:
+        if kind == "same":
+            sliver = len("".join(t.piece for t in tokens)) < SLIVER_CHARS
+            between = sliver and bool(parts) and parts[-1][0] == "change"
+            parts.append(["same", list(tokens), between])
+            continue
+        if parts and parts[-1][0] == "same" and parts[-1][2]:
+            same = parts.pop()[1]
+            parts[-1][1] += same
+            parts[-1][2] += same
+        if not parts or parts[-1][0] != "change":
+            parts.append(["change", [], []])
+        parts[-1][1 if kind == "removed" else 2] += tokens
+    shown: list[tuple[str, list]] = []
+    for part in parts:
+        if part[0] == "same":
+            shown.append(("same", part[1]))
+            continue
+        shown += [(kind, run) for kind, run in (("removed", part[1]), ("added", part[2])) if run]
+    return shown
 
 
 def diff_counts(runs: Sequence[tuple[str, list]]) -> tuple[int, int]:

@@ -250,14 +250,22 @@ def notes_markdown(
     return "\n\n".join(lines) or empty
 
 
-def raw_checks(inspection: Inspection, prompt: str, control_notes: Sequence[str]) -> str:
+def raw_checks(
+    inspection: Inspection, prompt: str, control_notes: Sequence[str], bos_unchanged: str = ""
+) -> str:
     """A raw prompt's checks: its token count, its notes, a doubled `<bos>` and the control-token
-    texts in it (`control_notes`)."""
+    texts in it (`control_notes`). `bos_unchanged` names the served model when it was measured to
+    reply the same with a doubled `<bos>` (`Playground.unchanged_by`)."""
     notes = list(inspection.warnings)
     if inspection.bos_count > 1:
+        effect = (
+            f"{bos_unchanged} replies the same with more (measured), a larger model may not"
+            if bos_unchanged
+            else "more are input it never saw, which can change its replies"
+        )
         notes.append(
-            f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all, "
-            "which degrades its replies. Remove the extra ones."
+            f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all. "
+            f"Gemma was trained with exactly one; {effect}. Remove the extra ones."
         )
     notes += control_notes
     counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
@@ -405,6 +413,15 @@ def diff_prompt(runs: Sequence[tuple[str, Sequence[Token]]]) -> str:
             tag = "ins" if kind == "added" else "del"
             spans.append(f'<{tag} class="diff-{kind}">{body}</{tag}>')
     return f'<pre class="prompt">{"".join(spans)}</pre>'
+
+
+def unchanged_note(model: str) -> str:
+    """The note beside a fault that the served model (`EngineInfo.model`) was measured to reply
+    to as it does to the correct prompt: plain text."""
+    return (
+        f"On {model_label(model)}, this fault leaves the reply as it is (measured): here the "
+        "marked prompt is all it changes. A larger model may reply otherwise."
+    )
 
 
 def difference_line(position: int | None, text: str, column: int) -> str:

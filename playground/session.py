@@ -39,6 +39,7 @@ from playground.notebook import PromptCell, cell_prompt
 from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
 from playground.tokens import Tokenizer
+from playground.tutor import UNCHANGED_BY
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 # Gradio's page copies its whole state on every update (structuredClone, seen in a Chromium
@@ -433,6 +434,17 @@ class Playground:
     def context_size(self) -> int:
         return self.engine.context_size
 
+    @property
+    def model(self) -> str:
+        """The served model's name (`EngineInfo.model`); "" when the engine names none."""
+        return self.engine.info.model if self.engine.info else ""
+
+    def unchanged_by(self, fault: str) -> bool:
+        """Whether the served model was measured to reply the same with `fault` (a
+        `compare.FAULTS` name) as without it: the shipped tiny-tutor, for some (`UNCHANGED_BY`),
+        so the page says so rather than promise a change it would not show."""
+        return self.model == TUTOR and fault in UNCHANGED_BY
+
     def check_text(self, text: Any, what: str) -> str:
         if not isinstance(text, str):
             raise ParamError(f"{what} must be text.")
@@ -493,7 +505,10 @@ class Playground:
             inspection = self.inspect_raw(prompt)
         except UserError as error:
             return display.notes_markdown([str(error)], [])
-        return display.raw_checks(inspection, prompt, self.control_token_notes(prompt))
+        unchanged = display.model_label(self.model) if self.unchanged_by("second-bos") else ""
+        return display.raw_checks(
+            inspection, prompt, self.control_token_notes(prompt), bos_unchanged=unchanged
+        )
 
     def control_token_notes(self, prompt: str) -> list[str]:
         """Control-token texts in a raw prompt: each becomes one control token, not text."""

@@ -1,5 +1,7 @@
 """The Compare tab and share links in real Chromium: a teacher's three columns with their token
-differences, four columns streaming at once and stopping alone, every fault's prompt as shown,
+differences, every column's prompt, diff and fault shown before any run (four side by side at
+1280 px), an edited column that starts from column 1's prompt, four columns streaming at once
+and stopping alone at a real click, every fault's prompt as shown,
 hostile text in a message, an edited prompt and a link, and links that restore and replay.
 
 Screenshots go to the git-ignored `artifacts/` folder.
@@ -18,6 +20,7 @@ from tests.test_reliability import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 QUESTION = [{"role": "user", "content": "What is 7 plus 5?"}]
+CORRECT_PROMPT = "<bos><start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n<start_of_turn>model\n"
 
 
 def open_compare(browser, url, width=1280, query="?view=compare"):
@@ -43,6 +46,16 @@ def set_conversation(page, messages):
     editor.fill(json.dumps(messages))  # CodeMirror's own input: no auto-closed brackets
 
 
+def wait_text(page, selector, text):
+    """Wait until the element's text includes `text` (polled in the page, as the stop test's
+    note says)."""
+    page.wait_for_function(
+        "([s, t]) => document.querySelector(s)?.innerText.includes(t)",
+        arg=[selector, text],
+        polling=250,
+    )
+
+
 def run_all(page, columns):
     page.click("#compare-run")
     for n in range(1, columns + 1):
@@ -56,18 +69,74 @@ def test_a_teacher_runs_the_correct_prompt_beside_two_faults(browser, tutor_app_
                                                              width):  # fmt: skip
     page = open_compare(browser, tutor_app_url, width)
     set_number(page, "slider-temperature", 0)
-    # The tab opens on the lesson's three: correct, a second <bos>, no generation prompt.
+    # The tab opens on three: correct, 'assistant' as the role name, no generation prompt.
     run_all(page, 3)
     assert "12" in page.input_value("#compare-output-1 textarea")
-    added = page.locator("#compare-prompt-2 ins.diff-added")
-    assert added.count() == 1 and added.inner_text() == "<bos>"
+    # The role name marked whole (tiny-tutor's tokens are characters: issue 33's confetti).
+    assert page.inner_text("#compare-prompt-2 ins.diff-added") == "assistant"
+    assert page.inner_text("#compare-prompt-2 del.diff-removed") == "model"
     removed = page.locator("#compare-prompt-3 del.diff-removed")
     assert "<start_of_turn>model" in removed.inner_text()
-    assert "+1 / −0" in page.inner_text("#compare-info-2")
     assert "+0 / −" in page.inner_text("#compare-info-3")
     assert "P(<end_of_turn>)" in page.inner_text("#compare-probs-1")
-    assert "Same output as column 1" in page.inner_text("#compare-parts-2")
+    # The default fault shows on the demo model (a second <bos>, the old default, did not).
+    assert "Parts from column 1 at character 0" in page.inner_text("#compare-parts-2")
+    assert page.input_value("#compare-output-2 textarea") != page.input_value(
+        "#compare-output-1 textarea"
+    )
     assert "Parts from column 1 at character 0" in page.inner_text("#compare-parts-3")
+    screenshot(page, request)
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_every_column_shows_its_prompt_diff_and_fault_before_any_run(
+    browser, tutor_app_url, request, width
+):
+    # Issue 33: the columns stayed empty until Run all, so the diff the intro promises could
+    # not be shown before spending a run.
+    page = open_compare(browser, tutor_app_url, width)
+    for n in (1, 2, 3):
+        wait_text(page, f"#compare-info-{n}", "tokens")
+        assert "<start_of_turn>user" in page.inner_text(f"#compare-prompt-{n}")
+    assert "against column 1: +0 / −" in page.inner_text("#compare-info-3")
+    assert "<start_of_turn>model" in page.inner_text("#compare-prompt-3 del.diff-removed")
+    assert FAULTS["no-generation-prompt"].doc in page.inner_text("#compare-info-3")
+    # A fault picked: its column follows, with the note that tiny-tutor doesn't show it.
+    choose(page, 2, "second-bos")
+    wait_text(page, "#compare-info-2", "+1 / −0")
+    added = page.locator("#compare-prompt-2 ins.diff-added")
+    assert added.count() == 1 and added.inner_text() == "<bos>"
+    assert "leaves the reply as it is (measured)" in page.inner_text("#compare-info-2")
+    # A fourth column: rendered too, and beside the other three at 1280 px.
+    page.locator("#compare-count label:has-text('4')").click()
+    wait_text(page, "#compare-info-4", "tokens")
+    boxes = [page.locator(f"#compare-col-{n}").bounding_box() for n in (1, 2, 3, 4)]
+    tops = [round(box["y"]) for box in boxes]
+    if width == 1280:
+        assert len(set(tops)) == 1, tops
+        assert boxes[3]["x"] + boxes[3]["width"] <= 1280
+    else:
+        assert tops == sorted(set(tops)), tops  # one under the other on a phone
+    for n in (1, 2, 3, 4):  # all of it before any run
+        assert page.input_value(f"#compare-output-{n} textarea") == ""
+        assert page.inner_text(f"#compare-figures-{n}").strip() == ""
+    screenshot(page, request)
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_an_edited_column_starts_from_column_1s_prompt(browser, tutor_app_url, request, width):
+    # Issue 33: it started empty, so Run all said "The edited prompt is empty."
+    page = open_compare(browser, tutor_app_url, width)
+    set_number(page, "slider-temperature", 0)
+    choose(page, 3, "edited")
+    page.wait_for_function(
+        "document.querySelector('#compare-edited-3 textarea').value.startsWith('<bos>')"
+    )
+    assert page.input_value("#compare-edited-3 textarea") == CORRECT_PROMPT
+    wait_text(page, "#compare-info-3", "against column 1: +0 / −0")
+    run_all(page, 3)
+    wait_text(page, "#compare-parts-3", "Same output as column 1")
+    assert page.locator(".toast-body").count() == 0
     screenshot(page, request)
 
 
@@ -88,8 +157,16 @@ def test_four_columns_stream_at_once_and_each_stops_alone(
     # The engine is the witness of "at once": a loaded 2-core machine's page can show the
     # text seconds after it was made (test_browser_batching's note).
     wait_until(lambda: batched_engine.active == 4, seconds=30)
-    page.evaluate("document.querySelector('#compare-stop-2').click()")
-    wait_until(lambda: batched_engine.active == 3)
+    page.wait_for_function(
+        "document.querySelector('#compare-output-2 textarea').value.length > 30", polling=250
+    )
+    # Issue 33: during a long output the page froze (a trivial evaluate took 6-13 s) and a
+    # click on Stop landed 12-24 s late. A real click now, and the page must answer at once.
+    started = time.monotonic()
+    page.evaluate("1")
+    assert time.monotonic() - started < 2.0
+    page.click("#compare-stop-2")
+    wait_until(lambda: batched_engine.active == 3, seconds=5, what="column 2 to stop")
     time.sleep(1.0)
     assert batched_engine.active == 3  # the other three go on
     for n in (1, 3, 4):
@@ -104,9 +181,10 @@ def test_four_columns_stream_at_once_and_each_stops_alone(
         "document.querySelector('#compare-figures-2').innerText.includes('stopped by you')",
         polling=250,
     )
+    assert "2000 new tokens" not in page.inner_text("#compare-figures-2")  # not to its limit
     for n in (1, 3, 4):
         assert "stopped by you" not in page.inner_text(f"#compare-figures-{n}")
-        page.evaluate(f"document.querySelector('#compare-stop-{n}').click()")
+        page.click(f"#compare-stop-{n}")
     wait_until(lambda: batched_engine.active == 0)
     for n in (1, 3, 4):  # each ends with its figures (stopped, or ended just before the click)
         page.wait_for_function(
@@ -161,6 +239,10 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
     page = open_compare(browser, tutor_app_url, width)
     set_conversation(page, [{"role": "user", "content": HOSTILE}])
     choose(page, 3, "edited")
+    # It starts from column 1's prompt: wait for that, or it lands over the text typed here.
+    page.wait_for_function(
+        "document.querySelector('#compare-edited-3 textarea').value.startsWith('<bos>')"
+    )
     page.fill("#compare-edited-3 textarea", "<bos>" + HOSTILE)
     set_number(page, "slider-max_new_tokens", 4)
     run_all(page, 3)

@@ -17,6 +17,7 @@ from playground.compare import (
     parse_changes,
     parse_variants,
     plan_column,
+    readable_diff,
     token_diff,
 )
 from playground.errors import UserError
@@ -30,6 +31,7 @@ from playground.share import (
     output_hash,
 )
 from playground.tokens import Token
+from playground.tutor import UNCHANGED_BY
 
 SYSTEM = [{"role": "system", "content": "Answer briefly."}]
 QUESTION = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -75,7 +77,7 @@ def test_every_fault_gives_the_prompt_its_docs_describe(playground, name):
         return
     column = plan(playground, Variant(name))
     assert column.prompt == EXPECTED[name]
-    assert column.notes == (FAULTS[name].doc,)
+    assert column.notes[0] == FAULTS[name].doc  # a second note: the model can't show it
     assert [t.id for t in column.tokens] == playground.engine.tokenizer.encode(EXPECTED[name])
 
 
@@ -156,6 +158,30 @@ def test_a_long_alike_difference_is_one_change_not_minutes_of_cpu():
         ("added", len(b) - 6),
         ("same", 1),
     ]
+
+
+def test_the_shown_diff_marks_a_changed_word_whole_on_character_tokens():
+    # Issue 33: on tiny-tutor's character tokens "user" against "system" was marked letter by
+    # letter (u, s kept, yst, e kept, r/m).
+    def chars(text):
+        return [Token(ord(c), c, False) for c in text]
+
+    def shown(a, b):
+        return [(k, "".join(t.piece for t in r)) for k, r in readable_diff(token_diff(a, b))]
+
+    assert shown(chars("<t>user\nHi"), chars("<t>system\nHi")) == [
+        ("same", "<t>"), ("removed", "user"), ("added", "system"), ("same", "\nHi"),
+    ]  # fmt: skip
+    assert diff_counts(token_diff(chars("user"), chars("system"))) == (4, 2)  # counts stay exact
+    import random
+
+    rng = random.Random(1)
+    for _ in range(500):
+        a = chars("".join(rng.choice("abc") for _ in range(rng.randint(0, 20))))
+        b = chars("".join(rng.choice("abc") for _ in range(rng.randint(0, 20))))
+        runs = readable_diff(token_diff(a, b))
+        assert [t for kind, run in runs if kind != "added" for t in run] == a
+        assert [t for kind, run in runs if kind != "removed" for t in run] == b
 
 
 def test_first_difference_is_the_first_character_that_parts():
@@ -340,3 +366,48 @@ def test_the_fault_lab_lesson_runs_each_fault_as_the_compare_tab_makes_it(playgr
         assert prompt in lab.values(), prompt
         shown[prompt] = cell
     assert len(shown) == len(lab) == len(FAULTS)  # every fault once, and the correct prompt
+
+
+# The Compare tab's conversations: its start, and the fault lab's with a system message.
+MEASURED = [QUESTION, SYSTEM + QUESTION]
+
+
+def test_the_faults_tiny_tutor_does_not_show_are_the_ones_the_page_names(playground):
+    # Issue 33: "a second <bos>" promised degraded replies that tiny-tutor never gives. The
+    # faults it replies to as to the correct prompt are named (UNCHANGED_BY); the rest must
+    # change a reply, so a retrained model that shows more, or fewer, fails here.
+    greedy = playground.params({"temperature": 0, "max_new_tokens": 40})
+    unchanged = set(FAULTS) - {"error-system"}
+    for messages in MEASURED:
+        turns, options = conversation_inputs(playground, json.dumps(messages), "")
+        correct = plan_column(playground, turns, options, Variant(), greedy)
+        *_, reference = playground.complete(correct.prompt, greedy)
+        for name in sorted(unchanged):
+            try:
+                column = plan_column(playground, turns, options, Variant(name), greedy)
+            except UserError:  # a system message's fault, in the conversation without one
+                continue
+            *_, reply = playground.complete(column.prompt, greedy)
+            if reply.text != reference.text:
+                unchanged.discard(name)
+    assert unchanged == UNCHANGED_BY
+
+
+def test_a_fault_the_served_model_does_not_show_says_so(playground):
+    for name in FAULTS:
+        if name == "error-system":
+            continue
+        notes = plan(playground, Variant(name)).notes
+        said = any("leaves the reply as it is (measured)" in note for note in notes)
+        assert said == (name in UNCHANGED_BY), name
+    assert "tiny-tutor (demo model)" in plan(playground, Variant("second-bos")).notes[-1]
+    checks = playground.raw_checks("<bos><bos>Hi")
+    assert "tiny-tutor (demo model) replies the same" in checks and "degrade" not in checks
+
+
+def test_a_model_not_measured_gets_no_such_note(tutor_engine, settings):
+    # The note is the measured model's alone: any other model is promised nothing either way.
+    other = Playground(tutor_engine, settings.with_(model="tiny-tutor"))
+    other.unchanged_by = lambda fault: False
+    assert plan(other, Variant("second-bos")).notes == (FAULTS["second-bos"].doc,)
+    assert "can change its replies" in other.raw_checks("<bos><bos>Hi")

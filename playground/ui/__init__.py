@@ -89,7 +89,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             with gr.Tab("Compare", id="compare"):
                 bars["compare"] = build_share_bar("compare")
                 notes.append(build_stop_note("compare"))
-                compare = build_compare()
+                compare = build_compare(playground)
             with gr.Tab("Notebook", id="notebook"):
                 notes.append(build_stop_note("notebook"))
                 notebook = build_notebook(playground)

@@ -1,7 +1,9 @@
 """The Compare tab: one conversation as 2 to 4 columns, run at once, each stoppable alone.
 
 Owns: the `CompareTab` components and their handlers: planning every column (its exact prompt,
-the tokens it adds or lacks against column 1, its sampling), streaming each column as its own
+the tokens it adds or lacks against column 1, its sampling, its fault's notes), shown as soon as
+the page opens and again whenever a column's choice changes, before any run; an edited column's
+text, which starts from column 1's prompt; streaming each column as its own
 event (so each takes one of the engine's slots, admitted like any reply, and stops alone), and
 the line under each output that says where it parts from column 1's.
 Does not own: the faults, variants and differences (`compare`), streaming (`session`), markup
@@ -11,8 +13,9 @@ Does not own: the faults, variants and differences (`compare`), streaming (`sess
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -30,18 +33,23 @@ from playground.compare import (
     first_difference,
     parse_changes,
     plan_column,
+    readable_diff,
     token_diff,
 )
 from playground.engines import EngineError
 from playground.errors import UserError
+from playground.sampling import SamplingParams
 from playground.session import Control, Playground, throttle
 from playground.ui.common import PRIVATE, engine_events, probabilities, user_errors, wire_stop
 from playground.ui.controls import Controls
 
-# What a teacher sees first: the correct prompt beside two classic mistakes.
-START_VARIANTS = (CORRECT, "second-bos", "no-generation-prompt", "assistant-role")
+# What a teacher sees first: the correct prompt beside two classic mistakes whose replies differ
+# on the demo model too (a second <bos> changes none of tiny-tutor's: issue 33), then that one.
+START_VARIANTS = (CORRECT, "assistant-role", "no-generation-prompt", "second-bos")
 START_CONVERSATION = [{"role": "user", "content": "What is 7 plus 5?"}]
+START_CONVERSATION_JSON = json.dumps(START_CONVERSATION, indent=2)
 CHOICES = [(title, name) for name, title in VARIANT_TITLES.items()]
+STALE_OUTPUT = "The output below is from the last run, of another prompt: Run all runs this one."
 
 
 @dataclass
@@ -79,16 +87,17 @@ def fault_docs() -> str:
     )
 
 
-def build_compare() -> CompareTab:
+def build_compare(playground: Playground) -> CompareTab:
     gr.Markdown(
         "One conversation, sent 2 to 4 ways side by side: the correct prompt, a named chat-format "
-        "fault, other sampling values, or the prompt edited by hand. **Run all** streams every "
-        "column at once; tokens a column adds to column 1's prompt are underlined in green, "
-        "tokens it lacks are struck through in red."
+        "fault, other sampling values, or the prompt edited by hand. Each column shows the exact "
+        "prompt it sends as soon as you pick it: tokens it adds to column 1's prompt are "
+        "underlined in green, tokens it lacks are struck through in red. **Run all** streams "
+        "every column at once, to see what the model makes of each."
     )
     with gr.Row():
         conversation = gr.Code(
-            json.dumps(START_CONVERSATION, indent=2),
+            START_CONVERSATION_JSON,
             language="json",
             label="Conversation (JSON list of {role, content}; a system message may come first)",
             elem_id="compare-conversation",
@@ -101,14 +110,19 @@ def build_compare() -> CompareTab:
                 run = gr.Button("Run all", variant="primary", elem_id="compare-run")
     with gr.Accordion("The faults, one by one", open=False):
         gr.Markdown(fault_docs(), elem_id="compare-faults")
-    with gr.Row(equal_height=False):
-        columns = [_build_column(i) for i in range(MAX_COLUMNS)]
+    # The page opens with its columns already shown (issue 33: they stayed empty until a run).
+    start = [(variant, "", "") for variant in START_VARIANTS]
+    plans = plan_all(playground, START_CONVERSATION_JSON, "", 3, start, playground.params({}))
+    views = [column_view(plan, plans[0]) for plan in plans]
+    with gr.Row(equal_height=False, elem_id="compare-columns"):
+        columns = [_build_column(i, *views[i]) for i in range(MAX_COLUMNS)]
     return CompareTab(conversation, prefill, count, use_chat, run, columns)
 
 
-def _build_column(i: int) -> CompareColumn:
+def _build_column(i: int, info: str, marked: str) -> CompareColumn:
     n = i + 1
-    with gr.Column(visible=i < 3, min_width=280, elem_id=f"compare-col-{n}") as box:
+    # 200 px: four columns fit beside the open sidebar at 1280 px; a phone gets one per row.
+    with gr.Column(visible=i < 3, min_width=200, elem_id=f"compare-col-{n}") as box:
         gr.Markdown(f"### Column {n}" + (" (the reference)" if i == 0 else ""))
         variant = gr.Dropdown(
             CHOICES, value=START_VARIANTS[i], label="Prompt", elem_id=f"compare-variant-{n}"
@@ -125,8 +139,8 @@ def _build_column(i: int) -> CompareColumn:
             visible=False,
             elem_id=f"compare-edited-{n}",
         )
-        info = gr.Markdown(elem_id=f"compare-info-{n}")
-        prompt = gr.HTML(elem_id=f"compare-prompt-{n}")
+        info = gr.Markdown(info, elem_id=f"compare-info-{n}")
+        prompt = gr.HTML(marked, elem_id=f"compare-prompt-{n}")
         stop = gr.Button("⏹ Stop", variant="stop", interactive=False, elem_id=f"compare-stop-{n}")
         output = gr.Textbox(
             label="Output", lines=5, interactive=False, elem_id=f"compare-output-{n}"
@@ -140,44 +154,60 @@ def _build_column(i: int) -> CompareColumn:
     )  # fmt: skip
 
 
-def plan_columns(
-    playground: Playground, data: dict, tab: CompareTab, controls: Controls
+def plan_all(
+    playground: Playground,
+    conversation: str,
+    prefill: str,
+    count: int,
+    columns: list[tuple[str, str, str]],
+    params: SamplingParams,
 ) -> list[Column | UserError | None]:
-    """Every shown column's plan, or the error that keeps it from running; None when hidden."""
-    values, stop, fresh = controls.read(data)
-    params = playground.params(values, stop, new_seed=fresh)
-    messages, options = conversation_inputs(
-        playground, data[tab.conversation] or "", data[tab.prefill] or ""
-    )
+    """The first `count` columns' plans, from each one's (variant, edited text, sampling
+    changes), or the error that keeps a column from running; None when hidden. A conversation
+    that can't be read raises: every column needs it."""
+    messages, options = conversation_inputs(playground, conversation, prefill)
     plans: list[Column | UserError | None] = []
-    for i, column in enumerate(tab.columns):
-        if i >= int(data[tab.count]):
+    for i, (name, edited, changes) in enumerate(columns):
+        if i >= count:
             plans.append(None)
             continue
         try:
-            variant = Variant(
-                data[column.variant] or CORRECT,
-                data[column.edited] or "",
-                parse_changes(data[column.changes] or ""),
-            )
+            variant = Variant(name or CORRECT, edited, parse_changes(changes))
             plans.append(plan_column(playground, messages, options, variant, params))
         except UserError as error:
             plans.append(error)
     return plans
 
 
-def column_view(plan: Column | UserError | None, reference: Column | None) -> tuple[str, str]:
-    """A column's info line and its prompt marked against the reference's tokens."""
+def plan_columns(
+    playground: Playground, data: dict, tab: CompareTab, controls: Controls
+) -> list[Column | UserError | None]:
+    """Every shown column's plan (`plan_all`), from an event's values."""
+    values, stop, fresh = controls.read(data)
+    return plan_all(
+        playground,
+        data[tab.conversation] or "",
+        data[tab.prefill] or "",
+        int(data[tab.count]),
+        [(data[c.variant], data[c.edited] or "", data[c.changes] or "") for c in tab.columns],
+        playground.params(values, stop, new_seed=fresh),
+    )
+
+
+def column_view(plan: Column | UserError | None, reference: object) -> tuple[str, str]:
+    """A column's info line and its prompt marked against the reference's (column 1's) tokens,
+    when column 1 has a plan."""
     if plan is None:
         return "", ""
     if isinstance(plan, UserError):
         return display.notes_markdown([str(plan)], []), ""
+    reference = reference if isinstance(reference, Column) else None
     lines = [f"**{display.escape(plan.title)}**", f"{len(plan.tokens)} tokens"]
     if reference is not None and plan is not reference:
         runs = token_diff(reference.tokens, plan.tokens)
         added, removed = diff_counts(runs)
         lines[-1] += f" · against column 1: +{added} / −{removed}"
-        marked = display.diff_prompt(runs)
+        marked = display.diff_prompt(readable_diff(runs))
     else:
         marked = display.marked_prompt(plan.prompt)
     lines += [f"*{display.escape(note)}*" for note in plan.notes]
@@ -190,10 +220,9 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
     @user_errors
     def on_prepare(data: dict) -> dict:
         plans = plan_columns(playground, data, tab, controls)
-        reference = plans[0] if isinstance(plans[0], Column) else None
         updates = {}
         for column, plan in zip(tab.columns, plans, strict=True):
-            info, marked = column_view(plan, reference)
+            info, marked = column_view(plan, plans[0])
             runnable = isinstance(plan, Column)
             if runnable:
                 data[column.control].queue()
@@ -208,6 +237,22 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
                 column.stop: gr.update(interactive=runnable),
             }
         return updates
+
+    def on_preview(data: dict) -> list[str]:
+        # No toast while a teacher types: what keeps a column from running shows in it.
+        try:
+            plans = plan_columns(playground, data, tab, controls)
+        except UserError as error:
+            shown = int(data[tab.count])
+            plans = [error if i < shown else None for i in range(MAX_COLUMNS)]
+        views = []
+        for column, plan in zip(tab.columns, plans, strict=True):
+            info, marked = column_view(plan, plans[0])
+            ran = data[column.plan]
+            if isinstance(plan, Column) and ran is not None and ran.prompt != plan.prompt:
+                info += f"\n\n*{STALE_OUTPUT}*"
+            views += [info, marked]
+        return views
 
     def on_parts(*outputs: str) -> list[str]:
         reference = outputs[0] or ""
@@ -244,13 +289,69 @@ def wire_compare(tab: CompareTab, controls: Controls, playground: Playground) ->
             column.edited,
             **PRIVATE,
         )
+        # .input, a visitor's own choice only: a share link restores its edited text with the
+        # choice, and a .change handler read that text before it had landed (seen in Chromium).
+        column.variant.input(
+            _on_variant(playground, tab, controls, column),
+            {tab.conversation, tab.prefill, *controls.inputs,
+             *[part for c in tab.columns for part in (c.variant, c.edited)]},
+            column.edited,
+            show_progress="hidden",
+            **PRIVATE,
+        )  # fmt: skip
     tab.count.change(
         lambda n: [gr.Column(visible=i < int(n)) for i in range(MAX_COLUMNS)],
         tab.count,
         columns_in,
         **PRIVATE,
     )
+    # Every column's prompt, tokens, diff and notes follow what is picked, before any run
+    # (issue 33). always_last: typing in an edited prompt queues one preview, not one a key.
+    gr.on(
+        [
+            tab.conversation.change, tab.prefill.change, tab.count.change,
+            controls.values["max_new_tokens"].change,
+            *[event for c in tab.columns
+              for event in (c.variant.change, c.edited.change, c.changes.change)],
+        ],
+        on_preview,
+        {
+            tab.conversation, tab.prefill, tab.count, *controls.inputs,
+            *[part for c in tab.columns for part in (c.variant, c.changes, c.edited, c.plan)],
+        },
+        [part for c in tab.columns for part in (c.info, c.prompt)],
+        trigger_mode="always_last",
+        show_progress="hidden",
+        **PRIVATE,
+    )  # fmt: skip
     return runs
+
+
+def _on_variant(
+    playground: Playground, tab: CompareTab, controls: Controls, column: CompareColumn
+) -> Callable[[dict], Any]:
+    """The handler of a visitor's prompt choice in `column`: an empty edited prompt starts from
+    column 1's prompt (column 1's own, from the correct one), so it runs as it is."""
+    first = tab.columns[0]
+
+    def on_variant(data: dict) -> dict:
+        if data[column.variant] != EDITED or (data[column.edited] or "").strip():
+            return gr.skip()
+        source = Variant(data[first.variant], data[first.edited] or "")
+        if column is first or (source.prompt == EDITED and not source.text.strip()):
+            source = Variant()
+        try:
+            messages, options = conversation_inputs(
+                playground, data[tab.conversation] or "", data[tab.prefill] or ""
+            )
+            values, stop, _ = controls.read(data)
+            params = playground.params(values, stop)
+            text = plan_column(playground, messages, options, source, params).prompt
+        except UserError:
+            text = ""  # the column's preview says what is wrong
+        return text
+
+    return on_variant
 
 
 def _wire_column(column: CompareColumn, playground: Playground) -> dict:
