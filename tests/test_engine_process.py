@@ -148,6 +148,13 @@ def start_long_reply(engine):
     return generation, stream, text
 
 
+def test_a_terminals_ctrl_c_reaches_the_app_not_the_engine_process(engine):
+    # Ctrl-C in a terminal signals its foreground process group, so the child must not be in
+    # the app's (test_terminal's pty Ctrl-C test drives it end to end).
+    assert os.getpgid(engine.process.pid) != os.getpgid(0)
+    assert os.getsid(engine.process.pid) == engine.process.pid
+
+
 def test_a_killed_engine_process_ends_the_reply_keeping_its_text_and_comes_back(engine):
     engine.process.set_hooks(delay_s=0.02)  # slow enough to be killed mid-reply
     generation, stream, text = start_long_reply(engine)

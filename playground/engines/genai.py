@@ -78,9 +78,14 @@ class EngineProcess:
         package_root = str(Path(playground.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+        # A session of its own: a terminal's Ctrl-C goes to its whole foreground process group,
+        # and reached the child too, which died of it mid-reply (the terminal chat's Ctrl-C
+        # test, once in a full run). Stopping a reply is the app's to do; the child ends when the
+        # app closes its socket.
         self._child = subprocess.Popen(
             [sys.executable, "-m", "playground.engines._genai_process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )  # fmt: skip
         theirs.close()
         self._conn = Connection(ours.detach())
@@ -257,8 +262,14 @@ class GenAIEngine(Engine):
         if self.supports_prompt_lookup:
             lookup = (" Prompt lookup's pipeline, built when a visitor first turns it on, loads "
                       "the model again with a cache of the same size.")  # fmt: skip
-        return [*notes, f"KV-cache budget: {self.kv_budget.describe()}. A request waits until "
-                f"its prompt and max new tokens fit beside those running.{lookup}"]  # fmt: skip
+        # The bare token count meant nothing to a newcomer (issue 33): say what it holds.
+        budget = (
+            f"KV-cache budget: {self.kv_budget.describe()} — the model's memory of the text it "
+            "reads and writes, shared by every reply written at once (each needs at most the "
+            f"context size, {self.context_size:,} tokens). A request waits until its prompt and "
+            f"max new tokens fit beside those running.{lookup}"
+        )
+        return [*notes, budget]
 
     def config(self, params: SamplingParams) -> dict[str, Any]:
         """The GenerationConfig fields for `params`: explicit, as GenAI's samples write them."""
