@@ -396,7 +396,14 @@ def _check_policy(policy: str) -> None:
         raise ChatFormatError(f"unknown system policy {policy!r} (allowed: {allowed})")
 
 
-def _fold_note(separator: str) -> str:
+# The note a fold leaves, shown beside every prompt it shapes: one short line (issue 33), the
+# why and the peers' choices a request away (`fold_details`).
+FOLD_NOTE = "The system message was folded into the first user message: Gemma-2 has no system turn."
+
+
+def fold_details(separator: str) -> str:
+    """What a fold does and how other runtimes fold, for whoever asks (the inspector's "Why
+    fold?" and the terminal's /fold)."""
     # minja's system-role polyfill (chat-template.hpp: pending_system + "\n" + content), which
     # llama.cpp's Jinja path runs; GenAI's and Ollama's as found by their tests (issue 13).
     peers = (
@@ -404,8 +411,9 @@ def _fold_note(separator: str) -> str:
         "Gemma template join with a single '\\n'"
     )
     return (
-        f"The system message was folded into the first user message, both trimmed and joined "
-        f"with {separator!r} (the fold_separator setting). "
+        "Gemma-2 was trained without a system turn, so the system message goes at the start of "
+        f"the first user message: both trimmed and joined with {separator!r} (the "
+        "fold_separator setting). "
         + (f"{peers} too." if separator == "\n" else f"{peers}, so their prompt differs here.")
     )
 
@@ -565,7 +573,7 @@ def _render_positioned(
     )
     notes = []
     if options.system_policy == "fold" and messages[0]["role"] == "system":
-        notes.append(_fold_note(options.fold_separator))
+        notes.append(FOLD_NOTE)
     text = _render_template(
         template, folded, bos_token=bos_token, add_generation_prompt=options.add_generation_prompt
     )

@@ -29,7 +29,14 @@ from playground.display import ended_at_once, model_label
 from playground.engines import ENGINE_KINDS, open_engine
 from playground.errors import UserError
 from playground.models import resolve_model
-from playground.sampling import RANGES, SAMPLING_FIELDS, describe
+from playground.sampling import (
+    MAX_ENGINE_STOP_STRINGS,
+    MAX_STOP_LENGTH,
+    MAX_STOP_STRINGS,
+    RANGES,
+    SAMPLING_FIELDS,
+    describe_request,
+)
 from playground.session import Playground, exported_model, params_from_request
 from playground.settings import load_settings
 from playground.tokens import Tokenizer
@@ -86,14 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--base-url", help="the remote engine's server, e.g. http://HOST:PORT/v1")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
-    source.add_argument("--messages", type=Path, help="JSON list of {role, content}")
+    source.add_argument(
+        "--messages",
+        type=Path,
+        metavar="FILE",
+        help="a JSON file holding a list of {role, content} (or {messages: [...]})",
+    )
     ranges = _ranges_for_help()
     for f in SAMPLING_FIELDS:  # the one list of sampling parameters, with their help text
         flag = "--" + f.name.replace("_", "-")
         kind = int if RANGES[f.name].integer else float
-        extra = " -1 draws a random seed, reported." if f.name == "seed" else ""
-        gen.add_argument(flag, type=kind, dest=f.name, help=describe(f.name, ranges) + extra)
-    gen.add_argument("--stop", nargs="+", default=[], metavar="STR", help=describe("stop"))
+        # What a request takes, which is more than the sliders' range (issue 33).
+        gen.add_argument(flag, type=kind, dest=f.name, help=describe_request(f.name, ranges))
+    gen.add_argument(
+        "--stop",
+        nargs="+",
+        default=[],
+        metavar="STR",
+        help="Generation ends before the first of these texts: up to "
+        f"{MAX_ENGINE_STOP_STRINGS} here (the web app's box takes {MAX_STOP_STRINGS}), each at "
+        f"most {MAX_STOP_LENGTH} characters.",
+    )
     gen.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
     gen.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
@@ -259,6 +279,8 @@ def _generate(args: argparse.Namespace) -> int:
     if args.messages is not None:
         replies = playground.reply(_read_conversation(args.messages), RenderOptions(), params)
     else:
+        for note in playground.raw_notes(args.prompt):  # the Raw tab's checks: a doubled <bos>
+            print(f"note: {note}", file=sys.stderr)
         replies = playground.complete(args.prompt, params)  # the UI's rule: no empty prompt
     shown = ""
     for reply in replies:

@@ -253,9 +253,19 @@ def notes_markdown(
 def raw_checks(
     inspection: Inspection, prompt: str, control_notes: Sequence[str], bos_unchanged: str = ""
 ) -> str:
-    """A raw prompt's checks: its token count, its notes, a doubled `<bos>` and the control-token
-    texts in it (`control_notes`). `bos_unchanged` names the served model when it was measured to
-    reply the same with a doubled `<bos>` (`Playground.unchanged_by`)."""
+    """A raw prompt's checks: its token count, then its notes (`raw_notes`), as Markdown."""
+    notes = raw_notes(inspection, control_notes, bos_unchanged)
+    counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
+    return "\n\n".join([counts, notes_markdown([], notes, empty="")]).strip()
+
+
+def raw_notes(
+    inspection: Inspection, control_notes: Sequence[str], bos_unchanged: str = ""
+) -> list[str]:
+    """A raw prompt's notes, plain text (the Raw tab's and the command line's): the
+    inspection's, a doubled `<bos>` and the control-token texts in it (`control_notes`).
+    `bos_unchanged` names the served model when it was measured to reply the same with a
+    doubled `<bos>` (`Playground.unchanged_by`)."""
     notes = list(inspection.warnings)
     if inspection.bos_count > 1:
         effect = (
@@ -267,16 +277,53 @@ def raw_checks(
             f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all. "
             f"Gemma was trained with exactly one; {effect}. Remove the extra ones."
         )
-    notes += control_notes
-    counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
-    return "\n\n".join([counts, notes_markdown([], notes, empty="")]).strip()
+    return [*notes, *control_notes]
+
+
+# What each figure of the Model tab means, in a line a newcomer can read (issue 33: "6,249,856
+# tokens" beside "Context size: 8192" said nothing).
+MEANINGS = {
+    "Model": "the weights that write the replies",
+    "Engine": "the code that runs them",
+    "Device": "the hardware it runs on",
+    "OpenVINO": "the version of Intel's library that runs the model",
+    "Load time": "reading the model and compiling it for this CPU when the app started",
+    "Compiled-model cache": "the model compiled for this CPU, kept on disk so a restart is quicker",
+    "CPU": "the processor; VNNI and AMX are what make 4-bit (int4) weights fast",
+    "Context size": "the most the model reads at once: the prompt and its reply together (a "
+    "token is a word, a piece of one or a character); past it, the oldest turns are left out",
+}
+
+
+def figure(label: str, value: str) -> str:
+    """One line of the Model tab: a figure (`value`, already escaped) and what it means."""
+    return f"- **{label}:** {value} — {MEANINGS[label]}"
+
+
+def model_lines(
+    info: Any, context_size: int, cpu: Any, warm_up: Any | None, in_process: bool
+) -> list[str]:
+    """The Model tab's lines on what is served (`EngineInfo`), each with its plain meaning:
+    the model and engine, and for a model run in this process (`in_process`) its device,
+    OpenVINO, load time, cache and this machine (`machine_lines`); then the context size."""
+    lines = [figure("Model", f"`{escape(info.model)}`"), figure("Engine", escape(info.kind))]
+    if in_process:
+        cache = "used" if info.cache_used else "empty at start (now filled)"
+        lines += [
+            figure("Device", escape(info.device)),
+            figure("OpenVINO", escape(info.openvino_version)),
+            figure("Load time", f"{info.load_s:.2f} s"),
+            figure("Compiled-model cache", cache),
+            *machine_lines(cpu, warm_up),
+        ]
+    return [*lines, figure("Context size", f"{context_size:,} tokens")]
 
 
 def machine_lines(cpu: Any, warm_up: Any | None) -> list[str]:
     """The Model tab's lines on this machine: the CPU and the flags that decide int4 speed
     (`machine.Cpu`), the decode speed the warm-up measured (a `GenerationResult`), and, on a
     CPU without VNNI, where a faster int4 engine is."""
-    lines = [f"- **CPU:** {escape(cpu.describe())}"]
+    lines = [figure("CPU", escape(cpu.describe()))]
     if warm_up is not None and warm_up.new_tokens > 1:
         lines.append(
             f"- **Measured at start:** {warm_up.tokens_per_s:.1f} tokens/s decoding one reply "
@@ -303,14 +350,14 @@ def engine_status(status: Mapping[str, Any]) -> str:
         lines.append(
             f"- **KV budget:** {status['kv_reserved_tokens']:,} of {status['kv_budget_tokens']:,}"
             " tokens reserved by running requests (prompt and max new tokens each); a request "
-            "that doesn't fit waits"
+            "that doesn't fit waits — the KV cache is the model's memory of the text it has read"
         )
     if "kv_cache_usage" in status:
         size = status["kv_cache_bytes"] / 2**20
         lines.append(
             f"- **KV cache:** {100 * status['kv_cache_usage']:.1f}% held by running requests "
             f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:,.1f} MiB set aside (RAM is "
-            "used only as blocks fill)"
+            "used only as blocks fill) — the share of the model's memory in use now"
         )
     if "engine_process" in status:
         lines.append(

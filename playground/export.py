@@ -2,7 +2,8 @@
 
 Owns: the inspector's snippets (`export_code`: OpenVINO GenAI and optimum-intel Python), the
 remote engine's request as curl and OpenAI-client Python (`remote_code`), and a lesson
-notebook's code cells (`notebook_setup_code`, `notebook_run_code`). Every snippet maps the
+notebook's code cells (`notebook_setup_code`, `notebook_run_code`), and how each finds its model
+(`model_code`: tiny-tutor wherever the code runs, Colab included). Every snippet maps the
 sampling values with `sampling.genai_options` / `sampling.transformers_options`, the very
 mappings the engines use, and stops at the model's end ids as its tokenizer's config gives them.
 Does not own: the prompt (`chat_format`, `inspection`), the notebook format (`notebook`).
@@ -11,13 +12,14 @@ Does not own: the prompt (`chat_format`, `inspection`), the notebook format (`no
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from playground.chat_format import BOS
-from playground.models import looks_like_repo_id
+from playground.models import TUTOR, looks_like_repo_id
 from playground.sampling import SamplingParams, genai_options, transformers_options
 
 
@@ -34,26 +36,21 @@ def export_code(
 
     Each snippet prints what the playground shows: the new text with special tokens kept (as the
     engine decodes them), without the end token that stopped it, cut before the first stop
-    string. `model` is a local folder, or with `from_hub` a Hugging Face repo id that the
-    snippet downloads first. `ov_config` holds the engine's OpenVINO properties (e.g. an f32
-    precision hint): without them the CPU's defaults (bf16, a u8 KV cache) can sample other tokens.
+    string. `model` is a local folder, tiny-tutor (found where the code runs: `model_code`), or
+    with `from_hub` a Hugging Face repo id that the snippet downloads first. `ov_config` holds
+    the engine's OpenVINO properties (e.g. an f32 precision hint): without them the CPU's
+    defaults (bf16, a u8 KV cache) can sample other tokens.
     `end_ids` are the model's end tokens, from its tokenizer's config.
     """
     if not prompt.startswith(BOS):
         prompt = BOS + prompt  # what the engine sends for raw text
     ids = ", ".join(str(i) for i in sorted(end_ids))
     ov_config = {str(k): str(v) for k, v in (ov_config or {}).items()}
-    model_line = (
-        f"model_dir = snapshot_download({model!r})  # the OpenVINO IR folder, from the Hub"
-        if from_hub
-        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
-    )
-    hub_import = "from huggingface_hub import snapshot_download\n" if from_hub else ""
     stop_strings = f"stop_strings = {list(params.stop)!r}\n" if params.stop else ""
     ov_config_line = f"ov_config = {ov_config!r}  # the playground's OpenVINO properties\n"
     # After each snippet's imports: the model, the prompt, the stop strings, the properties.
     inputs = (
-        f"{hub_import}\n{model_line}\nprompt = {prompt!r}\n"
+        f"\n{model_code(model, from_hub)}\nprompt = {prompt!r}\n"
         f"{stop_strings}{ov_config_line if ov_config else ''}\n"
     )
     # After generation: the new ids, less the end token, as text cut at the first stop string.
@@ -159,14 +156,70 @@ print()
     return {"curl": curl, "openai": python}
 
 
-def notebook_setup_code(model: str, ov_config: Mapping[str, str], end_ids: Collection[int]) -> str:
-    """A notebook's first cell: the pipeline on `model` (a Hub id it downloads, or a folder)
-    and `run(prompt, **options)`, which generates as the playground does."""
-    fetch = (
-        f"from huggingface_hub import snapshot_download\n\nmodel_dir = snapshot_download({model!r})"
-        if looks_like_repo_id(model) and not Path(model).expanduser().is_dir()
-        else f"model_dir = {model!r}  # a local OpenVINO IR folder"
+def model_code(model: str, from_hub: bool, space_id: str | None = None) -> str:
+    """The lines of exported code that set `model_dir`: a Hub id downloaded; tiny-tutor found
+    wherever the code runs (`TUTOR_FINDER`), or else, for code from a Space (`space_id`, by
+    default $SPACE_ID, which Hugging Face sets), downloaded from the Space's own files, or else a
+    plain refusal that says what to do; else the folder as given."""
+    if from_hub:
+        return (
+            "from huggingface_hub import snapshot_download\n\n"
+            f"model_dir = snapshot_download({model!r})  # the OpenVINO IR folder, from the Hub\n"
+        )
+    if model != TUTOR:
+        return f"model_dir = {model!r}  # a local OpenVINO IR folder\n"
+    space_id = os.environ.get("SPACE_ID", "") if space_id is None else space_id
+    fallback = _SPACE_DOWNLOAD.replace("SPACE", repr(space_id)) if space_id else _NOT_FOUND
+    return TUTOR_FINDER.replace("    FALLBACK\n", fallback)
+
+
+# tiny-tutor ships inside the playground's repository, not on the Hub as a model: code exported
+# for it must find it outside a clone (issue 33: a path relative to the repository broke in
+# Colab), and say plainly what to do when it can't.
+TUTOR_FINDER = '''from pathlib import Path
+
+
+def find_tiny_tutor():
+    """tiny-tutor, the playground's 1 MB demo model: the folder $TINY_TUTOR names, the
+    installed playground's copy, or a tiny-tutor folder (or a clone of the playground) here or
+    in a folder above: in Colab, upload the folder to the files pane."""
+    import os
+
+    candidates = [Path(os.environ["TINY_TUTOR"])] if os.environ.get("TINY_TUTOR") else []
+    try:
+        from playground.tutor import TUTOR_DIR
+
+        candidates.append(TUTOR_DIR)
+    except ImportError:
+        pass
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        candidates += [folder / "tiny-tutor", folder / "playground" / "tutor" / "tiny-tutor"]
+    for candidate in candidates:
+        if (candidate / "openvino_model.xml").is_file():
+            return str(candidate)
+    FALLBACK
+
+
+model_dir = find_tiny_tutor()  # the OpenVINO IR folder of tiny-tutor
+'''
+_NOT_FOUND = """    raise SystemExit(
+        "tiny-tutor not found: copy the folder playground/tutor/tiny-tutor of the Gemma-2 "
+        "OpenVINO Playground here (in Colab, upload it to /content), or set TINY_TUTOR to it."
     )
+"""
+_SPACE_DOWNLOAD = """    from huggingface_hub import snapshot_download
+
+    space = snapshot_download(
+        SPACE, repo_type="space", allow_patterns=["playground/tutor/tiny-tutor/*"]
+    )  # the playground's Space on the Hub, which ships it
+    return str(Path(space) / "playground" / "tutor" / "tiny-tutor")
+"""
+
+
+def notebook_setup_code(model: str, ov_config: Mapping[str, str], end_ids: Collection[int]) -> str:
+    """A notebook's first cell: the pipeline on `model` (a Hub id it downloads, tiny-tutor or
+    a folder) and `run(prompt, **options)`, which generates as the playground does."""
+    fetch = model_code(model, looks_like_repo_id(model) and not Path(model).expanduser().is_dir())
     config = f", **{dict(ov_config)!r}" if ov_config else ""
     ends = set(end_ids)
     return f'''import openvino_genai as ov_genai

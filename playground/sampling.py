@@ -49,13 +49,17 @@ class Domain:
     low_open: bool = False  # low itself is not allowed (top_p 0, repetition_penalty 0)
 
     def describe(self, name: str) -> str:
+        return f"{name} must be {self.values()}"
+
+    def values(self) -> str:
+        """The values allowed, in words: "a number from 0 to 2"."""
         kind = "a whole number" if self.integer else "a number"
         low = f"above {_fmt(self.low)}" if self.low_open else None
         if self.high == math.inf:
-            return f"{name} must be {kind} {low or 'of at least ' + _fmt(self.low)}"
+            return f"{kind} {low or 'of at least ' + _fmt(self.low)}"
         if low:
-            return f"{name} must be {kind} {low} and at most {_fmt(self.high)}"
-        return f"{name} must be {kind} from {_fmt(self.low)} to {_fmt(self.high)}"
+            return f"{kind} {low} and at most {_fmt(self.high)}"
+        return f"{kind} from {_fmt(self.low)} to {_fmt(self.high)}"
 
     def check(self, name: str, value: Any) -> int | float:
         allowed = self.describe(name)
@@ -282,6 +286,24 @@ def describe(name: str, ranges: dict[str, Range] | None = None) -> str:
     if r is None:
         return meta["help"]
     return f"{meta['help']} From {_fmt(r.low)} to {_fmt(r.high)}; default {_fmt(r.default)}."
+
+
+def describe_request(name: str, ranges: dict[str, Range] | None = None) -> str:
+    """The help text of a value an API or command-line request may set: what it does, what
+    the engine accepts (`DOMAINS`, which `from_request` checks), the sliders' range and the
+    default. The sliders' range alone promised less than a request takes (issue 33)."""
+    meta = {f.name: f.metadata for f in fields(SamplingParams)}[name]
+    r = (ranges or RANGES)[name]
+    if name == "max_new_tokens":  # `from_request` holds it to the context size
+        accepted = "a whole number from 1 to the model's context size"
+    elif name == "seed":
+        accepted = f"{DOMAINS[name].values()}, or -1 to draw one (reported)"
+    else:
+        accepted = DOMAINS[name].values()
+    return (
+        f"{meta['help']} Takes {accepted}; the web app's slider goes from {_fmt(r.low)} to "
+        f"{_fmt(r.high)}; default {_fmt(r.default)}."
+    )
 
 
 def label(name: str) -> str:

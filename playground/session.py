@@ -26,6 +26,7 @@ from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
     Budget,
     RenderOptions,
+    check_messages,
     check_unicode,
     fit_budget,
     parse_conversation,
@@ -34,7 +35,7 @@ from playground.engines import Engine, Generation, GenerationResult, Prompt, Rea
 from playground.errors import UserError
 from playground.export import SERVER_PLACEHOLDER, export_code, remote_code
 from playground.inspection import Inspection, inspect_budget, inspect_text
-from playground.models import TUTOR, TUTOR_DIR, looks_like_repo_id
+from playground.models import TUTOR, looks_like_repo_id
 from playground.notebook import PromptCell, cell_prompt
 from playground.sampling import RANGES, ParamError, SamplingParams, stop_list
 from playground.settings import Settings
@@ -48,6 +49,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 # second, 0.5 s (tests/test_browser.py's paced app, 4 clicks each, 2026-12-06).
 UPDATE_INTERVAL_S = 0.25
 GEMMA2_VOCAB_SIZE = 256000
+NEEDS_9B = "needs Gemma-2-9B"  # an example tiny-tutor does not answer (`example_choices`)
 
 Turn = dict[str, Any]  # {"role", "content"}, and "figures" (see `figures_of`) on a reply
 
@@ -132,8 +134,13 @@ def load_conversation(text: str) -> tuple[str, list[Turn]]:
     messages = parse_conversation(text)
     data = json.loads(text) if isinstance(text, str) else text
     figures = _figures_by_position(data)
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    offset = 1 if system else 0
+    offset = 1 if messages and messages[0]["role"] == "system" else 0  # an empty one too
+    system = messages[0]["content"] if offset else ""
+    if messages[offset:]:
+        # Checked as it loads, as a send would check it: a file with two user messages in a
+        # row loaded silently, and only the next Send failed (issue 33). Ending either way is
+        # fine: a reply awaits the next message, a message awaits Send.
+        check_messages(messages, add_generation_prompt=False)
     turns = [dict(m) for m in messages[offset:]]
     for i, turn in enumerate(turns):
         if figures.get(i + offset) is not None and turn["role"] == "assistant":
@@ -178,14 +185,20 @@ def checked_figures(figures: Any, position: int) -> dict[str, Any]:
     return checked
 
 
-def load_examples(folder: Path = EXAMPLES_DIR) -> dict[str, list[dict[str, str]]]:
-    """Example conversations, by title: each file is {title, messages} or a list of messages."""
-    examples = {}
+def load_examples(
+    folder: Path = EXAMPLES_DIR,
+) -> tuple[dict[str, list[dict[str, str]]], set[str]]:
+    """Example conversations by title, and the titles tiny-tutor answers: each file is
+    {title, messages, tiny_tutor} or a list of messages. `"tiny_tutor": true` is measured, not
+    hoped (tests/test_chat_first_use.py runs tiny-tutor on every example)."""
+    examples, for_tutor = {}, set()
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         title = data.get("title", path.stem) if isinstance(data, dict) else path.stem
         examples[title] = parse_conversation(data)
-    return examples
+        if isinstance(data, dict) and data.get("tiny_tutor") is True:
+            for_tutor.add(title)
+    return examples, for_tutor
 
 
 # ---- prompts ----------------------------------------------------------------------------------
@@ -428,7 +441,7 @@ class Playground:
     def __init__(self, engine: Engine, settings: Settings, examples_dir: Path = EXAMPLES_DIR):
         self.engine = engine
         self.settings = settings
-        self.examples = load_examples(examples_dir)
+        self.examples, self.tutor_examples = load_examples(examples_dir)
 
     @property
     def context_size(self) -> int:
@@ -444,6 +457,15 @@ class Playground:
         `compare.FAULTS` name) as without it: the shipped tiny-tutor, for some (`UNCHANGED_BY`),
         so the page says so rather than promise a change it would not show."""
         return self.model == TUTOR and fault in UNCHANGED_BY
+
+    def example_choices(self) -> list[tuple[str, str]]:
+        """The Examples list as (label, title): served by tiny-tutor, those it answers first,
+        and the rest marked (3 of the first 4 got its refusal, unmarked: issue 33)."""
+        if self.model != TUTOR:
+            return [(title, title) for title in self.examples]
+        answered = [(title, title) for title in self.examples if title in self.tutor_examples]
+        rest = [t for t in self.examples if t not in self.tutor_examples]
+        return answered + [(f"{title} · {NEEDS_9B}", title) for title in rest]
 
     def check_text(self, text: Any, what: str) -> str:
         if not isinstance(text, str):
@@ -505,10 +527,21 @@ class Playground:
             inspection = self.inspect_raw(prompt)
         except UserError as error:
             return display.notes_markdown([str(error)], [])
-        unchanged = display.model_label(self.model) if self.unchanged_by("second-bos") else ""
         return display.raw_checks(
-            inspection, prompt, self.control_token_notes(prompt), bos_unchanged=unchanged
+            inspection, prompt, self.control_token_notes(prompt), self._bos_unchanged()
         )
+
+    def raw_notes(self, prompt: str) -> list[str]:
+        """The raw checks' notes as plain lines (a doubled `<bos>`, control-token text): what
+        `generate --prompt` says on stderr, as the Raw tab says it (issue 33)."""
+        inspection = self.inspect_raw(prompt)
+        return display.raw_notes(
+            inspection, self.control_token_notes(prompt), self._bos_unchanged()
+        )
+
+    def _bos_unchanged(self) -> str:
+        # The served model, when it was measured to reply the same with a doubled <bos>.
+        return display.model_label(self.model) if self.unchanged_by("second-bos") else ""
 
     def control_token_notes(self, prompt: str) -> list[str]:
         """Control-token texts in a raw prompt: each becomes one control token, not text."""
@@ -531,6 +564,20 @@ class Playground:
             )
         return " ".join(notes)
 
+    def check_turn(
+        self,
+        turns: Sequence[Turn],
+        options: RenderOptions,
+        params: SamplingParams,
+        system: str = "",
+    ) -> Budget:
+        """What `reply` refuses before anything streams (the system prompt, the prefill, the
+        prompt as rendered and fitted), for a caller that checks a turn before accepting it:
+        the chat's Send leaves a refused message in its box rather than in the chat."""
+        self.check_text(system, "The system prompt")
+        self.check_text(options.prefill, "The prefill")
+        return self.fit(turns, options, params.max_new_tokens, system)
+
     def reply(
         self,
         turns: Sequence[Turn],
@@ -540,9 +587,7 @@ class Playground:
         system: str = "",
     ) -> Iterator[Reply]:
         """Stream the reply to `turns` (they end with the visitor's message) after `system`."""
-        self.check_text(system, "The system prompt")
-        self.check_text(options.prefill, "The prefill")
-        budget = self.fit(turns, options, params.max_new_tokens, system)
+        budget = self.check_turn(turns, options, params, system)
         for reply in self._stream(budget.rendered.text, params, options.prefill, control):
             yield replace(reply, budget=budget)
 
@@ -612,13 +657,13 @@ class Playground:
 
 def exported_model(name: str, folder: Path | None = None) -> tuple[str, bool]:
     """How exported code names the served model, and whether that is a Hub id (which the code
-    downloads): the Hub id; the shipped tiny-tutor's folder in a clone of this project; `folder`
-    when the code is for this machine (the command line); else a placeholder folder named after
-    it, since a server path never leaves the server."""
+    downloads): the Hub id; tiny-tutor by name (the code finds it where it runs:
+    `export.model_code`); `folder` when the code is for this machine (the command line); else a
+    placeholder folder named after it, since a server path never leaves the server."""
     if looks_like_repo_id(name) and not Path(name).expanduser().is_dir():
         return name, True
     if name == TUTOR:
-        return str(TUTOR_DIR.relative_to(TUTOR_DIR.parents[2])), False
+        return TUTOR, False
     if folder is not None:
         return str(folder), False
     return f"path/to/{Path(name).name or 'model'}", False

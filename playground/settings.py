@@ -10,6 +10,7 @@ Does not own: validating a request's sampling values (`sampling`), or loading an
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -133,8 +134,22 @@ class Settings:
         """Slider defaults, by control name."""
         return {name: r.default for name, r in self.ranges.items()}
 
+    def preset_of(self, values: Mapping[str, Any]) -> str | None:
+        """The first preset whose every value `values` (sampling values by name) holds, else
+        None: the sidebar names the preset its values are, the defaults' included (issue 33)."""
+        for name, preset in self.presets.items():
+            if all(_same_number(values.get(key), value) for key, value in preset.items()):
+                return name
+        return None
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _same_number(value: Any, wanted: float) -> bool:
+    # Equal within rounding, not bit for bit: a slider's value is a float the page computed.
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def load_settings(

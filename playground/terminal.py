@@ -18,14 +18,20 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from playground import display, session
-from playground.chat_format import CONTROL_TOKEN_TEXTS, SYSTEM_POLICIES, RenderOptions
+from playground.chat_format import (
+    CONTROL_TOKEN_TEXTS,
+    FOLD_NOTE,
+    SYSTEM_POLICIES,
+    RenderOptions,
+    fold_details,
+)
 from playground.errors import UserError
 from playground.inspection import Inspection
 from playground.sampling import SAMPLING_NAMES, ParamError
@@ -100,6 +106,9 @@ class ChatState:
     options: RenderOptions = field(default_factory=RenderOptions)
     stop: tuple[str, ...] = ()
     pending_input: str = ""  # an undone message, put back on the input line
+    # The notes already said in this conversation: each is said once, not before every reply
+    # (issue 33: the fold note was reprinted each time).
+    said: set[str] = field(default_factory=set)
 
 
 @contextmanager
@@ -146,6 +155,7 @@ class TerminalChat:
         self.commands: dict[str, tuple[Callable[[str], bool | None], str]] = {
             "/system": (self.set_system, "TEXT  the system prompt (none: clear it)"),
             "/policy": (self.set_policy, "fold|error|drop  how the system prompt is sent"),
+            "/fold": (self.explain_fold, "  why and how a system prompt is folded"),
             "/prefill": (self.set_prefill, "TEXT  start the next replies with TEXT (none: off)"),
             "/render": (self.show_prompt, "  the exact prompt of the last reply, tokens marked"),
             "/tokens": (self.show_tokens, "  that prompt's tokens: position, id, piece"),
@@ -229,9 +239,8 @@ class TerminalChat:
                     state.turns, state.options, params, control, state.system
                 )
                 for number, last in enumerate(replies):
-                    if number == 0:  # dropped turns, control-token text: the chat's notes
-                        for warning in last.budget.rendered.warnings:
-                            self.say(f"note: {warning}")
+                    if number == 0:  # the fold, dropped turns, control-token text
+                        self.say_notes(last.budget.rendered.warnings)
                     self.write(printable(last.text[len(shown) :]))
                     shown = last.text
         except UserError:
@@ -243,6 +252,13 @@ class TerminalChat:
         state.turns.append({"role": "assistant", "content": last.text, "figures": last.figures})
         self.write("\n")
         self.say(f"[{display.figures_line(last.figures)}]")
+
+    def say_notes(self, notes: Iterable[str]) -> None:
+        """The chat's notes on a prompt, each once a conversation; the fold's points to /fold."""
+        for note in notes:
+            if note not in self.state.said:
+                self.state.said.add(note)
+                self.say(f"note: {note}" + (" (/fold: why)" if note == FOLD_NOTE else ""))
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -257,6 +273,9 @@ class TerminalChat:
             raise ParamError(f"The policy is one of {', '.join(SYSTEM_POLICIES)}, got {text!r}.")
         self.state.options = replace(self.state.options, system_policy=text)
         self.say(f"system policy: {text}")
+
+    def explain_fold(self, _: str) -> None:
+        self.say(fold_details(self.playground.settings.fold_separator))
 
     def set_prefill(self, text: str) -> None:
         self.playground.check_text(text, "The prefill")
@@ -300,7 +319,7 @@ class TerminalChat:
         self.answer(new_seed=True)  # another draw, not the same reply again
 
     def clear(self, _: str) -> None:
-        self.state.turns = []
+        self.state.turns, self.state.said = [], set()
         self.say("conversation cleared")
 
     def set_value(self, text: str) -> None:
@@ -345,7 +364,7 @@ class TerminalChat:
         except (UserError, ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
             raise ParamError(f"Not loaded: {error}") from None
         self.state.system = system
-        self.state.turns = turns
+        self.state.turns, self.state.said = turns, set()
         if system:
             self.say(f"system prompt: {system}")
         for turn in turns:

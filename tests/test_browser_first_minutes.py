@@ -165,3 +165,29 @@ def test_the_model_tab_names_the_cpu_and_the_speed_measured_at_start(open_at, wi
     assert all(flag in info for flag in cpu.speed_flags()) and cpu.speed_flags()
     assert re.search(r"Measured at start: \d+\.\d tokens/s decoding one reply alone", info)
     assert ("llama.cpp's server" in info) == (not cpu.has_vnni)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_model_tab_says_what_each_figure_means_and_the_inspector_explains_itself(
+    open_at, width
+):
+    # Issue 33, words: "6,249,856 tokens" beside "Context size: 8192" meant nothing.
+    from playground.display import MEANINGS
+    from playground.ui.inspector import GENERATION_PROMPT_NOTE
+
+    page = open_at(width)
+    page.get_by_role("tab", name="Model").click()
+    info = page.inner_text("#model-info")
+    for label, meaning in MEANINGS.items():
+        assert f"{label}:" in info and meaning in info, label
+    assert "Context size: 8,192 tokens — the most the model reads at once" in info
+    assert "KV-cache budget:" in info and "the model's memory of the text" in info
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.get_by_role("tab", name="Template inspector").click()
+    note = page.locator("#gen-prompt-note")
+    note.wait_for()
+    assert note.inner_text().strip() == GENERATION_PROMPT_NOTE  # <start_of_turn> as text
+    assert "<start_of_turn>model" in note.inner_text()
+    page.get_by_text("Why a system message is folded").click()
+    assert "minja" in page.locator("#fold-details").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width

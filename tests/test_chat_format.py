@@ -13,6 +13,7 @@ from playground.chat_format import (
     BOS,
     CONTROL_TOKEN_TEXTS,
     END_OF_TURN,
+    FOLD_NOTE,
     GEMMA2_CHAT_TEMPLATE,
     START_OF_TURN,
     SYSTEM_POLICIES,
@@ -27,6 +28,7 @@ from playground.chat_format import (
     check_messages,
     find_control_text,
     fit_budget,
+    fold_details,
     parse_conversation,
     parse_prompt,
     render,
@@ -816,13 +818,18 @@ def test_fold_separator_is_an_option(separator: str) -> None:
     assert rendered.text == reference_render([u("rules" + separator + "go")])
 
 
-def test_fold_note_names_the_separator_and_the_peers_single_newline() -> None:
+def test_fold_note_is_one_short_line_and_the_details_name_the_separator_and_peers() -> None:
+    # Issue 33: the note is shown on every send, so it is short; the peers are on request.
     rendered = render([s("rules"), u("go")], RenderOptions(fold_separator="\n"))
     assert rendered.warnings == ()
-    (note,) = rendered.notes
-    assert "joined with '\\n'" in note
+    assert rendered.notes == (FOLD_NOTE,)
+    assert len(FOLD_NOTE) < 100 and "\n" not in FOLD_NOTE
+    assert not any(peer in FOLD_NOTE for peer in ("minja", "llama.cpp", "Ollama"))
+    details = fold_details("\n")
+    assert "joined with '\\n'" in details and details.endswith("too.")
     for peer in ("OpenVINO GenAI", "llama.cpp", "minja", "Ollama"):
-        assert peer in note
+        assert peer in details
+    assert "'\\n\\n'" in fold_details("\n\n") and "differs" in fold_details("\n\n")
     assert render([u("go")]).notes == ()
     assert render([s("rules"), u("go")], RenderOptions(system_policy="drop")).notes == ()
 

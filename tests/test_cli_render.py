@@ -293,4 +293,9 @@ def test_19_help_is_written_for_users_with_ranges_and_defaults():
     )  # fmt: skip
     text = " ".join(generate.stdout.split())
     assert "Randomness: 0 always picks the likeliest token" in text
-    assert "From 0 to 2; default 0.6" in text and "0 means no limit" in text
+    assert "0 means no limit" in text
+    # Issue 33: what a request takes, not only the sliders' range, and --messages is a file.
+    assert "Takes a number from 0 to 2; the web app's slider goes from 0 to 2; default 0.6" in text
+    assert "Takes a number above 0; the web app's slider goes from 1 to 2" in text
+    assert "from 1 to the model's context size" in text and "or -1 to draw one" in text
+    assert "--messages FILE a JSON file" in text and "up to 64 here" in text

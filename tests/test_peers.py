@@ -15,7 +15,7 @@ import pytest
 from gradio_client.exceptions import AppError
 from gradio_client.utils import StatusUpdate
 
-from playground.chat_format import TEMPLATE_ALTERNATION_ERROR, RenderOptions, render
+from playground.chat_format import FOLD_NOTE, TEMPLATE_ALTERNATION_ERROR, RenderOptions, render
 from playground.sampling import MAX_ENGINE_STOP_STRINGS, MAX_STOP_LENGTH, SamplingParams
 from tests.conftest import ROOT, serve
 
@@ -40,7 +40,6 @@ IMAGE_PART = [
         ],
     }
 ]
-PEERS = ("OpenVINO GenAI", "llama.cpp", "minja", "Ollama")
 
 
 def cli(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -94,8 +93,8 @@ def test_cli_json_carries_the_fold_note(write):
     done = cli("render", write(SYSTEM_AND_USER), "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    (note,) = data["notes"]
-    assert "joined with '\\n\\n'" in note and all(peer in note for peer in PEERS)
+    # One short line (issue 33); the separator and the peers are `fold_details`' (below).
+    assert data["notes"] == [FOLD_NOTE]
     assert data["warnings"] == []
 
 
@@ -122,8 +121,7 @@ def test_cli_generate_uses_the_fold_separator(write, tokenizer):
 def test_api_fold_trims_then_joins_and_notes_the_peers(client):
     prompt, details = client.predict(json.dumps(SYSTEM_AND_USER), "fold", True, api_name="/render")
     assert prompt.startswith("<bos><start_of_turn>user\nYou are brief.\n\nHi<end_of_turn>\n")
-    (note,) = json.loads(details)["notes"]
-    assert all(peer in note for peer in PEERS)
+    assert json.loads(details)["notes"] == [FOLD_NOTE]
 
 
 def test_api_follows_the_fold_separator_setting(settings, genai_engine):

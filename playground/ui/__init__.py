@@ -27,7 +27,7 @@ from playground.session import Playground, conversation, without_reply
 from playground.settings import MAX_UPLOAD_BYTES, Settings
 from playground.ui.api import add_endpoints
 from playground.ui.chat import CSS as CHAT_CSS
-from playground.ui.chat import build_chat, wire_chat
+from playground.ui.chat import build_chat, build_skip_link, wire_chat
 from playground.ui.common import (
     CLOSE_SIDEBAR_ON_PHONES,
     CSS,
@@ -61,6 +61,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     with gr.Blocks(
         title="Gemma-2 OpenVINO Playground", delete_cache=(DOWNLOAD_AGE_S, DOWNLOAD_AGE_S)
     ) as demo:
+        build_skip_link()  # first, so that it is the first Tab stop
         # The served model, named: a closed banner must not leave "Gemma-2-9b-it" on a page
         # that serves a stand-in (issue 33).
         served = display.escape(display.model_label(engine.info.model if engine.info else ""))

@@ -1,8 +1,10 @@
 """The Chat tab: the conversation, its buttons and the streaming reply.
 
-Owns: the `ChatTab` components and their handlers. A send is checked first by an event with no
-outputs (a refusal then marks nothing as failed: the history stays and the reason shows beside
-the input), and only then accepted and answered. What a turn does is `session`'s.
+Owns: the `ChatTab` components and their handlers, and the page's skip link to the message box.
+A send is checked first, all that its reply would refuse included (`Playground.check_turn`), by
+an event with no outputs (a refusal then marks nothing as failed: the history stays, the message
+stays in its box and the reason shows beside it), and only then accepted and answered. What a
+turn does is `session`'s. The Examples list is `Playground.example_choices`.
 The visitor's own messages are shown as typed (`display.literal`), the chatbot's edit box
 included: `LITERAL_EDITS` keeps its text out of the chatbot's own Markdown.
 Does not own: turn logic or prompts (`session`), markup (`display`), the sampling sidebar.
@@ -67,9 +69,30 @@ LITERAL_EDITS = """() => {
     for (const box of boxes()) put(box, literal(box.value));
   }, true);
 }"""
+# The first thing a Tab press reaches: the sidebar's 30 or so controls came before the message
+# box (34 presses, issue 33). Shown only when focused (WCAG 2.4.1's "skip link"); it opens the
+# Chat tab if another is open.
+SKIP_LINK = '<a href="#message">Skip to the message box</a>'
+TO_MESSAGE = """element.querySelector('a').addEventListener('click', (event) => {
+  event.preventDefault();
+  const box = () => document.querySelector('#message textarea');
+  if (box()?.checkVisibility()) return box().focus();
+  document.querySelector('button[role=tab][data-tab-id=chat]')?.click();
+  setTimeout(() => box()?.focus(), 100);  // once the tab is drawn
+});"""
 # A visitor's message keeps its spaces and newlines (`display.literal` sends them as references).
+# The skip link's block takes no room, and its link shows only when focused. The message box's
+# focus ring is plain to see (the Soft theme's was a faint shadow, issue 33): 3:1 against the
+# page and the box at least, as WCAG 1.4.11 asks of a focus indicator; !important, since
+# Gradio's own textbox style says `outline: none !important`. The link's transition is off: a
+# gr.HTML link transitions (Gradio's prose style), so it slid in from -10000 px, seen in Chromium.
 CSS = """
 #chatbot [data-testid="user"] .md p { white-space: pre-wrap; }
+#skip-link { position: absolute; z-index: 1000; }
+#skip-link a { position: absolute; left: 8px; top: 8px; white-space: nowrap; padding: 8px 12px;
+  background: #fff; color: #1d4ed8; outline: 3px solid #1d4ed8; transition: none; }
+#skip-link a:not(:focus) { left: -10000px; }
+#message textarea:focus { outline: 3px solid #1d4ed8 !important; outline-offset: 1px; }
 """
 
 
@@ -97,6 +120,11 @@ class ChatTab:
     upload: gr.UploadButton
 
 
+def build_skip_link() -> gr.HTML:
+    """The link to the message box, for the top of the page (`SKIP_LINK`)."""
+    return gr.HTML(SKIP_LINK, js_on_load=TO_MESSAGE, elem_id="skip-link")
+
+
 def build_chat(playground: Playground) -> ChatTab:
     turns, control = gr.State([]), gr.State(Control())
     with gr.Accordion("System prompt and reply start", open=False):
@@ -113,20 +141,22 @@ def build_chat(playground: Playground) -> ChatTab:
     # The served model's name, never a fixed "Gemma-2": a stand-in's mistakes must not be
     # read as Gemma-2's (issue 33).
     served = display.model_label(playground.engine.info.model if playground.engine.info else "")
+    # It grows with the conversation, up to 460 px: at a fixed 460 px the empty chat pushed the
+    # message box below the fold, at 1280×900 and more so on a phone (issue 33).
     chatbot = gr.Chatbot(
-        label=served, height=460, elem_id="chatbot", sanitize_html=True, editable="user"
+        label=served,
+        height=None,
+        min_height=160,
+        max_height=460,
+        elem_id="chatbot",
+        sanitize_html=True,
+        editable="user",
     )
-    show_probs = gr.Checkbox(
-        label="Show probabilities",
-        info="How sure the model was of each token of the last reply",
-        elem_id="show-probs",
-    )
-    probs = gr.HTML(elem_id="chat-probs")
-    meter = gr.HTML(display.context_meter(0, 0, playground.context_size), elem_id="meter")
-    notice = gr.Markdown(elem_id="chat-notice")
+    # The message box right under the chat, the figures after it (issue 33, as above).
     with gr.Row(equal_height=True, elem_id="message-row"):
         message = gr.Textbox(
             placeholder=f"Message {served}…",
+            label="Message",  # its accessible name; "Textbox" before (issue 33)
             show_label=False,
             scale=5,
             min_width=240,
@@ -140,9 +170,17 @@ def build_chat(playground: Playground) -> ChatTab:
         regenerate = gr.Button("Regenerate", elem_id="regenerate")
         undo = gr.Button("Undo", elem_id="undo")
         clear = gr.Button("Clear", elem_id="clear")
+    notice = gr.Markdown(elem_id="chat-notice")
+    meter = gr.HTML(display.context_meter(0, 0, playground.context_size), elem_id="meter")
+    show_probs = gr.Checkbox(
+        label="Show probabilities",
+        info="How sure the model was of each token of the last reply",
+        elem_id="show-probs",
+    )
+    probs = gr.HTML(elem_id="chat-probs")
     with gr.Row():
         examples = gr.Dropdown(
-            list(playground.examples), value=None, label="Examples", elem_id="examples"
+            playground.example_choices(), value=None, label="Examples", elem_id="examples"
         )
         download = gr.DownloadButton("Download conversation", elem_id="download")
         upload = gr.UploadButton(
@@ -177,7 +215,7 @@ def wire_chat(tab: ChatTab, controls: Controls, playground: Playground, demo: gr
     follows them)."""
     demo.load(None, None, None, js=LITERAL_EDITS, **PRIVATE)
     answer, replies = responder(tab, controls, playground), []
-    wire_turn_starts(tab, playground, lambda accepted: replies.append(answer(accepted)))
+    wire_turn_starts(tab, controls, playground, lambda accepted: replies.append(answer(accepted)))
     wire_housekeeping(tab, playground, display.context_meter(0, 0, playground.context_size))
     tab.show_probs.change(
         lambda turns, show: last_reply_probabilities(playground, turns, show),
@@ -207,7 +245,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh or control.fresh_seed)
-            options = RenderOptions(data[tab.system_policy], prefill=data[tab.prefill] or "")
+            options = render_options(tab, data)
             replies = playground.reply(turns, options, params, control, data[tab.system] or "")
             for reply in session.throttle(replies):
                 if control.outdated():
@@ -248,8 +286,7 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
         shown_turns = display.chat_display(current, reply.reading)
         return shown_turns, current, meter, note, gr.skip(), stop, probs
 
-    inputs = {tab.turns, tab.control, tab.system, tab.system_policy, tab.prefill, tab.show_probs}
-    inputs |= set(controls.inputs)
+    inputs = {*reply_inputs(tab, controls), tab.show_probs}
     outputs = [tab.chatbot, tab.turns, tab.meter, tab.notice, tab.input_note, tab.stop, tab.probs]
 
     def answer(accepted: Any) -> Any:
@@ -258,12 +295,29 @@ def responder(tab: ChatTab, controls: Controls, playground: Playground) -> Calla
     return answer
 
 
-def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> None:
-    """Send, Regenerate and an edited message: each is checked first by an event with no
-    outputs; a refusal shows beside the input, an accepted turn is shown and answered."""
+def reply_inputs(tab: ChatTab, controls: Controls) -> set:
+    """What a reply is made from: the turns, the system prompt, its policy, the prefill and the
+    sampling values (`render_options`, `Controls.read`)."""
+    return {tab.turns, tab.control, tab.system, tab.system_policy, tab.prefill, *controls.inputs}
+
+
+def render_options(tab: ChatTab, data: dict) -> RenderOptions:
+    """The chat's render options, read from an event's component values."""
+    return RenderOptions(data[tab.system_policy], prefill=data[tab.prefill] or "")
+
+
+def wire_turn_starts(
+    tab: ChatTab, controls: Controls, playground: Playground, answer: Callable
+) -> None:
+    """Send, Regenerate and an edited message: each is checked first, all that the reply would
+    refuse included, by an event with no outputs; a refusal shows beside the input (a refused
+    message stays in its box, not in the chat), an accepted turn is shown and answered."""
 
     def gate(trigger: Callable, check: Callable, inputs: list, accept: Callable) -> None:
-        checked = trigger(check, [*inputs, tab.control], None, **PRIVATE)
+        # user_errors: anything but a refusal (a tokenizer's fault, say) is the server's.
+        checked = trigger(
+            user_errors(check), {*inputs, *reply_inputs(tab, controls)}, None, **PRIVATE
+        )
         checked.failure(on_refused, tab.control, tab.input_note, **PRIVATE).then(
             display.chat_display, tab.turns, tab.chatbot, show_progress="hidden", **PRIVATE
         )  # an edit refused in the chatbot's own editor is put back as it was
@@ -279,29 +333,40 @@ def wire_turn_starts(tab: ChatTab, playground: Playground, answer: Callable) -> 
         message = gr.skip() if message is None else message
         return message, turns, display.chat_display(turns), "", gr.update(interactive=True)
 
-    def on_check_send(text: str | None, turns: list, control: Control) -> None:
+    def fits(data: dict, turns: list) -> None:
+        """Refuse now what the reply would refuse once accepted (`Playground.check_turn`): a
+        prompt too long, the system policy "error" with a system prompt, a bad prefill."""
+        values, stop, _ = controls.read(data)
+        params = playground.params(values, stop)
+        playground.check_turn(turns, render_options(tab, data), params, data[tab.system] or "")
+
+    def on_check_send(data: dict) -> None:
+        text, control = data[tab.message], data[tab.control]
         with refusals(control, "send"):
-            session.submit(turns, text)
+            turns = session.submit(data[tab.turns], text)
             playground.check_text(text, "The message")
+            fits(data, turns)
             control.begin()
 
     def on_send(text: str, turns: list, control: Control) -> tuple:
         return shown(session.submit(turns, text), message="")
 
-    def on_check_regenerate(turns: list, control: Control) -> None:
+    def on_check_regenerate(data: dict) -> None:
+        control = data[tab.control]
         with refusals(control, "regenerate"):
-            session.regenerate(turns)
+            fits(data, session.regenerate(data[tab.turns]))
             control.begin(fresh_seed=True)  # a regenerated reply is another draw, not the same one
 
     def on_regenerate(turns: list, control: Control) -> tuple:
         return shown(session.regenerate(turns))
 
-    def on_check_edit(turns: list, control: Control, edit: gr.EditData) -> None:
+    def on_check_edit(data: dict, edit: gr.EditData) -> None:
+        control = data[tab.control]
         with refusals(control, "edit"):
             index = edit.index if isinstance(edit.index, int) else edit.index[0]
             # The edit box sends `display.literal`'s references (`LITERAL_EDITS`).
             text = display.from_literal(str(edit.value))
-            session.edit(turns, index, text)
+            fits(data, session.edit(data[tab.turns], index, text))
             control.begin(edit=(index, text))  # the event data reaches only this first handler
 
     def on_edit(turns: list, control: Control) -> tuple:

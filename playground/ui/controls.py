@@ -1,7 +1,8 @@
 """The sampling sidebar: presets, one control per sampling field, the seed and stop strings.
 
 Owns: the `Controls` dataclass of components, built from `sampling.SAMPLING_FIELDS` (labels and
-help text come from the fields' metadata), the preset and random-seed handlers, and `read`, which
+help text come from the fields' metadata), the preset and random-seed handlers (the preset
+always names the one its values match, "Custom" only when none does), and `read`, which
 turns an event's component values into sampling values by name, and the stop-strings note each
 generating tab shows: the sidebar's stop strings end every tab's runs (a Chat reply too), so
 wherever they apply, the tab says so (issue 33), rather than one box per tab that a share link,
@@ -49,7 +50,10 @@ def build_controls(settings: Settings, supports_lookup: bool) -> Controls:
     ranges = settings.ranges
     with gr.Sidebar(label="Sampling", open=True, elem_id="sampling"):
         preset = gr.Dropdown(
-            [CUSTOM, *settings.presets], value=CUSTOM, label="Preset", elem_id="preset"
+            [CUSTOM, *settings.presets],
+            value=preset_name(settings, settings.defaults()),
+            label="Preset",
+            elem_id="preset",
         )
         values: dict[str, Any] = {
             name: gr.Slider(
@@ -99,17 +103,22 @@ def wire_controls(controls: Controls, settings: Settings) -> None:
         preset = settings.presets.get(name, {})
         return [gr.update(value=preset[n]) if n in preset else gr.update() for n in controls.values]
 
-    def on_control_input() -> str:
+    def on_control_input(*values: Any) -> str:
         # .input fires only on a visitor's own move, never on a preset's update: no loop.
-        return CUSTOM
+        return preset_name(settings, dict(zip(controls.values, values, strict=True)))
 
     def on_dice() -> int:
         return random.randint(0, int(settings.ranges["seed"].high))
 
     controls.preset.input(on_preset, controls.preset, sliders, api_visibility="private")
     for component in sliders:
-        component.input(on_control_input, None, controls.preset, api_visibility="private")
+        component.input(on_control_input, sliders, controls.preset, api_visibility="private")
     controls.dice.click(on_dice, None, controls.values["seed"], api_visibility="private")
+
+
+def preset_name(settings: Settings, values: dict[str, Any]) -> str:
+    """The preset the sampling values are (`Settings.preset_of`), else "Custom"."""
+    return settings.preset_of(values) or CUSTOM
 
 
 def build_stop_note(tab: str) -> gr.HTML:

@@ -1,8 +1,10 @@
 """The Template inspector tab: a conversation, the exact prompt it becomes, and its tokens.
 
 Owns: the `InspectorTab` components (the conversation as JSON and as editable rows, kept in step
-without loops), and the handler that shows the prompt, its notes, tokens, the double-BOS note and
-the code export. The prompt comes from `session.fit_prompt`, the very call the chat makes.
+without loops, and the line that says what "Add generation prompt" does), and the handler that
+shows the prompt, its notes, tokens, the double-BOS note, why a system message is folded
+(`chat_format.fold_details`) and the code export. The prompt comes from `session.fit_prompt`,
+the very call the chat makes.
 Does not own: rendering or budgeting (`session`, `chat_format`), markup (`display`).
 """
 
@@ -17,9 +19,11 @@ import gradio as gr
 from playground import display
 from playground.chat_format import (
     DEFAULT_SYSTEM_POLICY,
+    START_OF_TURN,
     SYSTEM_POLICIES,
     ChatFormatError,
     RenderOptions,
+    fold_details,
     parse_conversation,
 )
 from playground.errors import UserError
@@ -29,6 +33,12 @@ from playground.ui.common import PRIVATE, user_errors
 from playground.ui.controls import Controls
 
 START = [{"role": "user", "content": "Hello!"}]
+# What the checkbox does, in a line under it (issue 33: "Add generation prompt" said nothing).
+GENERATION_PROMPT_NOTE = (
+    f"Add generation prompt: end the prompt with {START_OF_TURN}model and a new line, the cue "
+    "for the model to write its reply (the chat always sends it). Off: the prompt ends after "
+    "the last message, as a stored conversation does."
+)
 
 
 @dataclass
@@ -38,6 +48,7 @@ class InspectorTab:
     rows: gr.Dataframe
     add_row: gr.Button
     generation_prompt: gr.Checkbox
+    generation_prompt_note: gr.Markdown
     system_policy: gr.Radio
     prefill: gr.Textbox
     use_chat: gr.Button
@@ -100,6 +111,9 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
                 system_policy = gr.Radio(
                     list(SYSTEM_POLICIES), value=DEFAULT_SYSTEM_POLICY, label="System policy"
                 )
+            generation_prompt_note = gr.Markdown(
+                display.escape(GENERATION_PROMPT_NOTE), elem_id="gen-prompt-note"
+            )
             prefill = gr.Textbox(label="Start the reply with")
             with gr.Row():
                 use_chat = gr.Button("Use the current chat", elem_id="use-chat")
@@ -122,6 +136,7 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
         rows,
         add_row,
         generation_prompt,
+        generation_prompt_note,
         system_policy,
         prefill,
         use_chat,
@@ -155,6 +170,11 @@ def _build_details(playground: Playground) -> tuple:
         )
     with gr.Accordion("The double-BOS trap", open=False):
         bos_note = gr.Markdown(elem_id="bos-note")
+    # The fold's note under a prompt is one line (issue 33); the why and the peers are here.
+    with gr.Accordion("Why a system message is folded", open=False):
+        gr.Markdown(
+            display.escape(fold_details(playground.settings.fold_separator)), elem_id="fold-details"
+        )
     with gr.Accordion("Code export", open=False):
         # On the remote engine, the request the app sends, to run without the app.
         remote = playground.engine.kind == "remote"

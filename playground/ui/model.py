@@ -1,7 +1,8 @@
 """The Model tab and the fallback banner: what is being served, and why if it is not the default.
 
-Owns: the `ModelTab` components (what is served, on which CPU at what measured speed, and the
-engine's live figures: generations running and waiting, KV-cache usage), and the banner's
+Owns: the `ModelTab` components (what is served, on which CPU at what measured speed, each
+figure with its plain meaning (`display.model_lines`), and the engine's live figures: generations
+running and waiting, KV-cache usage), and the banner's
 presentation (styled, dismissable; its first line always shown whole, at any width, the details a
 tap away: `display.banner_html`).
 The notice's wording is `models.fallback_notice`'s; every text here is escaped. Once the banner
@@ -43,18 +44,10 @@ def build_banner(notice: str | None) -> Banner:
 
 
 def build_model(engine: Engine, notice: str | None) -> ModelTab:
-    info = engine.info
-    lines = [f"- **Model:** `{display.escape(info.model)}`", f"- **Engine:** {info.kind}"]
-    if engine.compiles:  # an OpenVINO model runs in this process
-        lines += [
-            f"- **Device:** {display.escape(info.device)}",
-            f"- **OpenVINO:** {display.escape(info.openvino_version)}",
-            f"- **Load time:** {info.load_s:.2f} s",
-            "- **Compiled-model cache:** "
-            + ("used" if info.cache_used else "empty at start (now filled)"),
-            *display.machine_lines(this_cpu(), engine.warm_up_result),
-        ]
-    lines.append(f"- **Context size:** {engine.context_size} tokens")
+    # An OpenVINO model run in this process has a device, a load time and this CPU to show.
+    lines = display.model_lines(
+        engine.info, engine.context_size, this_cpu(), engine.warm_up_result, engine.compiles
+    )
     lines += [f"- {display.escape(note)}" for note in engine.notes()]
     if notice:
         lines.append(f"- **Note:** {display.escape(notice)}")

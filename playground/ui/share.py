@@ -20,7 +20,7 @@ from playground.sampling import SAMPLING_NAMES
 from playground.session import Playground, exported_model, messages_of
 from playground.share import ShareError, decode_view, encode_view, output_hash
 from playground.ui.common import PRIVATE, user_errors
-from playground.ui.controls import SEED_MODES
+from playground.ui.controls import SEED_MODES, preset_name
 
 # The server returns the link's `share` value; the page makes it a whole URL, shows it and
 # copies it (the clipboard needs a secure page: a Space's https, or localhost).
@@ -217,7 +217,8 @@ def replay_note(want: dict, turns: list, raw_output: str, *column_outputs: str) 
 def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
     chat, inspector, compare, controls = ui.chat, ui.inspector, ui.compare, ui.controls
     return [
-        note, expected, ui.tabs, *controls.values.values(), controls.seed_mode, controls.stop,
+        note, expected, ui.tabs, *controls.values.values(), controls.preset, controls.seed_mode,
+        controls.stop,
         chat.turns, chat.chatbot, chat.message, chat.system, chat.system_policy, chat.prefill,
         ui.raw.prompt,
         inspector.conversation, inspector.generation_prompt, inspector.system_policy,
@@ -235,6 +236,7 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
     updates[controls.seed_mode] = SEED_MODES[1]
     for name, value in view["sampling"].items():
         updates[controls.values[name]] = value
+    updates[controls.preset] = preset_name(ui.playground.settings, view["sampling"])
     if tab == "chat":
         chat, turns, message = ui.chat, view["messages"], ""
         if "hash" in view and len(turns) >= 2 and turns[-1]["role"] == "assistant":
