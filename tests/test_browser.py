@@ -398,7 +398,9 @@ def test_7_a_refused_turn_keeps_the_history_and_says_why_beside_the_input(page):
     page.locator("#input-note").get_by_text("System role not supported").wait_for()
     chat = chat_text(page)
     assert "FIRST-TURN" in chat and "new tokens" in chat  # the history stays visible
-    assert "SECOND-TURN" in chat
+    # The refused message is not sent: it stays in the box, to be fixed (issue 33).
+    assert "SECOND-TURN" not in chat
+    assert page.input_value("#message textarea") == "SECOND-TURN"
     assert page.locator("#chatbot .error, #message .error").count() == 0
 
 
