@@ -276,8 +276,19 @@ def test_pty_ctrl_c_stops_the_reply_not_the_chat(terminal):
     figures = re.search(r"\[\d+ prompt tokens · (\d+) new tokens .* stopped by you\]",
                         terminal.before)  # fmt: skip
     assert figures and int(figures.group(1)) < 4000
-    terminal.sendintr()  # at the prompt: a fresh prompt, as in a shell, not an exit
-    terminal.expect_exact("you> ")
+    # At the prompt: a fresh prompt, as in a shell, not an exit. Pressed once the chat waits
+    # there: CPython's readline checks for a signal only when its select() is interrupted
+    # (readline_until_enter_or_signal in Modules/readline.c), so a Ctrl-C landing between the
+    # prompt's printing and that select() is noticed at the next key only. Twice in full runs on
+    # 2026-12-07 the chat printed nothing for 120 s after a Ctrl-C sent the instant "you> "
+    # showed; it never happened alone (300 tries idle, 15 under load). Should it recur, the
+    # chat's threads are printed.
+    time.sleep(0.5)
+    terminal.sendintr()
+    try:
+        terminal.expect_exact("you> ", timeout=30)
+    except pexpect.TIMEOUT:
+        pytest.fail("no fresh prompt after Ctrl-C at the prompt; threads:\n" + frozen(terminal))
     assert terminal.isalive()
     # The chat goes on: a z-filled history derails tiny-tutor, so start afresh first.
     assert "conversation cleared" in say(terminal, "/clear")
