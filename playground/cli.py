@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -309,8 +310,14 @@ def _chat(args: argparse.Namespace) -> int:
 
     settings = load_settings(model=args.model, engine=args.engine, base_url=args.base_url)
     values = preset_values(settings, args.preset)  # a bad name is refused before loading
-    with _stdout_to_stderr():
-        engine, notice = open_engine(settings)
+    # The threads the engine starts as it loads (OpenVINO's, the engine's) must never take the
+    # chat's Ctrl-C: CPython acts on it in the main thread only (see engines.base.start_daemon).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with _stdout_to_stderr():
+            engine, notice = open_engine(settings)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return run_chat(Playground(engine, settings), values, notice)
 
 

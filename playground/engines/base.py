@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import signal
 import threading
 import time
 from collections import deque
@@ -48,6 +49,22 @@ TOP_ALTERNATIVES = 5
 # length; 8 tokens give a decode speed (the first token's wait is the prompt's, not decode's).
 WARM_UP_PROMPT = "<start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n"
 WARM_UP_TOKENS = 8
+
+
+def start_daemon(
+    target: Callable[..., Any], *args: Any, name: str | None = None
+) -> threading.Thread:
+    """Start a daemon thread that never takes SIGINT (a new thread inherits its creator's mask).
+    CPython acts on a signal in the main thread only, and a Ctrl-C the kernel hands to another
+    thread leaves a main thread blocked in input() unaware of it: the terminal chat's Ctrl-C at
+    its prompt was lost so (its thread dump: main in readline, the engine's threads idle)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=name)
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return thread
 
 
 class EngineError(UserError, RuntimeError):
@@ -417,10 +434,7 @@ class Engine:
         cancel = prompt.cancel
         updates: queue.Queue = queue.Queue()
         progress = _Progress(self.tokenizer, params, cancel, time.perf_counter())
-        worker = threading.Thread(
-            target=self._work, args=(prompt, params, progress, updates), daemon=True
-        )
-        worker.start()
+        start_daemon(self._work, prompt, params, progress, updates, name="generation")
         started = False
         try:
             while True:

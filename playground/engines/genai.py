@@ -36,6 +36,7 @@ from playground.engines.base import (
     OnToken,
     Prompt,
     TokenScore,
+    start_daemon,
 )
 from playground.memory import KvBudget, KvShape, kv_budget, kv_precision
 from playground.sampling import SamplingParams, genai_options
@@ -66,7 +67,7 @@ class EngineProcess:
         self._lock = threading.Lock()
         self._running = threading.Condition(self._lock)
         self._start()  # a child that fails at start raises here: the app ends with its line
-        threading.Thread(target=self._read, daemon=True, name="genai-process-reader").start()
+        start_daemon(self._read, name="genai-process-reader")
 
     @property
     def pid(self) -> int:
