@@ -276,13 +276,11 @@ def test_pty_ctrl_c_stops_the_reply_not_the_chat(terminal):
     figures = re.search(r"\[\d+ prompt tokens · (\d+) new tokens .* stopped by you\]",
                         terminal.before)  # fmt: skip
     assert figures and int(figures.group(1)) < 4000
-    # At the prompt: a fresh prompt, as in a shell, not an exit. Pressed once the chat waits
-    # there: CPython's readline checks for a signal only when its select() is interrupted
-    # (readline_until_enter_or_signal in Modules/readline.c), so a Ctrl-C landing between the
-    # prompt's printing and that select() is noticed at the next key only. Twice in full runs on
-    # 2026-12-07 the chat printed nothing for 120 s after a Ctrl-C sent the instant "you> "
-    # showed; it never happened alone (300 tries idle, 15 under load). Should it recur, the
-    # chat's threads are printed.
+    # At the prompt: a fresh prompt, as in a shell, not an exit; pressed once the chat waits
+    # there. In 3 full runs on 2026-12-07 this Ctrl-C was lost (never alone: 300 tries idle, 15
+    # under load): the kernel may hand SIGINT to any thread, CPython acts on it in the main
+    # thread only, and the chat's other threads could take it (`engines.base.start_daemon` now
+    # blocks it there). Should it recur, the chat's threads are printed.
     time.sleep(0.5)
     terminal.sendintr()
     try:
