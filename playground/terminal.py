@@ -383,6 +383,13 @@ def run_chat(playground: Playground, values: Mapping[str, Any], notice: str | No
     if hasattr(out, "reconfigure"):  # control pictures on a terminal that can't show them
         out.reconfigure(errors="backslashreplace")
     chat = TerminalChat(playground, values, out, wants_color(out))
+    if sys.stdin.isatty() and threading.current_thread() is threading.main_thread():
+        # Ctrl-C is this chat's Stop key even when its parent ignored SIGINT: a command started
+        # with `&` by a non-interactive shell inherits SIGINT ignored (POSIX), and a chat run so
+        # then stopped its first reply (stop_on_interrupt's handler) but lost every Ctrl-C at
+        # its prompt (found in backgrounded test runs, 2026-12-07).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if notice:
         chat.say(f"note: {notice}")
     info = playground.engine.info

@@ -56,8 +56,7 @@ def start_daemon(
 ) -> threading.Thread:
     """Start a daemon thread that never takes SIGINT (a new thread inherits its creator's mask).
     CPython acts on a signal in the main thread only, and a Ctrl-C the kernel hands to another
-    thread leaves a main thread blocked in input() unaware of it: the terminal chat's Ctrl-C at
-    its prompt was lost so (its thread dump: main in readline, the engine's threads idle)."""
+    thread would leave a main thread blocked in readline's select() unaware of it."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         thread = threading.Thread(target=target, args=args, daemon=True, name=name)
