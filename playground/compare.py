@@ -279,8 +279,13 @@ def plan_column(
     title = VARIANT_TITLES[variant.prompt]
     if variant.sampling:
         title += " · " + ", ".join(f"{k}={v:g}" for k, v in variant.sampling.items())
-    tokens = playground.engine.tokenizer.tokens(text)
-    return Column(title, text, tokens, params, notes)
+    tokenizer = playground.engine.tokenizer
+    ids = tokenizer.encode(text)
+    # Refused here, before its token view and any diff: a column the engine would refuse costs
+    # no more than its encoding (a 41,000-token edited prompt was described token by token and
+    # diffed first, and a shared link can carry one: issue 34, item 16).
+    playground.engine.check_fits(len(ids), params.max_new_tokens)
+    return Column(title, text, tokenizer.describe(ids), params, notes)
 
 
 # ---- differences ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 import time
 import urllib.request
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, serve
@@ -638,6 +639,58 @@ def small_sessions_url(settings, genai_engine):
     demo.close()
 
 
+def fn_index_of(url: str, elem_id: str) -> int:
+    """The id of the event handler a click on the element `elem_id` runs first."""
+    config = httpx.get(f"{url}config", timeout=30).json()
+    button = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == elem_id)
+    return next(d["id"] for d in config["dependencies"] if [button, "click"] in d["targets"])
+
+
+def test_stateful_calls_from_another_client_do_not_evict_a_visitors_chat(
+    browser, small_sessions_url
+):
+    # Issue 34, item 5: the chat's Stop handler called from a fresh session each time makes a
+    # session with state (its Control pressed); 1,200 such calls evicted "My name is Zed."
+    # (the holder kept stateful sessions in plain LRU order). Here 60 against 5 kept sessions,
+    # from another address (127.0.0.2).
+    page = open_page(browser, small_sessions_url)
+    set_number(page, "slider-max_new_tokens", 4)
+    send(page, "My name is Zed.")
+    wait_figures(page)
+    stop = fn_index_of(small_sessions_url, "stop")
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, timeout=30) as attacker:
+        for number in range(60):
+            session = f"stop-{number}"
+            joined = attacker.post(
+                f"{small_sessions_url}gradio_api/queue/join",
+                json={"data": [None], "fn_index": stop, "session_hash": session},
+            )
+            assert joined.status_code == 200, joined.text
+            stream = attacker.get(
+                f"{small_sessions_url}gradio_api/queue/data", params={"session_hash": session}
+            )
+            assert "process_completed" in stream.text
+    assert_chat_kept(page, "My name is Zed.")
+
+
+def assert_chat_kept(page, message: str) -> None:
+    """Regenerate answers (the server still has the conversation) and `message` is in it."""
+    before = chat_text(page)
+    page.click("#regenerate")
+    # Either a new reply (a new seed, so new figures) or the refusal beside the input.
+    page.wait_for_function(
+        "([before]) => document.querySelector('#chatbot').innerText !== before"
+        " && document.querySelector('#chatbot').innerText.includes('prompt tokens')"
+        " || document.querySelector('#input-note').innerText.trim() !== ''",
+        arg=[before],
+    )
+    assert "Nothing to regenerate" not in page.inner_text("#input-note")
+    wait_figures(page)
+    assert message in chat_text(page)
+    page.close()
+
+
 def test_issue23_p3_other_clients_calls_do_not_wipe_a_visitors_chat(browser, small_sessions_url):
     # Issue 23 P3: after more API calls than session_capacity, Regenerate said "Nothing to
     # regenerate yet." and the chat had lost its turns (Gradio's session LRU evicted it).
@@ -657,16 +710,4 @@ def test_issue23_p3_other_clients_calls_do_not_wipe_a_visitors_chat(browser, sma
             f"{small_sessions_url}gradio_api/call/status/{event_id}", timeout=30
         ) as response:
             assert b"event: complete" in response.read()
-    before = chat_text(page)
-    page.click("#regenerate")
-    # Either a new reply (a new seed, so new figures) or the refusal beside the input.
-    page.wait_for_function(
-        "([before]) => document.querySelector('#chatbot').innerText !== before"
-        " && document.querySelector('#chatbot').innerText.includes('prompt tokens')"
-        " || document.querySelector('#input-note').innerText.trim() !== ''",
-        arg=[before],
-    )
-    assert "Nothing to regenerate" not in page.inner_text("#input-note")
-    wait_figures(page)
-    assert "My name is Zed." in chat_text(page)
-    page.close()
+    assert_chat_kept(page, "My name is Zed.")

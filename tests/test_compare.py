@@ -334,6 +334,25 @@ def test_a_column_over_the_context_fails_alone(playground):
     assert "over the context size" in second["error"] and "output" not in second
 
 
+def test_an_edited_prompt_over_the_context_is_refused_before_its_token_view(
+    playground, monkeypatch
+):
+    # Issue 34, item 16: a shared link can carry an edited prompt of 65,000 characters; it was
+    # described token by token (a decode per token) and diffed before the engine refused it.
+    from playground.compare import compare, parse_variants
+
+    described = []
+    describe = playground.engine.tokenizer.describe
+    monkeypatch.setattr(playground.engine.tokenizer, "describe",
+                        lambda ids: described.append(len(ids)) or describe(ids))  # fmt: skip
+    turns, options = conversation_inputs(playground, json.dumps(QUESTION), "")
+    over = {"prompt": "edited", "text": "\U0001f600" * 16_000}  # 4 byte tokens each
+    params = playground.params({"temperature": 0, "max_new_tokens": 4})
+    first, second = compare(playground, turns, options, parse_variants(["correct", over]), params)
+    assert first["output"] and "over the context size" in second["error"], second
+    assert described and max(described) < playground.context_size  # column 1's only
+
+
 @pytest.mark.slow
 def test_compare_endpoint_refuses_bad_input_in_one_line(tutor_client):
     from gradio_client.exceptions import AppError

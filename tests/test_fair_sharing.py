@@ -113,6 +113,27 @@ def test_p1_a_20000_turn_history_is_refused_at_once(server):
     assert time.monotonic() - began < 2
 
 
+def test_render_costs_what_the_context_holds_not_what_was_sent(server):
+    # Issue 34, item 8: /render of one 65,000-emoji message took 1.2-1.8 s of CPU and answered
+    # 260,016 token rows; it rendered whatever it was sent. It fits the context as the
+    # inspector does now: the message is refused at its count, a long history cut.
+    url, _ = server
+    emoji = json.dumps([{"role": "user", "content": "\U0001f600" * 65_000}], ensure_ascii=False)
+    began = time.process_time()
+    kind, out = result(url, "render", call(url, "render", [emoji, "fold", True])[1])
+    spent = time.process_time() - began
+    assert kind == "error" and "more than the context size" in out["error"], out
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
+             for i in range(1001)]  # fmt: skip
+    kind, out = result(url, "render", call(url, "render", [json.dumps(turns), "fold", True])[1])
+    assert kind == "complete", out
+    details = json.loads(out[0][1])
+    assert details["dropped_turns"][:2] == [1, 2]
+    assert "were left out to fit the context" in " ".join(details["warnings"])
+    print(f"item 8: /render of 65,000 emoji refused after {spent:.2f} s of CPU")
+    assert spent < 1.0  # process_time counts every thread here; the refusal alone is ~0.15 s
+
+
 def body_of(size):
     """A /complete body of about `size` bytes, streamed in 1 MiB pieces (no big buffer here)."""
     yield b'{"data": ["'
@@ -480,3 +501,42 @@ def test_one_clients_flood_of_renders_leaves_room_for_other_visitors(settings, g
         assert result(url, "status", event_id, "127.0.0.3")[0] == "complete"
     finally:
         demo.close()
+
+
+def test_p2_refused_inputs_are_not_kept(tmp_path):
+    # Issue 34, item 6: Gradio keeps each session's last inputs, and every API call makes a
+    # session; 1,200 /render calls of 1.0 MB, refused by the app's own length check, grew the
+    # app from 632 to 1,994 MB for good (here 300 grew it from 207 to 644 MB, +210%). Sessions
+    # that hold no work are now few (`guard.VisitorsFirst`).
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port, wait_for_page
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", "tiny-random", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_page(url, server)
+        app = psutil.Process(server.pid)
+        refused = ["x" * 1_000_000, "fold", True]
+
+        def render() -> None:
+            status, event_id = call(url, "render", refused)
+            kind, out = result(url, "render", event_id)
+            assert (status, kind) == (200, "error") and "the limit is 65536" in out["error"]
+
+        for _ in range(3):  # Gradio's and the app's first-call allocations
+            render()
+        start = app.memory_info().rss
+        for _ in range(300):
+            render()
+        grown = app.memory_info().rss / start - 1
+        print(f"P2: 300 refused 1 MB /render calls: RSS {start / MB:.0f} MB, then {grown:+.1%}")
+        assert grown < 0.10
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

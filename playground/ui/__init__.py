@@ -119,7 +119,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
     # api_open=False: a queued endpoint is never run by a direct POST to /run/ (Gradio closes
     # those only on a Space), which would pass the queue and the fair admission.
     demo.queue(max_size=None, default_concurrency_limit=4, api_open=False)
-    FairAdmission(
+    demo.fair_admission = FairAdmission(  # `launch` hands it to the session holder
         demo._queue,
         ENGINE_GROUP,
         slots=engine.max_concurrent,
@@ -193,7 +193,7 @@ def launch(demo: gr.Blocks, settings: Settings, **options: Any) -> str:
     local URL."""
     block = not options.pop("prevent_thread_lock", False)
     demo.launch(prevent_thread_lock=True, **launch_options(settings), **options)
-    keep_visitors(demo.server_app, demo)
+    keep_visitors(demo.server_app, demo, demo.fair_admission)
     close_unused_routes(demo.server_app)
     if block:
         demo.block_thread()

@@ -8,8 +8,8 @@ Owns:
 * `FairAdmission`, the gate in front of Gradio's queue: events that do not generate are never
   refused for a queue full of generations, and one client (by IP address) has at most its share
   of the generation places, running or waiting;
-* `VisitorsFirst`, Gradio's session LRU, which evicts sessions that hold no gr.State value (API
-  calls, pages never used) before any visitor's chat.
+* `VisitorsFirst`, Gradio's session LRU, which keeps few sessions that hold no work (API calls,
+  pages never used) and, when full, evicts from the client holding the most sessions.
 Gradio's queue and session holder are its internals (6.31): `install` names every use of them.
 Does not own: the limits themselves (`settings`), or the checks of each value (`session`).
 """
@@ -17,7 +17,7 @@ Does not own: the limits themselves (`settings`), or the checks of each value (`
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -132,6 +132,7 @@ class FairAdmission:
         self.queue, self.group, self.proxy_hops = queue, group, proxy_hops
         self.slots, self.places, self.per_client, self.other = slots, places, per_client, other
         self.other_per_client = max(4, other // 8)
+        self.owners: dict[str, str] = {}  # session -> client, for `VisitorsFirst`
         # client -> its events' ids, generating ones (True) and the others (False)
         self.held: dict[bool, dict[str, set[str]]] = {True: {}, False: {}}
         self.original = queue.push
@@ -145,6 +146,8 @@ class FairAdmission:
         admitted, event_id, state = await self.original(body, request, username)
         if admitted:
             self.held[generating].setdefault(client, set()).add(event_id)
+            if body.session_hash:
+                self.owners[body.session_hash] = client
         return admitted, event_id, state
 
     def live(self) -> set[str]:
@@ -218,21 +221,61 @@ def client_of(request: Any, proxy_hops: int) -> str:
 
 
 class VisitorsFirst(StateHolder):
-    """Gradio's session holder whose least recently used session goes when it is full, as
-    before, except that sessions holding no gr.State value (every API call makes one) go
-    before any that does: other clients' calls cannot evict a visitor's chat, and the count of
-    sessions stays at `capacity`."""
+    """Gradio's session holder, evicting so that no other client's calls cost a visitor work.
+
+    A session holds work when one of its gr.State values differs from its start (a
+    conversation, a running reply's Control). When a new session comes in:
+    * sessions holding none (every API call makes one, and Gradio keeps its inputs: 1,200
+      refused 1 MB /render calls grew the app from 632 to 1,994 MB, issue 34) are kept only
+      `IDLE_SESSIONS` at a time, the least recently used going first;
+    * past `capacity`, the session to go is the least recently used of the client holding the
+      most sessions: 1,200 calls to a stateful handler (Stop, each from a fresh session) evicted
+      a visitor's chat before, since each of them held state too.
+    `owners` names each session's client; `FairAdmission` fills it as events come in."""
+
+    IDLE_SESSIONS = 4
+
+    def __init__(self, owners: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.owners = owners if owners is not None else {}
 
     def update(self, session_id: str) -> None:
         with self.lock:
             sessions: OrderedDict = self.session_data
             if session_id in sessions:
                 sessions.move_to_end(session_id)
+            if session_id in self.time_last_used:
+                return  # a known session: nothing new to make room for
+            if len(self.owners) > 2 * self.capacity:  # events whose session never came
+                for gone in [k for k in self.owners if k not in sessions]:
+                    del self.owners[gone]  # in place: FairAdmission writes to this dict
+            idle = [k for k, s in sessions.items() if k != session_id and not holds_work(s)]
+            for evicted in idle[: max(0, len(idle) - self.IDLE_SESSIONS)]:
+                self.evict(evicted)
             while len(sessions) > self.capacity:
-                stateless = (k for k, s in sessions.items() if not s.state_data and k != session_id)
-                evicted = next(stateless, None) or next(iter(sessions))
-                del sessions[evicted]
-                self.time_last_used.pop(evicted, None)
+                self.evict(self.crowded(session_id))
+
+    def crowded(self, keep: str) -> str:
+        """The least recently used session of the client holding the most (not `keep`)."""
+        others = [k for k in self.session_data if k != keep]
+        counts = Counter(self.owners.get(k, "") for k in others)
+        most = max(counts, key=counts.__getitem__)
+        return next(k for k in others if self.owners.get(k, "") == most)
+
+    def evict(self, session_id: str) -> None:
+        del self.session_data[session_id]
+        self.time_last_used.pop(session_id, None)
+        self.owners.pop(session_id, None)
+
+
+def holds_work(session: Any) -> bool:
+    """Whether a Gradio session holds anything a visitor would lose: a gr.State value that is
+    no longer its component's start value."""
+    blocks = session.blocks_config.blocks
+    return any(
+        key in blocks and value != getattr(blocks[key], "value", None)
+        for key, value in session.state_data.items()
+    )
 
 
 # Gradio routes this app does not use, closed. The deep-link route writes any session's whole
@@ -248,9 +291,10 @@ def close_unused_routes(app: Any) -> None:
     ]
 
 
-def keep_visitors(app: Any, blocks: Any) -> None:
-    """Give a launched app the `VisitorsFirst` session holder, keeping any sessions it has."""
-    holder = VisitorsFirst()
+def keep_visitors(app: Any, blocks: Any, admission: FairAdmission) -> None:
+    """Give a launched app the `VisitorsFirst` session holder, keeping any sessions it has;
+    `admission` tells it whose each session is."""
+    holder = VisitorsFirst(admission.owners)
     holder.session_data.update(app.state_holder.session_data)
     holder.set_blocks(blocks)
     app.state_holder = holder
