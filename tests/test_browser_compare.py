@@ -286,6 +286,39 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
     screenshot(damaged, request)
 
 
+def test_a_link_carrying_the_costliest_columns_runs_briefly_and_each_stops(
+    browser, tutor_app_url, tutor_engine, request
+):
+    # Issue 34, item 16: a 394-character ?share= link carried item 1's columns (edited
+    # prompts of 500 emoji, byte tokens all alike: a cubic diff), so one click on Run all
+    # started minutes of CPU that Stop could not end; an edited prompt over the context was
+    # described and diffed before the engine refused it.
+    emoji = "<bos>" + "\U0001f600" * 500
+    columns = [{"prompt": "correct"}, {"prompt": "edited", "text": emoji},
+               {"prompt": "edited", "text": emoji + "!"},
+               {"prompt": "edited", "text": "<bos>" + "\U0001f600" * 9_000}]  # fmt: skip
+    sampling = {"max_new_tokens": 4096, "temperature": 0.0}
+    view = {"tab": "compare", "conversation": json.dumps(QUESTION), "prefill": "", "count": 4,
+            "columns": columns, "sampling": sampling}  # fmt: skip
+    link = tutor_app_url + "?share=" + encode_view(view)
+    assert len(link) < 800
+    page = open_page(browser, link)
+    page.wait_for_selector("#share-note >> text=Opened a shared compare view")
+    wait_text(page, "#compare-info-4", "over the context size")  # refused before any run
+    started = time.monotonic()
+    page.click("#compare-run")
+    wait_until(lambda: tutor_engine.active >= 1, seconds=10, what="a column to start")
+    page.evaluate("1")
+    assert time.monotonic() - started < 5  # planned and diffed within a bounded cost
+    for n in (1, 2, 3):  # a column that has ended has its Stop disabled: a click does nothing
+        page.evaluate("n => document.querySelector('#compare-stop-' + n).click()", n)
+    wait_until(lambda: tutor_engine.active == 0, seconds=5, what="every column to stop")
+    for n in (1, 2, 3):
+        wait_text(page, f"#compare-figures-{n}", "seed")
+    assert "over the context size" in page.inner_text("#compare-info-4")
+    screenshot(page, request)
+
+
 def copy_link(page, tab):
     page.click(f"#{tab}-share")
     page.wait_for_function(f"document.querySelector('#{tab}-link textarea').value.startsWith('h')")

@@ -221,6 +221,29 @@ def test_p4_one_client_gets_its_share_and_others_are_served(batched_server, sett
         assert result(url, "complete", event_id, greedy)[0] == "complete"
 
 
+def test_a_generation_nobody_reads_ends_and_one_being_read_goes_on(batched_server,
+                                                                  batched_engine):  # fmt: skip
+    # Issue 34, item 2: a client that posted a /call and never read its results held a slot
+    # until its reply's end (6,000 tokens, 18 s and more); /cancel-free, fire and forget.
+    from playground.ui.guard import UNREAD_GRACE_S
+
+    url = batched_server
+    wait_until(lambda: batched_engine.active == 0, seconds=60, what="an idle engine")
+    long_reply = ["Once", 2000, *GREEDY.values()]  # 40 s at the paced speed
+    status, _ = call(url, "complete", long_reply, "127.0.0.3")  # and never read
+    assert status == 200
+    wait_until(lambda: batched_engine.active == 1, seconds=10, what="the reply to start")
+    began = time.monotonic()
+    wait_until(lambda: batched_engine.active == 0, seconds=UNREAD_GRACE_S + 5,
+               what="the unread reply to end")  # fmt: skip
+    print(f"unread reply ended {time.monotonic() - began:.1f} s after it started")
+    # One that is read runs past the grace to its end.
+    read = ["Once", 400, *GREEDY.values(), "", 0, False]  # 8 s
+    status, event_id = call(url, "complete_json", read, "127.0.0.4")
+    kind, out = result(url, "complete_json", event_id, "127.0.0.4")
+    assert kind == "complete" and json.loads(out[0])["figures"]["new_tokens"] == 400, out
+
+
 def test_p4_page_events_are_not_refused_when_generations_fill_every_place(batched_server):
     url = batched_server
     # Many clients (127.0.0.10 to .35), each within its share: every place is taken.

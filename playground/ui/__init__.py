@@ -43,7 +43,14 @@ from playground.ui.controls import (
     wire_controls,
     wire_stop_notes,
 )
-from playground.ui.guard import BodyLimit, FairAdmission, close_unused_routes, keep_visitors
+from playground.ui.guard import (
+    BodyLimit,
+    FairAdmission,
+    ReaderCount,
+    Readers,
+    close_unused_routes,
+    keep_visitors,
+)
 from playground.ui.inspector import START, as_json, build_inspector, wire_inspector
 from playground.ui.model import build_banner, build_model, wire_model
 from playground.ui.notebook import CSS as NOTEBOOK_CSS
@@ -192,7 +199,8 @@ def launch(demo: gr.Blocks, settings: Settings, **options: Any) -> str:
     visitors' chats (`guard.VisitorsFirst`); block unless `prevent_thread_lock`. Returns the
     local URL."""
     block = not options.pop("prevent_thread_lock", False)
-    demo.launch(prevent_thread_lock=True, **launch_options(settings), **options)
+    readers = demo.fair_admission.readers
+    demo.launch(prevent_thread_lock=True, **launch_options(settings, readers), **options)
     keep_visitors(demo.server_app, demo, demo.fair_admission)
     close_unused_routes(demo.server_app)
     if block:
@@ -206,12 +214,15 @@ def on_view(request: gr.Request) -> gr.Tabs:
     return gr.Tabs(selected=view) if view in TAB_IDS else gr.skip()
 
 
-def launch_options(settings: Settings) -> dict[str, Any]:
-    """Hardened launch settings for a public Space."""
+def launch_options(settings: Settings, readers: Readers) -> dict[str, Any]:
+    """Hardened launch settings for a public Space; `readers` counts the open result streams
+    (`guard.FairAdmission` ends generations nobody reads)."""
+    middleware = [Middleware(BodyLimit, limit=settings.max_body_bytes),
+                  Middleware(ReaderCount, readers=readers)]  # fmt: skip
     return {
         "max_file_size": MAX_UPLOAD_BYTES,
         # Every body is bounded before Gradio reads (and keeps) it: see `guard`.
-        "app_kwargs": {"middleware": [Middleware(BodyLimit, limit=settings.max_body_bytes)]},
+        "app_kwargs": {"middleware": middleware},
         "state_session_capacity": settings.session_capacity,
         "enable_monitoring": False,
         "show_error": True,  # shows gr.Error messages; tracebacks never leave the server

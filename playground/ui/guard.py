@@ -16,10 +16,14 @@ Does not own: the limits themselves (`settings`), or the checks of each value (`
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from gradio.state_holder import StateHolder
 
@@ -105,6 +109,51 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+class Readers:
+    """The result streams being read now: by session (`/queue/data`, the page's and
+    gradio_client's) and by event (`/call/NAME/ID`, raw HTTP's)."""
+
+    def __init__(self) -> None:
+        self.sessions: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+
+    def reading(self, event: Any) -> bool:
+        return self.sessions[event.session_hash] > 0 or self.events[event._id] > 0
+
+
+CALL_STREAM = re.compile(r"/call/(?:v2/)?[^/]+/([^/]+)/?$")
+
+
+class ReaderCount:
+    """ASGI middleware counting, in `readers`, the result streams open now."""
+
+    def __init__(self, app: Callable, readers: Readers) -> None:
+        self.app, self.readers = app, readers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        counter, key = self.stream_of(scope)
+        if counter is None:
+            await self.app(scope, receive, send)
+            return
+        counter[key] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+    def stream_of(self, scope: Scope) -> tuple[Counter[str] | None, str]:
+        if scope["type"] != "http" or scope.get("method") != "GET":
+            return None, ""
+        path = scope.get("path", "")
+        if path.endswith("/queue/data"):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            return self.readers.sessions, (query.get("session_hash") or [""])[0]
+        call = CALL_STREAM.search(path)
+        return (self.readers.events, call.group(1)) if call else (None, "")
+
+
 class FairAdmission:
     """Admits events to Gradio's queue (wrapping `Queue.push`).
 
@@ -135,10 +184,14 @@ class FairAdmission:
         self.owners: dict[str, str] = {}  # session -> client, for `VisitorsFirst`
         # client -> its events' ids, generating ones (True) and the others (False)
         self.held: dict[bool, dict[str, set[str]]] = {True: {}, False: {}}
+        self.readers = Readers()  # `ReaderCount` fills it
+        self.watching: asyncio.Task | None = None
         self.original = queue.push
         queue.push = self.push
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple:
+        if self.watching is None:
+            self.watching = asyncio.get_running_loop().create_task(self.end_unread())
         generating, client = self.generates(body), client_of(request, self.proxy_hops)
         refusal = self.refusal(generating, client)
         if refusal:
@@ -161,6 +214,28 @@ class FairAdmission:
             e._id for line in queue.event_queue_per_concurrency_id.values() for e in line.queue
         }
         return running | waiting
+
+    async def end_unread(self) -> None:
+        """End generations that nobody reads: a /call client that posted and went away held
+        its slot to the end of a 6,000-token reply (issue 34, item 2). One unread for
+        `UNREAD_GRACE_S` is dropped as a disconnect is (Gradio's `clean_events`): the reply
+        ends at its next step and its slot and KV reservation are freed."""
+        unread_since: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(1.0)
+            now, running = time.monotonic(), self.running_generations()
+            for event in running:
+                since = unread_since.setdefault(event._id, now)
+                if self.readers.reading(event):
+                    unread_since[event._id] = now
+                elif now - since > UNREAD_GRACE_S:
+                    await self.queue.clean_events(event_id=event._id)
+            for gone in set(unread_since) - {e._id for e in running}:
+                del unread_since[gone]
+
+    def running_generations(self) -> list[Any]:
+        return [e for job in self.queue.active_jobs if job for e in job
+                if e.alive and e.fn.concurrency_id == self.group]  # fmt: skip
 
     def generates(self, body: Any) -> bool:
         fn = self.queue.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
@@ -199,6 +274,11 @@ class FairAdmission:
                 "lasts up to a few minutes. Please try again shortly."
             )
         return ""
+
+
+# How long a running generation may go with nobody reading its results: a page or client
+# opens its stream within milliseconds of sending, and stays on it while the reply streams.
+UNREAD_GRACE_S = 5.0
 
 
 def client_of(request: Any, proxy_hops: int) -> str:
