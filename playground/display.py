@@ -32,6 +32,7 @@ STOP_REASONS: dict[StopReason, str] = {
     "stop_string": "stop string",
     "cancelled": "stopped by you",
     "engine_stopped": "the engine stopped mid-reply and has restarted: send again to go on",
+    "server_context": "cut off by the server's context",
 }
 _CONTROL = re.compile("|".join(re.escape(html.escape(t)) for t in CONTROL_TOKEN_TEXTS))
 

@@ -1,27 +1,36 @@
 """The remote engine against a real serving engine: llama-cpp-python's OpenAI-compatible server
 on tiny-tutor's shipped GGUF, reached over HTTP, with the app in front of it (issue 18).
 
-Fast tests of the pure parts (the request, the export, settings) run without a server.
+Fast tests of the pure parts (the request, the export, settings) run without a server; those of
+the bounds on a reply, against a broken or hostile fake of one (`tests/hostile_server.py`).
 """
 
 import json
+import re
 import shlex
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import psutil
 import pytest
 from gradio_client import Client
 
 from playground.chat_format import RenderOptions
+from playground.display import figures_line
 from playground.engines import EngineError, load_engine
-from playground.engines.remote import DIALECTS, dialect_of
+from playground.engines.remote import DIALECTS, PROBE, dialect_of
 from playground.export import remote_code
 from playground.models import TUTOR_DIR
 from playground.sampling import SamplingParams
-from playground.session import Playground
+from playground.session import Playground, figures_of
 from playground.settings import RemoteSettings, SettingsError, load_settings
+from playground.tokens import Tokenizer
 from tests.conftest import ENDLESS_RAW, ENDLESS_START, ROOT, start_llama_server
+from tests.hostile_server import GOOD_START
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
 SUM = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -87,6 +96,113 @@ def test_the_exported_request_names_the_key_by_its_variable():
     words = shlex.split(code["curl"].replace("\\\n", " "))
     body = json.loads(words[words.index("-d") + 1])
     assert body["prompt"] == request["prompt"] and body["repeat_penalty"] == 1.0
+
+
+def test_the_stream_is_read_line_by_line_and_no_line_is_held_whole():
+    from playground.engines.remote import MAX_CHUNK_BYTES, _Bounds, _events, _lines
+
+    # llama-cpp-python ends lines with CRLF; a block may end anywhere, even between CR and LF.
+    blocks = [b'data: {"a": 1}\r', b'\n\r\n: a comment\r\ndata: {"b"', b": 2}\n\n",
+              b"data: [DONE]\n\n", b'data: {"c": 3}\n\n']  # fmt: skip
+    assert list(_events(_lines(blocks, _Bounds.of(10)))) == [{"a": 1}, {"b": 2}]
+    endless = iter(lambda: b"x" * 65536, None)  # a line that never ends
+    with pytest.raises(EngineError, match=f"a chunk of more than {MAX_CHUNK_BYTES:,} bytes"):
+        list(_lines(endless, _Bounds.of(10**6)))
+
+
+# ---- against a broken or hostile server (tests/hostile_server.py) ------------------------------
+
+
+@contextmanager
+def hostile_engine(mode: str, settings):
+    """The remote engine on tests/hostile_server.py in `mode`, in a process of its own."""
+    ours = len(Tokenizer(TUTOR_DIR).encode(PROBE)) - 1  # it adds <bos>, as llama.cpp does
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostile_server", mode, str(ours + 1)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        port = int(server.stdout.readline())
+        yield remote_engine(f"http://127.0.0.1:{port}/v1", settings)
+    finally:
+        server.kill()
+        server.wait(30)
+
+
+@contextmanager
+def measured():
+    """This process's CPU seconds, its peak growth of memory (MB), and the longest another
+    thread's 10 ms sleep overran (s): how long the app's other work was held."""
+    me = psutil.Process()
+    use = SimpleNamespace(cpu_s=0.0, rss_mb=0.0, stall_s=0.0)
+    done = threading.Event()
+    rss = me.memory_info().rss
+
+    def watch():
+        last = time.perf_counter()
+        while not done.wait(0.01):
+            now = time.perf_counter()
+            use.stall_s = max(use.stall_s, now - last - 0.01)
+            use.rss_mb = max(use.rss_mb, (me.memory_info().rss - rss) / 2**20)
+            last = now
+
+    cpu = sum(me.cpu_times()[:2])
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield use
+    finally:
+        done.set()
+        watcher.join()
+        use.cpu_s = sum(me.cpu_times()[:2]) - cpu
+
+
+# What ends each hostile reply, with the bounds of a reply of 512 tokens.
+HOSTILE = {
+    "huge-chunk": "a chunk of more than 1,048,576 bytes",
+    "long-line": "a chunk of more than 1,048,576 bytes",
+    "alternatives": "20,000 alternatives for one token",
+    "wordy": "more than 65,536 characters for a reply of 512 tokens",
+    "endless": "more than [0-9,]+ bytes for a reply of 512 tokens",
+}
+
+
+@pytest.mark.parametrize("mode", HOSTILE)
+def test_a_hostile_server_ends_its_reply_with_a_note_and_stalls_nothing(mode, settings):
+    # Issue 34, item 10: unbounded, one chunk of 64 MB of text took 128 s of the app's CPU and
+    # 8.3 GB more memory, and held every other thread of the app for 220 s; 20,000 alternatives
+    # per token took 5.9 GB in 60 s; a server that never ends never ended.
+    shown, failures = [], []
+    with hostile_engine(mode, settings) as engine, measured() as use:
+        generation = engine.generate("Hi", SamplingParams(max_new_tokens=512, **GREEDY))
+
+        def read():
+            try:
+                shown.extend(generation)
+            except EngineError as error:
+                failures.append(str(error))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(20)
+        assert not reader.is_alive(), "the reply did not end"
+    assert re.search(HOSTILE[mode], failures[0]), failures
+    assert "the reply ends here and keeps what arrived" in failures[0]
+    assert "".join(shown) == GOOD_START  # what came before the bound stays
+    assert use.cpu_s < 3 and use.rss_mb < 100, use
+    assert use.stall_s < 0.5, use
+    assert engine.active == 0  # the slot is free again
+
+
+def test_a_reply_the_server_cut_off_at_its_context_is_labelled_so(settings):
+    # Issue 34, item 15: a server that ended a reply with "length" before max_new_tokens, at
+    # its own context size, had it labelled "eos".
+    with hostile_engine("context", settings) as engine:
+        cut = engine.generate("Hi", SamplingParams(max_new_tokens=50, **GREEDY)).run()
+        full = engine.generate("Hi", SamplingParams(max_new_tokens=3, **GREEDY)).run()
+    assert cut.text == GOOD_START and cut.stop_reason == "server_context"
+    assert figures_line(figures_of(cut, 1)).endswith("· cut off by the server's context")
+    assert full.stop_reason == "max_new_tokens"
 
 
 # ---- against llama.cpp's server ----------------------------------------------------------------
@@ -273,6 +389,24 @@ def test_a_server_that_fails_silently_is_named(settings):
         with pytest.raises(EngineError, match="ended its answer without saying why"):
             engine.generate("Hello " * 80, SamplingParams(max_new_tokens=4, **GREEDY)).run()
         assert engine.active == 0  # the slot is free again
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+@pytest.mark.slow
+def test_a_reply_llama_cpp_cut_off_at_its_context_says_so(settings):
+    from playground import llama_server
+
+    # llama-cpp-python lowers max_tokens to what fits its n_ctx, and says "length" there.
+    process, base_url = llama_server.start(n_ctx=256)
+    try:
+        engine = remote_engine(base_url, settings)
+        # 201 tokens with <bos>, which tiny-tutor continues with "c" to any length.
+        result = engine.generate("c" * 200, SamplingParams(max_new_tokens=200, **GREEDY)).run()
+        assert (result.prompt_tokens, result.new_tokens) == (201, 55)  # 256: the context
+        assert result.stop_reason == "server_context"
+        assert "cut off by the server's context" in figures_line(figures_of(result, 1))
     finally:
         process.kill()
         process.wait(30)

@@ -35,8 +35,9 @@ from playground.tokens import Tokenizer
 log = logging.getLogger(__name__)
 
 StopReason = Literal[
-    "eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled", "engine_stopped"
-]
+    "eos", "end_of_turn", "max_new_tokens", "stop_string", "cancelled", "engine_stopped",
+    "server_context",
+]  # fmt: skip
 
 # How long a request waits for the engine lock, and for the next token, before giving up: no
 # wait on the engine can hang forever.
@@ -129,6 +130,9 @@ class NativeFigures:
     # A remote server's own token counts (its `usage`), which win over the local ones.
     prompt_tokens: int | None = None
     new_tokens: int | None = None
+    # Why the native loop ended by itself, where the engine knows better than "eos": a remote
+    # server that cut the reply off at its own context size.
+    stop_reason: StopReason | None = None
 
 
 def tokens_per_second(
@@ -509,9 +513,11 @@ class Engine:
             if progress.stop_reason is None and progress.cancel.is_set():
                 progress.stop_reason = "cancelled"  # the native loop saw Stop before a token did
             if progress.stop_reason is None:
-                # The native loop ended by itself: an end id it did not pass on, or the limit.
+                # The native loop ended by itself: an end id it did not pass on, the limit, or
+                # what the engine says.
                 reached = len(progress.ids) >= params.max_new_tokens
-                progress.stop_reason = "max_new_tokens" if reached else "eos"
+                said = progress.native.stop_reason if progress.native else None
+                progress.stop_reason = "max_new_tokens" if reached else said or "eos"
             if delta := progress.take():
                 updates.put(delta)
             updates.put(_END)
