@@ -25,7 +25,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from gradio.exceptions import Error
+from gradio.server_messages import ProcessCompletedMessage
 from gradio.state_holder import StateHolder
+from gradio.utils import error_payload
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -186,6 +189,7 @@ class FairAdmission:
         self.held: dict[bool, dict[str, set[str]]] = {True: {}, False: {}}
         self.readers = Readers()  # `ReaderCount` fills it
         self.watching: asyncio.Task | None = None
+        self.unread_results: dict[str, float] = {}  # session -> since when nobody reads them
         self.original = queue.push
         queue.push = self.push
 
@@ -208,21 +212,27 @@ class FairAdmission:
         `event_ids_to_events`, which can keep a cancelled event for good: in the soak, a page's
         event stayed there 27 s after the page's /cancel and close, with no thread running it,
         and counted against its client, who was then refused ("Queue is full")."""
+        return {e._id for e in self.live_events()}
+
+    def live_events(self) -> list[Any]:
         queue = self.queue
-        running = {e._id for job in queue.active_jobs if job for e in job if e.alive}
-        waiting = {
-            e._id for line in queue.event_queue_per_concurrency_id.values() for e in line.queue
-        }
-        return running | waiting
+        running = [e for job in list(queue.active_jobs) if job for e in job if e.alive]
+        lines = list(queue.event_queue_per_concurrency_id.values())
+        return running + [e for line in lines for e in list(line.queue)]
+
+    def sessions_in_use(self) -> set[str]:
+        """The sessions with an event running or waiting (`VisitorsFirst` keeps them)."""
+        return {e.session_hash for e in self.live_events()}
 
     async def end_unread(self) -> None:
         """End generations that nobody reads: a /call client that posted and went away held
         its slot to the end of a 6,000-token reply (issue 34, item 2). One unread for
         `UNREAD_GRACE_S` is dropped as a disconnect is (Gradio's `clean_events`): the reply
-        ends at its next step and its slot and KV reservation are freed."""
+        ends at its next step and its slot and KV reservation are freed. Results nobody came
+        for in `UNREAD_KEEP_S` are dropped too (Gradio keeps them for up to 2,000 sessions)."""
         unread_since: dict[str, float] = {}
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(UNREAD_CHECK_S)
             now, running = time.monotonic(), self.running_generations()
             for event in running:
                 since = unread_since.setdefault(event._id, now)
@@ -230,8 +240,38 @@ class FairAdmission:
                     unread_since[event._id] = now
                 elif now - since > UNREAD_GRACE_S:
                     await self.queue.clean_events(event_id=event._id)
+                    self.tell_a_late_reader(event)
             for gone in set(unread_since) - {e._id for e in running}:
                 del unread_since[gone]
+            self.drop_unread_results(now)
+
+    def tell_a_late_reader(self, event: Any) -> None:
+        """The one message a reader who comes after all gets for an ended unread event (else
+        its stream would wait forever for a completion that never comes)."""
+        why = (f"This reply was ended: nobody read its results within {UNREAD_GRACE_S:g} s of "
+               "its start. Read a call's results as soon as you post it.")  # fmt: skip
+        message = ProcessCompletedMessage(
+            output=error_payload(Error(why), True), success=False, event_id=event._id
+        )
+        messages = self.queue.pending_messages_per_session.get(event.session_hash)
+        if messages is not None:
+            messages.put_nowait(message)
+
+    def drop_unread_results(self, now: float) -> None:
+        """Forget the results of sessions with no event live and nobody reading them since
+        `UNREAD_KEEP_S` ago: a /call's reader comes right after its post, if ever (the soak's
+        unread calls grew the app by 100 MB before)."""
+        queue, live = self.queue, self.sessions_in_use()
+        waiting = self.unread_results
+        for session in list(queue.pending_messages_per_session.keys()):
+            if session in live or self.readers.sessions[session] or self.readers.events[session]:
+                waiting.pop(session, None)
+            elif now - waiting.setdefault(session, now) > UNREAD_KEEP_S:
+                queue.pending_messages_per_session.pop(session, None)
+                queue.pending_event_ids_session.pop(session, None)
+                del waiting[session]
+        for gone in set(waiting) - set(queue.pending_messages_per_session.keys()):
+            del waiting[gone]
 
     def running_generations(self) -> list[Any]:
         return [e for job in self.queue.active_jobs if job for e in job
@@ -277,8 +317,11 @@ class FairAdmission:
 
 
 # How long a running generation may go with nobody reading its results: a page or client
-# opens its stream within milliseconds of sending, and stays on it while the reply streams.
-UNREAD_GRACE_S = 5.0
+# opens its stream one round trip after sending (milliseconds here, a few hundred on a phone),
+# and stays on it while the reply streams. Checked every UNREAD_CHECK_S.
+UNREAD_GRACE_S = 1.5
+UNREAD_CHECK_S = 0.25
+UNREAD_KEEP_S = 30.0
 
 
 def client_of(request: Any, proxy_hops: int) -> str:
@@ -311,13 +354,16 @@ class VisitorsFirst(StateHolder):
     * past `capacity`, the session to go is the least recently used of the client holding the
       most sessions: 1,200 calls to a stateful handler (Stop, each from a fresh session) evicted
       a visitor's chat before, since each of them held state too.
+    A session with an event running or waiting (`in_use`) is never evicted: a page's session
+    is new, and holds no work, while its first handler runs, and the soak's flood of API calls
+    evicted it there (the reply then found "the conversation is empty").
     `owners` names each session's client; `FairAdmission` fills it as events come in."""
 
     IDLE_SESSIONS = 4
 
-    def __init__(self, owners: dict[str, str] | None = None) -> None:
+    def __init__(self, owners: dict[str, str], in_use: Callable[[], set[str]]) -> None:
         super().__init__()
-        self.owners = owners if owners is not None else {}
+        self.owners, self.in_use = owners, in_use
 
     def update(self, session_id: str) -> None:
         with self.lock:
@@ -329,15 +375,17 @@ class VisitorsFirst(StateHolder):
             if len(self.owners) > 2 * self.capacity:  # events whose session never came
                 for gone in [k for k in self.owners if k not in sessions]:
                     del self.owners[gone]  # in place: FairAdmission writes to this dict
-            idle = [k for k, s in sessions.items() if k != session_id and not holds_work(s)]
+            kept = self.in_use() | {session_id}
+            idle = [k for k, s in sessions.items() if k not in kept and not holds_work(s)]
             for evicted in idle[: max(0, len(idle) - self.IDLE_SESSIONS)]:
                 self.evict(evicted)
             while len(sessions) > self.capacity:
-                self.evict(self.crowded(session_id))
+                self.evict(self.crowded(kept))
 
-    def crowded(self, keep: str) -> str:
-        """The least recently used session of the client holding the most (not `keep`)."""
-        others = [k for k in self.session_data if k != keep]
+    def crowded(self, kept: set[str]) -> str:
+        """The least recently used session of the client holding the most, not one of `kept`
+        (unless every session is kept: then the least recently used, as Gradio's)."""
+        others = [k for k in self.session_data if k not in kept] or list(self.session_data)
         counts = Counter(self.owners.get(k, "") for k in others)
         most = max(counts, key=counts.__getitem__)
         return next(k for k in others if self.owners.get(k, "") == most)
@@ -374,7 +422,7 @@ def close_unused_routes(app: Any) -> None:
 def keep_visitors(app: Any, blocks: Any, admission: FairAdmission) -> None:
     """Give a launched app the `VisitorsFirst` session holder, keeping any sessions it has;
     `admission` tells it whose each session is."""
-    holder = VisitorsFirst(admission.owners)
+    holder = VisitorsFirst(admission.owners, admission.sessions_in_use)
     holder.session_data.update(app.state_holder.session_data)
     holder.set_blocks(blocks)
     app.state_holder = holder
