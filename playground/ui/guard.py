@@ -351,7 +351,7 @@ class VisitorsFirst(StateHolder):
     * sessions holding none (every API call makes one, and Gradio keeps its inputs: 1,200
       refused 1 MB /render calls grew the app from 632 to 1,994 MB, issue 34) are kept only
       `IDLE_SESSIONS` at a time, the least recently used going first;
-    * past `capacity`, the session to go is the least recently used of the client holding the
+    * past `capacity`, those go first; then the least recently used of the client holding the
       most sessions: 1,200 calls to a stateful handler (Stop, each from a fresh session) evicted
       a visitor's chat before, since each of them held state too.
     A session with an event running or waiting (`in_use`) is never evicted: a page's session
@@ -377,7 +377,9 @@ class VisitorsFirst(StateHolder):
                     del self.owners[gone]  # in place: FairAdmission writes to this dict
             kept = self.in_use() | {session_id}
             idle = [k for k, s in sessions.items() if k not in kept and not holds_work(s)]
-            for evicted in idle[: max(0, len(idle) - self.IDLE_SESSIONS)]:
+            # Past IDLE_SESSIONS, or past capacity: idle sessions go before any with work.
+            excess = max(len(idle) - self.IDLE_SESSIONS, len(sessions) - self.capacity)
+            for evicted in idle[: max(0, excess)]:
                 self.evict(evicted)
             while len(sessions) > self.capacity:
                 self.evict(self.crowded(kept))
