@@ -2,9 +2,9 @@
 
 Owns: the `Notebook` value a visitor's session holds (cells, the output each prompt cell got,
 the original cells for Reset), the edit operations (edit, add, delete, move: each returns a new
-Notebook), the editor's text fields of a cell and the cell they describe, and the HTML of the
-whole lesson as one document (markdown through `notebook.render_markdown`, prompts and outputs
-escaped by `display`).
+Notebook), the editor's text fields of a cell and the cell they describe, and the page: each
+cell's HTML (markdown through `notebook.render_markdown`, prompts and outputs escaped by
+`display`), which the page redraws one cell at a time.
 Does not own: the lesson format or running cells (`notebook`), components or events
 (`ui.notebook`), token counts and checks (passed in by the caller, which has the tokenizer).
 """
@@ -244,9 +244,13 @@ def _markdown_html(source: str) -> str:
     return f'<div class="nb-md">{render_markdown(source)}</div>'
 
 
-def output_html(cell: PromptCell, output: CellOutput) -> str:
+def output_html(cell: PromptCell, output: CellOutput, probabilities: bool = False) -> str:
     """Under a run cell: its figures, then the text as literal characters (or, with the cell
-    option output=markdown, rendered by the safe renderer)."""
+    option output=markdown, rendered by the safe renderer), then its probabilities, closed and
+    empty unless `probabilities`: the view takes about 100 bytes a token, 25 times the text,
+    and the page asks for it when it is opened (`ui.notebook.CELL_EVENTS`). Issue 34: with it,
+    ten cells of 4,096 tokens made the page 3.9 MB, which Gradio's page copies at every update
+    of any component, and a Stop took 0.4 to 1.7 s to land; without it, 0.1 to 0.5 s."""
     if output.error:
         return f'<div class="nb-out"><p class="nb-error">{display.escape(output.error)}</p></div>'
     figures = display.figures_line(output.figures) if output.figures else output.note or "running…"
@@ -255,11 +259,62 @@ def output_html(cell: PromptCell, output: CellOutput) -> str:
     else:
         body = f'<pre class="nb-out-text">{display.escape(output.text)}</pre>'
     if output.probabilities:
+        view = output.probabilities if probabilities else ""
         body += (
-            '<details class="nb-probs"><summary>Probabilities</summary>'
-            f"{output.probabilities}</details>"
+            f'<details class="nb-probs"{" open" if probabilities else ""}>'
+            f"<summary>Probabilities</summary>{view}</details>"
         )
     return f'<div class="nb-out"><p class="nb-figures">{display.escape(figures)}</p>{body}</div>'
+
+
+def cell_html(
+    index: int,
+    cell: Cell,
+    output: CellOutput | None,
+    checks: Callable[[str], str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+    selected: bool = False,
+    probabilities: bool = False,
+) -> str:
+    """Cell `index` as the page shows it: numbered, a prompt cell with a ▶ (`data-cell` is
+    its index) and its output (with its probabilities open, if asked: `output_html`), the
+    selected one outlined."""
+    head = f"{index + 1} · {kind_of(cell)}"
+    if options := options_line(cell):
+        head += f" · {options}"
+    head = display.escape(head)
+    if isinstance(cell, MarkdownCell):
+        body = _markdown_html(cell.source)
+    else:
+        head = (
+            f'<button type="button" class="nb-play" aria-label="Run cell {index + 1}" '
+            f'title="Run cell {index + 1} (Shift+Enter)">▶</button> {head}'
+        )
+        body = prompt_html(cell, checks, prompt_of)
+        if output:
+            body += output_html(cell, output, probabilities)
+    chosen = " nb-selected" if selected else ""
+    return (
+        f'<section class="nb-cell{chosen}" id="nb-cell-{index + 1}" data-cell="{index}" '
+        f'tabindex="0"><p class="nb-head">{head}</p>{body}</section>'
+    )
+
+
+def page_value(
+    notebook: Notebook,
+    selected: int,
+    checks: Callable[[str], str],
+    prompt_of: Callable[[PromptCell], str] = cell_prompt,
+) -> dict[str, Any]:
+    """The Notebook tab's document: each cell's HTML (`cell_html`) and the selected index. The
+    page's script places the cells up to the selected one above the editor and the rest below
+    it, and parses only the cells whose HTML changed (`ui.notebook.CELL_EVENTS`)."""
+    outputs = (*notebook.outputs, *[None] * len(notebook.cells))  # None: not run
+    cells = [
+        cell_html(i, cell, output, checks, prompt_of, i == selected)
+        for i, (cell, output) in enumerate(zip(notebook.cells, outputs, strict=False))
+    ]
+    return {"cells": cells, "selected": selected}
 
 
 def document_html(
@@ -268,47 +323,9 @@ def document_html(
     checks: Callable[[str], str],
     prompt_of: Callable[[PromptCell], str] = cell_prompt,
 ) -> str:
-    """The whole lesson as one page (`document_parts` joined)."""
-    parts = document_parts(notebook, selected, checks, prompt_of)
-    return parts["above"] + parts["below"]
-
-
-def document_parts(
-    notebook: Notebook,
-    selected: int,
-    checks: Callable[[str], str],
-    prompt_of: Callable[[PromptCell], str] = cell_prompt,
-) -> dict[str, str]:
-    """The lesson as a page in two parts, the cells up to the selected one (outlined) and the
-    ones after it, for the editor to open between them. Numbered cells; a prompt cell has a
-    ▶ (`data-cell` is its index). Rendering is incremental: a cell that did not change since
-    it was last shown costs a cache look-up."""
-    parts = []
-    for i, cell in enumerate(notebook.cells):
-        head = f"{i + 1} · {kind_of(cell)}"
-        if options := options_line(cell):
-            head += f" · {options}"
-        head = display.escape(head)
-        if isinstance(cell, MarkdownCell):
-            body = _markdown_html(cell.source)
-        else:
-            head = (
-                f'<button type="button" class="nb-play" aria-label="Run cell {i + 1}" '
-                f'title="Run cell {i + 1} (Shift+Enter)">▶</button> {head}'
-            )
-            body = prompt_html(cell, checks, prompt_of)
-            if i < len(notebook.outputs) and (output := notebook.outputs[i]):
-                body += output_html(cell, output)
-        chosen = " nb-selected" if i == selected else ""
-        parts.append(
-            f'<section class="nb-cell{chosen}" id="nb-cell-{i + 1}" data-cell="{i}" '
-            f'tabindex="0"><p class="nb-head">{head}</p>{body}</section>'
-        )
-    doc = '<div class="nb-doc">{}</div>'.format
-    return {
-        "above": doc("\n".join(parts[: selected + 1])),
-        "below": doc("\n".join(parts[selected + 1 :])),
-    }
+    """The whole lesson as one page of numbered cells, as the Notebook tab shows it."""
+    cells = page_value(notebook, selected, checks, prompt_of)["cells"]
+    return '<div class="nb-doc">{}</div>'.format("\n".join(cells))
 
 
 def file_stem(title: str, limit: int = 60) -> str:

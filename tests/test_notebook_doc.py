@@ -14,10 +14,10 @@ from playground.notebook_doc import (
     cell_from_editor,
     cell_label,
     document_html,
-    document_parts,
     editor_fields,
     file_stem,
     opened_name,
+    page_value,
     stopped_note,
 )
 from playground.session import exported_model
@@ -162,21 +162,23 @@ def test_the_fault_labs_download_name_ends_on_a_word():
     assert file_stem("../../etc/passwd <img src=x>") == "etc-passwd-img-src-x"
 
 
-def test_the_page_splits_at_the_selected_cell_and_gives_prompt_cells_a_play_button():
+def test_the_page_has_a_cell_each_the_selected_one_outlined_and_prompt_cells_a_play_button():
     cells = [MarkdownCell(HOSTILE), PromptCell("raw", HOSTILE), MarkdownCell("end"),
              PromptCell("raw", "B", (("temperature", "0"),))]  # fmt: skip
     notebook = Notebook.open("T", cells).with_output(1, CellOutput(HOSTILE, FIGURES))
-    parts = document_parts(notebook, 1, lambda prompt: "")
-    above, below = parts["above"], parts["below"]
-    assert above.count('class="nb-cell') == 2 and below.count('class="nb-cell') == 2
-    assert above.endswith("</section></div>") and "nb-selected" in above
-    assert 'id="nb-cell-2" data-cell="1" tabindex="0"' in above
-    assert above.count('class="nb-play"') == 1 and below.count('class="nb-play"') == 1
-    assert 'aria-label="Run cell 4"' in below and "4 · raw · temperature=0" in below
-    for part in parts.values():
-        no_live_markup(part)
-    assert document_parts(notebook, 3, lambda prompt: "")["below"] == '<div class="nb-doc"></div>'
-    assert document_html(notebook, 1, lambda prompt: "") == above + below
+    value = page_value(notebook, 1, lambda prompt: "")
+    assert value["selected"] == 1 and len(value["cells"]) == 4  # the page's script splits it
+    first, second, _, fourth = value["cells"]
+    assert all(html.startswith('<section class="nb-cell') for html in value["cells"])
+    assert all(html.endswith("</section>") for html in value["cells"])
+    assert 'class="nb-cell nb-selected" id="nb-cell-2" data-cell="1" tabindex="0"' in second
+    assert sum("nb-selected" in html for html in value["cells"]) == 1
+    assert "nb-play" not in first and second.count('class="nb-play"') == 1
+    assert 'aria-label="Run cell 4"' in fourth and "4 · raw · temperature=0" in fourth
+    for html in value["cells"]:
+        no_live_markup(html)
+    joined = "\n".join(value["cells"])
+    assert document_html(notebook, 1, lambda prompt: "") == f'<div class="nb-doc">{joined}</div>'
 
 
 def test_the_stopped_note_names_the_cell_and_what_did_not_run():

@@ -149,6 +149,8 @@ def test_a_cells_play_button_and_shift_enter_run_it(browser, app_url, request, w
         page.keyboard.press("Shift+Enter")
         wait_text(page, f"#nb-cell-{first} .nb-figures", "new tokens")
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
+        # Its node was drawn anew at each step of the run; the focus stayed on it.
+        assert page.evaluate("document.activeElement.id") == f"nb-cell-{first}"
         # Shift+Enter in the source box applies the edit and runs it; the text stays literal.
         page.fill("#nb-source textarea", HOSTILE_CHAT)
         page.press("#nb-source textarea", "Shift+Enter")

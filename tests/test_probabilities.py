@@ -69,3 +69,9 @@ def test_a_notebook_output_folds_its_probabilities_under_it():
     html = output_html(PromptCell("raw", "Hi"), CellOutput("<i>x</i>", None, probabilities=view))
     assert '<details class="nb-probs"><summary>Probabilities</summary>' in html
     assert "<i>" not in html
+    # The view itself comes when the visitor opens it (issue 34: it made the page 25 times
+    # the text).
+    assert view not in html
+    output = CellOutput("<i>x</i>", None, probabilities=view)
+    opened = output_html(PromptCell("raw", "Hi"), output, probabilities=True)
+    assert '<details class="nb-probs" open>' in opened and view in opened

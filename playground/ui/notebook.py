@@ -4,8 +4,10 @@ Owns: the `NotebookTab` components, picking a shipped lesson (also from the page
 link), Reset, Upload (.md / .ipynb, then named in the lesson picker) and the three downloads
 (lesson, Jupyter notebook, HTML handout, written to a fresh temp folder per request), the cell
 editor (edit, add, delete, move), open under the selected cell, the page's own script
-(`CELL_EVENTS`: a click selects a cell, its ▶ or Shift+Enter runs it), and running one cell or
-all of them in the engine's one queue, with Stop (which says at the top where it stopped).
+(`CELL_EVENTS`: it draws the cells that changed, one at a time; a click selects a cell, its ▶
+or Shift+Enter runs it; an output's probabilities come when opened), and running one cell or
+all of them in the engine's one queue, each step sending only the cells it changed
+(`LIVE_CELL`), with Stop (which says at the top where it stopped).
 Does not own: the lesson format, running a cell's prompt and the exports (`notebook`), the
 edits and the page's HTML (`notebook_doc`), a prompt's checks (`Playground.raw_checks`).
 """
@@ -16,6 +18,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, partial, wraps
+from itertools import chain, count
 from pathlib import Path
 
 import gradio as gr
@@ -30,15 +33,16 @@ from playground.notebook_doc import (
     CellOutput,
     Notebook,
     cell_from_editor,
+    cell_html,
     cell_label,
-    document_parts,
     editor_fields,
     file_stem,
     opened_name,
+    page_value,
     stopped_note,
 )
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
-from playground.session import Control, Playground, exported_model, throttle
+from playground.session import Control, Playground, Reply, exported_model, throttle
 from playground.ui.common import (
     PRIVATE,
     refuse,
@@ -52,13 +56,58 @@ from playground.ui.controls import Controls
 KIND_CHOICES = [MARKDOWN, *nb.KINDS]
 
 # The page's own script, run by Gradio 6's gr.HTML `js_on_load` (the only client code whose
-# `trigger` carries data, the cell's index, to a Python handler as `gr.EventData`): a click on a
-# cell picks it, its ▶ (or Shift+Enter on it, or anywhere in the editor but the source box,
-# whose own Shift+Enter is Gradio's submit) runs it. Gradio re-renders the page by patching the
-# old nodes in order (`we`/`Te` in its HTML component), so once the picked cell shows selected
-# it is put back where it was on screen (the editor, opening above it, moved it) and given the
-# focus back (the focused node may now hold another cell). Text being selected is not a pick.
+# `trigger` carries data, the cell's index, to a Python handler as `gr.EventData`).
+# It draws the cells (issue 34): the value holds each cell's HTML and the selected index
+# (`notebook_doc.page_value`); a cell whose HTML changed is parsed alone and put in place of its
+# old node, the others are at most moved (up to the selected cell above the editor, the rest
+# below it). `DOCUMENT` renders the same two empty parts whatever the value, so Gradio's own
+# patch (`we`/`Te` in its HTML component), which parsed and walked the whole document at every
+# change, leaves them to this script: with it, ten cells of 4,096 tokens (4.3 MB) put the page
+# 80 s behind the server, and a screenshot took up to 47 s. While a run streams, the running
+# cell comes through `LIVE_CELL` into `drawCell` and the document's value is left alone:
+# Gradio's page makes several passes over a component's whole value at each change of it
+# (JSON.stringify to compare, a deep snapshot), which, even with the cells drawn one at a
+# time, kept its main thread busy 36 s in 36 s (27 s of script) at the same size.
+# A click on a cell picks it, its ▶ (or Shift+Enter on it, or anywhere in the editor but the
+# source box, whose own Shift+Enter is Gradio's submit) runs it; an output's Probabilities,
+# opened, are asked for (`notebook_doc.output_html` says why the page holds them only then).
+# Once the picked cell shows selected it is put back where it was on screen (the editor,
+# opening above it, moved it) and given the focus back (its node may have been redrawn).
+# Text being selected is not a pick.
 CELL_EVENTS = """
+const [above, below] = element.querySelectorAll('.nb-doc');
+const shown = [];
+const nodes = [];
+const drawCell = (i, html) => {
+  if (shown[i] === html) return;
+  const parsed = document.createElement('template');
+  parsed.innerHTML = html;
+  const node = parsed.content.firstElementChild;
+  const focused = nodes[i]?.contains(document.activeElement) && document.activeElement;
+  nodes[i]?.replaceWith(node);
+  nodes[i] = node;
+  shown[i] = html;
+  if (focused) {  // the focus stays where it was: Shift+Enter runs the cell again
+    const again = ['.nb-play', 'summary'].find((part) => focused.matches(part));
+    (again ? node.querySelector(again) : node)?.focus({preventScroll: true});
+  }
+};
+const root = element.closest('#nb-document') ?? {};  // where `LIVE_CELL` finds drawCell
+root.drawCell = (i, html) => i < nodes.length && drawCell(i, html);
+const draw = () => {
+  const cells = props.value?.cells ?? [];
+  const selected = props.value?.selected ?? 0;
+  cells.forEach((html, i) => drawCell(i, html));
+  nodes.splice(cells.length).forEach((node) => node.remove());
+  shown.length = cells.length;
+  let last = null;
+  nodes.forEach((node, i) => {
+    const part = i <= selected ? above : below;
+    const next = last === null || i === selected + 1 ? part.firstChild : last.nextSibling;
+    if (node !== next) part.insertBefore(node, next);
+    last = node;
+  });
+};
 const cellOf = (node) => node?.closest?.('.nb-cell');
 let kept = null;
 const pick = (cell, run) => {
@@ -76,6 +125,11 @@ element.addEventListener('click', (event) => {
   if (!play && (event.target.closest('a, summary') || String(window.getSelection()))) return;
   pick(cell, Boolean(play));
 });
+element.addEventListener('toggle', (event) => {
+  const details = event.target;
+  if (!details.matches('.nb-probs') || !details.open || details.querySelector('.probs')) return;
+  trigger('probs', {cell: Number(cellOf(details).dataset.cell)});
+}, true);
 element.addEventListener('keydown', (event) => {
   if (event.key !== 'Enter' || !event.shiftKey) return;
   if (event.target.closest('textarea, #nb-cell')) return;
@@ -85,6 +139,7 @@ element.addEventListener('keydown', (event) => {
   pick(cell, true);
 });
 watch('value', () => {
+  draw();
   const cell = element.querySelector('.nb-cell.nb-selected');
   if (!kept || Number(cell?.dataset.cell) !== kept.index) return;
   window.scrollBy(0, cell.getBoundingClientRect().top - kept.top);
@@ -95,9 +150,24 @@ watch('value', () => {
   if (kept.focus) cell.focus({preventScroll: true});
   kept = null;
 });
+draw();
 """
-# The document: the cells up to the selected one, the editor (its children), the rest.
-DOCUMENT = "${value?.above ?? ''}@children${value?.below ?? ''}"
+# The document: the cells up to the selected one, the editor (its children), the rest; the
+# same text whatever the value (see `CELL_EVENTS`).
+DOCUMENT = '<div class="nb-doc"></div>@children<div class="nb-doc"></div>'
+# The cells a run changed since its last step, {"cells": [[index, html], ...], "step": n} (a
+# cell with its probabilities, too, once opened): a component of its own, hidden, whose script
+# hands them to the document's `drawCell`, so that a step costs the page the running cell (and
+# the one that just ended), whatever the lesson's size. `step` makes every value new: the
+# script runs on a change of value.
+LIVE_CELL = """
+watch('value', () => {
+  const drawCell = document.getElementById('nb-document')?.drawCell;
+  for (const [index, html] of props.value?.cells ?? []) drawCell?.(index, html);
+});
+"""
+NO_LIVE_CELL = {"cells": [], "step": -1}
+STEPS = count()
 
 CSS = """
 .nb-doc { display: flex; flex-direction: column; gap: 10px; margin-bottom: 10px; }
@@ -118,7 +188,7 @@ CSS = """
                padding: 8px; border-radius: 6px; margin: 2px 0 0; font-size: 0.9em;
                max-height: 24em; overflow-y: auto; }
 .nb-refused, .nb-error { color: #b91c1c; }
-#nb-note:empty { display: none; }
+#nb-note:empty, #nb-live { display: none; }
 #nb-note { color: #b91c1c; }
 """
 
@@ -134,7 +204,8 @@ class NotebookTab:
     run_all: gr.Button
     stop: gr.Button
     note: gr.Markdown
-    document: gr.HTML  # {"above": html, "below": html}: the editor opens between them
+    live: gr.HTML  # the running cell (`LIVE_CELL`)
+    document: gr.HTML  # `page_value`: the cells' HTML; the editor opens under the selected one
     cell: gr.Dropdown  # the selected cell's index
     kind: gr.Radio
     options: gr.Textbox
@@ -189,6 +260,7 @@ def build_notebook(playground: Playground) -> NotebookTab:
             for what, ext in (("lesson (.md)", "md"), (".ipynb", "ipynb"), ("handout", "html"))
         ]
     note = gr.Markdown(elem_id="nb-note")
+    live = gr.HTML(NO_LIVE_CELL, html_template=" ", js_on_load=LIVE_CELL, elem_id="nb-live")
     document = gr.HTML(
         page(playground, first, 0), html_template=DOCUMENT, js_on_load=CELL_EVENTS,
         elem_id="nb-document",
@@ -218,7 +290,7 @@ def build_notebook(playground: Playground) -> NotebookTab:
                                 elem_id="nb-new-kind", scale=3)  # fmt: skip
             add = gr.Button("+ Add it after this cell", size="sm", elem_id="nb-add", scale=1)
     return NotebookTab(gr.State(Control()), gr.State(first), lesson, reset, upload, downloads,
-                       run_all, stop, note, document, cell, kind, options, source, apply,
+                       run_all, stop, note, live, document, cell, kind, options, source, apply,
                        run_cell, up, down, delete, new_kind, add)  # fmt: skip
 
 
@@ -236,30 +308,81 @@ def cell_run_params(cell: nb.PromptCell, base: SamplingParams, playground: Playg
 def run_one(
     playground: Playground, notebook: Notebook, index: int, base: SamplingParams, control: Control
 ) -> Iterator[Notebook]:
-    """Stream cell `index`'s output into the notebook; a refusal becomes the cell's output."""
+    """Stream cell `index`'s output into the notebook: at once the cell with no output
+    ("running…"), then what the engine writes, a few steps a second (`throttle`, from that
+    first step on: a quick cell is two steps, its start and its end), and always the end. A
+    refusal becomes the cell's output."""
     cell = notebook.cell(index)
     try:
         params = cell_run_params(cell, base, playground)
-        replies = playground.run_cell(cell, params, control)
-        yield (notebook := notebook.with_output(index, CellOutput()))
-        for reply in throttle(replies):
-            probs = display.probability_view(reply.tokens or [], playground.engine.kind)
-            output = CellOutput(reply.text, reply.figures, probabilities=probs, note=reply.line)
+        replies = playground.run_cell(cell, params, control)  # a refusal raises here, at once
+        outputs = chain([CellOutput()], (cell_output(reply, playground) for reply in replies))
+        for output in throttle(outputs):
             yield (notebook := notebook.with_output(index, output))
     except UserError as error:
         yield notebook.with_output(index, CellOutput(error=str(error)))
 
 
+def cell_output(reply: Reply, playground: Playground) -> CellOutput:
+    probs = display.probability_view(reply.tokens or [], playground.engine.kind)
+    return CellOutput(reply.text, reply.figures, probabilities=probs, note=reply.line)
+
+
 @lru_cache(maxsize=512)
 def prompt_checks(playground: Playground, prompt: str) -> str:
-    """A prompt's token count and checks, as the Raw prompt tab shows them (cached: the page is
-    rendered again at every step of a stream)."""
+    """A prompt's token count and checks, as the Raw prompt tab shows them (cached: every step
+    of a run renders its cell again, and every edit the whole page)."""
     return nb.render_markdown(playground.raw_checks(prompt))
 
 
-def page(playground: Playground, notebook: Notebook, selected: int) -> dict[str, str]:
+def page(playground: Playground, notebook: Notebook, selected: int) -> dict:
+    """The document's value (`page_value`)."""
+    return page_value(
+        notebook, selected, partial(prompt_checks, playground), playground.cell_prompt
+    )
+
+
+def cell_now(
+    playground: Playground, notebook: Notebook, index: int, selected: int, probs: bool = False
+) -> str:
+    """Cell `index` as it is now: the very HTML the document holds for it after the run (with
+    its probabilities open, if `probs`)."""
+    cell, output = notebook.cells[index], notebook.outputs[index]
     checks = partial(prompt_checks, playground)
-    return document_parts(notebook, selected, checks, playground.cell_prompt)
+    chosen = index == selected
+    return cell_html(index, cell, output, checks, playground.cell_prompt, chosen, probs)
+
+
+def live_value(cells: dict[int, str]) -> dict:
+    """`LIVE_CELL`'s value: these cells' HTML, by index."""
+    return {"cells": list(cells.items()), "step": next(STEPS)}
+
+
+def run_cells(
+    playground: Playground, notebook: Notebook, selected: int, indices: list[int],
+    base: SamplingParams, control: Control,
+) -> Iterator[tuple[Notebook, dict, str]]:  # fmt: skip
+    """Run cells `indices` in order until Stop: each step is the notebook, the cells changed
+    since the last step (for `LIVE_CELL`) and the note over the page. The document itself is
+    shown again once the run is over (`CELL_EVENTS` says why). A cell's end goes with the next
+    step (the next cell's start, or the note a Stop writes), so a quick cell costs one step:
+    about seven a second on tiny-tutor, which sent three each before."""
+    unsent: dict[int, str] = {}
+    for at, index in enumerate(indices):
+        if control.stop:
+            break
+        for step in run_one(playground, notebook, index, base, control):
+            notebook = step
+            unsent[index] = cell_now(playground, notebook, index, selected)
+            ended = notebook.outputs[index].figures or notebook.outputs[index].error
+            if not ended or (at + 1 == len(indices) and not control.stop):
+                yield notebook, live_value(unsent), ""
+                unsent = {}
+        if control.stop:
+            yield notebook, live_value(unsent), stopped_note(index, len(indices) - at - 1)
+            return
+    if unsent:  # a Stop pressed as a cell ended, before the next began
+        yield notebook, live_value(unsent), ""
 
 
 def show(playground: Playground, notebook: Notebook, selected: int) -> tuple:
@@ -350,6 +473,22 @@ def wire_notebook(
 
     wire_edits(tab, playground, on_apply, refresh)
     wire_runs(tab, controls, playground, on_apply, refresh)
+    wire_probabilities(tab, playground)
+
+
+def wire_probabilities(tab: NotebookTab, playground: Playground) -> None:
+    """An output's Probabilities, opened (`CELL_EVENTS`): its cell drawn again with them."""
+
+    @user_errors
+    def on_probs(notebook: Notebook, selected: int, event: gr.EventData) -> dict:
+        index = event._data.get("cell") if isinstance(event._data, dict) else None
+        if type(index) is not int or not 0 <= index < len(notebook.cells):
+            return gr.skip()  # the page's script sends a cell's number; anything else is odd
+        if not (notebook.outputs[index] and notebook.outputs[index].probabilities):
+            return gr.skip()
+        return live_value({index: cell_now(playground, notebook, index, selected, probs=True)})
+
+    tab.document.probs(on_probs, [tab.notebook, tab.cell], tab.live, **PRIVATE)
 
 
 def wire_files(
@@ -510,15 +649,7 @@ def wire_runs(
                 values, stop, fresh = controls.read(data)
                 base = playground.params(values, stop, new_seed=fresh)
                 indices = [i for i in notebook.prompt_indices() if every_cell or i == selected]
-                for at, index in enumerate(indices):
-                    if control.stop:
-                        break
-                    for step in run_one(playground, notebook, index, base, control):
-                        notebook = step
-                        yield notebook, page(playground, notebook, selected), ""
-                    if control.stop:
-                        note = stopped_note(index, len(indices) - at - 1)
-                        yield notebook, page(playground, notebook, selected), note
+                yield from run_cells(playground, notebook, selected, indices, base, control)
             finally:
                 control.end()
 
@@ -527,6 +658,11 @@ def wire_runs(
     @user_errors
     def on_play(notebook: Notebook, selected: int, control: Control, event: gr.EventData):
         return pick_cell(tab, playground, notebook, selected, control, event, quiet=True)
+
+    def on_show_page(notebook: Notebook, selected: int) -> dict:
+        """After a run, the document holds what its cells showed (drawn already: nothing
+        is parsed again)."""
+        return page(playground, notebook, selected)
 
     # A cell's ▶ picks it first (so the editor holds it), then runs it as Run cell does.
     picked = tab.document.play(
@@ -545,10 +681,11 @@ def wire_runs(
             applied.success,
             runner(every_cell),
             {tab.notebook, tab.control, tab.cell, *controls.inputs},
-            [tab.notebook, tab.document, tab.note],
+            [tab.notebook, tab.live, tab.note],  # not the document: see `CELL_EVENTS`
             playground,
             tab.control,
             tab.stop,
             show_progress="minimal",  # the place in the queue shows; the stream is not covered
-        ).then(**refresh)
+            show_progress_on=tab.document,
+        ).then(on_show_page, [tab.notebook, tab.cell], tab.document, **PRIVATE).then(**refresh)
     wire_stop(tab.stop, tab.control)
