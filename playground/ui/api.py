@@ -18,6 +18,7 @@ import gradio as gr
 
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, RenderOptions, parse_conversation
 from playground.compare import compare, conversation_inputs, parse_variants
+from playground.inspection import inspect_messages
 from playground.sampling import (
     RANDOM_SEED,
     SAMPLING_FIELDS,
@@ -241,10 +242,13 @@ def add_inspection_endpoints(playground: Playground) -> None:
             add_generation_prompt=bool(add_generation_prompt),
             fold_separator=playground.settings.fold_separator,
         )
-        # Fitted to the context as the inspector's: a prompt's cost is bounded by the context,
-        # not the input (one 65,000-emoji message took 1.2-1.8 s of CPU for 260,016 token rows
-        # unfitted, issue 34 item 8), and /render, `render` and the inspector agree.
-        inspection = playground.inspect(messages, options, max_new_tokens=0)
+        # Fitted to the context, as the CLI's `render`: a prompt's cost is bounded by the
+        # context, not the input (one 65,000-emoji message took 1.2-1.8 s of CPU for 260,016
+        # token rows unfitted, issue 34 item 8); the fold stays a note, as before.
+        engine = playground.engine
+        inspection = inspect_messages(
+            messages, engine.tokenizer, options, context_size=engine.context_size
+        )
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
     gr.api(render, api_name="render")
