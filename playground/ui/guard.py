@@ -120,8 +120,10 @@ class Readers:
         self.sessions: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
 
-    def reading(self, event: Any) -> bool:
-        return self.sessions[event.session_hash] > 0 or self.events[event._id] > 0
+    def reading(self, session: str, event_id: str = "") -> bool:
+        """Whether a stream of the session's, or of the event's, is open (a /call's session
+        is its event id when the caller gave none)."""
+        return self.sessions[session] > 0 or self.events[event_id or session] > 0
 
 
 CALL_STREAM = re.compile(r"/call/(?:v2/)?[^/]+/([^/]+)/?$")
@@ -215,10 +217,11 @@ class FairAdmission:
         return {e._id for e in self.live_events()}
 
     def live_events(self) -> list[Any]:
-        queue = self.queue
-        running = [e for job in list(queue.active_jobs) if job for e in job if e.alive]
-        lines = list(queue.event_queue_per_concurrency_id.values())
-        return running + [e for line in lines for e in list(line.queue)]
+        lines = list(self.queue.event_queue_per_concurrency_id.values())
+        return self.running_events() + [e for line in lines for e in list(line.queue)]
+
+    def running_events(self) -> list[Any]:
+        return [e for job in list(self.queue.active_jobs) if job for e in job if e.alive]
 
     def sessions_in_use(self) -> set[str]:
         """The sessions with an event running or waiting (`VisitorsFirst` keeps them)."""
@@ -236,7 +239,7 @@ class FairAdmission:
             now, running = time.monotonic(), self.running_generations()
             for event in running:
                 since = unread_since.setdefault(event._id, now)
-                if self.readers.reading(event):
+                if self.readers.reading(event.session_hash, event._id):
                     unread_since[event._id] = now
                 elif now - since > UNREAD_GRACE_S:
                     await self.queue.clean_events(event_id=event._id)
@@ -264,7 +267,7 @@ class FairAdmission:
         queue, live = self.queue, self.sessions_in_use()
         waiting = self.unread_results
         for session in list(queue.pending_messages_per_session.keys()):
-            if session in live or self.readers.sessions[session] or self.readers.events[session]:
+            if session in live or self.readers.reading(session):
                 waiting.pop(session, None)
             elif now - waiting.setdefault(session, now) > UNREAD_KEEP_S:
                 queue.pending_messages_per_session.pop(session, None)
@@ -274,8 +277,7 @@ class FairAdmission:
             del waiting[gone]
 
     def running_generations(self) -> list[Any]:
-        return [e for job in self.queue.active_jobs if job for e in job
-                if e.alive and e.fn.concurrency_id == self.group]  # fmt: skip
+        return [e for e in self.running_events() if e.fn.concurrency_id == self.group]
 
     def generates(self, body: Any) -> bool:
         fn = self.queue.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
