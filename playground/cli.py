@@ -1,4 +1,4 @@
-"""The command line: `python -m playground generate|render|chat|convert|notebook run`.
+"""The command line: `python -m playground generate|render|compare|chat|convert|notebook run`.
 
 Owns: argument parsing, reading conversation files, printing (streamed text or one JSON object),
 and turning every expected error into exit status 2 with a one-line message on stderr.
@@ -25,6 +25,7 @@ from playground.chat_format import (
     parse_conversation,
     render,
 )
+from playground.compare import conversation_inputs
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
 from playground.display import ended_at_once, model_label
 from playground.engines import ENGINE_KINDS, open_engine
@@ -94,18 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--base-url", help="the remote engine's server, e.g. http://HOST:PORT/v1")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="raw text, sent with no template")
+    gen.add_argument(
+        "--no-bos",
+        action="store_true",
+        help="with --prompt: send no <bos> at all (the engine trap; Gemma needs exactly one)",
+    )
     source.add_argument(
         "--messages",
         type=Path,
         metavar="FILE",
         help="a JSON file holding a list of {role, content} (or {messages: [...]})",
     )
-    ranges = _ranges_for_help()
-    for f in SAMPLING_FIELDS:  # the one list of sampling parameters, with their help text
-        flag = "--" + f.name.replace("_", "-")
-        kind = int if RANGES[f.name].integer else float
-        # What a request takes, which is more than the sliders' range (issue 33).
-        gen.add_argument(flag, type=kind, dest=f.name, help=describe_request(f.name, ranges))
+    _add_sampling(gen)
     gen.add_argument(
         "--stop",
         nargs="+",
@@ -126,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--fold-separator", type=_escaped, help=FOLD_SEPARATOR_HELP)
     ren.add_argument("--model", help="use this model's template and tokenizer")
     ren.add_argument("--json", action="store_true")
+    ren.add_argument(
+        "--all-renderers",
+        action="store_true",
+        help="run every chat-template renderer that runs here (transformers, OpenVINO GenAI, "
+        "llama-cpp-python on the GGUF, llama.cpp's built-in formatter) and name how each "
+        "differs from the playground's (default model: tiny-tutor, which ships its GGUF)",
+    )
+    ren.add_argument(
+        "--gguf", type=Path, help="with --all-renderers: the GGUF (default: the model folder's)"
+    )
 
     chat = commands.add_parser(
         "chat",
@@ -140,9 +151,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", help=f"start from a preset of the web app's sidebar: {_presets_for_help()}"
     )
 
+    _add_compare(commands)
     _add_convert(commands)
     _add_notebook(commands)
     return parser
+
+
+def _add_sampling(command: argparse.ArgumentParser) -> None:
+    ranges = _ranges_for_help()
+    for f in SAMPLING_FIELDS:  # the one list of sampling parameters, with their help text
+        flag = "--" + f.name.replace("_", "-")
+        kind = int if RANGES[f.name].integer else float
+        # What a request takes, which is more than the sliders' range (issue 33).
+        command.add_argument(flag, type=kind, dest=f.name, help=describe_request(f.name, ranges))
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    from playground.compare import LAB, MAX_COLUMNS
+
+    cmp = commands.add_parser(
+        "compare",
+        help="the fault lab: one conversation sent 2 to 4 ways, each run to its end",
+        description="The Compare tab without a browser: each COLUMN is 'correct' or the name of "
+        "a chat-format fault or an engine trap; every column prints its title, notes, token "
+        "count against column 1's and its output. Values left out take space.yaml's defaults.",
+    )
+    cmp.add_argument("conversation", type=Path, help="JSON list of messages or {messages: [...]}")
+    cmp.add_argument(
+        "columns", nargs="+", metavar="COLUMN",
+        help=f"2 to {MAX_COLUMNS} of: correct, {', '.join(LAB)}",
+    )  # fmt: skip
+    cmp.add_argument("--prefill", default="", help="the reply's start, as the Chat sends it")
+    cmp.add_argument("--model", help="as for generate (default: space.yaml's, or tiny-tutor)")
+    _add_sampling(cmp)
+    cmp.add_argument("--json", action="store_true", help="print the columns as one JSON list")
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:
@@ -218,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {
             "generate": _generate,
             "render": _render,
+            "compare": _compare,
             "chat": _chat,
             "convert": _convert,
             "notebook": _notebook_run,
@@ -260,6 +303,8 @@ def _read_conversation(path: Path) -> list[dict[str, str]]:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    if args.no_bos and args.messages is not None:
+        raise UserError("--no-bos goes with --prompt: a conversation is sent as the Chat sends it.")
     settings = load_settings(
         model=args.model,
         engine=args.engine,
@@ -280,9 +325,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.messages is not None:
         replies = playground.reply(_read_conversation(args.messages), RenderOptions(), params)
     else:
-        for note in playground.raw_notes(args.prompt):  # the Raw tab's checks: a doubled <bos>
+        for note in playground.raw_notes(args.prompt, args.no_bos):  # the Raw tab's checks
             print(f"note: {note}", file=sys.stderr)
-        replies = playground.complete(args.prompt, params)  # the UI's rule: no empty prompt
+        delivery = playground.raw_delivery(args.prompt, args.no_bos)
+        # The UI's rule: no empty prompt.
+        replies = playground.complete(args.prompt, params, delivery=delivery)
     shown = ""
     for reply in replies:
         if not args.json:
@@ -302,6 +349,38 @@ def _generate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         if why := ended_at_once(reply.text, reply.figures):  # else an empty line says nothing
             print(f"note: {why}", file=sys.stderr)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from playground.compare import compare, parse_variants
+
+    variants = parse_variants(args.columns)  # refused before loading anything
+    settings = load_settings(model=args.model)
+    values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
+    params, _ = params_from_request(settings, values, [], settings.context_size)
+    conversation = json.dumps(_read_conversation(args.conversation))
+    with _stdout_to_stderr():
+        engine, notice = open_engine(settings)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
+    playground = Playground(engine, settings)
+    messages, options = conversation_inputs(playground, conversation, args.prefill)
+    columns = compare(playground, messages, options, variants, params)
+    if args.json:
+        print(json.dumps(columns, ensure_ascii=False))
+        return 0
+    for column in columns:
+        print(f"== column {column['column']}: {column.get('title', '')}")
+        if "error" in column:
+            print(f"error: {column['error']}")
+            continue
+        print(f"{column['token_count']} tokens, against column 1: +{column['tokens_added']} "
+              f"/ -{column['tokens_removed']}")  # fmt: skip
+        for note in column["notes"]:
+            print(f"note: {note}")
+        print(f"prompt: {column['prompt']!r}")
+        print(f"output: {column['output']!r}\n")
     return 0
 
 
@@ -343,6 +422,19 @@ def _render(args: argparse.Namespace) -> int:
         prefill=args.prefill,
         fold_separator=settings.fold_separator,
     )
+    if args.all_renderers:
+        from playground.renderers import compare_renderers, report
+
+        with _stdout_to_stderr():
+            folder = resolve_model(args.model or "tiny-tutor", settings.cache_dir)
+            found = compare_renderers(messages, options, folder, Tokenizer(folder), args.gguf)
+        if args.json:
+            print(json.dumps({"renderers": [r.as_json() for r in found]}, ensure_ascii=False))
+        else:
+            sys.stdout.write(report(found))
+        return 0
+    if args.gguf is not None:
+        raise UserError("--gguf goes with --all-renderers")
     if not args.json and args.model is None:
         # Text only: the canonical template, no model needed.
         sys.stdout.write(render(messages, options).text)

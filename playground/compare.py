@@ -1,11 +1,12 @@
 """Compare: one conversation run as 2 to 4 variants side by side, and the chat-format fault lab.
 
-Owns: the named chat-format faults (`FAULTS`, each with what it does and why it matters), a
-column's `Variant` (the correct prompt, a fault or a prompt edited by hand, plus sampling
-changes), turning a variant into the exact text and sampling values it runs (`plan_column`), the
-token difference between two prompts (`token_diff`; `readable_diff` to show it), where two
-outputs part (`first_difference`), and the note beside a fault the served model was measured not
-to show.
+Owns: the named chat-format faults (`FAULTS`, each with what it does and why it matters), the
+engine traps as columns (`TRAPS`, from `traps`: what a library or engine does to a correct
+prompt, run with the ids and end ids that library gives), a column's `Variant` (the correct prompt,
+a fault, a trap or a prompt edited by hand, plus sampling changes), turning a variant into the
+exact text, ids and sampling values it runs (`plan_column`), the token difference between two
+prompts (`token_diff`; `readable_diff` to show it), where two outputs part
+(`first_difference`), and the note beside a fault the served model was measured not to show.
 Does not own: the template rules (`chat_format`), fitting and streaming (`session.Playground`),
 markup (`display`), or the UI. Imports no gradio, so the Compare tab, the `/compare` endpoint and
 the lesson share it.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from playground import display
+from playground import display, traps
 from playground.chat_format import (
     BOS,
     END_OF_TURN,
@@ -27,10 +28,12 @@ from playground.chat_format import (
     RenderOptions,
     parse_conversation,
 )
+from playground.engines import AS_SENT, Delivery
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Playground, fit_prompt
 from playground.tokens import Token
+from playground.traps import Trap
 
 MAX_COLUMNS = 4
 CORRECT = "correct"  # the prompt exactly as the Chat tab sends it
@@ -71,22 +74,37 @@ class Inputs:
             )
         return self.messages[0]["content"].strip()
 
+    def case(self) -> traps.Case:
+        """What an engine trap starts from: the correct prompt and what it was made of."""
+        engine = self.playground.engine
+        separator = self.playground.settings.fold_separator
+        return traps.Case(self.prompt(), self.messages, self.options.prefill, separator,
+                          engine.folder, engine.tokenizer)  # fmt: skip
+
     def without_system(self) -> Inputs:
         return replace(self, messages=[m for m in self.messages if m["role"] != "system"])
 
 
 @dataclass(frozen=True)
 class Fault:
-    """A named mistake in the chat format: `change` makes its prompt from the correct inputs."""
+    """A named mistake in the chat format: `change` makes its prompt from the correct inputs.
+    An engine trap (what a library or engine does to a correct prompt) also says how the prompt
+    reaches the model (`deliver`, from the inputs and that prompt): other ids than the text's,
+    or other end ids."""
 
     title: str
     doc: str
     change: Callable[[Inputs], str]
+    deliver: Callable[[Inputs, str], Delivery] | None = None
+
+    @property
+    def trap(self) -> bool:
+        return self.deliver is not None
 
 
 @dataclass(frozen=True)
 class Variant:
-    """What one column runs: `prompt` is CORRECT, EDITED or a key of FAULTS; `text` is the
+    """What one column runs: `prompt` is CORRECT, EDITED or a key of LAB; `text` is the
     edited prompt; `sampling` the values that differ from the sidebar's, by name."""
 
     prompt: str = CORRECT
@@ -96,13 +114,15 @@ class Variant:
 
 @dataclass(frozen=True)
 class Column:
-    """A variant made concrete: the exact text sent, its tokens and sampling, and notes."""
+    """A variant made concrete: the exact text sent, its tokens and sampling, how it reaches
+    the model, and notes."""
 
     title: str
     prompt: str
     tokens: list[Token]
     params: SamplingParams
     notes: tuple[str, ...] = ()
+    delivery: Delivery = AS_SENT
 
 
 # ---- the faults -------------------------------------------------------------------------------
@@ -208,11 +228,22 @@ FAULTS: dict[str, Fault] = {
         _typed_control,
     ),
 }
+
+
+def _as_fault(trap: Trap) -> Fault:
+    return Fault(trap.title, trap.doc, lambda inputs: trap.text(inputs.case()),
+                 lambda inputs, text: trap.deliver(inputs.case(), text))  # fmt: skip
+
+
+# Every column kind of the fault lab: the mistakes people write, then what engines do (`traps`).
+TRAPS: dict[str, Fault] = {name: _as_fault(trap) for name, trap in traps.TRAPS.items()}
+LAB: dict[str, Fault] = {**FAULTS, **TRAPS}
 VARIANT_TITLES = {
     CORRECT: "Correct: as the Chat tab sends it",
-    **{name: f"Fault: {fault.title}" for name, fault in FAULTS.items()},
+    **{name: f"{'Engine trap' if fault.trap else 'Fault'}: {fault.title}"
+       for name, fault in LAB.items()},
     EDITED: "The prompt, edited by hand",
-}
+}  # fmt: skip
 
 
 # ---- columns ----------------------------------------------------------------------------------
@@ -262,30 +293,38 @@ def plan_column(
         values = {name: getattr(params, name) for name in SAMPLING_NAMES} | dict(variant.sampling)
         params = playground.params(values, list(params.stop))
     notes: tuple[str, ...] = ()
+    delivery = AS_SENT
     if variant.prompt == EDITED:
         text = playground.check_text(variant.text, "The edited prompt")
         if not text.strip():
             raise ParamError("The edited prompt is empty.")
     elif variant.prompt == CORRECT:
         text = Inputs(playground, messages, options, params.max_new_tokens).prompt()
-    elif variant.prompt in FAULTS:
-        fault = FAULTS[variant.prompt]
-        text = fault.change(Inputs(playground, messages, options, params.max_new_tokens))
+    elif variant.prompt in LAB:
+        fault = LAB[variant.prompt]
+        inputs = Inputs(playground, messages, options, params.max_new_tokens)
+        text = fault.change(inputs)
         notes = (fault.doc,)
+        if fault.deliver is not None:
+            engine = playground.engine
+            delivery = fault.deliver(inputs, text)
+            if delivery != AS_SENT and not engine.takes_deliveries:
+                raise ParamError(engine.delivery_refusal.format(kind=engine.kind))
+            notes += tuple(traps.delivery_notes(delivery, engine.tokenizer))
         if playground.unchanged_by(variant.prompt):
             notes += (display.unchanged_note(playground.model),)
     else:
-        raise ParamError(f"Unknown variant {variant.prompt!r}: choose one of {', '.join(FAULTS)}.")
+        raise ParamError(f"Unknown variant {variant.prompt!r}: choose one of {', '.join(LAB)}.")
     title = VARIANT_TITLES[variant.prompt]
     if variant.sampling:
         title += " · " + ", ".join(f"{k}={v:g}" for k, v in variant.sampling.items())
     tokenizer = playground.engine.tokenizer
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode(text) if delivery.ids is None else list(delivery.ids)
     # Refused here, before its token view and any diff: a column the engine would refuse costs
     # no more than its encoding (a 41,000-token edited prompt was described token by token and
     # diffed first, and a shared link can carry one: issue 34, item 16).
     playground.engine.check_fits(len(ids), params.max_new_tokens)
-    return Column(title, text, tokenizer.describe(ids), params, notes)
+    return Column(title, text, tokenizer.describe(ids), params, notes, delivery)
 
 
 # ---- differences ------------------------------------------------------------------------------
@@ -417,8 +456,9 @@ def compare(
     params: SamplingParams,
 ) -> list[dict[str, Any]]:
     """Every column planned and run to its end, one after another, as JSON-ready data: its
-    prompt, token count and difference from column 1's, output, figures and where the output
-    parts from column 1's. A column that cannot run carries its `error` instead."""
+    prompt, notes (a fault's or trap's explanation, what a trap sends), token count and
+    difference from column 1's, output, figures and where the output parts from column 1's. A
+    column that cannot run carries its `error` instead."""
     results: list[dict[str, Any]] = []
     reference: Column | None = None
     for position, variant in enumerate(variants, 1):
@@ -430,7 +470,8 @@ def compare(
         reference = reference or (column if position == 1 else None)
         runs = token_diff(reference.tokens, column.tokens) if reference else []
         try:
-            *_, last = playground.complete(column.prompt, column.params)
+            *_, last = playground.complete(column.prompt, column.params,
+                                           delivery=column.delivery)  # fmt: skip
         except UserError as error:  # this column's alone (one over the context, say)
             results.append({"column": position, "title": column.title, "error": str(error)})
             continue
@@ -438,6 +479,7 @@ def compare(
             "column": position,
             "title": column.title,
             "prompt": column.prompt,
+            "notes": list(column.notes),
             "token_count": len(column.tokens),
             "tokens_added": diff_counts(runs)[0],
             "tokens_removed": diff_counts(runs)[1],

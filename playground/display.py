@@ -17,13 +17,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
+from playground.divergence import SIMILARITY_NOTE
 from playground.engines import Reading, StopReason
 from playground.models import BUILTIN_MODELS, TUTOR
+from playground.renderers import CANONICAL
 from playground.sampling import stop_list
 from playground.tokens import Token
 
 if TYPE_CHECKING:
+    from playground.divergence import Divergence
     from playground.inspection import Inspection
+    from playground.renderers import Rendering
 
 STOP_REASONS: dict[StopReason, str] = {
     "eos": "end of sequence",
@@ -251,34 +255,41 @@ def notes_markdown(
     return "\n\n".join(lines) or empty
 
 
-def raw_checks(
-    inspection: Inspection, prompt: str, control_notes: Sequence[str], bos_unchanged: str = ""
-) -> str:
+def raw_checks(inspection: Inspection, prompt: str, notes: Sequence[str]) -> str:
     """A raw prompt's checks: its token count, then its notes (`raw_notes`), as Markdown."""
-    notes = raw_notes(inspection, control_notes, bos_unchanged)
     counts = f"**{inspection.token_count} tokens** as sent ({len(prompt)} characters)."
-    return "\n\n".join([counts, notes_markdown([], notes, empty="")]).strip()
+    return "\n\n".join([counts, notes_markdown([], raw_notes(inspection, notes), empty="")]).strip()
 
 
-def raw_notes(
-    inspection: Inspection, control_notes: Sequence[str], bos_unchanged: str = ""
-) -> list[str]:
+def raw_notes(inspection: Inspection, notes: Sequence[str]) -> list[str]:
     """A raw prompt's notes, plain text (the Raw tab's and the command line's): the
-    inspection's, a doubled `<bos>` and the control-token texts in it (`control_notes`).
-    `bos_unchanged` names the served model when it was measured to reply the same with a
-    doubled `<bos>` (`Playground.unchanged_by`)."""
-    notes = list(inspection.warnings)
+    inspection's warnings, then `notes` (`bos_notes`, control-token texts)."""
+    return [*inspection.warnings, *notes]
+
+
+def bos_notes(inspection: Inspection, doubled_unchanged: str, missing_unchanged: str) -> list[str]:
+    """What a raw prompt's `<bos>` count means: more than one, or none (the Raw tab's "no <bos>"
+    option). `*_unchanged` name the served model when it was measured to reply the same
+    (`Playground.unchanged_by`)."""
     if inspection.bos_count > 1:
         effect = (
-            f"{bos_unchanged} replies the same with more (measured), a larger model may not"
-            if bos_unchanged
+            f"{doubled_unchanged} replies the same with more (measured), a larger model may not"
+            if doubled_unchanged
             else "more are input it never saw, which can change its replies"
         )
-        notes.append(
+        return [
             f"The text starts with {inspection.bos_count} <bos> tokens: the model gets them all. "
             f"Gemma was trained with exactly one; {effect}. Remove the extra ones."
+        ]
+    if inspection.bos_count == 0:
+        effect = (
+            f"{missing_unchanged} replies the same without it (measured), a larger model may not"
+            if missing_unchanged
+            else "Gemma-2-9b without it scored 0.266 on lambada, with perplexity 2,645 "
+            "(lm-evaluation-harness PR 2049)"
         )
-    return [*notes, *control_notes]
+        return [f"Sent with no <bos> at all: Gemma was trained with exactly one first; {effect}."]
+    return []
 
 
 # What each figure of the Model tab means, in a line a newcomer can read (issue 33: "6,249,856
@@ -480,3 +491,128 @@ def difference_line(position: int | None, text: str, column: int) -> str:
         return "Same output as column 1."
     shown = visible_piece(text[position : position + 24]) or "(its output ends here)"
     return f"Parts from column 1 at character {position}: “{shown}…”"
+
+
+# The divergence plot's drawing box (its viewBox); the page stretches it to the column's width
+# and PLOT_HEIGHT_PX high, and the strokes keep their width (non-scaling-stroke). Its words are
+# HTML beside it, so they stay readable however narrow the column (400 px: a phone).
+PLOT_W, PLOT_H, PLOT_HEIGHT_PX = 400, 100, 120
+REFERENCE_COLOUR, OTHER_COLOUR, GAP_COLOUR = "#2563eb", "#d97706", "#ef4444"
+
+
+def divergence_view(
+    divergence: Divergence,
+    pieces: tuple[str | None, str | None],
+    labels: tuple[str, str],
+    same_prompt: bool = True,
+) -> str:
+    """A column's greedy run against column 1's on another engine (`divergence.divergence`):
+    where the outputs part (the two tokens, `pieces`, as text), the similarity, the largest
+    logprob gap before the parting, and `divergence_plot`; `labels` name the two engines.
+    Everything from the model or a visitor is escaped."""
+    at = divergence.parts_at
+    if at is None:
+        head = "Same tokens as column 1, all the way."
+    else:
+        ours = _quoted(pieces[1]) if pieces[1] is not None else "its output ends"
+        theirs = _quoted(pieces[0]) if pieces[0] is not None else "column 1's ends"
+        head = f"Parts from column 1 at token {at} ({ours} here, {theirs} in column 1)."
+    figure_ = f"{divergence.similarity:.3f}" + ("" if divergence.exact else " at least")
+    lines = [head, f"Similarity {figure_}: {SIMILARITY_NOTE}."]
+    if divergence.largest_gap is not None:
+        position, gap = divergence.largest_gap
+        lines.append(f"Largest logprob gap before that: {gap:.4f} at token {position}.")
+    if not same_prompt:
+        lines.append("The prompts differ too: this mixes the engines' difference with theirs.")
+    body = "".join(f"<p>{escape(line)}</p>" for line in lines)
+    return f'<div class="divergence">{body}{divergence_plot(divergence, labels)}</div>'
+
+
+def divergence_plot(divergence: Divergence, labels: tuple[str, str]) -> str:
+    """Each position's logprob on both runs as two lines, the gap between them shaded, the
+    parting dashed and what lies past it greyed (there the tokens differ), with its legend."""
+    series = (divergence.reference_logprobs, divergence.logprobs)
+    known = [v for s in series for v in s if v is not None]
+    if not known:
+        return "<p>Neither engine gave logprobs: nothing to plot.</p>"
+    low = min(min(known), -0.1)  # the top is 0 (probability 1); all-certain runs still show
+    count = max(map(len, series))
+    x = (lambda i: 0.0) if count < 2 else (lambda i: i * PLOT_W / (count - 1))
+
+    def y(value: float) -> float:
+        return value / low * PLOT_H
+
+    shapes = []
+    at = divergence.parts_at
+    if at is not None:
+        shapes.append(f'<rect x="{x(at):.1f}" y="0" width="{PLOT_W - x(at):.1f}" '
+                      f'height="{PLOT_H}" fill="#e5e7eb"/>')  # fmt: skip
+    both = [(i, a, b) for i, (a, b) in enumerate(zip(*series, strict=False))
+            if a is not None and b is not None]  # fmt: skip
+    if both:
+        edge = [f"{x(i):.1f},{y(a):.2f}" for i, a, _ in both]
+        edge += [f"{x(i):.1f},{y(b):.2f}" for i, _, b in reversed(both)]
+        shapes.append(f'<polygon points="{" ".join(edge)}" fill="{GAP_COLOUR}" '
+                      'fill-opacity="0.35" stroke="none"/>')  # fmt: skip
+    for values, colour in zip(series, (REFERENCE_COLOUR, OTHER_COLOUR), strict=True):
+        for run in _runs(values):
+            points = " ".join(f"{x(i):.1f},{y(v):.2f}" for i, v in run)
+            shapes.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                          'stroke-width="2" vector-effect="non-scaling-stroke"/>')  # fmt: skip
+    if at is not None:
+        shapes.append(f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="0" y2="{PLOT_H}" '
+                      'stroke="#111827" stroke-dasharray="4 3" '
+                      'vector-effect="non-scaling-stroke"/>')  # fmt: skip
+    said = f"logprob per token on both engines, 0 at the top to {low:.2f} at the bottom"
+    svg = (f'<svg class="divergence-plot" role="img" aria-label="{escape(said)}" '
+           f'viewBox="0 0 {PLOT_W} {PLOT_H}" preserveAspectRatio="none" width="100%" '
+           f'height="{PLOT_HEIGHT_PX}">{"".join(shapes)}</svg>')  # fmt: skip
+    legend = (
+        f'<span style="color:{REFERENCE_COLOUR}">━ column 1: {escape(labels[0])}</span> · '
+        f'<span style="color:{OTHER_COLOUR}">━ this column: {escape(labels[1])}</span><br>'
+        f"{escape(said.capitalize())}, token 0 to {count - 1}; shaded red: the gap"
+        + ("; dashed: where they part, grey past it (other tokens)." if at is not None else ".")
+    )
+    return f'{svg}<p class="divergence-legend">{legend}</p>'
+
+
+def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
+    """(position, value) runs of `values` between the positions that have none."""
+    runs: list[list[tuple[int, float]]] = [[]]
+    for i, value in enumerate(values):
+        if value is None:
+            runs.append([])
+        else:
+            runs[-1].append((i, value))
+    return [run for run in runs if run]
+
+
+def renderers_view(renderings: Sequence[Rendering]) -> str:
+    """The renderers side by side (`renderers.compare_renderers`): each one's label and name,
+    its text with control tokens marked (`marked_prompt`), its token count with the ids a click
+    away, and its named differences from the canonical rendering, or in one line why it can't
+    run here. Every text, the visitor's included, is escaped."""
+    sections = []
+    for r in renderings:
+        parts = [f"<h4>{escape(r.label)} <code>{escape(r.name)}</code></h4>"]
+        if r.unavailable:
+            parts.append(f"<p>Unavailable here: {escape(r.unavailable)}</p>")
+        if r.text is not None and r.ids is not None:
+            ids = ", ".join(map(str, r.ids))
+            parts.append(marked_prompt(r.text))
+            parts.append(
+                f"<details><summary>{len(r.ids)} tokens</summary>"
+                f'<pre class="prompt">{ids}</pre></details>'
+            )
+        if r.name == CANONICAL:
+            parts.append("<p>The reference: each renderer below is compared with it.</p>")
+        elif r.differences:
+            items = "".join(
+                f"<li><strong>{escape(d.kind)}</strong>: {escape(d.explanation)}</li>"
+                for d in r.differences
+            )
+            parts.append(f"<ul>{items}</ul>")
+        elif not r.unavailable:
+            parts.append("<p>The same text as the canonical rendering.</p>")
+        sections.append(f'<section class="renderer">{"".join(parts)}</section>')
+    return f'<div class="renderers">{"".join(sections)}</div>'

@@ -109,9 +109,13 @@ def inspect_text(
     tokenizer: Tokenizer,
     warnings: list[str] | None = None,
     dropped_turns: tuple[int, ...] = (),
+    *,
+    no_bos: bool = False,
 ) -> Inspection:
-    """The token view of any prompt, as the engine will receive it (exactly one `<bos>`)."""
-    tokens = tokenizer.tokens(prompt)
+    """The token view of any prompt, as the engine will receive it: exactly one `<bos>`, or
+    none at all when `no_bos` (the Raw tab's option)."""
+    ids = tokenizer.encode_without_bos(prompt) if no_bos else tokenizer.encode(prompt)
+    tokens = tokenizer.describe(ids)
     bos_count = next((i for i, t in enumerate(tokens) if t.id != tokenizer.bos_id), len(tokens))
     return Inspection(
         prompt, tokens, bos_count, warnings or [], dropped_turns, tokenizer.encode_naively(prompt)

@@ -34,11 +34,14 @@ from playground.chat_format import (
 from playground.errors import UserError
 from playground.export import notebook_run_code, notebook_setup_code
 from playground.sampling import ParamError, Range, SamplingParams
+from playground.traps import TRAPS
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "lessons"
 KINDS = ("chat", "raw")
+# `trap=`: a chat cell sent as that engine trap sends it (`traps`), as the fault lab's column.
 PROMPT_OPTIONS = {"system_policy": SYSTEM_POLICIES, "generation_prompt": ("on", "off"),
-                  "prefill": None, "output": ("text", "markdown")}  # fmt: skip
+                  "prefill": None, "output": ("text", "markdown"),
+                  "trap": tuple(TRAPS)}  # fmt: skip
 # Older lessons wrote `policy=`; it is read as `system_policy=`, the policy's one name.
 ALIASES = {"policy": "system_policy"}
 SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")

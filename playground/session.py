@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from playground import display
+from playground import display, traps
 from playground.chat_format import (
     CONTROL_TOKEN_TEXTS,
     Budget,
@@ -31,7 +31,15 @@ from playground.chat_format import (
     fit_budget,
     parse_conversation,
 )
-from playground.engines import Engine, Generation, GenerationResult, Prompt, Reading
+from playground.engines import (
+    AS_SENT,
+    Delivery,
+    Engine,
+    Generation,
+    GenerationResult,
+    Prompt,
+    Reading,
+)
 from playground.errors import UserError
 from playground.export import SERVER_PLACEHOLDER, export_code, remote_code
 from playground.inspection import Inspection, inspect_budget, inspect_text
@@ -515,33 +523,41 @@ class Playground:
         budget = self.fit(messages, options, max_new_tokens, system)
         return inspect_budget(budget, self.engine.tokenizer, options.prefill)
 
-    def inspect_raw(self, prompt: str) -> Inspection:
-        return inspect_text(self.check_text(prompt, "The prompt"), self.engine.tokenizer)
+    def inspect_raw(self, prompt: str, no_bos: bool = False) -> Inspection:
+        text = self.check_text(prompt, "The prompt")
+        return inspect_text(text, self.engine.tokenizer, no_bos=no_bos)
 
-    def raw_checks(self, prompt: str | None) -> str:
-        """What the engine will receive for raw text, as markdown: its tokens and what to watch
-        out for (the raw tab's and the notebook's checks)."""
+    def raw_checks(self, prompt: str | None, no_bos: bool = False) -> str:
+        """What the engine will receive for raw text (with no `<bos>` at all when `no_bos`), as
+        markdown: its tokens and what to watch out for (the raw tab's and the notebook's
+        checks)."""
         if not prompt:
             return ""
         try:
-            inspection = self.inspect_raw(prompt)
+            inspection = self.inspect_raw(prompt, no_bos)
         except UserError as error:
             return display.notes_markdown([str(error)], [])
-        return display.raw_checks(
-            inspection, prompt, self.control_token_notes(prompt), self._bos_unchanged()
-        )
+        return display.raw_checks(inspection, prompt, self._raw_notes(prompt, no_bos))
 
-    def raw_notes(self, prompt: str) -> list[str]:
-        """The raw checks' notes as plain lines (a doubled `<bos>`, control-token text): what
-        `generate --prompt` says on stderr, as the Raw tab says it (issue 33)."""
-        inspection = self.inspect_raw(prompt)
-        return display.raw_notes(
-            inspection, self.control_token_notes(prompt), self._bos_unchanged()
-        )
+    def raw_notes(self, prompt: str, no_bos: bool = False) -> list[str]:
+        """The raw checks' notes as plain lines (a doubled or missing `<bos>`, control-token
+        text): what `generate --prompt` says on stderr, as the Raw tab says it (issue 33)."""
+        inspection = self.inspect_raw(prompt, no_bos)
+        return display.raw_notes(inspection, self._raw_notes(prompt, no_bos))
 
-    def _bos_unchanged(self) -> str:
-        # The served model, when it was measured to reply the same with a doubled <bos>.
-        return display.model_label(self.model) if self.unchanged_by("second-bos") else ""
+    def _raw_notes(self, prompt: str, no_bos: bool) -> list[str]:
+        # The served model's name, where it was measured to reply the same without the fix.
+        doubled = display.model_label(self.model) if self.unchanged_by("second-bos") else ""
+        missing = display.model_label(self.model) if self.unchanged_by("no-bos") else ""
+        return [*display.bos_notes(self.inspect_raw(prompt, no_bos), doubled, missing),
+                *self.control_token_notes(prompt)]  # fmt: skip
+
+    def raw_delivery(self, prompt: str, no_bos: bool) -> Delivery:
+        """How raw text is sent: as every prompt (exactly one `<bos>`), or with none at all (the
+        Raw tab's option, the fault lab's "no <bos>" trap)."""
+        if not no_bos:
+            return AS_SENT
+        return Delivery(ids=tuple(self.engine.tokenizer.encode_without_bos(prompt)))
 
     def control_token_notes(self, prompt: str) -> list[str]:
         """Control-token texts in a raw prompt: each becomes one control token, not text."""
@@ -592,30 +608,61 @@ class Playground:
             yield replace(reply, budget=budget)
 
     def complete(
-        self, prompt: Any, params: SamplingParams, control: Control | None = None
+        self,
+        prompt: Any,
+        params: SamplingParams,
+        control: Control | None = None,
+        delivery: Delivery = AS_SENT,
     ) -> Iterator[Reply]:
-        """Stream the continuation of raw text; the one rule for an empty prompt, everywhere."""
+        """Stream the continuation of raw text, sent as `delivery` says (the fault lab's engine
+        traps, the Raw tab's "no <bos>"); the one rule for an empty prompt, everywhere."""
         self.check_text(prompt, "The prompt")
         if not prompt.strip():
             raise ParamError("The prompt is empty.")
-        return self._stream(prompt, params, "", control)
+        return self._stream(prompt, params, "", control, delivery)
 
     def cell_prompt(self, cell: PromptCell) -> str:
         """A notebook cell's prompt as the Chat tab would send it: a chat cell rendered with the
-        served model's template and the configured fold separator."""
-        return cell_prompt(cell, self.engine.tokenizer.chat_template, self.settings.fold_separator)
+        served model's template and the configured fold separator; with `trap=`, the text that
+        engine trap sends instead."""
+        return self.cell_send(cell)[0]
+
+    def cell_send(self, cell: PromptCell) -> tuple[str, Delivery]:
+        """A notebook cell's text and how it reaches the model (`cell_prompt`)."""
+        separator = self.settings.fold_separator
+        text = cell_prompt(cell, self.engine.tokenizer.chat_template, separator)
+        if not (name := cell.option("trap")):
+            return text, AS_SENT
+        if cell.kind != "chat":
+            raise ParamError(
+                "trap= goes with chat cells: a trap starts from a correct chat prompt."
+            )
+        engine = self.engine
+        messages = parse_conversation(cell.body)
+        case = traps.Case(text, messages, cell.option("prefill"), separator, engine.folder,
+                          engine.tokenizer)  # fmt: skip
+        text, delivery = traps.apply(traps.TRAPS[name], case)
+        if delivery != AS_SENT and not engine.takes_deliveries:
+            raise ParamError(engine.delivery_refusal.format(kind=engine.kind))
+        return text, delivery
 
     def run_cell(
         self, cell: PromptCell, params: SamplingParams, control: Control | None = None
     ) -> Iterator[Reply]:
         """Stream a notebook cell's output: the one path of the Notebook tab and `notebook
         run`. A refusal (the template's, an empty prompt) is raised before anything streams."""
-        return self.complete(self.cell_prompt(cell), params, control)
+        text, delivery = self.cell_send(cell)
+        return self.complete(text, params, control, delivery)
 
     def _stream(
-        self, prompt: str, params: SamplingParams, start: str, control: Control | None
+        self,
+        prompt: str,
+        params: SamplingParams,
+        start: str,
+        control: Control | None,
+        delivery: Delivery = AS_SENT,
     ) -> Iterator[Reply]:
-        generation = self.engine.generate(prompt, params)
+        generation = self.engine.generate(prompt, params, delivery=delivery)
         if control is not None:
             control.attach(generation)
         text = start

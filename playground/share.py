@@ -43,7 +43,7 @@ COMMON = {"v": int, "tab": str, "model": str, "engine": str, "sampling": dict, "
           "hash": str}  # fmt: skip
 FIELDS = {
     "chat": {"messages": list, "system": str, "system_policy": str, "prefill": str},
-    "raw": {"prompt": str},
+    "raw": {"prompt": str, "no_bos": bool},
     "inspector": {
         "conversation": str,
         "generation_prompt": bool,

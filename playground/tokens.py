@@ -9,9 +9,11 @@ Does not own: chat templates (`chat_format`), running the model (`engines`).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -45,6 +47,20 @@ class Tokenizer:
         """Ids to send for `text`: exactly one `<bos>` first, whether or not the text has one."""
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         return ids if ids[:1] == [self.bos_id] else [self.bos_id, *ids]
+
+    def encode_without_bos(self, text: str) -> list[int]:
+        """Ids of `text` with no `<bos>` at all, its own leading ones removed: what an engine that
+        adds none sends (the fault lab's "no <bos>" trap and the Raw tab's option). Never the
+        default: Gemma-2-9b without it scored 0.266 on lambada (lm-evaluation-harness PR 2049)."""
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        while ids[:1] == [self.bos_id]:
+            ids = ids[1:]
+        return ids
+
+    def encode_as_is(self, text: str) -> list[int]:
+        """Ids of `text` exactly as written: no special token added, none kept out, so a text
+        without `<bos>` gets none and one with two keeps both (`renderers` compares texts so)."""
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_naively(self, text: str) -> list[int]:
         """Ids with the tokenizer's own special tokens added: doubles `<bos>` on a rendered chat
@@ -108,6 +124,28 @@ class IncrementalDecoder:
         text = self._tokenizer.decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
         return text[len(prefix_text) :]
+
+
+@functools.cache
+def genai_tokenizer(folder: Path) -> Any:
+    """OpenVINO GenAI's own tokenizer of a model folder (openvino_tokenizer.xml and its chat
+    template), for what GenAI itself builds from a prompt: the fault lab's engine traps show
+    GenAI's tokens, never an imitation of them. One per folder, loaded on first use."""
+    from playground.errors import UserError
+
+    if not (folder / "openvino_tokenizer.xml").is_file():
+        raise UserError(
+            f"{folder.name} has no openvino_tokenizer.xml, so GenAI's own tokenizer can't run "
+            "here; convert the tokenizer with openvino-tokenizers (the app does so on load)."
+        )
+    import openvino_genai
+
+    return openvino_genai.Tokenizer(str(folder))
+
+
+def genai_ids(encoded: Any) -> list[int]:
+    """The ids of one text from GenAI's `Tokenizer.encode` (a batch of one)."""
+    return [int(i) for i in encoded.input_ids.data[0]]
 
 
 def _read_eos_ids(folder: Path, tokenizer: HFTokenizer) -> frozenset[int]:

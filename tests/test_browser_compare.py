@@ -12,10 +12,17 @@ import time
 
 import pytest
 
-from playground.compare import FAULTS, VARIANT_TITLES, Variant, conversation_inputs, plan_column
+from playground.compare import (
+    FAULTS,
+    TRAPS,
+    VARIANT_TITLES,
+    Variant,
+    conversation_inputs,
+    plan_column,
+)
 from playground.session import Playground
 from playground.share import encode_view
-from tests.test_browser import open_page, screenshot, send, set_number
+from tests.test_browser import ARTIFACTS, open_page, screenshot, send, set_number
 from tests.test_reliability import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -284,6 +291,53 @@ def test_hostile_text_in_a_message_an_edited_prompt_and_a_link_stays_text(
     for p in (shared, bad, long_model):
         p.close()
     screenshot(damaged, request)
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_engine_traps_run_for_real_and_hostile_text_stays_text(
+    browser, tutor_app_url, tutor_engine, settings, request, width
+):
+    messages = [{"role": "user", "content": HOSTILE + " What is 7 plus 5?"}]
+    playground = Playground(tutor_engine, settings.with_(model="tiny-tutor"))
+    greedy = playground.params({"temperature": 0, "max_new_tokens": 100})
+    turns, options = conversation_inputs(playground, json.dumps(messages), "")
+    traps = ["templated-twice", "end-of-turn-not-stop", "no-bos"]
+    page = open_compare(browser, tutor_app_url, width)
+    set_conversation(page, messages)
+    page.locator("#compare-count label:has-text('4')").click()
+    set_number(page, "slider-temperature", 0)
+    set_number(page, "slider-max_new_tokens", 100)
+    for n, name in enumerate(traps, 2):
+        choose(page, n, name)
+        wait_text(page, f"#compare-info-{n}", TRAPS[name].title)
+    assert "Sent as the 131 ids the library built" in page.inner_text("#compare-info-2")
+    assert "ends only on ids [1]" in page.inner_text("#compare-info-3")
+    assert "+0 / −1" in page.inner_text("#compare-info-4")  # the <bos>, struck through
+    run_all(page, 4)
+    for n, name in enumerate(["correct", *traps], 1):
+        column = plan_column(playground, turns, options, Variant(name), greedy)
+        assert shown_prompt(page, n) == column.prompt, name
+        *_, direct = playground.complete(column.prompt, greedy, delivery=column.delivery)
+        assert page.input_value(f"#compare-output-{n} textarea") == direct.text, name
+    # The invented turns show as text: the engine did not stop at <end_of_turn>.
+    assert "<end_of_turn>" in page.input_value("#compare-output-3 textarea")
+    assert page.dialogs == []
+    assert (
+        page.locator("img[src='x'], img[src='http://x/i.png'], [id^=compare-prompt] strong").count()
+        == 0
+    )
+    page.screenshot(path=str(ARTIFACTS / f"engine_traps_compare_{width}.png"), full_page=True)
+    # The Raw tab's option: the same trap, its checks and its tokens.
+    page.click("button[role=tab]:has-text('Raw prompt')")
+    page.fill("#raw-prompt textarea", HOSTILE)
+    page.locator("#raw-no-bos input").check()
+    wait_text(page, "#raw-checks", "Sent with no <bos> at all")
+    tokens = len(tutor_engine.tokenizer.encode_without_bos(HOSTILE))
+    assert f"{tokens} tokens" in page.inner_text("#raw-checks")
+    page.click("#raw-generate")
+    page.wait_for_selector("#raw-figures >> text=tokens/s")
+    assert page.locator("img[src='x'], img[src='http://x/i.png']").count() == 0
+    screenshot(page, request)
 
 
 def test_a_link_carrying_the_costliest_columns_runs_briefly_and_each_stops(

@@ -10,6 +10,7 @@ import pytest
 
 from playground.compare import (
     FAULTS,
+    LAB,
     Variant,
     conversation_inputs,
     diff_counts,
@@ -395,8 +396,9 @@ def test_the_faults_tiny_tutor_does_not_show_are_the_ones_the_page_names(playgro
     # Issue 33: "a second <bos>" promised degraded replies that tiny-tutor never gives. The
     # faults it replies to as to the correct prompt are named (UNCHANGED_BY); the rest must
     # change a reply, so a retrained model that shows more, or fewer, fails here.
-    greedy = playground.params({"temperature": 0, "max_new_tokens": 40})
-    unchanged = set(FAULTS) - {"error-system"}
+    # 100 tokens: past the end of tiny-tutor's replies here, where the stop traps show.
+    greedy = playground.params({"temperature": 0, "max_new_tokens": 100})
+    unchanged = set(LAB) - {"error-system"}
     for messages in MEASURED:
         turns, options = conversation_inputs(playground, json.dumps(messages), "")
         correct = plan_column(playground, turns, options, Variant(), greedy)
@@ -406,14 +408,14 @@ def test_the_faults_tiny_tutor_does_not_show_are_the_ones_the_page_names(playgro
                 column = plan_column(playground, turns, options, Variant(name), greedy)
             except UserError:  # a system message's fault, in the conversation without one
                 continue
-            *_, reply = playground.complete(column.prompt, greedy)
+            *_, reply = playground.complete(column.prompt, greedy, delivery=column.delivery)
             if reply.text != reference.text:
                 unchanged.discard(name)
     assert unchanged == UNCHANGED_BY
 
 
 def test_a_fault_the_served_model_does_not_show_says_so(playground):
-    for name in FAULTS:
+    for name in LAB:
         if name == "error-system":
             continue
         notes = plan(playground, Variant(name)).notes

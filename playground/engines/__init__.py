@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from playground.engines.base import (
+    AS_SENT,
     ContextOverflowError,
+    Delivery,
     Engine,
     EngineError,
     EngineInfo,
@@ -38,8 +40,10 @@ if TYPE_CHECKING:
     from playground.settings import RemoteSettings, Settings
 
 __all__ = [
+    "AS_SENT",
     "ENGINE_KINDS",
     "ContextOverflowError",
+    "Delivery",
     "Engine",
     "EngineError",
     "EngineInfo",

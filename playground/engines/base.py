@@ -100,15 +100,33 @@ OnToken = Callable[..., bool]
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How a prompt reaches the model when a library, not the playground, decides it: the fault
+    lab's engine traps (`compare`). `ids`: the tokens that library built (None: the text's ids
+    with exactly one `<bos>`, `tokens.Tokenizer.encode`); `end_ids`: the ids that end a reply
+    (None: the model's own, `Tokenizer.eos_ids`); `stop_ids`: id sequences that end it as a
+    stop string would (a stop string some library encoded)."""
+
+    ids: tuple[int, ...] | None = None
+    end_ids: frozenset[int] | None = None
+    stop_ids: tuple[tuple[int, ...], ...] = ()
+
+
+AS_SENT = Delivery()  # the playground's own way: what every tab but the fault lab sends
+
+
+@dataclass(frozen=True)
 class Prompt:
     """One request as a native loop receives it: the final text, its ids (exactly one `<bos>`
-    first), the event that is set when the visitor stops it, and where an engine that knows
-    reports how many prompt tokens it has read so far (`on_reading(read, of)`)."""
+    first, unless a `Delivery` said otherwise), the ids that end it, the event that is set when
+    the visitor stops it, and where an engine that knows reports how many prompt tokens it has
+    read so far (`on_reading(read, of)`)."""
 
     text: str
     ids: list[int]
     cancel: threading.Event
     on_reading: Callable[[int, int], None] = lambda read, of: None
+    end_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -216,6 +234,8 @@ class _Progress:
     params: SamplingParams
     cancel: threading.Event
     start: float
+    end_ids: frozenset[int] = frozenset()
+    stop_ids: tuple[tuple[int, ...], ...] = ()
     ids: list[int] = field(default_factory=list)
     scores: list[TokenScore | None] = field(default_factory=list)
     native: NativeFigures | None = None
@@ -238,11 +258,16 @@ class _Progress:
             self.timeline["first_token"] = time.time()
         self.ids.append(token_id)
         self.scores.append(score)
-        if token_id in self.tokenizer.eos_ids:
+        if token_id in self.end_ids:
             self.stop_reason = "end_of_turn" if token_id == self.tokenizer.end_of_turn_id else "eos"
             return True
         before = len(self.text)
         self.text += self.decoder.push(token_id) if text is None else text
+        for ids in self.stop_ids:
+            if self.ids[-len(ids) :] == list(ids):  # a stop string as ids: cut it as one
+                self.text = self.text.removesuffix(self.tokenizer.decode(list(ids)))
+                self.stop_reason = "stop_string"
+                return True
         for stop in self.params.stop:
             # A new match must end inside the newest delta: search just that window.
             at = self.text.find(stop, max(0, before - len(stop) + 1))
@@ -359,6 +384,14 @@ class Engine:
     token_source = ""  # where the inspector's tokens come from, when not from this engine
     # Why a request for prompt lookup is refused where `supports_prompt_lookup` is False.
     prompt_lookup_refusal = "Prompt lookup runs on the genai engine; this is the {kind} engine."
+    # Whether the engine runs the ids and end ids it is given (a `Delivery`): the fault lab's
+    # engine traps need it; an engine whose server tokenizes the text itself cannot.
+    takes_deliveries = True
+    delivery_refusal = (
+        "This column sends the model other tokens or other end tokens than the text implies; "
+        "the {kind} engine sends text, which its server tokenizes itself. Run it on the genai "
+        "or optimum engine."
+    )
 
     @classmethod
     def create(cls, folder: Path, spec: Any, tokenizer: Tokenizer, ov_config: dict) -> Engine:
@@ -420,23 +453,34 @@ class Engine:
         prompt: str,
         params: SamplingParams,
         cancel: threading.Event | None = None,
+        delivery: Delivery = AS_SENT,
     ) -> Generation:
-        """Stream the continuation of `prompt` (final text, rendered or raw)."""
+        """Stream the continuation of `prompt` (final text, rendered or raw), sent as `delivery`
+        says (by default as the playground sends every prompt)."""
         if params.prompt_lookup and not self.supports_prompt_lookup:
             raise EngineError(self.prompt_lookup_refusal.format(kind=self.kind))
-        ids = self.tokenizer.encode(prompt)
+        if delivery != AS_SENT and not self.takes_deliveries:
+            raise EngineError(self.delivery_refusal.format(kind=self.kind))
+        ids = self.tokenizer.encode(prompt) if delivery.ids is None else list(delivery.ids)
         self.check_fits(len(ids), params.max_new_tokens)
         cancel = cancel or threading.Event()
+        end_ids = self.tokenizer.eos_ids if delivery.end_ids is None else delivery.end_ids
         generation = Generation(iter(()), cancel)
-        generation._chunks = self._stream(Prompt(prompt, ids, cancel), params, generation)
+        native = Prompt(prompt, ids, cancel, end_ids=end_ids)
+        generation._chunks = self._stream(native, params, generation, delivery.stop_ids)
         return generation
 
     def _stream(
-        self, prompt: Prompt, params: SamplingParams, generation: Generation
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        generation: Generation,
+        stop_ids: tuple[tuple[int, ...], ...] = (),
     ) -> Iterator[str]:
         cancel = prompt.cancel
         updates: queue.Queue = queue.Queue()
-        progress = _Progress(self.tokenizer, params, cancel, time.perf_counter())
+        progress = _Progress(self.tokenizer, params, cancel, time.perf_counter(),
+                             end_ids=prompt.end_ids, stop_ids=stop_ids)  # fmt: skip
         start_daemon(self._work, prompt, params, progress, updates, name="generation")
         started = False
         try:

@@ -272,10 +272,10 @@ class GenAIEngine(Engine):
         )
         return [*notes, budget]
 
-    def config(self, params: SamplingParams) -> dict[str, Any]:
+    def config(self, params: SamplingParams, end_ids: frozenset[int]) -> dict[str, Any]:
         """The GenerationConfig fields for `params`: explicit, as GenAI's samples write them."""
         return {
-            "stop_token_ids": set(self.tokenizer.eos_ids),
+            "stop_token_ids": set(end_ids),
             "apply_chat_template": False,
             # The chosen token's log-probability under the raw model (about 3% slower); GenAI
             # gives no alternatives (values above 1 count as 1).
@@ -289,7 +289,9 @@ class GenAIEngine(Engine):
         params: SamplingParams,
         on_token: OnToken,
     ) -> NativeFigures | None:
-        request_id, events = self.process.add(prompt.ids, self.config(params), params.prompt_lookup)
+        request_id, events = self.process.add(
+            prompt.ids, self.config(params, prompt.end_ids), params.prompt_lookup
+        )
         reads = tokens = 0
         try:
             # Waits are bounded by the stream's token timeout (`engines.base`), which cancels.

@@ -102,7 +102,7 @@ class OptimumEngine(Engine):
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=params.max_new_tokens,
             repetition_penalty=params.repetition_penalty,
-            eos_token_id=sorted(self.tokenizer.eos_ids),
+            eos_token_id=sorted(prompt.end_ids),
             pad_token_id=0,
             streamer=Streamer(),
             stopping_criteria=StoppingCriteriaList([Stop()]),

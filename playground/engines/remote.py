@@ -101,6 +101,8 @@ class RemoteEngine(Engine):
 
     kind = "remote"
     compiles = False  # no OpenVINO model in this process
+    # The server tokenizes the text and decides its own end tokens: a `Delivery` can't reach it.
+    takes_deliveries = False
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from playground.compare import (
     EDITED,
     FAULTS,
     MAX_COLUMNS,
+    TRAPS,
     VARIANT_TITLES,
     Column,
     Variant,
@@ -80,11 +81,16 @@ class CompareTab:
 
 
 def fault_docs() -> str:
-    """The fault lab's key: every fault, what it does, why it matters (escaped)."""
-    return "\n".join(
-        f"- **{display.escape(fault.title)}**: {display.escape(fault.doc)}"
-        for fault in FAULTS.values()
-    )
+    """The fault lab's key: every fault, then every engine trap, what it does, why it matters
+    (escaped)."""
+    parts = []
+    for heading, faults in (("Written by hand", FAULTS), ("Done by an engine or library", TRAPS)):
+        parts.append(f"**{heading}**\n")
+        parts += [
+            f"- **{display.escape(f.title)}**: {display.escape(f.doc)}" for f in faults.values()
+        ]
+        parts.append("")
+    return "\n".join(parts)
 
 
 def build_compare(playground: Playground) -> CompareTab:
@@ -363,7 +369,7 @@ def _wire_column(column: CompareColumn, playground: Playground) -> dict:
             return
         text = None
         try:
-            replies = playground.complete(plan.prompt, plan.params, control)
+            replies = playground.complete(plan.prompt, plan.params, control, plan.delivery)
             for reply in throttle(replies):
                 text = reply.text
                 line = display.escape(reply.line)

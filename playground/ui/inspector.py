@@ -4,8 +4,10 @@ Owns: the `InspectorTab` components (the conversation as JSON and as editable ro
 without loops, and the line that says what "Add generation prompt" does), and the handler that
 shows the prompt, its notes, tokens, the double-BOS note, why a system message is folded
 (`chat_format.fold_details`) and the code export. The prompt comes from `session.fit_prompt`,
-the very call the chat makes.
-Does not own: rendering or budgeting (`session`, `chat_format`), markup (`display`).
+the very call the chat makes. "Renderers side by side" runs the same conversation and options
+through the other libraries' renderers on a click (`renderers.compare_renderers`).
+Does not own: rendering or budgeting (`session`, `chat_format`), the renderers (`renderers`),
+markup (`display`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from playground.chat_format import (
 )
 from playground.errors import UserError
 from playground.inspection import double_bos_note
+from playground.renderers import compare_renderers
 from playground.session import Playground
 from playground.ui.common import PRIVATE, user_errors
 from playground.ui.controls import Controls
@@ -38,6 +41,15 @@ GENERATION_PROMPT_NOTE = (
     f"Add generation prompt: end the prompt with {START_OF_TURN}model and a new line, the cue "
     "for the model to write its reply (the chat always sends it). Off: the prompt ends after "
     "the last message, as a stored conversation does."
+)
+
+
+RENDERERS_NOTE = (
+    "The conversation above, with its options, through every chat-template renderer that runs "
+    "here: transformers' apply_chat_template on the model's Jinja template, OpenVINO GenAI's, "
+    "llama-cpp-python's on the GGUF's template and llama.cpp's built-in formatter (what its "
+    "server uses without --jinja). Each is compared with the playground's own rendering, and "
+    "each difference is named; a renderer that can't run here says why."
 )
 
 
@@ -64,6 +76,8 @@ class InspectorTab:
     code_optimum: gr.Code
     code_curl: gr.Code
     code_openai: gr.Code
+    renderers_run: gr.Button
+    renderers: gr.HTML
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -130,6 +144,10 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
                 elem_id="prompt-text",
             )
     tokens, token_note, bos_note, codes = _build_details(playground)
+    with gr.Accordion("Renderers side by side", open=False):
+        gr.Markdown(display.escape(RENDERERS_NOTE), elem_id="renderers-note")
+        renderers_run = gr.Button("Run every renderer", size="sm", elem_id="renderers-run")
+        renderers = gr.HTML(elem_id="renderers")
     return InspectorTab(
         tab,
         conversation,
@@ -149,6 +167,8 @@ def build_inspector(tab: gr.Tab, playground: Playground) -> InspectorTab:
         token_note,
         bos_note,
         *codes,
+        renderers_run,
+        renderers,
     )
 
 
@@ -223,6 +243,26 @@ def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data:
     )
 
 
+def run_renderers(playground: Playground, tab: InspectorTab, data: dict) -> str:
+    """The renderers view for the inspector's conversation and options (the whole conversation,
+    not fitted to the context); a conversation that can't be rendered is one escaped line."""
+    try:
+        messages = parse_conversation(
+            playground.check_text(data[tab.conversation] or "", "The conversation")
+        )
+        options = RenderOptions(
+            system_policy=data[tab.system_policy],
+            prefill=data[tab.prefill] or "",
+            add_generation_prompt=bool(data[tab.generation_prompt]),
+            fold_separator=playground.settings.fold_separator,
+        )
+        engine = playground.engine
+        found = compare_renderers(messages, options, engine.folder, engine.tokenizer)
+    except UserError as error:
+        return f"<p>{display.escape(str(error))}</p>"
+    return display.renderers_view(found)
+
+
 def wire_inspector(
     tab: InspectorTab, controls: Controls, playground: Playground, demo: gr.Blocks
 ) -> None:
@@ -267,6 +307,12 @@ def wire_inspector(
         role = "assistant" if messages and messages[-1]["role"] == "user" else "user"
         return as_json([*messages, {"role": role, "content": ""}])
 
+    @user_errors
+    def on_renderers(data: dict) -> str:
+        return run_renderers(playground, tab, data)
+
+    renderer_inputs = {tab.conversation, tab.generation_prompt, tab.system_policy, tab.prefill}
+    tab.renderers_run.click(on_renderers, renderer_inputs, tab.renderers, **PRIVATE)
     tab.conversation.change(on_conversation_change, tab.conversation, tab.rows, **PRIVATE)
     tab.rows.input(on_rows_input, tab.rows, tab.conversation, **PRIVATE)
     tab.add_row.click(on_add_row, tab.conversation, tab.conversation, **PRIVATE)

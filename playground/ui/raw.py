@@ -5,7 +5,8 @@ one click away), the streaming of a continuation with its figures and, when the 
 with its first token, why (`display.ended_at_once`), its Stop, and the live checks under the
 prompt.
 Does not own: the empty-prompt rule and streaming (`session.Playground.complete`), what the
-checks say (token count, a doubled `<bos>`, control-token text: `Playground.raw_checks`), the
+checks say (token count, a doubled or missing `<bos>`, control-token text:
+`Playground.raw_checks`), how the "no <bos>" option sends (`Playground.raw_delivery`), the
 start/stop wiring (`ui.common.run_with_stop`).
 """
 
@@ -42,15 +43,23 @@ class RawTab:
     show_probs: gr.Checkbox
     tokens: gr.State  # the last continuation's `session.token_probabilities`
     probs: gr.HTML
+    no_bos: gr.Checkbox
 
 
 def build_raw() -> RawTab:
     control = gr.State(Control())
     gr.Markdown(
-        "Text sent as is: no chat template. One `<bos>` is added unless it starts with one. "
+        "Text sent as is: no chat template. One `<bos>` is added unless it starts with one "
+        "(or none, with **Send without `<bos>`**). "
         "To have the model answer, write Gemma's turns, as the example does."
     )
     prompt = gr.Textbox(label="Prompt", lines=8, placeholder=EXAMPLE_PROMPT, elem_id="raw-prompt")
+    # Off by default: the engine trap "no <bos>" (the fault lab's), to see what it does.
+    no_bos = gr.Checkbox(
+        label="Send without <bos>",
+        info="An engine trap: some engines add none. Gemma needs exactly one.",
+        elem_id="raw-no-bos",
+    )
     checks = gr.Markdown(elem_id="raw-checks")
     with gr.Row():
         run = gr.Button("Generate", variant="primary", elem_id="raw-generate")
@@ -80,6 +89,7 @@ def build_raw() -> RawTab:
         show_probs,
         gr.State([]),
         probs,
+        no_bos,
     )
 
 
@@ -93,7 +103,9 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
         try:
             values, stop, fresh = controls.read(data)
             params = playground.params(values, stop, new_seed=fresh)
-            for reply in throttle(playground.complete(data[tab.prompt] or "", params, control)):
+            prompt = data[tab.prompt] or ""
+            delivery = playground.raw_delivery(prompt, data[tab.no_bos])
+            for reply in throttle(playground.complete(prompt, params, control, delivery)):
                 line = display.escape(reply.line)
                 if why := display.ended_at_once(reply.text, reply.figures):
                     line += f"\n\n⚠️ {display.escape(why)}"
@@ -112,7 +124,7 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
     run = run_with_stop(
         tab.run.click,
         on_raw,
-        {tab.prompt, tab.control, tab.show_probs, *controls.inputs},
+        {tab.prompt, tab.no_bos, tab.control, tab.show_probs, *controls.inputs},
         [tab.output, tab.figures, tab.stop, tab.tokens, tab.probs],
         playground,
         tab.control,
@@ -120,8 +132,13 @@ def wire_raw(tab: RawTab, controls: Controls, playground: Playground) -> list:
     )
     wire_stop(tab.stop, tab.control)
     tab.example.click(lambda: EXAMPLE_PROMPT, None, tab.prompt, **PRIVATE)
-    tab.prompt.change(
-        playground.raw_checks, tab.prompt, tab.checks, show_progress="hidden", **PRIVATE
+    gr.on(
+        [tab.prompt.change, tab.no_bos.change],
+        playground.raw_checks,
+        [tab.prompt, tab.no_bos],
+        tab.checks,
+        show_progress="hidden",
+        **PRIVATE,
     )
     tab.show_probs.change(
         lambda tokens, show: probabilities(playground, tokens, show),

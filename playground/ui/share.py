@@ -124,7 +124,7 @@ def _link_inputs(ui: Any) -> dict[str, list]:
     chat, raw, inspector, compare = ui.chat, ui.raw, ui.inspector, ui.compare
     return {
         "chat": [chat.turns, chat.system, chat.system_policy, chat.prefill],
-        "raw": [raw.prompt, raw.output],
+        "raw": [raw.prompt, raw.no_bos, raw.output],
         "inspector": [
             inspector.conversation, inspector.generation_prompt, inspector.system_policy,
             inspector.prefill,
@@ -166,7 +166,9 @@ def _tab_view(ui: Any, tab: str, data: dict) -> tuple[dict[str, Any], str]:
         }
         return fields, last_reply(turns)
     if tab == "raw":
-        return {"prompt": data[ui.raw.prompt] or ""}, data[ui.raw.output] or ""
+        raw = ui.raw
+        fields = {"prompt": data[raw.prompt] or "", "no_bos": bool(data[raw.no_bos])}
+        return fields, data[raw.output] or ""
     if tab == "inspector":
         inspector = ui.inspector
         return {
@@ -220,7 +222,7 @@ def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
         note, expected, ui.tabs, *controls.values.values(), controls.preset, controls.seed_mode,
         controls.stop,
         chat.turns, chat.chatbot, chat.message, chat.system, chat.system_policy, chat.prefill,
-        ui.raw.prompt,
+        ui.raw.prompt, ui.raw.no_bos,
         inspector.conversation, inspector.generation_prompt, inspector.system_policy,
         inspector.prefill,
         compare.conversation, compare.prefill, compare.count,
@@ -248,7 +250,7 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
             chat.system_policy: view.get("system_policy", DEFAULT_SYSTEM_POLICY),
         }  # fmt: skip
     elif tab == "raw":
-        updates[ui.raw.prompt] = view["prompt"]
+        updates |= {ui.raw.prompt: view["prompt"], ui.raw.no_bos: view.get("no_bos", False)}
     elif tab == "inspector":
         inspector = ui.inspector
         updates |= {
