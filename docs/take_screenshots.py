@@ -57,6 +57,7 @@ def main() -> None:
         page.locator("#raw-probs .tok").nth(2).hover()
         page.locator("#raw-probs").screenshot(path=str(DOCS / "probabilities.png"))
         notebook_shots(browser, url)
+        compare_shot(browser, url)
         phone = browser.new_page(viewport={"width": 400, "height": 860})
         phone.goto(url)
         phone.wait_for_selector("#message textarea")
@@ -88,6 +89,30 @@ def notebook_shots(browser, url: str) -> None:
     phone.wait_for_selector("#nb-document .nb-cell")
     phone.wait_for_function("document.querySelectorAll('.sidebar.open').length === 0")
     phone.screenshot(path=str(DOCS / "notebook-400.png"), full_page=True)
+
+
+def compare_shot(browser, url: str) -> None:
+    """The Compare tab from its link: the correct prompt beside a fault and an engine trap, run
+    greedily, with the sidebar closed so the columns have the width."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1250})
+    page.goto(url + "?view=compare")
+    page.wait_for_selector("#compare-info-3 >> text=tokens")
+    set_number(page, "slider-temperature", 0)
+    dropdown = page.locator("#compare-variant-3")
+    dropdown.locator("input").click()
+    dropdown.get_by_role("option", name="Engine trap: <end_of_turn> not a stop token").click()
+    page.wait_for_selector("#compare-info-3 >> text=ends only on ids")
+    page.click("#compare-run")
+    for n in (1, 2, 3):
+        page.wait_for_selector(f"#compare-figures-{n} >> text=tokens/s")
+    page.locator(".sidebar .toggle-button").first.click()  # closed: the columns get the width
+    page.evaluate("window.scrollTo(0, 0)")  # boxes in page coordinates, as the clip wants
+    page.wait_for_timeout(500)  # the sidebar's closing transition
+    box = page.locator("#compare-columns").bounding_box()  # down to the outputs and figures
+    figures = [page.locator(f"#compare-figures-{n}").bounding_box() for n in (1, 2, 3)]
+    bottom = max(f["y"] + f["height"] for f in figures)
+    clip = {**box, "height": bottom + 16 - box["y"]}
+    page.screenshot(path=str(DOCS / "compare.png"), clip=clip, full_page=True)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from playground.chat_format import (
     parse_conversation,
     render,
 )
+from playground.errors import reason_of
 from playground.tokens import Tokenizer, genai_tokenizer
 
 KINDS = ("<bos>", "trim", "separator", "newline", "refusal", "other")
@@ -111,7 +112,9 @@ def compare_renderers(
                 found.append(Rendering(name, label, unavailable=str(why)))
                 continue
             except Exception as error:  # the library's own refusal, in its own words
-                refusal = Difference("refusal", f"{label.split(':')[0]} refuses: {_line(error)}")
+                refusal = Difference(
+                    "refusal", f"{label.split(':')[0]} refuses: {reason_of(error)}"
+                )
                 found.append(Rendering(name, label, differences=(refusal,)))
                 continue
             named = [
@@ -172,11 +175,6 @@ def _ids(tokenizer: Tokenizer, text: str) -> tuple[int, ...]:
     return tuple(tokenizer.encode_as_is(text))
 
 
-def _line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return (text[:297] + "...") if len(text) > 300 else text or type(error).__name__
-
-
 def _library_messages(messages: Sequence[Mapping[str, str]], prefill: str) -> list[dict]:
     extra = [{"role": "assistant", "content": prefill}] if prefill else []
     return [{"role": m["role"], "content": m["content"]} for m in messages] + extra
@@ -195,7 +193,7 @@ def _hf_jinja(messages: list, options: RenderOptions, folder: Path, gguf: Path |
     except ImportError:
         raise Unavailable("transformers is not installed (requirements.txt has it)") from None
     except Exception as error:
-        why = f"transformers can't load {folder.name}'s tokenizer: {_line(error)}"
+        why = f"transformers can't load {folder.name}'s tokenizer: {reason_of(error)}"
         raise Unavailable(why) from None
     if not tokenizer.chat_template:
         raise Unavailable(f"{folder.name}'s tokenizer has no chat template for transformers")
@@ -219,7 +217,7 @@ def _genai(messages: list, options: RenderOptions, folder: Path, gguf: Path | No
     except ImportError:
         raise Unavailable("openvino-genai is not installed (requirements.txt has it)") from None
     except Exception as error:
-        why = f"OpenVINO GenAI can't load {folder.name}'s tokenizer: {_line(error)}"
+        why = f"OpenVINO GenAI can't load {folder.name}'s tokenizer: {reason_of(error)}"
         raise Unavailable(why) from None
     prefill = options.prefill
     return tokenizer.apply_chat_template(
@@ -260,7 +258,7 @@ def _read_gguf_chat(path: Path, mtime_ns: int, size: int) -> GGUFChat:
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as error:
-        raise Unavailable(f"{path.name} can't be read as a GGUF: {_line(error)}") from None
+        raise Unavailable(f"{path.name} can't be read as a GGUF: {reason_of(error)}") from None
     fields = reader.fields
 
     def value(key: str) -> object:
@@ -293,7 +291,7 @@ def _gguf(messages: list, options: RenderOptions, folder: Path, gguf: Path | Non
     try:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     except Exception as error:
-        raise Unavailable(f"llama-cpp-python can't be imported: {_line(error)}") from None
+        raise Unavailable(f"llama-cpp-python can't be imported: {reason_of(error)}") from None
     # Exactly as llama_cpp.Llama builds it from the GGUF's metadata (add_generation_prompt is
     # left at its default, True); the handler then tokenizes without adding a <bos>.
     formatter = Jinja2ChatFormatter(
@@ -309,7 +307,7 @@ def _builtin(messages: list, options: RenderOptions, folder: Path, gguf: Path | 
     try:
         import llama_cpp
     except Exception as error:
-        raise Unavailable(f"llama-cpp-python can't be imported: {_line(error)}") from None
+        raise Unavailable(f"llama-cpp-python can't be imported: {reason_of(error)}") from None
     template = None
     if gguf is not None:
         with contextlib.suppress(Unavailable):  # then llama.cpp's own name for its formatter

@@ -241,11 +241,24 @@ class SamplingParams:
     def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
 
+    def values(self) -> dict[str, Any]:
+        """The numeric values by name (`SAMPLING_NAMES`), as the sliders and links hold them."""
+        return {name: getattr(self, name) for name in RANGES}
+
 
 def _top_k(params: SamplingParams, vocab_size: int | None) -> int:
     # top_k has no cap in the API; past the vocabulary it cuts nothing, and GenAI's size_t
     # field could not hold every whole number anyway.
     return min(params.top_k, vocab_size) if vocab_size else params.top_k
+
+
+def _sampled(params: SamplingParams, vocab_size: int | None = None) -> dict[str, Any] | None:
+    """The values that shape sampling, or None for greedy: the greedy rule, once (temperature
+    0 picks the likeliest token, whatever top-p and top-k say). top_k 0 means off."""
+    if params.greedy:
+        return None
+    return {"temperature": params.temperature, "top_p": params.top_p,
+            "top_k": _top_k(params, vocab_size)}  # fmt: skip
 
 
 def genai_options(params: SamplingParams, vocab_size: int | None = None) -> dict[str, Any]:
@@ -256,21 +269,35 @@ def genai_options(params: SamplingParams, vocab_size: int | None = None) -> dict
         "max_new_tokens": params.max_new_tokens,
         "repetition_penalty": params.repetition_penalty,
     }
-    if not params.greedy:
-        options |= {"do_sample": True, "temperature": params.temperature,
-                    "top_p": params.top_p, "rng_seed": params.seed}  # fmt: skip
-        if params.top_k:
-            options["top_k"] = _top_k(params, vocab_size)
+    if sampled := _sampled(params, vocab_size):
+        top_k = sampled.pop("top_k")
+        options |= {"do_sample": True, **sampled, "rng_seed": params.seed}
+        if top_k:
+            options["top_k"] = top_k
     return options
 
 
 def transformers_options(params: SamplingParams, vocab_size: int | None = None) -> dict[str, Any]:
     """transformers' generate() sampling arguments for `params` (its seed is torch's global
     one, set apart): greedy, or sampling with top_k None when it is off."""
-    if params.greedy:
+    sampled = _sampled(params, vocab_size)
+    if sampled is None:
         return {"do_sample": False}
-    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p,
-            "top_k": _top_k(params, vocab_size) or None}  # fmt: skip
+    return {"do_sample": True, **sampled, "top_k": sampled["top_k"] or None}
+
+
+def openai_options(params: SamplingParams, repetition_penalty: str) -> dict[str, Any]:
+    """An OpenAI-style completions request's fields for `params`: greedy as temperature 0 with
+    top_p 1 (so a server that samples at temperature 0 still picks the likeliest), top_k and
+    the repetition penalty (named `repetition_penalty` by the server) in `extra_body`."""
+    sampled = _sampled(params) or {"temperature": 0.0, "top_p": 1.0}
+    return {
+        "max_tokens": params.max_new_tokens,
+        "temperature": sampled["temperature"],
+        "top_p": sampled["top_p"],
+        "seed": params.seed,
+        "extra_body": {"top_k": params.top_k, repetition_penalty: params.repetition_penalty},
+    }
 
 
 # The numeric controls, in the order the UI shows them; `stop` is separate (a text box).

@@ -131,7 +131,7 @@ def _checked(view: dict[str, Any], playground: Playground) -> dict[str, Any]:
     if unknown:
         raise ShareError(f"This share link has unknown sampling values: {sorted(unknown)}.")
     params = playground.params(view.get("sampling", {}), view.get("stop", ""))
-    view["sampling"] = {name: getattr(params, name) for name in SAMPLING_NAMES}
+    view["sampling"] = params.values()
     if "hash" in view and not _HASH.fullmatch(view["hash"]):
         raise ShareError("This share link's output hash is damaged.")
     if "model" in view and not _MODEL.fullmatch(view["model"]):

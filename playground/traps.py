@@ -19,6 +19,7 @@ from typing import Any
 
 from playground.chat_format import BOS, END_OF_TURN, apply_system_policy
 from playground.engines.base import AS_SENT, Delivery
+from playground.errors import UserError, reason_of
 from playground.tokens import Tokenizer, genai_ids, genai_tokenizer
 
 
@@ -58,11 +59,19 @@ def apply(trap: Trap, case: Case) -> tuple[str, Delivery]:
     return text, trap.deliver(case, text)
 
 
+def _genai_template(case: Case, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    """GenAI's own rendering of `messages`; its refusal (a C++ exception) in one line."""
+    try:
+        return case.genai().apply_chat_template(messages, add_generation_prompt=generation_prompt)
+    except RuntimeError as error:
+        why = reason_of(error)
+        raise UserError(f"OpenVINO GenAI's template refused this conversation: {why}") from None
+
+
 def _templated_twice(case: Case) -> str:
     """GenAI's `LLMPipeline.generate(str)` applies the chat template by default
     (`apply_chat_template = true`, GenAI PR 1533): the rendered prompt becomes a user message."""
-    message = {"role": "user", "content": case.prompt}
-    return case.genai().apply_chat_template([message], add_generation_prompt=True)
+    return _genai_template(case, [{"role": "user", "content": case.prompt}], True)
 
 
 def _genai_ids(case: Case, text: str) -> Delivery:
@@ -79,7 +88,7 @@ def _prefill_closed(case: Case) -> str:
     own renderer (as OVMS offers it for prefill, model_server PR 4331)."""
     messages, _ = apply_system_policy(case.messages, "fold", fold_separator=case.fold_separator)
     messages.append({"role": "assistant", "content": case.prefill or "Sure,"})
-    return case.genai().apply_chat_template(messages, add_generation_prompt=False)
+    return _genai_template(case, messages, False)
 
 
 def _stop_with_bos(case: Case, text: str) -> Delivery:

@@ -67,3 +67,24 @@ def test_2_a_message_quoting_markup_comes_back_escaped(client):
                        api_name="/render")  # fmt: skip
     message = str(raised.value)
     assert "&lt;img src=x&gt;" in message and "<img" not in message
+
+
+def test_the_positional_parameters_of_complete_chat_and_compare_are_frozen(app_url):
+    # Gradio refuses a raw HTTP call that leaves out a parameter: one added to these lists breaks
+    # every caller (issue 31). A new sampling field belongs on the _json endpoints, at the end.
+    import urllib.request
+
+    with urllib.request.urlopen(app_url + "gradio_api/info", timeout=30) as response:
+        info = json.loads(response.read())["named_endpoints"]
+    sampling = ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"]
+    frozen = {
+        "/complete": ["prompt", *sampling],
+        "/chat": ["message", "history", "system_prompt", "system_policy", "prefill", *sampling],
+        "/compare": ["conversation", "columns", "prefill", *sampling],
+    }
+    for name, parameters in frozen.items():
+        assert [p["parameter_name"] for p in info[name]["parameters"]] == parameters, name
+    for name, leading in (("/complete_json", "/complete"), ("/chat_json", "/chat")):
+        shown = [p["parameter_name"] for p in info[name]["parameters"]]
+        assert shown[: len(frozen[leading]) + 3] == [*frozen[leading], "stop", "logprobs",
+                                                     "prompt_lookup"]  # fmt: skip

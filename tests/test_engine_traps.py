@@ -152,3 +152,19 @@ def test_a_trap_on_a_raw_cell_is_refused_in_one_line(playground):
 
     with pytest.raises(UserError, match="trap= goes with chat cells"):
         playground.cell_send(PromptCell("raw", "<bos>Hi", (("trap", "no-bos"),)))
+
+
+def test_genais_own_refusal_is_one_line_in_its_own_words(playground):
+    from playground import traps
+    from playground.errors import UserError
+
+    engine = playground.engine
+    two_users = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    case = traps.Case("<bos>x", two_users, "", "\n\n", engine.folder, engine.tokenizer)
+    with pytest.raises(UserError) as caught:
+        traps.apply(traps.TRAPS["prefill-closed"], case)
+    message = str(caught.value)
+    assert message == (
+        "OpenVINO GenAI's template refused this conversation: Conversation roles must "
+        "alternate user/assistant/user/assistant/..."
+    )

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playground.bench.measure import cell, cpu_name, package_versions, peak_rss_mb
+from playground.bench.measure import PROMPT, cell, cpu_name, package_versions, peak_rss_mb
 from playground.chat_format import render
 from playground.sampling import SamplingParams
 
 ENGINES = ("genai", "optimum")
-PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
 
 
 def _modes(new_tokens: int) -> dict[str, SamplingParams]:

@@ -1,5 +1,5 @@
-"""What the benchmarks share: the table cell, a process's own peak memory, the machine's CPU
-name and the installed versions of the packages a run depends on.
+"""What the benchmarks share: the prompt they send, the table cell, a process's own peak memory,
+the machine's CPU name and the installed versions of the packages a run depends on.
 
 Owns: these small measurements and their formatting. Does not own: any benchmark (`engines`,
 `serving`, `peers` use these).
@@ -12,6 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+# The one user message every engine and serving run sends (rendered with the chat template).
+PROMPT = "Write a story about a lighthouse keeper who finds a message in a bottle."
 VERSIONED = ("openvino", "openvino-genai", "optimum-intel", "transformers", "torch", "gradio")
 
 

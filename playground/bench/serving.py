@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playground.bench.engines import PROMPT
+from playground.bench.measure import PROMPT
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, render
 from playground.settings import ENV
 

@@ -39,7 +39,7 @@ from playground.engines.base import (
     StopReason,
     TokenScore,
 )
-from playground.sampling import SamplingParams
+from playground.sampling import SamplingParams, openai_options
 from playground.settings import RemoteSettings
 from playground.tokens import Tokenizer
 
@@ -230,15 +230,8 @@ class RemoteEngine(Engine):
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": text,
-            "max_tokens": params.max_new_tokens,
-            "temperature": 0.0 if params.greedy else params.temperature,
-            "top_p": 1.0 if params.greedy else params.top_p,
-            "seed": params.seed,
             "stream": True,
-            "extra_body": {
-                "top_k": params.top_k,
-                self.dialect.repetition_penalty: params.repetition_penalty,
-            },
+            **openai_options(params, self.dialect.repetition_penalty),
         }
         if self.dialect.stream_logprobs:
             body["logprobs"] = self.dialect.alternatives

@@ -31,6 +31,13 @@ from playground.session import Playground, Reply, throttle
 from playground.ui.common import engine_events, user_errors
 
 P = inspect.Parameter
+# The sampling values /complete, /chat and /compare take by position, frozen as they are: Gradio
+# refuses a raw HTTP call that leaves out any parameter, so one more here would break every
+# caller (issue 31). A sampling field added later reaches the API on the _json endpoints only,
+# after TRAILING, with its default; tests/test_api_calls.py holds the lists.
+POSITIONAL_SAMPLING = (
+    "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+)  # fmt: skip
 # After the sampling values, on the _json endpoints. /complete and /chat keep their parameter
 # lists, because Gradio refuses a raw HTTP call that leaves out any parameter: adding one would
 # break every existing caller.
@@ -71,14 +78,15 @@ def with_sampling(
     for param, kind, default, help_text in leading:
         params.append(P(param, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
         docs.append(f"    {param}: {help_text}")
-    for f in SAMPLING_FIELDS:
-        r = ranges[f.name]
+    later = [f.name for f in SAMPLING_FIELDS if f.name not in POSITIONAL_SAMPLING]
+    for name in [*POSITIONAL_SAMPLING, *(later if trailing else [])]:
+        r = ranges[name]
         default = int(r.default) if r.integer else float(r.default)
         kind = int if r.integer else float
-        if f.name == "seed":
+        if name == "seed":
             kind = int | None  # empty (or -1) draws a random seed
-        params.append(P(f.name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
-        docs.append(f"    {f.name}: {describe(f.name, ranges)}")
+        params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
+        docs.append(f"    {name}: {describe(name, ranges)}")
     for param, kind, default, help_text in trailing:
         params.append(P(param, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind))
         docs.append(f"    {param}: {help_text}")
@@ -107,7 +115,7 @@ def with_sampling(
 def call_params(playground: Playground, arguments: dict[str, Any]) -> SamplingParams:
     """The call's values, anything the engine accepts; a seed drawn for an empty seed or -1 is
     told to the caller (a gr.Info, which gradio_client receives as a log) and in the figures."""
-    values = {f.name: arguments[f.name] for f in SAMPLING_FIELDS}
+    values = {f.name: arguments.get(f.name) for f in SAMPLING_FIELDS}  # absent: its default
     values["prompt_lookup"] = arguments["prompt_lookup"]
     if values["seed"] is None:
         values["seed"] = RANDOM_SEED
@@ -172,7 +180,10 @@ COMPARE_LEADING = [
 ]
 
 
-def add_endpoints(playground: Playground) -> None:
+def add_endpoints(playground: Playground, peer: Playground | None = None) -> None:
+    """The generating endpoints on `playground`'s engine; /compare's columns may also run on
+    `peer`'s (`compare.PEER`)."""
+
     def complete(prompt: Any, **arguments: Any) -> Iterator[str]:
         """Stream the continuation of raw text (no template; one <bos> is added)."""
         params = call_params(playground, arguments)
@@ -203,14 +214,17 @@ def add_endpoints(playground: Playground) -> None:
 
     def compare_columns(conversation: Any, columns: Any, prefill: Any, **arguments: Any):
         """Run one conversation as 2 to 4 variants (`columns`: JSON list of a variant's name, or
-        {prompt, text, sampling}; names: correct, edited and the faults of the Compare tab), one
-        after another, and return JSON: each column's prompt, token count, the tokens it adds
-        to or lacks from column 1's, output, figures and `parts_at`, the first character where
-        its output parts from column 1's (null when the same)."""
+        {prompt, text, sampling, engine}; names: correct, edited and the faults of the Compare
+        tab; engine: served, or peer for the remote server beside it, also written name@peer),
+        one after another, and return JSON: each column's prompt, token count, the tokens it
+        adds to or lacks from column 1's, output, figures and `parts_at`, the first character
+        where its output parts from column 1's (null when the same); a column on another engine
+        than column 1's also has `divergence` (greedy runs: the first token where they part,
+        both engines' logprobs, the similarity)."""
         params = call_params(playground, arguments)
         variants = parse_variants(_json(playground.check_text(columns, "columns"), "columns"))
         messages, options = conversation_inputs(playground, conversation, prefill or "")
-        results = compare(playground, messages, options, variants, params)
+        results = compare(playground, messages, options, variants, params, peer)
         yield json.dumps({"columns": results}, ensure_ascii=False)
 
     engine = engine_events(playground)

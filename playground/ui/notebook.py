@@ -41,7 +41,7 @@ from playground.notebook_doc import (
     page_value,
     stopped_note,
 )
-from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
+from playground.sampling import ParamError, SamplingParams
 from playground.session import Control, Playground, Reply, exported_model, throttle
 from playground.ui.common import (
     PRIVATE,
@@ -300,7 +300,7 @@ def cell_choices(notebook: Notebook) -> list[tuple[str, int]]:
 
 def cell_run_params(cell: nb.PromptCell, base: SamplingParams, playground: Playground):
     """The sidebar's sampling (with its stop strings and seed), overridden by the cell's own."""
-    values = {name: getattr(base, name) for name in SAMPLING_NAMES}
+    values = base.values()
     ranges = playground.settings.ranges
     return nb.cell_params(cell, ranges, values).with_(stop=base.stop)
 
