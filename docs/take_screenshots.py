@@ -20,7 +20,7 @@ from playground.engines import open_engine
 from playground.settings import load_settings
 from playground.ui import build_demo
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, serve
-from tests.test_browser import set_number
+from tests.helpers.browser import set_number
 
 DOCS = Path(__file__).resolve().parent
 

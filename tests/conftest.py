@@ -125,6 +125,26 @@ def app_server(engine: str, doc: str, model: str | None = None):
 app_url = app_server("genai_engine", "The real app on the tiny model.")
 
 
+def page_on(url: str, open_with=None, widths=None):
+    """A fixture: a Chromium page of the app at the URL fixture named `url`, opened with
+    `open_with` (`helpers.browser.open_page` by default; at each of `widths`, when given), and
+    a screenshot of it into artifacts/ after the test."""
+
+    def page(browser, request):
+        from tests.helpers.browser import open_page, screenshot
+
+        at = request.getfixturevalue(url)
+        opener = open_with or open_page
+        width = getattr(request, "param", None)
+        page = opener(browser, at) if width is None else opener(browser, at, width)
+        yield page
+        screenshot(page, request)
+
+    if widths:
+        return pytest.fixture(params=widths, ids=[f"{w}px" for w in widths])(page)
+    return pytest.fixture(page)
+
+
 @pytest.fixture(scope="session")
 def client(app_url):
     from gradio_client import Client

@@ -5,19 +5,28 @@ Screenshots go to the git-ignored `artifacts/` folder.
 
 import json
 import random
-import re
 import time
 import urllib.request
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, serve
+from tests.conftest import page_on, serve
+from tests.helpers.browser import (
+    TIMEOUT_MS,
+    assert_chat_kept,
+    chat_text,
+    fn_index_of,
+    open_page,
+    screenshot,
+    send,
+    set_number,
+    start_long_reply,
+    wait_figures,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ARTIFACTS = ROOT / "artifacts"
-TIMEOUT_MS = 60_000
 # (hostile text, what must stand on the page): markup shows as its literal characters; a
 # Markdown link may render as a link, but never with a javascript: target.
 HOSTILE = [
@@ -29,58 +38,9 @@ HOSTILE = [
 ]
 
 
-def open_page(browser, url, width=1280):
-    page = browser.new_page(viewport={"width": width, "height": 1000})
-    page.dialogs = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url)
-    # Attached, not visible: a link to another tab (?view=, ?share=) hides the Chat tab, at a
-    # moment that races the page's first paint.
-    page.wait_for_selector("#message textarea", state="attached")
-    return page
-
-
-def screenshot(page, request):
-    ARTIFACTS.mkdir(exist_ok=True)
-    name = re.sub(r"[^\w.-]+", "_", request.node.name)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    page.close()
-
-
-@pytest.fixture
-def page(browser, app_url, request):
-    page = open_page(browser, app_url)
-    yield page
-    screenshot(page, request)
-
-
-@pytest.fixture
-def paced_page(browser, paced_app_url, request):
-    """The app on an engine paced like the real model: a Stop lands mid-stream."""
-    page = open_page(browser, paced_app_url)
-    yield page
-    screenshot(page, request)
-
-
-def set_number(page, elem_id, value):
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
-def send(page, text):
-    page.fill("#message textarea", text)
-    page.click("#send")
-
-
-def start_long_reply(page):
-    """Start a reply that streams for a long time: the tiny model's greedy reply to this prompt
-    runs to max_new_tokens (no end token); return once it is visibly streaming."""
-    set_number(page, "slider-max_new_tokens", 4096)
-    set_number(page, "slider-temperature", 0)
-    send(page, "Tell me a long story")
-    page.wait_for_function("document.querySelector('#chatbot').innerText.length > 200")
+page = page_on("app_url")
+# The app on an engine paced like the real model: a Stop lands mid-stream.
+paced_page = page_on("paced_app_url")
 
 
 def test_chat_streams_a_reply_with_its_figures(page):
@@ -336,14 +296,6 @@ def test_an_inspector_prompt_runs_as_is_in_raw_and_comes_back(browser, tutor_app
 # ---- issue 10: each test names the numbered item it proves --------------------------------
 
 HOSTILE_IMG = "<img src=x onerror=alert(1)>"
-
-
-def chat_text(page):
-    return page.inner_text("#chatbot")
-
-
-def wait_figures(page, nth=0):
-    page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={nth}")
 
 
 def test_1_the_chatbots_trash_icon_clears_the_conversation(page):
@@ -639,13 +591,6 @@ def small_sessions_url(settings, genai_engine):
     demo.close()
 
 
-def fn_index_of(url: str, elem_id: str) -> int:
-    """The id of the event handler a click on the element `elem_id` runs first."""
-    config = httpx.get(f"{url}config", timeout=30).json()
-    button = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == elem_id)
-    return next(d["id"] for d in config["dependencies"] if [button, "click"] in d["targets"])
-
-
 def test_stateful_calls_from_another_client_do_not_evict_a_visitors_chat(
     browser, small_sessions_url
 ):
@@ -672,23 +617,6 @@ def test_stateful_calls_from_another_client_do_not_evict_a_visitors_chat(
             )
             assert "process_completed" in stream.text
     assert_chat_kept(page, "My name is Zed.")
-
-
-def assert_chat_kept(page, message: str) -> None:
-    """Regenerate answers (the server still has the conversation) and `message` is in it."""
-    before = chat_text(page)
-    page.click("#regenerate")
-    # Either a new reply (a new seed, so new figures) or the refusal beside the input.
-    page.wait_for_function(
-        "([before]) => document.querySelector('#chatbot').innerText !== before"
-        " && document.querySelector('#chatbot').innerText.includes('prompt tokens')"
-        " || document.querySelector('#input-note').innerText.trim() !== ''",
-        arg=[before],
-    )
-    assert "Nothing to regenerate" not in page.inner_text("#input-note")
-    wait_figures(page)
-    assert message in chat_text(page)
-    page.close()
 
 
 def test_issue23_p3_other_clients_calls_do_not_wipe_a_visitors_chat(browser, small_sessions_url):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.test_browser import open_page, screenshot, send, set_number
-from tests.test_reliability import wait_until
+from tests.helpers.browser import open_page, screenshot, send, set_number
+from tests.helpers.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests import test_browser_first_minutes as first_minutes
-from tests.test_browser import ARTIFACTS, set_number
+from tests.helpers.browser import ARTIFACTS, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -15,60 +15,29 @@ import pytest
 from playground.compare import (
     FAULTS,
     TRAPS,
-    VARIANT_TITLES,
     Variant,
     conversation_inputs,
     plan_column,
 )
 from playground.session import Playground
 from playground.share import encode_view
-from tests.test_browser import ARTIFACTS, open_page, screenshot, send, set_number
-from tests.test_reliability import wait_until
+from tests.helpers.browser import (
+    ARTIFACTS,
+    choose,
+    open_compare,
+    open_page,
+    run_all,
+    screenshot,
+    send,
+    set_conversation,
+    set_number,
+    wait_text,
+)
+from tests.helpers.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 QUESTION = [{"role": "user", "content": "What is 7 plus 5?"}]
 CORRECT_PROMPT = "<bos><start_of_turn>user\nWhat is 7 plus 5?<end_of_turn>\n<start_of_turn>model\n"
-
-
-def open_compare(browser, url, width=1280, query="?view=compare"):
-    page = open_page(browser, url + query, width)
-    page.wait_for_selector("#compare-run")
-    return page
-
-
-def choose(page, column, name):
-    # Scoped to the column, and the list waited out: a list still closing would make the next
-    # column's option name match twice.
-    dropdown = page.locator(f"#compare-variant-{column}")
-    dropdown.locator("input").click()
-    dropdown.get_by_role("option", name=VARIANT_TITLES[name], exact=True).click()
-    dropdown.get_by_role("option").first.wait_for(state="detached")
-
-
-def set_conversation(page, messages):
-    editor = page.locator("#compare-conversation .cm-content")
-    editor.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    editor.fill(json.dumps(messages))  # CodeMirror's own input: no auto-closed brackets
-
-
-def wait_text(page, selector, text):
-    """Wait until the element's text includes `text` (polled in the page, as the stop test's
-    note says)."""
-    page.wait_for_function(
-        "([s, t]) => document.querySelector(s)?.innerText.includes(t)",
-        arg=[selector, text],
-        polling=250,
-    )
-
-
-def run_all(page, columns):
-    page.click("#compare-run")
-    for n in range(1, columns + 1):
-        page.wait_for_function(
-            f"document.querySelector('#compare-figures-{n}').innerText.includes('tokens/s')"
-        )
 
 
 @pytest.mark.parametrize("width", [1280, 400])

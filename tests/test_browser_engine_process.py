@@ -14,8 +14,8 @@ import pytest
 from playground.engines import load_engine
 from playground.ui import build_demo
 from tests.conftest import serve
-from tests.test_browser import open_page, screenshot, send, set_number
-from tests.test_reliability import wait_until
+from tests.helpers.browser import open_page, screenshot, send, set_number
+from tests.helpers.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -94,7 +94,7 @@ def test_a_long_prompt_shows_how_far_the_engine_has_read_it(browser, own_url, ow
 def test_raw_and_the_notebook_show_how_far_the_prompt_has_been_read(
     browser, own_url, own_engine, request, tmp_path
 ):
-    from tests.test_notebook_ui import open_notebook
+    from tests.helpers.browser import open_notebook
 
     own_engine.process.set_hooks(delay_s=1.0)
     page = open_page(browser, own_url)

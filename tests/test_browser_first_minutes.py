@@ -7,7 +7,7 @@ Screenshots go to the git-ignored `artifacts/` folder.
 import pytest
 
 from tests.conftest import serve
-from tests.test_browser import TIMEOUT_MS, screenshot, set_number
+from tests.helpers.browser import TIMEOUT_MS, screenshot, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,7 +21,7 @@ def fallback_url(settings, tutor_engine):
     from playground.models import fallback_notice
     from playground.settings import Settings
     from playground.ui import build_demo
-    from tests.test_first_minutes import offline_error
+    from tests.helpers.offline import offline_error
 
     notice = fallback_notice(Settings().model, "tiny-tutor", offline_error())
     tutor_engine.warm_up()  # as app.py does: the Model tab shows the speed it measured

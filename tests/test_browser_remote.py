@@ -6,8 +6,8 @@ import pytest
 from playground.engines import load_engine
 from playground.models import TUTOR_DIR
 from playground.settings import RemoteSettings
-from tests.conftest import ENDLESS_RAW, ENDLESS_START, serve, start_llama_server
-from tests.test_browser import chat_text, open_page, screenshot, send, set_number
+from tests.conftest import ENDLESS_RAW, ENDLESS_START, page_on, serve, start_llama_server
+from tests.helpers.browser import chat_text, open_page, screenshot, send, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -34,11 +34,7 @@ def app_url(settings):
     process.wait(30)
 
 
-@pytest.fixture
-def page(browser, app_url, request):
-    page = open_page(browser, app_url)
-    yield page
-    screenshot(page, request)
+page = page_on("app_url")  # this module's app_url: the app on the remote engine
 
 
 def test_a_visitor_chats_and_stops_on_the_remote_engine(page):

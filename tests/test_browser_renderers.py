@@ -6,7 +6,7 @@ Screenshots go to the git-ignored `artifacts/` folder.
 
 import pytest
 
-from tests.test_browser import open_page, screenshot
+from tests.helpers.browser import open_page, screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

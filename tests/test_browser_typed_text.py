@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from tests.test_browser import TIMEOUT_MS, screenshot, send, set_number
+from tests.conftest import page_on
+from tests.helpers.browser import TIMEOUT_MS, send, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -60,11 +61,7 @@ def watched_page(browser, url, width):
     return page
 
 
-@pytest.fixture(params=WIDTHS, ids=[f"{w}px" for w in WIDTHS])
-def page(browser, tutor_app_url, request):
-    page = watched_page(browser, tutor_app_url, request.param)
-    yield page
-    screenshot(page, request)
+page = page_on("tutor_app_url", watched_page, WIDTHS)
 
 
 def wait_replies(page, count):

@@ -16,7 +16,7 @@ from playground.models import TUTOR
 from playground.session import NEEDS_9B, Playground
 from playground.settings import load_settings
 from playground.ui.controls import CUSTOM, preset_name
-from tests.fakes import RecordingEngine
+from tests.helpers.fakes import RecordingEngine
 
 HI = {"role": "user", "content": "Hi"}
 HELLO = {"role": "assistant", "content": "Hello"}

@@ -21,7 +21,7 @@ from playground.engines import EngineError, load_engine
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve
-from tests.test_reliability import wait_until
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

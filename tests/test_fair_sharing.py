@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import serve
-from tests.test_reliability import wait_until
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -371,7 +371,7 @@ def abusers(url, stop):
 
 def issue34_attacks(url, stop, tally):
     """Issue 34's cheap requests, each from its own address until `stop` or its count."""
-    from tests.test_browser import fn_index_of
+    from tests.helpers.browser import fn_index_of
 
     emoji = "<bos>" + "\U0001f600" * 500
     edited = [{"prompt": "edited", "text": emoji}, {"prompt": "edited", "text": emoji + "!"}]

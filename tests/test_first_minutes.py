@@ -12,27 +12,10 @@ import pytest
 from playground import display
 from playground.engines import NativeFigures
 from playground.engines.base import tokens_per_second
-from playground.models import ModelUnavailableError, fallback_notice
-from playground.settings import Settings
+from playground.models import fallback_notice
 from tests.conftest import ROOT
-from tests.fakes import RecordingEngine
-
-WANTED = Settings().model  # the default model, the one that falls back
-
-
-def unavailable(cause: Exception) -> ModelUnavailableError:
-    """A ModelUnavailableError raised from `cause`, as `models.download_snapshot` raises it."""
-    try:
-        raise ModelUnavailableError(f"Could not get the model {WANTED!r}") from cause
-    except ModelUnavailableError as error:
-        return error
-
-
-def offline_error() -> ModelUnavailableError:
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    return unavailable(LocalEntryNotFoundError("outgoing traffic has been disabled"))
-
+from tests.helpers.fakes import RecordingEngine
+from tests.helpers.offline import WANTED, offline_error, unavailable
 
 # ---- the fallback notice ----------------------------------------------------------------------
 

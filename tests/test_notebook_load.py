@@ -18,9 +18,8 @@ from playground.notebook import MAX_CELLS, MAX_LESSON_CHARS, MarkdownCell, Promp
 from playground.notebook_doc import CellOutput, Notebook
 from playground.session import Control, Playground
 from tests.conftest import ROOT, free_port
-from tests.fakes import RecordingEngine
-from tests.test_browser import screenshot
-from tests.test_notebook_ui import cell_text, open_notebook
+from tests.helpers.browser import cell_text, open_notebook, screenshot
+from tests.helpers.fakes import RecordingEngine
 
 # The app as `python app.py --model tiny-tutor` serves it, its engine paced by the seconds a
 # step written in a file (argv: port, that file), through the engine process's test hook.

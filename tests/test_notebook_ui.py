@@ -7,9 +7,15 @@ import time
 import nbformat
 import pytest
 
-from tests.conftest import serve
-from tests.fakes import RecordingEngine
-from tests.test_browser import TIMEOUT_MS, screenshot, set_number
+from tests.conftest import page_on, serve
+from tests.helpers.browser import (
+    cell_text,
+    open_notebook,
+    screenshot,
+    set_number,
+    wait_text,
+)
+from tests.helpers.fakes import RecordingEngine
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -26,25 +32,7 @@ HOSTILE_CHAT = json.dumps(
 WIDTHS = [1280, 400]
 
 
-def open_notebook(browser, url, query="?view=notebook", width=1280):
-    page = browser.new_page(viewport={"width": width, "height": 1000})
-    page.dialogs = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(url + query)
-    page.wait_for_selector("#nb-document .nb-cell")
-    return page
-
-
-@pytest.fixture
-def page(browser, app_url, request):
-    page = open_notebook(browser, app_url)
-    yield page
-    screenshot(page, request)
-
-
-def cell_text(page, number):
-    return page.inner_text(f"#nb-cell-{number}")
+page = page_on("app_url", open_notebook)
 
 
 def select_cell(page, number):
@@ -58,12 +46,6 @@ def edit_cell(page, number, source, options=None):
     page.fill("#nb-source textarea", source)
     if options is not None:
         page.locator("#nb-options").locator("input, textarea").first.fill(options)
-
-
-def wait_text(page, selector, text):
-    page.wait_for_function(
-        f"document.querySelector({json.dumps(selector)})?.innerText.includes({json.dumps(text)})"
-    )
 
 
 def assert_inert(page):
@@ -461,7 +443,7 @@ def test_hostile_model_output_stays_inert_as_text_as_markdown_and_in_the_handout
 def test_a_cell_waits_in_the_one_engine_queue_behind_a_chat_reply(
     browser, paced_app_url, paced_engine, request
 ):
-    from tests.test_browser import open_page, start_long_reply
+    from tests.helpers.browser import open_page, start_long_reply
 
     chat = open_page(browser, paced_app_url)
     page = open_notebook(browser, paced_app_url)

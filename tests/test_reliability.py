@@ -23,20 +23,12 @@ from playground.engines import base as base_module
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve
-from tests.fakes import RecordingEngine
+from tests.helpers.fakes import RecordingEngine
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 GREEDY = [0.0, 1.0, 0, 1.0, 1]  # temperature, top_p, top_k, repetition_penalty, seed
-
-
-def wait_until(condition, seconds=60.0, what="condition"):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def call_raw(url: str, api: str, body: str) -> tuple[str, str]:

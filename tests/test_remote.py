@@ -30,7 +30,7 @@ from playground.session import Playground, figures_of
 from playground.settings import RemoteSettings, SettingsError, load_settings
 from playground.tokens import Tokenizer
 from tests.conftest import ENDLESS_RAW, ENDLESS_START, ROOT, start_llama_server
-from tests.hostile_server import GOOD_START
+from tests.helpers.hostile_server import GOOD_START
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
 SUM = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -118,7 +118,7 @@ def hostile_engine(mode: str, settings):
     """The remote engine on tests/hostile_server.py in `mode`, in a process of its own."""
     ours = len(Tokenizer(TUTOR_DIR).encode(PROBE)) - 1  # it adds <bos>, as llama.cpp does
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.hostile_server", mode, str(ours + 1)],
+        [sys.executable, "-m", "tests.helpers.hostile_server", mode, str(ours + 1)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -301,7 +301,7 @@ def test_stop_ends_the_generation_on_the_server(server, engine):
 def test_stop_before_the_server_begins_frees_the_slot_at_once(engine):
     # llama-cpp-python's server takes one request at a time, and answers nothing to a second
     # until it starts it: that wait held the slot until its 300 s timeout.
-    from tests.test_reliability import wait_until
+    from tests.helpers.waiting import wait_until
 
     long = engine.generate("Hello", SamplingParams(max_new_tokens=4000, **GREEDY))
     chunks = iter(long)

@@ -11,7 +11,7 @@ from playground.chat_format import FOLD_NOTE, ChatFormatError, RenderOptions, re
 from playground.errors import UserError
 from playground.sampling import ParamError, SamplingParams
 from playground.session import Control, Playground, conversation
-from tests.fakes import RecordingEngine
+from tests.helpers.fakes import RecordingEngine
 
 GREEDY = dict(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=1)
 HI = [{"role": "user", "content": "Hi"}]

@@ -18,7 +18,7 @@ from playground.session import Playground
 from playground.settings import load_settings
 from playground.terminal import TerminalChat, marked_prompt, preset_values, printable
 from tests.conftest import ROOT
-from tests.fakes import RecordingEngine
+from tests.helpers.fakes import RecordingEngine
 
 HOSTILE = "title\x1b]0;pwned\x07 clear\x1b[2J bell\x07 cr\r csi\x9b2J rtl\u202eevil"
 

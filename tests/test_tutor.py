@@ -6,7 +6,6 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -182,7 +181,7 @@ def test_short_training_is_deterministic(tmp_path):
     # Each run in a fresh process, as a rebuild is: torch's thread pool and compiled kernels are
     # the process's, and a generation another test left running changes how reductions split.
     for run in ("a", "b"):
-        code = f"from tests.test_tutor import train_small; train_small({str(tmp_path / run)!r})"
+        code = f"from tests.helpers.tutor import train_small; train_small({str(tmp_path / run)!r})"
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                               text=True)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
@@ -193,14 +192,6 @@ def test_short_training_is_deterministic(tmp_path):
     assert records[0]["final_loss"] == records[1]["final_loss"]
     assert records[0]["recipe"] == RECIPE and records[0]["schedule"]["steps"] == 4
     assert records[0]["schedule"]["compiled"]  # the recipe's own path, compiled
-
-
-def train_small(folder: str) -> None:
-    from playground.tutor.train import Schedule, Shape, train
-
-    shape = Shape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
-    train(Path(folder), shape, Schedule(steps=4, batch=4, bucket=2, warmup=2), log_every=0)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from playground.session import Playground, exported_model
 from playground.settings import load_settings
 from playground.terminal import TerminalChat
 from tests.conftest import ROOT
-from tests.fakes import RecordingEngine
+from tests.helpers.fakes import RecordingEngine
 
 INFO = EngineInfo("tiny-tutor", "genai", "CPU", "2025.3 <b>", 1.5, True)
 
