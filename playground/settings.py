@@ -1,8 +1,8 @@
 """Settings: the one place that reads space.yaml and the environment.
 
 Owns: the `Settings` frozen dataclass (model, engine, device, context size, queue size, caches,
-OpenVINO properties, the fold separator, slider ranges and presets, and `RemoteSettings`: the
-serving engine the remote engine talks to) and the precedence between its sources:
+OpenVINO properties, the fold separator, slider ranges and presets, and the remote engine's
+`RemoteSettings`, which that engine defines) and the precedence between its sources:
 command-line flags over environment variables over space.yaml over built-in defaults.
 Does not own: validating a request's sampling values (`sampling`), or loading anything.
 """
@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 from playground.chat_format import DEFAULT_FOLD_SEPARATOR
+from playground.engines import ENGINE_KINDS
+from playground.engines.remote import SERVERS as REMOTE_SERVERS
+from playground.engines.remote import RemoteSettings
 from playground.errors import UserError
 from playground.sampling import RANGES, ParamError, Range, SamplingParams
 
@@ -42,34 +45,10 @@ ENV = {
     "kv_cache_gb": "PLAYGROUND_KV_CACHE_GB",
     "base_url": "PLAYGROUND_BASE_URL",  # the remote engine's server
 }
-REMOTE_SERVERS = ("auto", "llama.cpp", "vllm", "ovms", "localai")
 
 
 class SettingsError(UserError, ValueError):
     """A bad space.yaml value, flag or environment variable; the message names it."""
-
-
-@dataclass(frozen=True)
-class RemoteSettings:
-    """The OpenAI-compatible completions server of `--engine remote`: the operator's setting
-    only (no visitor input reaches it), with the API key read from an environment variable
-    whose *name* is kept here, so the key itself is never logged, shown or exported."""
-
-    base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
-    served_model: str = ""  # the server's name for the model; "" = the first it lists
-    api_key_env: str = ""  # name of the environment variable holding the API key
-    server: str = "auto"  # which server's names the controls take (REMOTE_SERVERS)
-    # Generations sent at once; the app's queue holds the rest. A server that batches
-    # (vLLM, OVMS) can take more than the local engine; one that serves one request at a time
-    # (llama-cpp-python) simply queues them.
-    max_concurrent: int = 8
-    timeout_s: float = 30.0  # connecting, and waiting for the first byte of each answer
-
-    @property
-    def api_key(self) -> str:
-        import os
-
-        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
 @dataclass(frozen=True)
@@ -301,8 +280,6 @@ def _build(values: dict[str, Any]) -> Settings:
         raise SettingsError(
             f"fold_separator must be text, got {values['fold_separator']!r}; quote it in YAML."
         )
-    from playground.engines import ENGINE_KINDS
-
     if values.get("engine", "genai") not in ENGINE_KINDS:
         raise SettingsError(
             f"engine must be one of {', '.join(ENGINE_KINDS)}, got {values['engine']!r}."

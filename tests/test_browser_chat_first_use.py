@@ -10,14 +10,12 @@ import json
 
 import pytest
 
-from tests import test_browser_first_minutes as first_minutes
 from tests.helpers.browser import ARTIFACTS, set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-# The fallback app and its pages at a width, as test_browser_first_minutes.py has them.
-fallback_url, open_at = first_minutes.fallback_url, first_minutes.open_at
-WIDTHS = first_minutes.WIDTHS
+# On the fallback app (conftest's fallback_url), each page at a width (conftest's open_at).
+WIDTHS = [1280, 400]
 
 HEIGHT = 900  # open_at's viewport
 BOX = "#message textarea"

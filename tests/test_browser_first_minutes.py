@@ -6,46 +6,12 @@ Screenshots go to the git-ignored `artifacts/` folder.
 
 import pytest
 
-from tests.conftest import serve
-from tests.helpers.browser import TIMEOUT_MS, screenshot, set_number
+from tests.helpers.browser import set_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 WIDTHS = [1280, 400]
 SERVED = "tiny-tutor (demo model)"
-
-
-@pytest.fixture(scope="module")
-def fallback_url(settings, tutor_engine):
-    """The app as `python app.py` starts it when the default model can't be had."""
-    from playground.models import fallback_notice
-    from playground.settings import Settings
-    from playground.ui import build_demo
-    from tests.helpers.offline import offline_error
-
-    notice = fallback_notice(Settings().model, "tiny-tutor", offline_error())
-    tutor_engine.warm_up()  # as app.py does: the Model tab shows the speed it measured
-    demo = build_demo(tutor_engine, settings.with_(model="tiny-tutor"), notice)
-    yield serve(demo, settings)
-    demo.close()
-
-
-@pytest.fixture
-def open_at(browser, fallback_url, request):
-    """A page of the fallback app at a given width; screenshotted when the test ends."""
-    pages = []
-
-    def open_at(width):
-        page = browser.new_page(viewport={"width": width, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(fallback_url)
-        page.wait_for_selector("#message textarea", state="attached")
-        pages.append(page)
-        return page
-
-    yield open_at
-    for page in pages:
-        screenshot(page, request)
 
 
 def clipped(page, selector):

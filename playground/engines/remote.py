@@ -11,7 +11,7 @@ and word for why it stopped (a reply cut off at the server's context is labelled
 Does not own: the prompt (it sends exactly the text the inspector shows, less a <bos> the server
 adds itself), the tokens the inspector shows (the model's own tokenizer files, `tokens`), or the
 stream, slots, stop strings and timing (`engines.base`). The server's address is the operator's
-setting (`settings.RemoteSettings`); nothing a visitor sends can change it.
+setting (`RemoteSettings`, read by `settings`); nothing a visitor sends can change it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from playground.engines.base import (
     TokenScore,
 )
 from playground.sampling import SamplingParams, openai_options
-from playground.settings import RemoteSettings
 from playground.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,33 @@ def dialect_of(server: str, owned_by: str) -> Dialect:
     if "localai" in owner:
         return DIALECTS["localai"]
     return DIALECTS["llama.cpp"]
+
+
+# What `RemoteSettings.server` may name: "auto" asks the server who it is.
+SERVERS = ("auto", *DIALECTS)
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """The OpenAI-compatible completions server of `--engine remote`: the operator's setting
+    only (no visitor input reaches it), with the API key read from an environment variable
+    whose *name* is kept here, so the key itself is never logged, shown or exported."""
+
+    base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
+    served_model: str = ""  # the server's name for the model; "" = the first it lists
+    api_key_env: str = ""  # name of the environment variable holding the API key
+    server: str = "auto"  # which server's names the controls take (SERVERS)
+    # Generations sent at once; the app's queue holds the rest. A server that batches
+    # (vLLM, OVMS) can take more than the local engine; one that serves one request at a time
+    # (llama-cpp-python) simply queues them.
+    max_concurrent: int = 8
+    timeout_s: float = 30.0  # connecting, and waiting for the first byte of each answer
+
+    @property
+    def api_key(self) -> str:
+        import os
+
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
 class RemoteEngine(Engine):
