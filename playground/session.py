@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,11 +36,10 @@ from playground.engines import (
     Engine,
     Generation,
     GenerationResult,
-    Prompt,
     Reading,
 )
 from playground.errors import UserError
-from playground.export import SERVER_PLACEHOLDER, export_code, remote_code
+from playground.export import export_code
 from playground.inspection import Inspection, inspect_budget, inspect_text
 from playground.models import TUTOR, looks_like_repo_id
 from playground.notebook import PromptCell, cell_prompt
@@ -695,11 +693,7 @@ class Playground:
             end_ids=self.engine.tokenizer.eos_ids,
             from_hub=from_hub,
         )
-        if self.engine.kind == "remote":
-            request = self.engine.request(Prompt(prompt, [], threading.Event()), params)
-            # The server's address stays the operator's: the code names a placeholder.
-            code |= remote_code(request, SERVER_PLACEHOLDER, self.engine.remote.api_key_env)
-        return code
+        return code | self.engine.extra_code(prompt, params)
 
 
 def exported_model(name: str, folder: Path | None = None) -> tuple[str, bool]:

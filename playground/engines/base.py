@@ -605,6 +605,11 @@ class Engine:
         """What a visitor should know about this engine (the Model tab shows each line)."""
         return []
 
+    def extra_code(self, prompt: str, params: SamplingParams) -> dict[str, str]:
+        """Runnable code of this engine's own for `prompt`, by the inspector's labels, beside
+        the openvino_genai and optimum-intel code every engine exports (`export`)."""
+        return {}
+
     def run_native(
         self,
         prompt: Prompt,

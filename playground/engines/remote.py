@@ -39,6 +39,7 @@ from playground.engines.base import (
     StopReason,
     TokenScore,
 )
+from playground.export import SERVER_PLACEHOLDER, remote_code
 from playground.sampling import SamplingParams, openai_options
 from playground.tokens import Tokenizer
 
@@ -262,6 +263,12 @@ class RemoteEngine(Engine):
         if self.dialect.stream_logprobs:
             body["logprobs"] = self.dialect.alternatives
         return body
+
+    def extra_code(self, prompt: str, params: SamplingParams) -> dict[str, str]:
+        """The request the app sends, as curl and OpenAI-client code; the server's address stays
+        the operator's (a placeholder), the API key its variable's name."""
+        request = self.request(Prompt(prompt, [], threading.Event()), params)
+        return remote_code(request, SERVER_PLACEHOLDER, self.remote.api_key_env)
 
     def run_native(
         self, prompt: Prompt, params: SamplingParams, on_token: OnToken

@@ -196,11 +196,12 @@ def _build_details(playground: Playground) -> tuple:
             display.escape(fold_details(playground.settings.fold_separator)), elem_id="fold-details"
         )
     with gr.Accordion("Code export", open=False):
-        # On the remote engine, the request the app sends, to run without the app.
-        remote = playground.engine.kind == "remote"
-        code_curl = gr.Code(language="shell", label="curl: the server's request", visible=remote)
+        # The engine's own code beside every engine's (the remote engine's request, to run
+        # without the app): shown where the engine has some.
+        own = bool(playground.engine.extra_code("", playground.params({})))
+        code_curl = gr.Code(language="shell", label="curl: the server's request", visible=own)
         code_openai = gr.Code(
-            language="python", label="OpenAI client: the server's request", visible=remote
+            language="python", label="OpenAI client: the server's request", visible=own
         )
         code_genai = gr.Code(language="python", label="openvino_genai")
         code_optimum = gr.Code(language="python", label="optimum-intel")
