@@ -1,7 +1,8 @@
 """The playground app: read settings and flags, get the cached engine, build the UI, launch.
 
 Owns: the command line of `python app.py [--model M] [--engine genai|optimum|remote]
-[--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, and the
+[--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, the
+remote peer that Compare may run columns on (a server configured beside a local engine), and the
 module-level `demo` that Hugging Face Spaces imports.
 Does not own: anything else; each step is a call into `playground`.
 """
@@ -9,7 +10,7 @@ Does not own: anything else; each step is a call into `playground`.
 import argparse
 import logging
 
-from playground.engines import ENGINE_KINDS, EngineError, open_engine
+from playground.engines import ENGINE_KINDS, EngineError, open_engine, open_peer
 from playground.models import ModelUnavailableError
 from playground.settings import SettingsError, load_settings
 from playground.ui import build_demo, launch
@@ -20,7 +21,11 @@ log = logging.getLogger("app")
 parser = argparse.ArgumentParser(description="Gemma-2 OpenVINO Playground")
 parser.add_argument("--model", help="HF repo id, local OpenVINO IR folder, or tiny-random")
 parser.add_argument("--engine", choices=ENGINE_KINDS)
-parser.add_argument("--base-url", help="the remote engine's server, e.g. http://127.0.0.1:8080/v1")
+parser.add_argument(
+    "--base-url",
+    help="the remote engine's server, e.g. http://127.0.0.1:8080/v1; with a local engine, the "
+    "Compare tab's peer (columns may run on either)",
+)
 # No default host: Gradio then reads GRADIO_SERVER_NAME (0.0.0.0 on Spaces), else 127.0.0.1.
 parser.add_argument("--host")
 parser.add_argument("--port", type=int)  # likewise GRADIO_SERVER_PORT, else 7860
@@ -37,7 +42,11 @@ if notice:
 log.info("serving %s with the %s engine (loaded in %.2f s)", engine.info.model, engine.kind,
          engine.info.load_s)  # fmt: skip
 log.info("warmed up in %.2f s", engine.warm_up())  # before the server reports ready
-demo = build_demo(engine, settings, notice)
+# A server that is down costs the peer, not the app: the Compare tab says why in one line.
+peer, peer_note = open_peer(settings, engine)
+if peer is not None:
+    log.info("Compare's peer: the remote engine at %s", settings.remote.base_url)
+demo = build_demo(engine, settings, notice, peer=peer, peer_note=peer_note)
 
 if __name__ == "__main__":
     launch(demo, settings, server_name=args.host, server_port=args.port)

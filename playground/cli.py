@@ -27,8 +27,8 @@ from playground.chat_format import (
 )
 from playground.compare import conversation_inputs
 from playground.conversion import DEFAULT_GROUP_SIZE, WEIGHTS
-from playground.display import ended_at_once, model_label
-from playground.engines import ENGINE_KINDS, open_engine
+from playground.display import divergence_line, ended_at_once, model_label
+from playground.engines import ENGINE_KINDS, open_engine, open_peer
 from playground.errors import UserError
 from playground.models import resolve_model
 from playground.sampling import (
@@ -173,16 +173,22 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
         "compare",
         help="the fault lab: one conversation sent 2 to 4 ways, each run to its end",
         description="The Compare tab without a browser: each COLUMN is 'correct' or the name of "
-        "a chat-format fault or an engine trap; every column prints its title, notes, token "
-        "count against column 1's and its output. Values left out take space.yaml's defaults.",
+        "a chat-format fault or an engine trap, run on the served engine, or on the remote "
+        "server given by --base-url when written NAME@peer; every column prints its title, "
+        "notes, token count against column 1's and its output, and a column on another engine "
+        "than column 1's its divergence (greedy runs). Values left out take space.yaml's "
+        "defaults.",
     )
     cmp.add_argument("conversation", type=Path, help="JSON list of messages or {messages: [...]}")
     cmp.add_argument(
         "columns", nargs="+", metavar="COLUMN",
-        help=f"2 to {MAX_COLUMNS} of: correct, {', '.join(LAB)}",
+        help=f"2 to {MAX_COLUMNS} of: correct, {', '.join(LAB)}; NAME@peer runs on the peer",
     )  # fmt: skip
     cmp.add_argument("--prefill", default="", help="the reply's start, as the Chat sends it")
     cmp.add_argument("--model", help="as for generate (default: space.yaml's, or tiny-tutor)")
+    cmp.add_argument(
+        "--base-url", help="the peer: a remote server on the same model, http://HOST:PORT/v1"
+    )
     _add_sampling(cmp)
     cmp.add_argument("--json", action="store_true", help="print the columns as one JSON list")
 
@@ -353,35 +359,51 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from playground.compare import compare, parse_variants
+    from playground.compare import PEER, compare, parse_variants
 
     variants = parse_variants(args.columns)  # refused before loading anything
-    settings = load_settings(model=args.model)
+    settings = load_settings(model=args.model, base_url=args.base_url)
+    on_peer = any(v.engine == PEER for v in variants)
+    if on_peer and not settings.remote.base_url:
+        raise UserError("A column runs @peer: give the peer's address with --base-url URL.")
     values = {f.name: getattr(args, f.name) for f in SAMPLING_FIELDS}
     params, _ = params_from_request(settings, values, [], settings.context_size)
     conversation = json.dumps(_read_conversation(args.conversation))
     with _stdout_to_stderr():
         engine, notice = open_engine(settings)
+        peer, peer_note = open_peer(settings, engine) if on_peer else (None, None)
     if notice:
         print(f"note: {notice}", file=sys.stderr)
+    if peer_note:
+        raise UserError(peer_note)
     playground = Playground(engine, settings)
+    peers = Playground(peer, settings) if peer is not None else None
     messages, options = conversation_inputs(playground, conversation, args.prefill)
-    columns = compare(playground, messages, options, variants, params)
+    columns = compare(playground, messages, options, variants, params, peers)
     if args.json:
         print(json.dumps(columns, ensure_ascii=False))
         return 0
     for column in columns:
-        print(f"== column {column['column']}: {column.get('title', '')}")
-        if "error" in column:
-            print(f"error: {column['error']}")
-            continue
-        print(f"{column['token_count']} tokens, against column 1: +{column['tokens_added']} "
-              f"/ -{column['tokens_removed']}")  # fmt: skip
-        for note in column["notes"]:
-            print(f"note: {note}")
-        print(f"prompt: {column['prompt']!r}")
-        print(f"output: {column['output']!r}\n")
+        _print_column(column)
     return 0
+
+
+def _print_column(column: dict) -> None:
+    """One column of `compare` as lines of text: its title, counts, notes, prompt, output and,
+    for a column on another engine than column 1's, its divergence."""
+    print(f"== column {column['column']} ({column['engine']}): {column.get('title', '')}")
+    if "error" in column:
+        print(f"error: {column['error']}")
+        return
+    print(f"{column['token_count']} tokens, against column 1: +{column['tokens_added']} "
+          f"/ -{column['tokens_removed']}")  # fmt: skip
+    for note in column["notes"]:
+        print(f"note: {note}")
+    print(f"prompt: {column['prompt']!r}")
+    print(f"output: {column['output']!r}")
+    if found := column.get("divergence"):
+        print(f"divergence: {divergence_line(found)}")
+    print()
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ prompt, run with the ids and end ids that library gives), a column's `Variant` (
 a fault, a trap or a prompt edited by hand, plus sampling changes), turning a variant into the
 exact text, ids and sampling values it runs (`plan_column`), the token difference between two
 prompts (`token_diff`; `readable_diff` to show it), where two outputs part
-(`first_difference`), and the note beside a fault the served model was measured not to show.
+(`first_difference`), the note beside a fault the served model was measured not to show, and
+which engine a column runs on (`SERVED` or the remote `PEER`, `playground_of`), with the
+divergence of a column run on another engine than column 1's (`divergence_data`).
 Does not own: the template rules (`chat_format`), fitting and streaming (`session.Playground`),
 markup (`display`), or the UI. Imports no gradio, so the Compare tab, the `/compare` endpoint and
 the lesson share it.
@@ -28,7 +30,8 @@ from playground.chat_format import (
     RenderOptions,
     parse_conversation,
 )
-from playground.engines import AS_SENT, Delivery
+from playground.divergence import NEEDS_GREEDY, divergence
+from playground.engines import AS_SENT, Delivery, Engine, GenerationResult
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Playground, fit_prompt
@@ -40,6 +43,15 @@ CORRECT = "correct"  # the prompt exactly as the Chat tab sends it
 EDITED = "edited"  # a rendered prompt edited by hand, sent as is
 # One column's sampling changes, as `name=value` pairs: short enough for a phone's keyboard.
 MAX_CHANGES_CHARS = 200
+# The engines a column may run on: the served one, or the remote server configured beside it
+# (`engines.open_peer`), on the same model's tokenizer.
+SERVED, PEER = "served", "peer"
+ENGINES = (SERVED, PEER)
+NO_PEER = (
+    "This column runs on the peer engine, but none is configured: give the remote server's "
+    "address (--base-url, PLAYGROUND_BASE_URL or playground.remote.base_url) beside the local "
+    "engine."
+)
 
 
 @dataclass(frozen=True)
@@ -105,11 +117,13 @@ class Fault:
 @dataclass(frozen=True)
 class Variant:
     """What one column runs: `prompt` is CORRECT, EDITED or a key of LAB; `text` is the
-    edited prompt; `sampling` the values that differ from the sidebar's, by name."""
+    edited prompt; `sampling` the values that differ from the sidebar's, by name; `engine`
+    the engine it runs on (`ENGINES`)."""
 
     prompt: str = CORRECT
     text: str = ""
     sampling: Mapping[str, Any] = field(default_factory=dict)
+    engine: str = SERVED
 
 
 @dataclass(frozen=True)
@@ -290,7 +304,7 @@ def plan_column(
     """The exact text and sampling values of one column. `params` are the shared values; the
     variant's sampling changes are checked against space.yaml's ranges like the sliders."""
     if variant.sampling:
-        values = {name: getattr(params, name) for name in SAMPLING_NAMES} | dict(variant.sampling)
+        values = params.values() | dict(variant.sampling)
         params = playground.params(values, list(params.stop))
     notes: tuple[str, ...] = ()
     delivery = AS_SENT
@@ -425,17 +439,20 @@ def first_difference(reference: str, text: str) -> int | None:
 
 
 def parse_variants(data: object) -> list[Variant]:
-    """Columns from JSON data: 2 to 4 items, each a variant's name or an object
-    {"prompt": name, "text": edited prompt, "sampling": {name: value}}."""
+    """Columns from JSON data: 2 to 4 items, each a variant's name (`name@peer` runs it on the
+    peer engine) or an object {"prompt": name, "text": edited prompt, "sampling": {name:
+    value}, "engine": "served" or "peer"}."""
     if not isinstance(data, list) or not 2 <= len(data) <= MAX_COLUMNS:
         raise ParamError(f"columns must be a JSON list of 2 to {MAX_COLUMNS} variants.")
     variants = []
     for position, item in enumerate(data, 1):
-        item = {"prompt": item} if isinstance(item, str) else item
-        if not isinstance(item, dict) or set(item) - {"prompt", "text", "sampling"}:
+        if isinstance(item, str):
+            name, _, engine = item.partition("@")
+            item = {"prompt": name, "engine": engine or SERVED}
+        if not isinstance(item, dict) or set(item) - {"prompt", "text", "sampling", "engine"}:
             raise ParamError(
-                f"column {position}: expected a variant name or an object with prompt, text "
-                "and sampling."
+                f"column {position}: expected a variant name or an object with prompt, text, "
+                "sampling and engine."
             )
         sampling = item.get("sampling") or {}
         text = item.get("text") or ""
@@ -444,8 +461,41 @@ def parse_variants(data: object) -> list[Variant]:
         unknown = set(sampling) - set(SAMPLING_NAMES)
         if unknown:
             raise ParamError(f"column {position}: unknown sampling names {sorted(unknown)}.")
-        variants.append(Variant(str(item.get("prompt") or CORRECT), text, sampling))
+        engine = item.get("engine") or SERVED
+        if engine not in ENGINES:
+            raise ParamError(f"column {position}: engine must be one of {', '.join(ENGINES)}.")
+        variants.append(Variant(str(item.get("prompt") or CORRECT), text, sampling, engine))
     return variants
+
+
+def engine_label(engine: Engine) -> str:
+    """An engine as a column's choice names it: its kind, and the server it runs on (a remote
+    engine's kind of server, never its address, which is the operator's)."""
+    dialect = getattr(engine, "dialect", None)
+    return f"{engine.kind} · {dialect.name}" if dialect else f"{engine.kind} · this machine"
+
+
+def playground_of(variant: Variant, playground: Playground, peer: Playground | None) -> Playground:
+    """The playground (so the engine and its tokenizer) `variant`'s column runs on."""
+    if variant.engine == SERVED:
+        return playground
+    if peer is None:
+        raise ParamError(NO_PEER)
+    return peer
+
+
+def divergence_data(
+    reference: tuple[GenerationResult, SamplingParams],
+    other: tuple[GenerationResult, SamplingParams],
+    playground: Playground,
+) -> dict[str, Any]:
+    """A column's run against column 1's, each (result, sampling values), as JSON-ready data
+    (`divergence.Divergence.as_json`, its pieces from `playground`'s tokenizer); only for
+    greedy runs, where the outputs part because the engines differ, not by chance."""
+    if not (reference[1].greedy and other[1].greedy):
+        return {"greedy": False, "note": NEEDS_GREEDY}
+    found = divergence(reference[0], other[0])
+    return {"greedy": True, **found.as_json(playground.engine.tokenizer)}
 
 
 def compare(
@@ -454,45 +504,74 @@ def compare(
     options: RenderOptions,
     variants: Sequence[Variant],
     params: SamplingParams,
+    peer: Playground | None = None,
 ) -> list[dict[str, Any]]:
-    """Every column planned and run to its end, one after another, as JSON-ready data: its
-    prompt, notes (a fault's or trap's explanation, what a trap sends), token count and
-    difference from column 1's, output, figures and where the output parts from column 1's. A
-    column that cannot run carries its `error` instead."""
+    """Every column planned and run to its end, one after another, on its engine (`peer` is
+    the remote one beside the served `playground`), as JSON-ready data: its prompt, notes (a
+    fault's or trap's explanation, what a trap sends), token count and difference from column
+    1's, output, figures, where the output parts from column 1's, and for a column on another
+    engine than column 1's its `divergence`. A column that cannot run carries its `error`
+    instead."""
     results: list[dict[str, Any]] = []
+    runs: dict[int, tuple[GenerationResult, SamplingParams]] = {}
     reference: Column | None = None
     for position, variant in enumerate(variants, 1):
         try:
-            column = plan_column(playground, messages, options, variant, params)
+            on = playground_of(variant, playground, peer)
+            column = plan_column(on, messages, options, variant, params)
         except UserError as error:
-            results.append({"column": position, "error": str(error)})
+            results.append({"column": position, "engine": variant.engine, "error": str(error)})
             continue
         reference = reference or (column if position == 1 else None)
-        runs = token_diff(reference.tokens, column.tokens) if reference else []
+        runs_diff = token_diff(reference.tokens, column.tokens) if reference else []
         try:
-            *_, last = playground.complete(column.prompt, column.params,
-                                           delivery=column.delivery)  # fmt: skip
+            *_, last = on.complete(column.prompt, column.params, delivery=column.delivery)
         except UserError as error:  # this column's alone (one over the context, say)
-            results.append({"column": position, "title": column.title, "error": str(error)})
+            results.append({"column": position, "engine": variant.engine,
+                            "title": column.title, "error": str(error)})  # fmt: skip
             continue
-        results.append({
-            "column": position,
-            "title": column.title,
-            "prompt": column.prompt,
-            "notes": list(column.notes),
-            "token_count": len(column.tokens),
-            "tokens_added": diff_counts(runs)[0],
-            "tokens_removed": diff_counts(runs)[1],
-            "diff": [
-                {"kind": kind, "tokens": [{"id": t.id, "piece": t.piece} for t in tokens]}
-                for kind, tokens in runs
-                if kind != "same"
-            ],
-            "output": last.text,
-            "figures": last.figures,
-        })  # fmt: skip
+        runs[position] = (last.result, column.params)
+        results.append(_column_data(position, variant.engine, column, runs_diff, last))
+    _add_differences(results, runs, variants, peer or playground)
+    return results
+
+
+def _column_data(
+    position: int, engine: str, column: Column, runs: list[tuple[str, list]], last: Any
+) -> dict[str, Any]:
+    added, removed = diff_counts(runs)
+    return {
+        "column": position,
+        "engine": engine,
+        "title": column.title,
+        "prompt": column.prompt,
+        "notes": list(column.notes),
+        "token_count": len(column.tokens),
+        "tokens_added": added,
+        "tokens_removed": removed,
+        "diff": [
+            {"kind": kind, "tokens": [{"id": t.id, "piece": t.piece} for t in tokens]}
+            for kind, tokens in runs
+            if kind != "same"
+        ],
+        "output": last.text,
+        "figures": last.figures,
+    }
+
+
+def _add_differences(
+    results: list[dict[str, Any]],
+    runs: Mapping[int, tuple[GenerationResult, SamplingParams]],
+    variants: Sequence[Variant],
+    playground: Playground,
+) -> None:
+    """Where each output parts from column 1's, and, for a column on another engine than
+    column 1's, its divergence (only there: on one engine, greedy runs of one prompt are the
+    same run, and the character line already says where two prompts' outputs part)."""
     first = results[0].get("output")
     for result in results:
         if "output" in result and first is not None:
             result["parts_at"] = first_difference(first, result["output"])
-    return results
+        position = result["column"]
+        if 1 in runs and position in runs and variants[position - 1].engine != variants[0].engine:
+            result["divergence"] = divergence_data(runs[1], runs[position], playground)

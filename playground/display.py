@@ -13,7 +13,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
@@ -493,11 +493,50 @@ def difference_line(position: int | None, text: str, column: int) -> str:
     return f"Parts from column 1 at character {position}: “{shown}…”"
 
 
-# The divergence plot's drawing box (its viewBox); the page stretches it to the column's width
-# and PLOT_HEIGHT_PX high, and the strokes keep their width (non-scaling-stroke). Its words are
-# HTML beside it, so they stay readable however narrow the column (400 px: a phone).
-PLOT_W, PLOT_H, PLOT_HEIGHT_PX = 400, 100, 120
+# The divergence plot's drawing box (its viewBox): the two logprob lines PLOT_H high, then a strip
+# GAP_H high of the gap at each token, scaled to the largest (two engines' logprobs of the same
+# token differ by 1e-4 to 0.05 on tiny-tutor: invisible on the lines' scale). The page stretches
+# it to the column's width and PLOT_HEIGHT_PX high, and the strokes keep their width
+# (non-scaling-stroke). Its words are HTML beside it, so they stay readable however narrow the
+# column (400 px: a phone).
+PLOT_W, PLOT_H, GAP_H, PLOT_HEIGHT_PX = 400, 100, 30, 160
 REFERENCE_COLOUR, OTHER_COLOUR, GAP_COLOUR = "#2563eb", "#d97706", "#ef4444"
+
+
+def divergence_lines(
+    parts_at: int | None,
+    pieces: tuple[str | None, str | None],
+    similarity: float,
+    exact: bool,
+    gap: Sequence[float] | None,
+    same_prompt: bool = True,
+) -> list[str]:
+    """A divergence in plain sentences (`divergence.Divergence`, or its JSON): where the outputs
+    part and the two tokens there (`pieces`: column 1's, this column's), the similarity, and
+    the largest logprob gap (position, size) before the parting."""
+    if parts_at is None:
+        head = "Same tokens as column 1, all the way."
+    else:
+        ours = _quoted(pieces[1]) if pieces[1] is not None else "its output ends"
+        theirs = _quoted(pieces[0]) if pieces[0] is not None else "column 1's ends"
+        head = f"Parts from column 1 at token {parts_at} ({ours} here, {theirs} in column 1)."
+    figure_ = f"{similarity:.3f}" + ("" if exact else " at least")
+    lines = [head, f"Similarity {figure_}: {SIMILARITY_NOTE}."]
+    if gap:
+        where = "before that" if parts_at is not None else "anywhere"
+        lines.append(f"Largest logprob gap {where}: {gap[1]:.4f}, at token {int(gap[0])}.")
+    if not same_prompt:
+        lines.append("The prompts differ too: this mixes the engines' difference with theirs.")
+    return lines
+
+
+def divergence_line(data: Mapping[str, Any]) -> str:
+    """`compare.divergence_data` as one line of plain text (the command line's)."""
+    if not data.get("greedy"):
+        return str(data.get("note", ""))
+    pieces = (data.get("reference_piece"), data.get("piece"))
+    return " ".join(divergence_lines(data["parts_at"], pieces, data["similarity"],
+                                     data["similarity_exact"], data["largest_gap"]))  # fmt: skip
 
 
 def divergence_view(
@@ -507,43 +546,54 @@ def divergence_view(
     same_prompt: bool = True,
 ) -> str:
     """A column's greedy run against column 1's on another engine (`divergence.divergence`):
-    where the outputs part (the two tokens, `pieces`, as text), the similarity, the largest
-    logprob gap before the parting, and `divergence_plot`; `labels` name the two engines.
-    Everything from the model or a visitor is escaped."""
-    at = divergence.parts_at
-    if at is None:
-        head = "Same tokens as column 1, all the way."
-    else:
-        ours = _quoted(pieces[1]) if pieces[1] is not None else "its output ends"
-        theirs = _quoted(pieces[0]) if pieces[0] is not None else "column 1's ends"
-        head = f"Parts from column 1 at token {at} ({ours} here, {theirs} in column 1)."
-    figure_ = f"{divergence.similarity:.3f}" + ("" if divergence.exact else " at least")
-    lines = [head, f"Similarity {figure_}: {SIMILARITY_NOTE}."]
-    if divergence.largest_gap is not None:
-        position, gap = divergence.largest_gap
-        lines.append(f"Largest logprob gap before that: {gap:.4f} at token {position}.")
-    if not same_prompt:
-        lines.append("The prompts differ too: this mixes the engines' difference with theirs.")
+    `divergence_lines` and `divergence_plot`; `labels` name the two engines. Everything from
+    the model or a visitor is escaped."""
+    d = divergence
+    lines = divergence_lines(d.parts_at, pieces, d.similarity, d.exact, d.largest_gap, same_prompt)
     body = "".join(f"<p>{escape(line)}</p>" for line in lines)
     return f'<div class="divergence">{body}{divergence_plot(divergence, labels)}</div>'
 
 
 def divergence_plot(divergence: Divergence, labels: tuple[str, str]) -> str:
-    """Each position's logprob on both runs as two lines, the gap between them shaded, the
-    parting dashed and what lies past it greyed (there the tokens differ), with its legend."""
+    """Each position's logprob on both runs as two lines (the gap between them shaded, the
+    parting dashed, what lies past it greyed: there the tokens differ), under them the gap at
+    each token before the parting as bars, and its legend."""
     series = (divergence.reference_logprobs, divergence.logprobs)
     known = [v for s in series for v in s if v is not None]
     if not known:
         return "<p>Neither engine gave logprobs: nothing to plot.</p>"
     low = min(min(known), -0.1)  # the top is 0 (probability 1); all-certain runs still show
     count = max(map(len, series))
-    x = (lambda i: 0.0) if count < 2 else (lambda i: i * PLOT_W / (count - 1))
-
-    def y(value: float) -> float:
-        return value / low * PLOT_H
-
-    shapes = []
     at = divergence.parts_at
+
+    def x(i: int) -> float:
+        return i * PLOT_W / (count - 1) if count > 1 else 0.0
+
+    shapes = _line_shapes(series, x, lambda v: v / low * PLOT_H, at)
+    bars, largest = _gap_bars(series, x, at)
+    height = PLOT_H + 6 + GAP_H
+    said = f"logprob per token on both engines, 0 at the top to {low:.2f} at the bottom"
+    svg = (f'<svg class="divergence-plot" role="img" aria-label="{escape(said)}" '
+           f'viewBox="0 0 {PLOT_W} {height}" preserveAspectRatio="none" width="100%" '
+           f'height="{PLOT_HEIGHT_PX}">{"".join(shapes + bars)}</svg>')  # fmt: skip
+    parted = "; dashed: where they part, grey past it (other tokens)" if at is not None else ""
+    gap = f"; red bars: the gap at each token, up to {largest:.4f}" if largest else ""
+    legend = (
+        f'<span style="color:{REFERENCE_COLOUR}">━ column 1: {escape(labels[0])}</span> · '
+        f'<span style="color:{OTHER_COLOUR}">━ this column: {escape(labels[1])}</span><br>'
+        f"{escape(said.capitalize())}, token 0 to {count - 1}{parted}{gap}."
+    )
+    return f'{svg}<p class="divergence-legend">{legend}</p>'
+
+
+def _line_shapes(
+    series: tuple[Sequence[float | None], ...],
+    x: Callable[[int], float],
+    y: Callable[[float], float],
+    at: int | None,
+) -> list[str]:
+    """The plot's lines: grey past the parting `at`, the gap shaded, both runs, the parting."""
+    shapes = []
     if at is not None:
         shapes.append(f'<rect x="{x(at):.1f}" y="0" width="{PLOT_W - x(at):.1f}" '
                       f'height="{PLOT_H}" fill="#e5e7eb"/>')  # fmt: skip
@@ -560,20 +610,31 @@ def divergence_plot(divergence: Divergence, labels: tuple[str, str]) -> str:
             shapes.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
                           'stroke-width="2" vector-effect="non-scaling-stroke"/>')  # fmt: skip
     if at is not None:
-        shapes.append(f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="0" y2="{PLOT_H}" '
+        shapes.append(f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="0" y2="{PLOT_H + 6 + GAP_H}" '
                       'stroke="#111827" stroke-dasharray="4 3" '
                       'vector-effect="non-scaling-stroke"/>')  # fmt: skip
-    said = f"logprob per token on both engines, 0 at the top to {low:.2f} at the bottom"
-    svg = (f'<svg class="divergence-plot" role="img" aria-label="{escape(said)}" '
-           f'viewBox="0 0 {PLOT_W} {PLOT_H}" preserveAspectRatio="none" width="100%" '
-           f'height="{PLOT_HEIGHT_PX}">{"".join(shapes)}</svg>')  # fmt: skip
-    legend = (
-        f'<span style="color:{REFERENCE_COLOUR}">━ column 1: {escape(labels[0])}</span> · '
-        f'<span style="color:{OTHER_COLOUR}">━ this column: {escape(labels[1])}</span><br>'
-        f"{escape(said.capitalize())}, token 0 to {count - 1}; shaded red: the gap"
-        + ("; dashed: where they part, grey past it (other tokens)." if at is not None else ".")
-    )
-    return f'{svg}<p class="divergence-legend">{legend}</p>'
+    return shapes
+
+
+def _gap_bars(
+    series: tuple[Sequence[float | None], ...], x: Callable[[int], float], at: int | None
+) -> tuple[list[str], float]:
+    """The strip under the lines: |Δ logprob| at each token both runs scored before the
+    parting (after it they scored other tokens), scaled to the largest; and that largest."""
+    a, b = series
+    end = min(len(a), len(b)) if at is None else at
+    gaps = [(i, abs(p - q)) for i, (p, q) in enumerate(zip(a[:end], b[:end], strict=False))
+            if p is not None and q is not None]  # fmt: skip
+    largest = max((g for _, g in gaps), default=0.0)
+    top = PLOT_H + 6
+    bars = [f'<rect x="0" y="{top}" width="{PLOT_W}" height="{GAP_H}" fill="#fef2f2"/>']
+    if largest > 0:
+        width = max(PLOT_W / max(len(a), len(b), 1) * 0.6, 1.0)
+        for i, gap in gaps:
+            h = gap / largest * GAP_H
+            bars.append(f'<rect x="{x(i) - width / 2:.1f}" y="{top + GAP_H - h:.2f}" '
+                        f'width="{width:.1f}" height="{h:.2f}" fill="{GAP_COLOUR}"/>')  # fmt: skip
+    return bars, largest
 
 
 def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:

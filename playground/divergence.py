@@ -25,8 +25,8 @@ from playground.tokens import Tokenizer
 # measured 500 at 0.10 s). Past it the middle counts as unmatched, and the figure is a floor.
 MAX_MATCHED_TOKENS = 500
 SIMILARITY_NOTE = (
-    "similarity: difflib's ratio over the token ids, 2 × tokens in matching runs ÷ all tokens "
-    "of both outputs (1 = the same output)"
+    "difflib's ratio over the token ids, 2 × tokens in matching runs ÷ all tokens of both "
+    "outputs (1: the same output)"
 )
 NEEDS_GREEDY = (
     "Divergence needs greedy runs (temperature 0) in both columns: sampled tokens part by "
@@ -68,11 +68,10 @@ class Divergence:
     def pieces(self, tokenizer: Tokenizer) -> tuple[str | None, str | None]:
         """The token each run has at `parts_at` as text; None where that run has ended."""
         at = self.parts_at
-
-        def piece(ids: tuple[int, ...]) -> str | None:
-            return tokenizer.describe([ids[at]])[0].piece if at is not None and at < len(ids) else None
-
-        return piece(self.reference_ids), piece(self.ids)
+        return tuple(  # type: ignore[return-value]
+            tokenizer.describe([ids[at]])[0].piece if at is not None and at < len(ids) else None
+            for ids in (self.reference_ids, self.ids)
+        )
 
 
 def logprobs_of(result: GenerationResult) -> tuple[float | None, ...]:

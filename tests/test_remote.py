@@ -6,6 +6,7 @@ the bounds on a reply, against a broken or hostile fake of one (`tests/hostile_s
 """
 
 import json
+import logging
 import re
 import shlex
 import subprocess
@@ -475,3 +476,15 @@ def test_the_model_tab_and_export_say_what_the_server_does(engine, settings):
     assert "curl -N http://YOUR-SERVER:8080/v1/completions" in code["curl"]
     assert engine.remote.base_url not in code["curl"] + code["openai"]
     assert "repeat_penalty" in code["curl"] and "extra_body" in code["openai"]
+
+
+def test_a_reply_ended_here_is_not_logged_as_broken_off(engine, caplog):
+    # Reaching max_new_tokens or Stop closes the stream here; the read it cut short was logged
+    # as "a reply broke off: [Errno 9] Bad file descriptor" (seen after `compare` columns).
+    with caplog.at_level(logging.WARNING, logger="playground.engines.remote"):
+        for new_tokens in range(1, 13):  # the close lands at another moment of the read each time
+            params = SamplingParams(max_new_tokens=new_tokens, **GREEDY)
+            result = engine.generate(ENDLESS_RAW, params).run()  # a reply that never ends there
+            assert result.stop_reason == "max_new_tokens", result
+        time.sleep(1)  # the reader threads' ends, after the replies'
+    assert "broke off" not in caplog.text

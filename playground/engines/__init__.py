@@ -4,7 +4,8 @@ Owns: the one list of engine kinds (`ENGINE_KINDS`: every module of this package
 and a kind's own helpers, named with `_`, each defining `ENGINE`, so adding an engine is adding
 one file), the `EngineSpec` that keys the
 cache, loading an engine (`load_engine`), the process's one engine per spec (`get_engine`), and
-`open_engine`, which turns `Settings` into the served engine (with the fallback notice).
+`open_engine`, which turns `Settings` into the served engine (with the fallback notice), and
+`open_peer`, the remote server beside it for Compare, when one is configured too.
 Does not own: the contract every engine keeps (`engines.base`, re-exported here), or what any
 one engine does (its own module).
 """
@@ -12,6 +13,7 @@ one engine does (its own module).
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import threading
 import time
@@ -37,7 +39,8 @@ from playground.engines.base import (
 )
 
 if TYPE_CHECKING:
-    from playground.settings import RemoteSettings, Settings
+    from playground.engines.remote import RemoteSettings
+    from playground.settings import Settings
 
 __all__ = [
     "AS_SENT",
@@ -60,6 +63,7 @@ __all__ = [
     "get_engine",
     "load_engine",
     "open_engine",
+    "open_peer",
 ]
 
 # The kinds, by module name; the first is the default. A module named with `_` is a kind's own
@@ -69,6 +73,7 @@ _OTHERS = (
     if m.name not in ("base", "genai") and not m.name.startswith("_")
 )  # fmt: skip
 ENGINE_KINDS = ("genai", *sorted(_OTHERS))
+log = logging.getLogger(__name__)
 
 
 def engine_class(kind: str) -> type[Engine]:
@@ -215,3 +220,32 @@ def open_engine(settings: Settings) -> tuple[Engine, str | None]:
         prompt_lookup=settings.prompt_lookup,
     )
     return engine, notice
+
+
+def open_peer(settings: Settings, engine: Engine) -> tuple[Engine | None, str | None]:
+    """The remote engine beside the served `engine`, for Compare's columns only: on the server
+    `settings.remote` names, with the served model's own tokenizer files (`engine.folder`:
+    the same model, so a column's plan is the same on both). (None, None) when no server is
+    configured or `engine` already is the remote one; (None, reason) when the server can't be
+    had at start, so that the app still starts and the Compare tab says why in one line. The
+    reason leaves the server's address to the operator's log, as the remote engine's
+    visitor-facing messages do."""
+    if not settings.remote.base_url or engine.kind == "remote":
+        return None, None
+    try:
+        peer = get_engine(
+            engine.folder,
+            "remote",
+            cache_dir=settings.cache_dir,
+            context_size=engine.context_size,
+            model_name=engine.info.model if engine.info else None,
+            max_concurrent=settings.remote.max_concurrent,
+            remote=settings.remote,
+        )
+    except (EngineError, ImportError) as error:
+        log.warning("the remote peer is unavailable: %s", error)
+        return None, (
+            f"The remote server configured beside the {engine.kind} engine could not be used at "
+            f"start (the operator's log says why): Compare runs on the {engine.kind} engine only."
+        )
+    return peer, None

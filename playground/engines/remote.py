@@ -474,8 +474,13 @@ class _Reader:
         except EngineError as error:
             last = error
         except Exception as error:
-            log.warning("a reply broke off: %s", error)
-            last = _Broken(error)
+            if self.cancel.is_set():
+                # Our own close (`_close_on`: Stop, or the reply ended here) cut the read short:
+                # no break to report (it was logged as one after every max_new_tokens end).
+                last = _END
+            else:
+                log.warning("a reply broke off: %s", error)
+                last = _Broken(error)
         finally:
             response.close()
         self.put(last)

@@ -1,4 +1,5 @@
-"""The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`.
+"""The Gradio Blocks UI, built around an injected engine: `build_demo(engine, settings, notice)`,
+with an optional peer engine (the remote server beside it) for Compare's columns.
 
 Owns: the page (banner, sampling sidebar, the Chat, Raw prompt, Template inspector, Compare,
 Notebook and Model tabs), the wiring between tabs, the tab a link names (`?view=`), the queue
@@ -62,9 +63,18 @@ __all__ = ["build_demo", "launch", "launch_options"]
 TAB_IDS = ("chat", "raw", "inspector", "compare", "notebook", "model")
 
 
-def build_demo(engine: Engine, settings: Settings, notice: str | None = None) -> gr.Blocks:
-    """The whole playground around `engine`; `notice` is shown as a banner (model fallback)."""
+def build_demo(
+    engine: Engine,
+    settings: Settings,
+    notice: str | None = None,
+    peer: Engine | None = None,
+    peer_note: str | None = None,
+) -> gr.Blocks:
+    """The whole playground around `engine`; `notice` is shown as a banner (model fallback).
+    `peer` (`engines.open_peer`) is a second engine on the same model that Compare's columns
+    and the /compare endpoint may run on; `peer_note` says why a configured one is missing."""
     playground = Playground(engine, settings)
+    peers = Playground(peer, settings) if peer is not None else None
     with gr.Blocks(
         title="Gemma-2 OpenVINO Playground", delete_cache=(DOWNLOAD_AGE_S, DOWNLOAD_AGE_S)
     ) as demo:
@@ -97,7 +107,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
             with gr.Tab("Compare", id="compare"):
                 bars["compare"] = build_share_bar("compare")
                 notes.append(build_stop_note("compare"))
-                compare = build_compare(playground)
+                compare = build_compare(playground, peers, peer_note)
             with gr.Tab("Notebook", id="notebook"):
                 notes.append(build_stop_note("notebook"))
                 notebook = build_notebook(playground)
@@ -111,7 +121,7 @@ def build_demo(engine: Engine, settings: Settings, notice: str | None = None) ->
         runs["compare"] = wire_compare(compare, controls, playground)
         wire_notebook(notebook, controls, playground, demo)
         wire_model(model, engine, model_tab)
-        add_endpoints(playground)
+        add_endpoints(playground, peers)
 
         demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **PRIVATE)
         demo.load(on_view, None, tabs, **PRIVATE)

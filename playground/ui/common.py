@@ -116,6 +116,10 @@ CSS = """
   background: #111827; color: #fff; padding: 2px 6px; border-radius: 4px;
 }
 .prompt ins.diff-added { background: #bbf7d0; text-decoration: underline #15803d; }
+/* Compare's divergence view (display.divergence_view): its sentences, then the plot's legend. */
+.divergence p { margin: 2px 0; }
+.divergence .divergence-legend { font-size: 0.85em; color: #4b5563; }
+.divergence-plot { display: block; border: 1px solid #d1d5db; border-radius: 4px; }
 .prompt del.diff-removed { background: #fecaca; text-decoration: line-through #b91c1c; }
 @media (max-width: 640px) {
   /* The banner's text is never shrunk nor clipped on a phone (issue 33): it wraps, and the
