@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from playground.chat_format import (
     BOS,
@@ -187,14 +188,19 @@ def _hf_tokenizer(folder: Path) -> object:  # transformers' own type, imported l
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def _hf_jinja(messages: list, options: RenderOptions, folder: Path, gguf: Path | None) -> str:
+def _loaded(library: str, package: str, load: Callable[[Path], Any], folder: Path) -> Any:
+    """`load(folder)`, or Unavailable saying in one line why `library` can't run here."""
     try:
-        tokenizer = _hf_tokenizer(folder)
+        return load(folder)
     except ImportError:
-        raise Unavailable("transformers is not installed (requirements.txt has it)") from None
+        raise Unavailable(f"{package} is not installed (requirements.txt has it)") from None
     except Exception as error:
-        why = f"transformers can't load {folder.name}'s tokenizer: {reason_of(error)}"
+        why = f"{library} can't load {folder.name}'s tokenizer: {reason_of(error)}"
         raise Unavailable(why) from None
+
+
+def _hf_jinja(messages: list, options: RenderOptions, folder: Path, gguf: Path | None) -> str:
+    tokenizer = _loaded("transformers", "transformers", _hf_tokenizer, folder)
     if not tokenizer.chat_template:
         raise Unavailable(f"{folder.name}'s tokenizer has no chat template for transformers")
     prefill = options.prefill
@@ -212,13 +218,7 @@ def _genai(messages: list, options: RenderOptions, folder: Path, gguf: Path | No
             f"{folder.name} has no openvino_tokenizer.xml, which OpenVINO GenAI's tokenizer "
             "is made from"
         )
-    try:
-        tokenizer = genai_tokenizer(folder)
-    except ImportError:
-        raise Unavailable("openvino-genai is not installed (requirements.txt has it)") from None
-    except Exception as error:
-        why = f"OpenVINO GenAI can't load {folder.name}'s tokenizer: {reason_of(error)}"
-        raise Unavailable(why) from None
+    tokenizer = _loaded("OpenVINO GenAI", "openvino-genai", genai_tokenizer, folder)
     prefill = options.prefill
     return tokenizer.apply_chat_template(
         _library_messages(messages, prefill), options.add_generation_prompt and not prefill

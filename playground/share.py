@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from playground.chat_format import DEFAULT_SYSTEM_POLICY, SYSTEM_POLICIES, parse_conversation
-from playground.compare import MAX_COLUMNS, VARIANT_TITLES, parse_changes
+from playground.compare import ENGINES, MAX_COLUMNS, SERVED, VARIANT_TITLES, parse_changes
 from playground.engines import ENGINE_KINDS
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES
@@ -161,11 +161,13 @@ def _check_columns(view: dict[str, Any], playground: Playground) -> None:
     if not 2 <= view["count"] <= MAX_COLUMNS or not 0 < len(columns) <= MAX_COLUMNS:
         raise ShareError(f"A shared comparison has 2 to {MAX_COLUMNS} columns.")
     for column in columns:
-        if not isinstance(column, dict) or set(column) - {"prompt", "text", "changes"}:
+        if not isinstance(column, dict) or set(column) - {"prompt", "text", "changes", "engine"}:
             raise ShareError("A shared column has fields it should not.")
         if not all(isinstance(v, str) for v in column.values()):
             raise ShareError("A shared column's fields must be text.")
         if column.get("prompt", "correct") not in VARIANT_TITLES:
             raise ShareError("A shared column names an unknown variant.")
+        if column.get("engine", SERVED) not in ENGINES:
+            raise ShareError(f"A shared column's engine is one of {', '.join(ENGINES)}.")
         parse_changes(column.get("changes", ""))
         playground.check_text(column.get("text", ""), "A shared column's prompt")

@@ -151,3 +151,28 @@ def test_a_configured_peer_that_is_down_is_named_in_one_line(browser, settings, 
     page.close()
     demo.close()
     assert json.dumps(reason)  # one plain line
+
+
+def test_a_shared_link_keeps_each_columns_engine(browser, peer_app, tutor_app_url, request):
+    url, peer = peer_app
+    page = open_page(browser, url + "?view=compare")
+    page.wait_for_selector("#compare-run")
+    choose_engine(page, 2, engine_label(peer))
+    wait_text(page, "#compare-info-2", f"Runs on {engine_label(peer)}")
+    page.click("#compare-share")
+    page.wait_for_function("document.querySelector('#compare-link textarea').value.startsWith('h')")
+    link = page.input_value("#compare-link textarea")
+    page.close()
+    token = link.partition("?share=")[2]
+    opened = open_page(browser, url + "?share=" + token)
+    opened.wait_for_selector("#share-note >> text=Opened a shared compare view")
+    wait_text(opened, "#compare-info-2", f"Runs on {engine_label(peer)}")
+    assert engine_label(peer) in opened.input_value("#compare-engine-2 input")
+    assert "Runs on" in opened.inner_text("#compare-info-1")
+    assert engine_label(peer) not in opened.inner_text("#compare-info-1")
+    # Opened where there is no peer: every column runs on the served engine, and it says so.
+    elsewhere = open_page(browser, tutor_app_url + "?share=" + token)
+    elsewhere.wait_for_selector("#share-note >> text=Opened a shared compare view")
+    assert "1 of its columns ran on a second engine" in elsewhere.inner_text("#share-note")
+    elsewhere.close()
+    screenshot(opened, request)

@@ -272,6 +272,19 @@ def pack(data) -> str:
             "2 to 4",
         ),
         (pack(b"{" + b" " * 10**6 + b"}"), "more than a view can hold"),
+        (
+            pack(
+                {
+                    "v": 1,
+                    "tab": "compare",
+                    "conversation": "[]",
+                    "prefill": "",
+                    "count": 2,
+                    "columns": [{"prompt": "correct", "engine": "<b>elsewhere</b>"}],
+                }
+            ),
+            "engine is one of served, peer",
+        ),
         # issue 34: "maximum recursion depth", a 65,000-character model name in the page's note
         (pack(b"[" * 90_000 + b"]" * 90_000), "not readable"),
         (pack({"v": 1, "tab": "raw", "prompt": "x", "model": "m" * 65_000}), "model name"),

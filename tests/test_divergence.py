@@ -212,11 +212,12 @@ def test_the_divergence_shown_is_what_the_two_engines_return(tutor_engine, peer,
     shown = second["divergence"]
     pairs = zip(ours.token_ids, theirs.token_ids, strict=False)
     expected = next(i for i, (a, b) in enumerate(pairs) if a != b)
-    assert shown["parts_at"] == expected == 34  # measured: the engines' numbers differ a little
+    # They part (34 here, the engines' numbers differing a little); where is the CPU's to say.
+    assert shown["parts_at"] == expected
     assert close(shown["reference_logprobs"], ours.scores)
     assert close(shown["logprobs"], theirs.scores)  # None where the server gave none (its end)
     assert 0.5 < shown["similarity"] < 1
-    pieces = tutor_engine.tokenizer.describe([ours.token_ids[34], theirs.token_ids[34]])
+    pieces = tutor_engine.tokenizer.describe([ours.token_ids[expected], theirs.token_ids[expected]])
     assert (shown["reference_piece"], shown["piece"]) == (pieces[0].piece, pieces[1].piece)
     # The chat's own prompt: the same tokens on both, their logprobs a hair apart.
     chat = fourth["divergence"]

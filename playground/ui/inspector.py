@@ -208,20 +208,29 @@ def _build_details(playground: Playground) -> tuple:
     return tokens, token_note, bos_note, (code_genai, code_optimum, code_curl, code_openai)
 
 
+def read_inputs(
+    playground: Playground, tab: InspectorTab, data: dict
+) -> tuple[list[dict[str, str]], RenderOptions]:
+    """The inspector's conversation and options, checked like typed input."""
+    messages = parse_conversation(
+        playground.check_text(data[tab.conversation] or "", "The conversation")
+    )
+    options = RenderOptions(
+        system_policy=data[tab.system_policy],
+        prefill=data[tab.prefill] or "",
+        add_generation_prompt=bool(data[tab.generation_prompt]),
+        fold_separator=playground.settings.fold_separator,
+    )
+    return messages, options
+
+
 def inspect(playground: Playground, tab: InspectorTab, controls: Controls, data: dict) -> tuple:
     """The inspector's outputs for its current inputs: a bad conversation is a note, not an
     error, since it is often half-typed."""
     try:
         values, stop, _ = controls.read(data)
         params = playground.params(values, stop)
-        messages = parse_conversation(
-            playground.check_text(data[tab.conversation] or "", "The conversation")
-        )
-        options = RenderOptions(
-            system_policy=data[tab.system_policy],
-            prefill=data[tab.prefill] or "",
-            add_generation_prompt=bool(data[tab.generation_prompt]),
-        )
+        messages, options = read_inputs(playground, tab, data)
         inspection = playground.inspect(messages, options, params.max_new_tokens)
     except UserError as error:
         return display.notes_markdown([str(error)], []), "", "", "", None, "", "", "", "", ""
@@ -248,15 +257,7 @@ def run_renderers(playground: Playground, tab: InspectorTab, data: dict) -> str:
     """The renderers view for the inspector's conversation and options (the whole conversation,
     not fitted to the context); a conversation that can't be rendered is one escaped line."""
     try:
-        messages = parse_conversation(
-            playground.check_text(data[tab.conversation] or "", "The conversation")
-        )
-        options = RenderOptions(
-            system_policy=data[tab.system_policy],
-            prefill=data[tab.prefill] or "",
-            add_generation_prompt=bool(data[tab.generation_prompt]),
-            fold_separator=playground.settings.fold_separator,
-        )
+        messages, options = read_inputs(playground, tab, data)
         engine = playground.engine
         found = compare_renderers(messages, options, engine.folder, engine.tokenizer)
     except UserError as error:

@@ -16,10 +16,12 @@ import gradio as gr
 
 from playground import display
 from playground.chat_format import DEFAULT_SYSTEM_POLICY
+from playground.compare import PEER, SERVED
 from playground.sampling import SAMPLING_NAMES
 from playground.session import Playground, exported_model, messages_of
 from playground.share import ShareError, decode_view, encode_view, output_hash
 from playground.ui.common import PRIVATE, user_errors
+from playground.ui.compare import engine_of
 from playground.ui.controls import SEED_MODES, preset_name
 
 # The server returns the link's `share` value; the page makes it a whole URL, shows it and
@@ -132,6 +134,7 @@ def _link_inputs(ui: Any) -> dict[str, list]:
         "compare": [
             compare.conversation, compare.prefill, compare.count,
             *[part for c in compare.columns for part in (c.variant, c.edited, c.changes)],
+            *[c.engine for c in compare.columns if c.engine is not None],
             *[c.output for c in compare.columns],
         ],
     }  # fmt: skip
@@ -185,7 +188,7 @@ def _tab_view(ui: Any, tab: str, data: dict) -> tuple[dict[str, Any], str]:
         "count": count,
         "columns": [
             {"prompt": data[c.variant], "text": data[c.edited] or "",
-             "changes": data[c.changes] or ""}
+             "changes": data[c.changes] or "", "engine": engine_of(data, c)}
             for c in shown
         ],
     }  # fmt: skip
@@ -227,6 +230,7 @@ def _restore_outputs(ui: Any, note: gr.HTML, expected: gr.State) -> list:
         inspector.prefill,
         compare.conversation, compare.prefill, compare.count,
         *[part for c in compare.columns for part in (c.variant, c.edited, c.changes, c.box)],
+        *[c.engine for c in compare.columns if c.engine is not None],
     ]  # fmt: skip
 
 
@@ -276,12 +280,20 @@ def _restore(ui: Any, view: dict, note: gr.HTML, expected: gr.State) -> dict:
                 column.changes: shared.get("changes", ""),
                 column.box: gr.Column(visible=i < view["count"]),
             }
+            if column.engine is not None:  # a page without a peer runs every column on its own
+                updates[column.engine] = shared.get("engine", SERVED)
     lines = [f"🔗 Opened a shared {tab} view, with its sampling values and a fixed seed."]
     served, kind = served_model(ui.playground), ui.playground.engine.kind
     if (view.get("model"), view.get("engine")) != (served, kind):
         lines.append(
             f"It was made on {view.get('model')} with the {view.get('engine')} engine; this "
             f"page serves {served} with {kind}, so a replay may differ."
+        )
+    on_peer = [c for c in view.get("columns", []) if c.get("engine") == PEER]
+    if on_peer and ui.compare.columns[0].engine is None:
+        lines.append(
+            f"{len(on_peer)} of its columns ran on a second engine, which this page does not "
+            "have: here every column runs on the engine it serves."
         )
     if "hash" in view:
         run = "press Send to replay its last reply" if tab == "chat" else "run it"
