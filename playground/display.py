@@ -383,22 +383,16 @@ def engine_status(status: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PROBABILITY_NOTES = {
-    "genai": "the model's own probabilities, before temperature, top-k and top-p changed the "
-    "choice. This engine gives the chosen token's only.",
-    "optimum": "the probabilities transformers sampled from: after the repetition penalty "
-    "and, when sampling, after temperature, top-k and top-p. With the 5 likeliest tokens.",
-}
-
-
-def probability_view(tokens: Sequence[Mapping[str, Any]], engine_kind: str = "genai") -> str:
+def probability_view(
+    tokens: Sequence[Mapping[str, Any]], note: str = "the model's probabilities."
+) -> str:
     """A reply's tokens, each tinted by how likely the model thought it (the unsure ones
     red), with its probability and any alternatives on hover or tap; then the line on
-    P(`end_of_turn`) at the reply's end. Every token's text is escaped."""
+    P(`end_of_turn`) at the reply's end. `note` says what the probabilities are on the engine
+    that made them (`Engine.probability_note`). Every token's text is escaped."""
     if not tokens:
         return ""
     spans = "".join(_token_span(t) for t in tokens)
-    note = PROBABILITY_NOTES.get(engine_kind, "the model's probabilities.")
     return (
         '<div class="probs">'
         f'<p class="probs-note">The less likely a token, the redder: {escape(note)} '

@@ -37,8 +37,9 @@ def test_token_probabilities_pair_each_id_with_its_piece_and_score(tiny_folder):
 
 def test_hostile_token_text_is_escaped_in_text_and_tooltips():
     top = [{"id": 9, "token": "<b onclick=x>", "logprob": -0.2}]
-    html = display.probability_view(tokens_of(HOSTILE, [-0.1] * 6, top), "optimum")
+    html = display.probability_view(tokens_of(HOSTILE, [-0.1] * 6, top), "<i>a note</i>")
     assert "<script>" not in html and "<img" not in html and "<b onclick" not in html
+    assert "&lt;i&gt;a note&lt;/i&gt;" in html
     assert "&lt;script&gt;" in html and "&quot; onmouseover=&quot;x" in html
     assert 'data-tip="p = 90.5% · likeliest: “&lt;b·onclick=x&gt;” 81.9%"' in html
 

@@ -382,6 +382,8 @@ class Engine:
     supports_prompt_lookup = False
     compiles = True  # runs an OpenVINO model here, so it has a compiled-model cache
     token_source = ""  # where the inspector's tokens come from, when not from this engine
+    # What the probability view's tints are, on this engine (`display.probability_view`).
+    probability_note = "the model's probabilities."
     # Why a request for prompt lookup is refused where `supports_prompt_lookup` is False.
     prompt_lookup_refusal = "Prompt lookup runs on the genai engine; this is the {kind} engine."
     # Whether the engine runs the ids and end ids it is given (a `Delivery`): the fault lab's

@@ -209,6 +209,10 @@ class GenAIEngine(Engine):
     """
 
     kind = "genai"
+    probability_note = (
+        "the model's own probabilities, before temperature, top-k and top-p changed the "
+        "choice. This engine gives the chosen token's only."
+    )
     supports_prompt_lookup = True  # unless the settings turn it off (`__init__`)
     prompt_lookup_refusal = "Prompt lookup is turned off here (prompt_lookup: false)."
 

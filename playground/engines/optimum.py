@@ -27,6 +27,10 @@ class OptimumEngine(Engine):
     """The reference path: one generation at a time (the base's one slot)."""
 
     kind = "optimum"
+    probability_note = (
+        "the probabilities transformers sampled from: after the repetition penalty and, when "
+        "sampling, after temperature, top-k and top-p. With the 5 likeliest tokens."
+    )
 
     def __init__(self, folder: Path, device: str, ov_config: dict[str, str], **kwargs: Any) -> None:
         try:

@@ -77,7 +77,7 @@ def _prune(cutoff: float) -> None:
 def probabilities(playground: Playground, tokens: list, show: bool) -> str:
     """The probability view of a reply's tokens (`session.token_probabilities`), when the
     visitor asked for it, with the note of the engine that made them."""
-    return display.probability_view(tokens if show else [], playground.engine.kind)
+    return display.probability_view(tokens if show else [], playground.engine.probability_note)
 
 
 def engine_events(playground: Playground) -> dict[str, Any]:

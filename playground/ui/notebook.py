@@ -324,7 +324,7 @@ def run_one(
 
 
 def cell_output(reply: Reply, playground: Playground) -> CellOutput:
-    probs = display.probability_view(reply.tokens or [], playground.engine.kind)
+    probs = display.probability_view(reply.tokens or [], playground.engine.probability_note)
     return CellOutput(reply.text, reply.figures, probabilities=probs, note=reply.line)
 
 
