@@ -17,6 +17,7 @@ the lesson share it.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,8 +31,8 @@ from playground.chat_format import (
     RenderOptions,
     parse_conversation,
 )
-from playground.divergence import NEEDS_GREEDY, divergence
-from playground.engines import AS_SENT, Delivery, Engine, GenerationResult
+from playground.divergence import NEEDS_GREEDY, Divergence, divergence
+from playground.engines import AS_SENT, Delivery, GenerationResult
 from playground.errors import UserError
 from playground.sampling import SAMPLING_NAMES, ParamError, SamplingParams
 from playground.session import Playground, fit_prompt
@@ -86,12 +87,11 @@ class Inputs:
             )
         return self.messages[0]["content"].strip()
 
+    @functools.cached_property
     def case(self) -> traps.Case:
-        """What an engine trap starts from: the correct prompt and what it was made of."""
-        engine = self.playground.engine
-        separator = self.playground.settings.fold_separator
-        return traps.Case(self.prompt(), self.messages, self.options.prefill, separator,
-                          engine.folder, engine.tokenizer)  # fmt: skip
+        """What an engine trap starts from: the correct prompt (fitted once, for both the trap's
+        text and its delivery) and what it was made of."""
+        return self.playground.trap_case(self.prompt(), self.messages, self.options.prefill)
 
     def without_system(self) -> Inputs:
         return replace(self, messages=[m for m in self.messages if m["role"] != "system"])
@@ -245,8 +245,8 @@ FAULTS: dict[str, Fault] = {
 
 
 def _as_fault(trap: Trap) -> Fault:
-    return Fault(trap.title, trap.doc, lambda inputs: trap.text(inputs.case()),
-                 lambda inputs, text: trap.deliver(inputs.case(), text))  # fmt: skip
+    return Fault(trap.title, trap.doc, lambda inputs: trap.text(inputs.case),
+                 lambda inputs, text: trap.deliver(inputs.case, text))  # fmt: skip
 
 
 # Every column kind of the fault lab: the mistakes people write, then what engines do (`traps`).
@@ -320,11 +320,9 @@ def plan_column(
         text = fault.change(inputs)
         notes = (fault.doc,)
         if fault.deliver is not None:
-            engine = playground.engine
             delivery = fault.deliver(inputs, text)
-            if delivery != AS_SENT and not engine.takes_deliveries:
-                raise ParamError(engine.delivery_refusal.format(kind=engine.kind))
-            notes += tuple(traps.delivery_notes(delivery, engine.tokenizer))
+            playground.engine.check_delivery(delivery)
+            notes += tuple(traps.delivery_notes(delivery, playground.engine.tokenizer))
         if playground.unchanged_by(variant.prompt):
             notes += (display.unchanged_note(playground.model),)
     else:
@@ -468,20 +466,25 @@ def parse_variants(data: object) -> list[Variant]:
     return variants
 
 
-def engine_label(engine: Engine) -> str:
-    """An engine as a column's choice names it: its kind, and the server it runs on (a remote
-    engine's kind of server, never its address, which is the operator's)."""
-    dialect = getattr(engine, "dialect", None)
-    return f"{engine.kind} · {dialect.name}" if dialect else f"{engine.kind} · this machine"
-
-
-def playground_of(variant: Variant, playground: Playground, peer: Playground | None) -> Playground:
-    """The playground (so the engine and its tokenizer) `variant`'s column runs on."""
-    if variant.engine == SERVED:
+def playground_of(engine: str, playground: Playground, peer: Playground | None) -> Playground:
+    """The playground (so the engine and its tokenizer) a column on `engine` (`ENGINES`) runs
+    on: the served `playground`, or the `peer`."""
+    if engine == SERVED:
         return playground
     if peer is None:
         raise ParamError(NO_PEER)
     return peer
+
+
+def greedy_divergence(
+    reference: tuple[GenerationResult, SamplingParams],
+    other: tuple[GenerationResult, SamplingParams],
+) -> Divergence | None:
+    """A column's run against column 1's, each (result, sampling values); None unless both
+    were greedy: only there do the outputs part because the engines differ, not by chance."""
+    if not (reference[1].greedy and other[1].greedy):
+        return None
+    return divergence(reference[0], other[0])
 
 
 def divergence_data(
@@ -489,12 +492,11 @@ def divergence_data(
     other: tuple[GenerationResult, SamplingParams],
     playground: Playground,
 ) -> dict[str, Any]:
-    """A column's run against column 1's, each (result, sampling values), as JSON-ready data
-    (`divergence.Divergence.as_json`, its pieces from `playground`'s tokenizer); only for
-    greedy runs, where the outputs part because the engines differ, not by chance."""
-    if not (reference[1].greedy and other[1].greedy):
+    """`greedy_divergence` as JSON-ready data (`divergence.Divergence.as_json`, its pieces from
+    `playground`'s tokenizer), or the note that says why there is none."""
+    found = greedy_divergence(reference, other)
+    if found is None:
         return {"greedy": False, "note": NEEDS_GREEDY}
-    found = divergence(reference[0], other[0])
     return {"greedy": True, **found.as_json(playground.engine.tokenizer)}
 
 
@@ -517,7 +519,7 @@ def compare(
     reference: Column | None = None
     for position, variant in enumerate(variants, 1):
         try:
-            on = playground_of(variant, playground, peer)
+            on = playground_of(variant.engine, playground, peer)
             column = plan_column(on, messages, options, variant, params)
         except UserError as error:
             results.append({"column": position, "engine": variant.engine, "error": str(error)})

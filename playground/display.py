@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from playground.chat_format import CONTROL_TOKEN_TEXTS, END_OF_TURN
-from playground.divergence import SIMILARITY_NOTE
+from playground.divergence import SIMILARITY_NOTE, gaps
 from playground.engines import Reading, StopReason
 from playground.models import BUILTIN_MODELS, TUTOR
 from playground.renderers import CANONICAL
@@ -616,15 +616,13 @@ def _gap_bars(
     """The strip under the lines: |Δ logprob| at each token both runs scored before the
     parting (after it they scored other tokens), scaled to the largest; and that largest."""
     a, b = series
-    end = min(len(a), len(b)) if at is None else at
-    gaps = [(i, abs(p - q)) for i, (p, q) in enumerate(zip(a[:end], b[:end], strict=False))
-            if p is not None and q is not None]  # fmt: skip
-    largest = max((g for _, g in gaps), default=0.0)
+    found = gaps(a, b, at)
+    largest = max((g for _, g in found), default=0.0)
     top = PLOT_H + 6
     bars = [f'<rect x="0" y="{top}" width="{PLOT_W}" height="{GAP_H}" fill="#fef2f2"/>']
     if largest > 0:
         width = max(PLOT_W / max(len(a), len(b), 1) * 0.6, 1.0)
-        for i, gap in gaps:
+        for i, gap in found:
             h = gap / largest * GAP_H
             bars.append(f'<rect x="{x(i) - width / 2:.1f}" y="{top + GAP_H - h:.2f}" '
                         f'width="{width:.1f}" height="{h:.2f}" fill="{GAP_COLOUR}"/>')  # fmt: skip

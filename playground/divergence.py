@@ -109,17 +109,25 @@ def similarity(a: Sequence[int], b: Sequence[int]) -> tuple[float, bool]:
     return 2 * matched / (len(a) + len(b)), exact
 
 
+def gaps(
+    a: Sequence[float | None], b: Sequence[float | None], until: int | None
+) -> list[tuple[int, float]]:
+    """(position, |difference of logprobs|) at each position before `until` that both runs
+    scored: there they scored the same token (past the parting, other tokens)."""
+    end = min(len(a), len(b)) if until is None else until
+    return [(i, abs(x - y)) for i, (x, y) in enumerate(zip(a[:end], b[:end], strict=False))
+            if x is not None and y is not None]  # fmt: skip
+
+
 def largest_gap(
     a: Sequence[float | None], b: Sequence[float | None], until: int | None
 ) -> tuple[int, float] | None:
-    """The position before `until` (where the same tokens were scored by both runs) with the
-    largest difference of logprobs, and that difference."""
-    end = min(len(a), len(b)) if until is None else until
-    gaps = [(abs(x - y), i) for i, (x, y) in enumerate(zip(a[:end], b[:end], strict=False))
-            if x is not None and y is not None]  # fmt: skip
-    if not gaps:
+    """The position before `until` with the largest difference of logprobs (`gaps`), and that
+    difference."""
+    found = gaps(a, b, until)
+    if not found:
         return None
-    gap, position = max(gaps)
+    position, gap = max(found, key=lambda pair: (pair[1], pair[0]))
     return position, gap
 
 

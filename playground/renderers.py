@@ -41,7 +41,7 @@ from playground.chat_format import (
     parse_conversation,
     render,
 )
-from playground.errors import reason_of
+from playground.errors import UserError, reason_of
 from playground.tokens import Tokenizer, genai_tokenizer
 
 KINDS = ("<bos>", "trim", "separator", "newline", "refusal", "other")
@@ -194,6 +194,8 @@ def _loaded(library: str, package: str, load: Callable[[Path], Any], folder: Pat
         return load(folder)
     except ImportError:
         raise Unavailable(f"{package} is not installed (requirements.txt has it)") from None
+    except UserError as error:  # the loader's own words (a folder without the files it needs)
+        raise Unavailable(str(error)) from None
     except Exception as error:
         why = f"{library} can't load {folder.name}'s tokenizer: {reason_of(error)}"
         raise Unavailable(why) from None
@@ -213,11 +215,6 @@ def _hf_jinja(messages: list, options: RenderOptions, folder: Path, gguf: Path |
 
 
 def _genai(messages: list, options: RenderOptions, folder: Path, gguf: Path | None) -> str:
-    if not (folder / "openvino_tokenizer.xml").is_file():
-        raise Unavailable(
-            f"{folder.name} has no openvino_tokenizer.xml, which OpenVINO GenAI's tokenizer "
-            "is made from"
-        )
     tokenizer = _loaded("OpenVINO GenAI", "openvino-genai", genai_tokenizer, folder)
     prefill = options.prefill
     return tokenizer.apply_chat_template(

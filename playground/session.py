@@ -535,19 +535,19 @@ class Playground:
             inspection = self.inspect_raw(prompt, no_bos)
         except UserError as error:
             return display.notes_markdown([str(error)], [])
-        return display.raw_checks(inspection, prompt, self._raw_notes(prompt, no_bos))
+        return display.raw_checks(inspection, prompt, self._raw_notes(prompt, inspection))
 
     def raw_notes(self, prompt: str, no_bos: bool = False) -> list[str]:
         """The raw checks' notes as plain lines (a doubled or missing `<bos>`, control-token
         text): what `generate --prompt` says on stderr, as the Raw tab says it (issue 33)."""
         inspection = self.inspect_raw(prompt, no_bos)
-        return display.raw_notes(inspection, self._raw_notes(prompt, no_bos))
+        return display.raw_notes(inspection, self._raw_notes(prompt, inspection))
 
-    def _raw_notes(self, prompt: str, no_bos: bool) -> list[str]:
+    def _raw_notes(self, prompt: str, inspection: Inspection) -> list[str]:
         # The served model's name, where it was measured to reply the same without the fix.
         doubled = display.model_label(self.model) if self.unchanged_by("second-bos") else ""
         missing = display.model_label(self.model) if self.unchanged_by("no-bos") else ""
-        return [*display.bos_notes(self.inspect_raw(prompt, no_bos), doubled, missing),
+        return [*display.bos_notes(inspection, doubled, missing),
                 *self.control_token_notes(prompt)]  # fmt: skip
 
     def raw_delivery(self, prompt: str, no_bos: bool) -> Delivery:
@@ -635,14 +635,18 @@ class Playground:
             raise ParamError(
                 "trap= goes with chat cells: a trap starts from a correct chat prompt."
             )
-        engine = self.engine
-        messages = parse_conversation(cell.body)
-        case = traps.Case(text, messages, cell.option("prefill"), separator, engine.folder,
-                          engine.tokenizer)  # fmt: skip
+        case = self.trap_case(text, parse_conversation(cell.body), cell.option("prefill"))
         text, delivery = traps.apply(traps.TRAPS[name], case)
-        if delivery != AS_SENT and not engine.takes_deliveries:
-            raise ParamError(engine.delivery_refusal.format(kind=engine.kind))
+        self.engine.check_delivery(delivery)
         return text, delivery
+
+    def trap_case(
+        self, prompt: str, messages: Sequence[Mapping[str, str]], prefill: str
+    ) -> traps.Case:
+        """What an engine trap starts from on this engine: the correct `prompt` and the
+        conversation and prefill it was rendered from."""
+        engine, separator = self.engine, self.settings.fold_separator
+        return traps.Case(prompt, messages, prefill, separator, engine.folder, engine.tokenizer)
 
     def run_cell(
         self, cell: PromptCell, params: SamplingParams, control: Control | None = None

@@ -45,14 +45,14 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids to send for `text`: exactly one `<bos>` first, whether or not the text has one."""
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self.encode_as_is(text)
         return ids if ids[:1] == [self.bos_id] else [self.bos_id, *ids]
 
     def encode_without_bos(self, text: str) -> list[int]:
         """Ids of `text` with no `<bos>` at all, its own leading ones removed: what an engine that
         adds none sends (the fault lab's "no <bos>" trap and the Raw tab's option). Never the
         default: Gemma-2-9b without it scored 0.266 on lambada (lm-evaluation-harness PR 2049)."""
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self.encode_as_is(text)
         while ids[:1] == [self.bos_id]:
             ids = ids[1:]
         return ids

@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from playground.compare import engine_label
 from playground.engines import open_peer
 from playground.settings import RemoteSettings
 from tests.conftest import serve, start_llama_server
@@ -67,7 +66,7 @@ def test_a_column_on_the_peer_shows_where_its_greedy_output_parts(
     url, peer = peer_app
     page = open_page(browser, url + "?view=compare", width)
     page.wait_for_selector("#compare-run")
-    assert engine_label(peer) in page.inner_text("#compare-peer-intro")
+    assert peer.label in page.inner_text("#compare-peer-intro")
     set_number(page, "slider-temperature", 0)
     set_number(page, "slider-repetition_penalty", 1)
     set_number(page, "slider-max_new_tokens", 60)
@@ -75,8 +74,8 @@ def test_a_column_on_the_peer_shows_where_its_greedy_output_parts(
     fill_edited(page, 1, ONCE)
     fill_edited(page, 2, ONCE)
     for n in (2, 3):
-        choose_engine(page, n, engine_label(peer))
-        wait_text(page, f"#compare-info-{n}", f"Runs on {engine_label(peer)}")
+        choose_engine(page, n, peer.label)
+        wait_text(page, f"#compare-info-{n}", f"Runs on {peer.label}")
     page.click("#compare-run")
     for n in (1, 2, 3):
         wait_text(page, f"#compare-figures-{n}", "tokens/s")
@@ -121,7 +120,7 @@ def test_sampled_columns_say_divergence_needs_greedy(browser, peer_app, request)
     set_number(page, "slider-max_new_tokens", 8)
     page.locator("#compare-count label:has-text('2')").click()
     choose(page, 2, "correct")
-    choose_engine(page, 2, engine_label(peer))
+    choose_engine(page, 2, peer.label)
     page.click("#compare-run")
     wait_text(page, "#compare-divergence-2", "Divergence needs greedy runs")
     assert page.locator("#compare-divergence-2 svg").count() == 0
@@ -157,8 +156,8 @@ def test_a_shared_link_keeps_each_columns_engine(browser, peer_app, tutor_app_ur
     url, peer = peer_app
     page = open_page(browser, url + "?view=compare")
     page.wait_for_selector("#compare-run")
-    choose_engine(page, 2, engine_label(peer))
-    wait_text(page, "#compare-info-2", f"Runs on {engine_label(peer)}")
+    choose_engine(page, 2, peer.label)
+    wait_text(page, "#compare-info-2", f"Runs on {peer.label}")
     page.click("#compare-share")
     page.wait_for_function("document.querySelector('#compare-link textarea').value.startsWith('h')")
     link = page.input_value("#compare-link textarea")
@@ -166,10 +165,10 @@ def test_a_shared_link_keeps_each_columns_engine(browser, peer_app, tutor_app_ur
     token = link.partition("?share=")[2]
     opened = open_page(browser, url + "?share=" + token)
     opened.wait_for_selector("#share-note >> text=Opened a shared compare view")
-    wait_text(opened, "#compare-info-2", f"Runs on {engine_label(peer)}")
-    assert engine_label(peer) in opened.input_value("#compare-engine-2 input")
+    wait_text(opened, "#compare-info-2", f"Runs on {peer.label}")
+    assert peer.label in opened.input_value("#compare-engine-2 input")
     assert "Runs on" in opened.inner_text("#compare-info-1")
-    assert engine_label(peer) not in opened.inner_text("#compare-info-1")
+    assert peer.label not in opened.inner_text("#compare-info-1")
     # Opened where there is no peer: every column runs on the served engine, and it says so.
     elsewhere = open_page(browser, tutor_app_url + "?share=" + token)
     elsewhere.wait_for_selector("#share-note >> text=Opened a shared compare view")

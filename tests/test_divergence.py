@@ -149,8 +149,8 @@ def test_without_a_peer_a_peer_column_says_how_to_configure_one():
     from playground.compare import playground_of
 
     with pytest.raises(ParamError, match="none is configured"):
-        playground_of(Variant(engine=PEER), fake, None)
-    assert playground_of(Variant(), fake, None) is fake
+        playground_of(PEER, fake, None)
+    assert playground_of(SERVED, fake, None) is fake
     assert "--base-url" in NO_PEER
 
 

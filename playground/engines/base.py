@@ -431,6 +431,16 @@ class Engine:
                 f"{self.context_size}. Shorten the prompt or lower max_new_tokens."
             )
 
+    def check_delivery(self, delivery: Delivery) -> None:
+        """Refuse a `Delivery` this engine can't honour, before anything is planned or sent."""
+        if delivery != AS_SENT and not self.takes_deliveries:
+            raise EngineError(self.delivery_refusal.format(kind=self.kind))
+
+    @property
+    def label(self) -> str:
+        """The engine as a choice names it: its kind, and where it runs (never an address)."""
+        return f"{self.kind} · this machine"
+
     def warm_up(self) -> float:
         """Run one short generation, so the first visitor waits no longer than the second
         (a fresh process took 1.9 s to its first token, 0.2 s once warm: issue 12), and keep
@@ -461,8 +471,7 @@ class Engine:
         says (by default as the playground sends every prompt)."""
         if params.prompt_lookup and not self.supports_prompt_lookup:
             raise EngineError(self.prompt_lookup_refusal.format(kind=self.kind))
-        if delivery != AS_SENT and not self.takes_deliveries:
-            raise EngineError(self.delivery_refusal.format(kind=self.kind))
+        self.check_delivery(delivery)
         ids = self.tokenizer.encode(prompt) if delivery.ids is None else list(delivery.ids)
         self.check_fits(len(ids), params.max_new_tokens)
         cancel = cancel or threading.Event()

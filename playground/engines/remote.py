@@ -264,6 +264,10 @@ class RemoteEngine(Engine):
             body["logprobs"] = self.dialect.alternatives
         return body
 
+    @property
+    def label(self) -> str:
+        return f"{self.kind} · {self.dialect.name}"  # the kind of server, never its address
+
     def extra_code(self, prompt: str, params: SamplingParams) -> dict[str, str]:
         """The request the app sends, as curl and OpenAI-client code; the server's address stays
         the operator's (a placeholder), the API key its variable's name."""

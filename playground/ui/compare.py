@@ -36,15 +36,15 @@ from playground.compare import (
     Variant,
     conversation_inputs,
     diff_counts,
-    engine_label,
     first_difference,
+    greedy_divergence,
     parse_changes,
     plan_column,
     playground_of,
     readable_diff,
     token_diff,
 )
-from playground.divergence import NEEDS_GREEDY, divergence
+from playground.divergence import NEEDS_GREEDY
 from playground.engines import EngineError
 from playground.errors import UserError
 from playground.sampling import SamplingParams
@@ -144,11 +144,11 @@ def build_compare(
     start = [(variant, "", "", SERVED) for variant in START_VARIANTS]
     params = playground.params({})
     plans = plan_all(playground, START_CONVERSATION_JSON, "", 3, start, params, peer)
-    on = engine_label(playground.engine) if peer is not None else ""
+    on = playground.engine.label if peer is not None else ""
     views = [column_view(plan, plans[0], on) for plan in plans]
     engines = None
     if peer is not None:
-        engines = [(engine_label(playground.engine), SERVED), (engine_label(peer.engine), PEER)]
+        engines = [(playground.engine.label, SERVED), (peer.engine.label, PEER)]
     with gr.Row(equal_height=False, elem_id="compare-columns"):
         columns = [_build_column(i, *views[i], engines) for i in range(MAX_COLUMNS)]
     return CompareTab(conversation, prefill, count, use_chat, run, columns, playground, peer)
@@ -156,7 +156,7 @@ def build_compare(
 
 def peer_intro(playground: Playground, peer: Playground) -> str:
     """What the Engine choice of each column offers (escaped: an engine's labels are plain)."""
-    served, remote = engine_label(playground.engine), engine_label(peer.engine)
+    served, remote = playground.engine.label, peer.engine.label
     return display.escape(
         f"Each column runs on an engine of its choice: {served} or {remote}, the same model "
         "with the same tokenizer. Under a column on another engine than column 1's, a greedy "
@@ -229,7 +229,7 @@ def plan_all(
             continue
         try:
             variant = Variant(name or CORRECT, edited, parse_changes(changes), engine or SERVED)
-            on = playground_of(variant, playground, peer)
+            on = playground_of(variant.engine, playground, peer)
             plans.append(plan_column(on, messages, options, variant, params))
         except UserError as error:
             plans.append(error)
@@ -432,7 +432,7 @@ def label_of(tab: CompareTab, engine: str) -> str:
     """The label of the engine a column runs on, where there is a choice (else "")."""
     if tab.peer is None:
         return ""
-    return engine_label((tab.peer if engine == PEER else tab.playground).engine)
+    return playground_of(engine, tab.playground, tab.peer).engine.label
 
 
 def _divergence_event(tab: CompareTab) -> dict:
@@ -471,9 +471,9 @@ def divergence_html(
 ) -> str:
     """The divergence view of `plan`'s run against column 1's (`reference`), or why there is
     none: only greedy runs part because the engines differ."""
-    if not (reference.params.greedy and plan.params.greedy):
+    found = greedy_divergence((results[0], reference.params), (results[1], plan.params))
+    if found is None:
         return f"<p>{display.escape(NEEDS_GREEDY)}</p>"
-    found = divergence(*results)
     pieces = found.pieces(tab.playground.engine.tokenizer)
     same_prompt = [t.id for t in reference.tokens] == [t.id for t in plan.tokens]
     labels = (label_of(tab, engines[0]), label_of(tab, engines[1]))
@@ -516,7 +516,7 @@ def _wire_column(column: CompareColumn, tab: CompareTab) -> dict:
     def on_run_column(plan: Column | None, ran_on: str, control: Control) -> Iterator[tuple]:
         if plan is None:
             return
-        on = tab.peer if ran_on == PEER and tab.peer is not None else tab.playground
+        on = playground_of(ran_on, tab.playground, tab.peer)  # as the plan was made
         text = None
         try:
             replies = on.complete(plan.prompt, plan.params, control, plan.delivery)
