@@ -14,10 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from playground.engines import genai as genai_module
+from playground.engines._genai_process import NICENESS
 from playground.engines import load_engine
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
@@ -153,6 +156,16 @@ def test_a_terminals_ctrl_c_reaches_the_app_not_the_engine_process(engine):
     # the app's (test_terminal's pty Ctrl-C test drives it end to end).
     assert os.getpgid(engine.process.pid) != os.getpgid(0)
     assert os.getsid(engine.process.pid) == engine.process.pid
+
+
+def test_the_engine_process_yields_the_cpu_to_the_app(engine):
+    # Its threads fill every core; the app's requests must come first on a contended core.
+    child = psutil.Process(engine.process.pid)
+    assert child.nice() == os.nice(0) + NICENESS
+    group = Path(f"/proc/{child.pid}/autogroup")
+    if group.exists():  # sched_autogroup: the child's session is a group of its own
+        assert group.read_text().split()[-1] == str(NICENESS)
+        assert Path("/proc/self/autogroup").read_text().split()[0] != group.read_text().split()[0]
 
 
 def test_a_killed_engine_process_ends_the_reply_keeping_its_text_and_comes_back(engine):

@@ -162,6 +162,19 @@ STOPPED = (
 )
 
 
+# Times, in the page's own clock, a person's press of Stop and the first moment the page shows
+# the run stopped: Playwright's dispatch of a click (up to 0.4 s on a loaded machine) is the
+# test's, not the product's.
+CLOCK_STOP = f"""() => {{
+  const times = window.stopTimes = {{}};
+  document.querySelector('#nb-stop').addEventListener(
+    'pointerdown', () => {{ times.pressed ??= performance.now(); }}, {{capture: true}});
+  new MutationObserver(() => {{
+    if (times.pressed && ({STOPPED})) times.shown ??= performance.now();
+  }}).observe(document.body, {{subtree: true, childList: true, characterData: true}});
+}}"""
+
+
 def figures(page) -> list[str]:
     return page.locator("#nb-document .nb-figures").all_inner_texts()
 
@@ -278,14 +291,16 @@ def test_stop_lands_within_a_second_with_ten_cells_of_4096_tokens(browser, app, 
             timeout=300_000,
         )  # the tenth cell runs: nine have written 4,096 tokens
         size = page.evaluate("document.querySelector('#nb-document').innerHTML.length")
+        page.evaluate(CLOCK_STOP)
         began = time.monotonic()
         page.click("#nb-stop", force=True)  # a person's click: no wait for a still page
         page.wait_for_function(STOPPED, polling=20)
-        shown = time.monotonic() - began  # the engine ended, and the page says so
+        driven = time.monotonic() - began  # with Playwright's own dispatch of the click
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
-        disabled = time.monotonic() - began
+        times = page.evaluate("window.stopTimes")
+        shown = (times["shown"] - times["pressed"]) / 1000  # the engine ended; the page says so
         print(f"issue 34 item 11: a {size / 1e6:.2f} MB document; Stop landed {shown:.2f} s "
-              f"after the click (the button off at {disabled:.2f} s)")  # fmt: skip
+              f"after the press, in the page's clock ({driven:.2f} s from Playwright's click)")  # fmt: skip
         assert shown < 1.0
         assert all("4096 new tokens" in cell_text(page, n) for n in range(2, 11))
         assert "stopped by you" in cell_text(page, 11)
