@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from playground.engines import genai as genai_module
-from playground.engines._genai_process import NICENESS
 from playground.engines import load_engine
+from playground.engines._genai_process import NICENESS
 from playground.sampling import SamplingParams
 from playground.ui import build_demo
 from tests.conftest import ROOT, serve

@@ -299,8 +299,10 @@ def test_stop_lands_within_a_second_with_ten_cells_of_4096_tokens(browser, app, 
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
         times = page.evaluate("window.stopTimes")
         shown = (times["shown"] - times["pressed"]) / 1000  # the engine ended; the page says so
-        print(f"issue 34 item 11: a {size / 1e6:.2f} MB document; Stop landed {shown:.2f} s "
-              f"after the press, in the page's clock ({driven:.2f} s from Playwright's click)")  # fmt: skip
+        print(
+            f"issue 34 item 11: a {size / 1e6:.2f} MB document; Stop landed {shown:.2f} s "
+            f"after the press, in the page's clock ({driven:.2f} s from Playwright's click)"
+        )
         assert shown < 1.0
         assert all("4096 new tokens" in cell_text(page, n) for n in range(2, 11))
         assert "stopped by you" in cell_text(page, 11)
