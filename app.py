@@ -3,7 +3,8 @@
 Owns: the command line of `python app.py [--model M] [--engine genai|optimum|remote]
 [--base-url URL] [--host H] [--port P]`, logging set-up, the warm-up before serving, the
 remote peer that Compare may run columns on (a server configured beside a local engine), and the
-module-level `demo` that Hugging Face Spaces imports.
+module-level `demo` that Hugging Face Spaces imports, and the housekeeping that gives back the
+memory floods freed.
 Does not own: anything else; each step is a call into `playground`.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import logging
 
 from playground.engines import ENGINE_KINDS, EngineError, open_engine, open_peer
+from playground.housekeeping import keep_tidy
 from playground.models import ModelUnavailableError
 from playground.settings import SettingsError, load_settings
 from playground.ui import build_demo, launch
@@ -47,6 +49,9 @@ peer, peer_note = open_peer(settings, engine)
 if peer is not None:
     log.info("Compare's peer: the remote engine at %s", settings.remote.base_url)
 demo = build_demo(engine, settings, notice, peer=peer, peer_note=peer_note)
+# Memory a flood freed goes back once the app is quiet (`housekeeping`).
+keep_tidy(busy=lambda: bool(engine.active or engine.waiting),
+          work=lambda: demo.fair_admission.admitted)  # fmt: skip
 
 if __name__ == "__main__":
     launch(demo, settings, server_name=args.host, server_port=args.port)

@@ -350,39 +350,6 @@ def machine_lines(cpu: Any, warm_up: Any | None) -> list[str]:
     return lines
 
 
-def engine_status(status: Mapping[str, Any]) -> str:
-    """The engine's live figures for the Model tab (numbers only, nothing from a visitor)."""
-    # Under a KV budget a request also waits while its tokens don't fit beside the others.
-    wait = "a slot or KV-budget tokens" if "kv_budget_tokens" in status else "a slot"
-    lines = [
-        f"- **Generating now:** {status['active']} of {status['slots']} at once"
-        f" · **waiting for {wait}:** {status['waiting']}"
-    ]
-    if "kv_budget_tokens" in status:
-        lines.append(
-            f"- **KV budget:** {status['kv_reserved_tokens']:,} of {status['kv_budget_tokens']:,}"
-            " tokens reserved by running requests (prompt and max new tokens each); a request "
-            "that doesn't fit waits — the KV cache is the model's memory of the text it has read"
-        )
-    if "kv_cache_usage" in status:
-        size = status["kv_cache_bytes"] / 2**20
-        lines.append(
-            f"- **KV cache:** {100 * status['kv_cache_usage']:.1f}% held by running requests "
-            f"(peak {100 * status['kv_cache_peak']:.1f}%) of {size:,.1f} MiB set aside (RAM is "
-            "used only as blocks fill) — the share of the model's memory in use now"
-        )
-    if "engine_process" in status:
-        lines.append(
-            f"- **Engine process:** {status['engine_process']} · restarts: "
-            f"{status['engine_restarts']} (a process that dies or hangs is replaced; the "
-            "replies it was writing keep their text)"
-        )
-    if "prompt_lookup_loaded" in status:
-        loaded = "loaded" if status["prompt_lookup_loaded"] else "not loaded (built on first use)"
-        lines.append(f"- **Prompt lookup pipeline:** {loaded}")
-    return "\n".join(lines)
-
-
 def probability_view(
     tokens: Sequence[Mapping[str, Any]], note: str = "the model's probabilities."
 ) -> str:

@@ -51,15 +51,15 @@ def test_a_killed_engine_keeps_the_reply_and_the_chat_goes_on(
             "[...document.querySelectorAll('#chatbot [data-testid=bot]')].at(-1)"
             ".innerText.length > 200"
         )
-        restarts = own_engine.status()["engine_restarts"]
+        restarts = own_engine.status().engine_restarts
         os.kill(own_engine.process.pid, signal.SIGKILL)
         page.wait_for_selector("#chatbot >> text=the engine stopped mid-reply")
         chat = page.inner_text("#chatbot")
         assert "My name is Zed." in chat and "Tell me a long story" in chat
         reply = page.locator("#chatbot [data-testid=bot]").last.inner_text()
         assert len(reply) > 200  # the text that had arrived stays
-        wait_until(lambda: own_engine.status()["engine_process"] == "running", what="restart")
-        assert own_engine.status()["engine_restarts"] == restarts + 1
+        wait_until(lambda: own_engine.status().engine_process == "running", what="restart")
+        assert own_engine.status().engine_restarts == restarts + 1
         page.get_by_role("tab", name="Model").click()
         page.wait_for_selector(f"#engine-status >> text=restarts: {restarts + 1}")
         page.get_by_role("tab", name="Chat").click()

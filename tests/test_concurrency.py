@@ -99,8 +99,8 @@ def test_the_kv_cache_is_released_when_idle(settings, tiny_folder):
             generation.cancel()  # a visitor who pressed Stop
     for generation in generations:
         generation.run()
-    wait_until(lambda: engine.status()["kv_cache_usage"] == 0.0, what="the last step's status")
-    assert engine.status()["kv_cache_bytes"] > before  # the cache grew
+    wait_until(lambda: engine.status().kv_cache_usage == 0.0, what="the last step's status")
+    assert engine.status().kv_cache_bytes > before  # the cache grew
     assert probe_bytes() == pytest.approx(before)  # no block of the 8 requests is still held
     engine.close()
 

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import serve
+from tests.helpers.browser import CLOCK_FIRST_TOKENS, first_token_waits
 from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,56 @@ def server(settings, genai_engine):
     url = serve(demo, settings)
     yield url, demo
     demo.close()
+
+
+def test_a_new_session_copies_no_components_config_and_still_keeps_state(server):
+    # Issue 34's soak: building Gradio's copy of every component's config for each new session
+    # (every API call makes one) took two thirds of the app's GIL time under the floods, and
+    # the page's events each waited up to 2 s to start. Only deep links (closed) read it.
+    from gradio.state_holder import SessionState
+
+    from playground.ui.guard import LightSession
+
+    url, demo = server
+    light, gradios = LightSession(demo), SessionState(demo)
+    assert light.config_values == {} and len(gradios.config_values) > 100
+    assert set(vars(light)) == set(vars(gradios))  # Gradio's own set-up otherwise
+    _, event_id = call(url, "complete", ["Hi", 2, *GREEDY.values()], "127.0.0.77")
+    assert result(url, "complete", event_id, "127.0.0.77")[0] == "complete"
+    holder = demo.server_app.state_holder
+    assert holder.session_data and all(
+        isinstance(session, LightSession) for session in holder.session_data.values()
+    )
+
+
+def test_a_free_slot_goes_to_the_client_with_the_fewest_running():
+    # Gradio runs a group's events in arrival order: a visitor who came after a greedy
+    # client's queued replies waited for all of them (issue 34's soak).
+    from types import SimpleNamespace
+
+    from playground.ui.guard import FairAdmission
+
+    engine = SimpleNamespace(concurrency_id="engine")
+
+    def event(name):
+        return SimpleNamespace(_id=name, fn=engine, alive=True, session_hash=name)
+
+    running = [event("greedy-1"), event("greedy-2")]
+    waiting = [event("greedy-3"), event("greedy-4"), event("visitor-1")]
+    line = SimpleNamespace(queue=list(waiting), concurrency_limit=4, current_concurrency=2)
+    picked = []
+    queue = SimpleNamespace(
+        push=None, event_queue_per_concurrency_id={"engine": line},
+        active_jobs=[[e] for e in running] + [None, None],
+        get_events=lambda: picked.append(line.queue.pop(0)),
+    )  # fmt: skip
+    admission = FairAdmission(queue, "engine", slots=4, places=8, per_client=2, other=16)
+    admission.held[True] = {"greedy": {"greedy-1", "greedy-2", "greedy-3", "greedy-4"},
+                            "visitor": {"visitor-1"}}  # fmt: skip
+    queue.get_events()
+    assert [e._id for e in picked] == ["visitor-1"]
+    queue.get_events()  # then the greedy client's, in the order they came
+    assert [e._id for e in picked] == ["visitor-1", "greedy-3"]
 
 
 def chat_json_data(message, history, max_new_tokens):
@@ -489,6 +540,7 @@ def test_soak_abuse_beside_normal_visitors(soak_app, browser, tmp_path):
         page.set_default_timeout(90_000)
         page.goto(url)
         page.wait_for_selector("#message textarea")
+        page.evaluate(CLOCK_FIRST_TOKENS)
         box = page.locator("#slider-max_new_tokens input[type=number]")
         box.fill("6")
         box.press("Enter")
@@ -498,6 +550,7 @@ def test_soak_abuse_beside_normal_visitors(soak_app, browser, tmp_path):
             page.click("#send")
             page.wait_for_selector(f"#chatbot >> text=prompt tokens >> nth={n}")
             page_waits.append(time.monotonic() - sent)  # the whole reply, page events included
+        page_firsts = first_token_waits(page)
         path = tmp_path / "chat.json"
         deadline = time.monotonic() + 30
         while True:  # the file is rewritten just after the last reply ends: wait for it
@@ -518,20 +571,30 @@ def test_soak_abuse_beside_normal_visitors(soak_app, browser, tmp_path):
     attack_over = time.monotonic()
     wait_until(lambda: engine_idle(url), seconds=10, what="the engine idle after the attack")
     idle_after = time.monotonic() - attack_over
-    rss_after = app.memory_info().rss
+    rss_idle = app.memory_info().rss
+    tidy = time.monotonic()
+    time.sleep(3)  # the app gives back what the floods freed as its engine idles (housekeeping)
+    rss_after, tidied = app.memory_info().rss, time.monotonic() - tidy
     replies = ", ".join(f"{w:.1f}" for w in page_waits)
+    firsts = ", ".join(f"{w:.2f}" for w in page_firsts)
     print(f"soak: {took:.0f} s, abuse {tally}; API first tokens within {max(waits):.2f} s, "
-          f"the page's replies {replies} s; engine idle {idle_after:.1f} s after; "
-          f"app RSS {rss_before / MB:.0f} -> {rss_after / MB:.0f} MiB")  # fmt: skip
+          f"the page's first tokens {firsts} s (its whole replies {replies} s, with "
+          f"Playwright's); engine idle {idle_after:.1f} s after; app RSS "
+          f"{rss_before / MB:.0f} -> {rss_idle / MB:.0f} as the engine idled -> "
+          f"{rss_after / MB:.0f} MiB {tidied:.1f} s later")  # fmt: skip
     assert not errors, errors
     # Every visitor is served and keeps its turns (below). The issue's figures are benchmarks,
-    # measured, not asserted (a loaded machine moves them): on a quiet machine the API
-    # visitors' first tokens came within 3.4-4.3 s of their sends (goal 5 s) and the engine
-    # was idle 1.2 s after (goal 2 s); the page's whole replies took 6-40 s beside Chromium and the
-    # floods on 2 cores, and the app's RSS ended 48% up (198 -> 294 MiB; goal 10%), where it
-    # stayed. These bounds catch starvation and a leak.
+    # measured, not asserted (a loaded machine moves them). On this machine, alone: the API
+    # visitors' first tokens came within 3.1-3.4 s of their sends (goal 5 s; 3.7-4.9 s before
+    # new sessions stopped copying every component's config, renders ran one at a time and a
+    # free slot went to the client with the fewest running); the page's first tokens within
+    # 3.9-8.6 s, in the page's clock, Chromium sharing the 2 cores (8-21 s before); the engine
+    # was idle 1.6-1.7 s after (goal 2 s); the app's RSS ended 18-21% up, 3 s after the
+    # engine idled (198 -> 235-242 MiB; 48% before housekeeping; goal 10%). These bounds
+    # catch starvation and a leak.
     assert len(waits) == 9 and max(waits) < 30, waits
     assert len(page_waits) == 3 and max(page_waits) < 90, page_waits
+    assert len(page_firsts) == 3 and max(page_firsts) < max(page_waits), page_firsts
     assert rss_after < rss_before * 2
     assert all(len(history) == 6 for history in histories.values()), histories
     saved = json.loads(path.read_text())["messages"]
@@ -682,9 +745,13 @@ def test_p2_refused_inputs_are_not_kept(tmp_path):
         start = app.memory_info().rss
         for _ in range(300):
             render()
+        ended = time.monotonic()
+        # Kept or only freed? Freed memory goes back once the app is quiet (`housekeeping`):
+        # right after the calls RSS stood at +17%, a second later at 0%.
+        wait_until(lambda: app.memory_info().rss < 1.1 * start, seconds=15, what="RSS back")
         grown = app.memory_info().rss / start - 1
-        print(f"P2: 300 refused 1 MB /render calls: RSS {start / MB:.0f} MB, then {grown:+.1%}")
-        assert grown < 0.10
+        print(f"P2: 300 refused 1 MB /render calls: RSS {start / MB:.0f} MB, then {grown:+.1%} "
+              f"{time.monotonic() - ended:.1f} s after the last")  # fmt: skip
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -49,7 +49,7 @@ def test_a_budgets_bytes_are_what_genai_allocates(settings, tiny_folder, precisi
     assert budget.precision == (precision or "u8")
     assert budget.bytes == budget.blocks * block_bytes(KvShape.read(tiny_folder), budget.precision)
     engine.generate("Hello", SamplingParams(max_new_tokens=3, **GREEDY)).run()
-    assert engine.status()["kv_cache_bytes"] == budget.bytes <= gb * 10**9
+    assert engine.status().kv_cache_bytes == budget.bytes <= gb * 10**9
     assert budget.tokens == (budget.blocks - 2) * BLOCK_TOKENS >= 1024
 
 
@@ -194,6 +194,6 @@ def test_on_mid_random_four_long_requests_run_one_after_another_within_the_budge
     assert [r.stop_reason for r in results] == ["max_new_tokens"] * 4
     assert all(r.prompt_tokens > 1_350 for r in results)
     assert engine.peak_active == 1
-    assert engine.status()["kv_cache_bytes"] <= gb * 10**9
+    assert engine.status().kv_cache_bytes <= gb * 10**9
     # The cache's blocks, plus the prefill's working buffers (256-token chunks).
     assert peak - loaded < gb * 10**9 / 2**20 + 64, (peak, loaded)

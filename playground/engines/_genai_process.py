@@ -39,11 +39,6 @@ log = logging.getLogger("playground.engines.genai.process")
 PROMPT_LOOKUP_TOKENS = 5
 PROMPT_LOOKUP_NGRAM = 3
 FAILED_STEP_PAUSE_S = 0.1  # a step that keeps failing must not spin
-# The engine yields the CPU to the app: its threads fill every core for seconds a step (the 9B
-# on a 2-vCPU Space), and the page, Stop and other visitors' requests are milliseconds of work
-# that must not queue behind them. At nice 10 the kernel's CFS weighs the engine at about a
-# tenth of the app on a contended core; an idle core is still all the engine's.
-NICENESS = 10
 
 
 def scheduler_config(max_concurrent: int, kv_blocks: int) -> Any:
@@ -217,25 +212,10 @@ class _Child:
         }
 
 
-def yield_the_cpu() -> None:
-    """Lower this process's priority by `NICENESS`, and that of its autogroup: the child has a
-    session of its own (`engines.genai`), and where the kernel groups processes by session
-    (sched_autogroup, outside containers) a process's nice counts only within its group."""
-    os.nice(NICENESS)
-    if os.getsid(0) != os.getpid():
-        return  # the group is shared with the app: leave it be
-    try:
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(str(NICENESS))
-    except OSError:  # no autogroups here (a container's cgroup, another OS): nice is enough
-        pass
-
-
 def main(fd: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    yield_the_cpu()
     conn = Connection(socket.socket(fileno=fd).detach())
     spec = conn.recv()
     try:

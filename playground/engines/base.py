@@ -3,8 +3,8 @@
 Owns: the `Engine` base (the slots that bound how many generations run at once, the worker
 thread, the stream of text deltas, stop strings, end tokens, cancellation, the context-size
 check, the timing figures), the values it returns (`Generation`, `GenerationResult`,
-`TokenScore`, `NativeFigures`, `EngineInfo`), the `Prompt` a native loop receives, and the
-engines' errors.
+`TokenScore`, `NativeFigures`, `EngineInfo`, `EngineStatus`), the `Prompt` a native loop
+receives, and the engines' errors.
 Does not own: running a model (one module per engine kind beside this one: `genai`, `optimum`,
 `remote`), the registry of kinds and the per-process cache (`engines/__init__`), chat templates
 (`chat_format`), tokenization rules (`tokens`), where a model comes from (`models`).
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,6 +198,40 @@ class EngineInfo:
 
 _END = object()
 _STARTED = object()
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What an engine is doing now: the Model tab's live lines and /status's JSON. An engine
+    kind with more to say subclasses it (`GenAIStatus`) and adds its own lines."""
+
+    active: int
+    waiting: int
+    slots: int
+    kv_budget_tokens: int | None = None  # under a KV budget: its size and what is reserved
+    kv_reserved_tokens: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """/status's JSON: every field that applies to this engine."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    def lines(self) -> list[str]:
+        """Markdown lines for the Model tab (numbers only, nothing from a visitor)."""
+        # Under a KV budget a request also waits while its tokens don't fit beside the others.
+        budget = self.kv_budget_tokens is not None
+        wait = "a slot or KV-budget tokens" if budget else "a slot"
+        lines = [
+            f"- **Generating now:** {self.active} of {self.slots} at once"
+            f" · **waiting for {wait}:** {self.waiting}"
+        ]
+        if budget:
+            lines.append(
+                f"- **KV budget:** {self.kv_reserved_tokens:,} of {self.kv_budget_tokens:,}"
+                " tokens reserved by running requests (prompt and max new tokens each); a "
+                "request that doesn't fit waits — the KV cache is the model's memory of the text "
+                "it has read"
+            )
+        return lines
 
 
 @dataclass
@@ -452,13 +486,17 @@ class Engine:
         self.warm_up_result = self.generate(WARM_UP_PROMPT, params).run()
         return time.perf_counter() - start
 
-    def status(self) -> dict[str, Any]:
-        """What the engine is doing now, for the Model tab."""
-        status = {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
+    def status(self) -> EngineStatus:
+        """What the engine is doing now, for the Model tab and /status."""
+        return EngineStatus(**self._status_fields())
+
+    def _status_fields(self) -> dict[str, Any]:
+        """The base `EngineStatus` fields, for a kind's own status to add to."""
+        fields = {"active": self.active, "waiting": self.waiting, "slots": self.max_concurrent}
         if self.kv_budget is not None:
-            status["kv_budget_tokens"] = self.kv_budget.tokens
-            status["kv_reserved_tokens"] = self._admission.reserved(self.kv_budget.tokens)
-        return status
+            fields["kv_budget_tokens"] = self.kv_budget.tokens
+            fields["kv_reserved_tokens"] = self._admission.reserved(self.kv_budget.tokens)
+        return fields
 
     def generate(
         self,

@@ -23,14 +23,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import playground
 from playground.engines.base import (
     Engine,
     EngineError,
+    EngineStatus,
     EngineStopped,
     NativeFigures,
     OnToken,
@@ -198,6 +200,37 @@ class EngineProcess:
         self._child.kill()
 
 
+@dataclass(frozen=True)
+class GenAIStatus(EngineStatus):
+    """The base status, with the KV cache and the engine process as GenAI's pipeline reports
+    them (`_genai_process._Child._status`, read after each step)."""
+
+    FROM_PROCESS: ClassVar[tuple[str, ...]] = (
+        "kv_cache_usage", "kv_cache_step_usage", "kv_cache_peak", "kv_cache_bytes",
+        "prompt_lookup_loaded",
+    )  # fmt: skip
+    kv_cache_usage: float = 0.0  # held by running requests, 0 to 1
+    kv_cache_step_usage: float = 0.0  # held during the last step
+    kv_cache_peak: float = 0.0
+    kv_cache_bytes: int = 0
+    prompt_lookup_loaded: bool = False
+    engine_process: str = "starting"
+    engine_restarts: int = 0
+
+    def lines(self) -> list[str]:
+        loaded = "loaded" if self.prompt_lookup_loaded else "not loaded (built on first use)"
+        return [
+            *super().lines(),
+            f"- **KV cache:** {100 * self.kv_cache_usage:.1f}% held by running requests "
+            f"(peak {100 * self.kv_cache_peak:.1f}%) of {self.kv_cache_bytes / 2**20:,.1f} MiB "
+            "set aside (RAM is used only as blocks fill) — the share of the model's memory in "
+            "use now",
+            f"- **Engine process:** {self.engine_process} · restarts: {self.engine_restarts} (a "
+            "process that dies or hangs is replaced; the replies it was writing keep their text)",
+            f"- **Prompt lookup pipeline:** {loaded}",
+        ]
+
+
 class GenAIEngine(Engine):
     """openvino_genai's ContinuousBatchingPipeline: every running request advances in the same
     pass over the weights, which on a CPU costs little more than one (decoding is bound by
@@ -248,14 +281,14 @@ class GenAIEngine(Engine):
                    context_size=spec.context_size, max_concurrent=spec.max_concurrent,
                    kv_cache_gb=spec.kv_cache_gb, prompt_lookup=spec.prompt_lookup)  # fmt: skip
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GenAIStatus:
         process = self.process
-        return {
-            **super().status(),
-            **{k: v for k, v in process.status.items() if k.startswith(("kv_", "prompt_"))},
-            "engine_process": process.state,
-            "engine_restarts": process.restarts,
-        }
+        return GenAIStatus(
+            **self._status_fields(),
+            **{k: v for k, v in process.status.items() if k in GenAIStatus.FROM_PROCESS},
+            engine_process=process.state,
+            engine_restarts=process.restarts,
+        )
 
     def notes(self) -> list[str]:
         notes = ["The model runs in a process of its own: a long engine step never holds up "

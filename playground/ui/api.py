@@ -240,6 +240,13 @@ def add_endpoints(playground: Playground, peer: Playground | None = None) -> Non
     add_inspection_endpoints(playground)
 
 
+# One render at a time, app-wide: each holds the GIL for as long as it runs (up to 0.14 s of
+# CPU, fitted to the context), and a flood of them on Gradio's worker threads (four at once by
+# default) slowed every page event: issue 34's soak saw a chat's three events take 2 s each to
+# start. Callers wait in the queue, where fair admission shares it out by client.
+RENDERS = {"concurrency_id": "render", "concurrency_limit": 1}
+
+
 def add_inspection_endpoints(playground: Playground) -> None:
     """/render and /status: they generate nothing, so they never wait for the engine."""
 
@@ -265,11 +272,11 @@ def add_inspection_endpoints(playground: Playground) -> None:
         )
         return inspection.prompt, json.dumps(inspection.as_json(), ensure_ascii=False)
 
-    gr.api(render, api_name="render")
+    gr.api(render, api_name="render", **RENDERS)
 
     def status() -> str:
         """The engine now, as JSON: generations running (active) and waiting for a slot, the
         slots, and on the genai engine KV-cache usage (0 to 1) and its size in bytes."""
-        return json.dumps(playground.engine.status())
+        return json.dumps(playground.engine.status().as_dict())
 
     gr.api(status, api_name="status")

@@ -22,12 +22,13 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 from gradio.exceptions import Error
 from gradio.server_messages import ProcessCompletedMessage
-from gradio.state_holder import StateHolder
+from gradio.state_holder import SessionState, StateHolder
 from gradio.utils import error_payload
 
 Scope = MutableMapping[str, Any]
@@ -192,8 +193,11 @@ class FairAdmission:
         self.readers = Readers()  # `ReaderCount` fills it
         self.watching: asyncio.Task | None = None
         self.unread_results: dict[str, float] = {}  # session -> since when nobody reads them
+        self.admitted = 0  # events taken in so far, for `housekeeping`
         self.original = queue.push
         queue.push = self.push
+        self.original_get_events = queue.get_events
+        queue.get_events = self.get_events
 
     async def push(self, body: Any, request: Any, username: str | None) -> tuple:
         if self.watching is None:
@@ -204,10 +208,32 @@ class FairAdmission:
             return False, refusal, "queue_full"
         admitted, event_id, state = await self.original(body, request, username)
         if admitted:
+            self.admitted += 1
             self.held[generating].setdefault(client, set()).add(event_id)
             if body.session_hash:
                 self.owners[body.session_hash] = client
         return admitted, event_id, state
+
+    def get_events(self) -> Any:
+        """Gradio's next events to run, the engine's group first put in turn order: a free
+        slot goes to the waiting generation whose client has the fewest running, then the
+        longest waiting (Gradio's own order is arrival). A visitor who arrived behind a greedy
+        client's queued replies no longer waits for them (issue 34's soak)."""
+        line = self.queue.event_queue_per_concurrency_id.get(self.group)
+        limit = line.concurrency_limit if line is not None else None
+        if (
+            line is not None
+            and len(line.queue) > 1
+            and (limit is None or line.current_concurrency < limit)
+        ):
+            line.queue.sort(key=self.turn_order())  # stable: arrival order within a rank
+        return self.original_get_events()
+
+    def turn_order(self) -> Callable[[Any], int]:
+        """An event's rank: how many generations its client has running now."""
+        client_of_event = {e: c for c, ids in self.held[True].items() for e in ids}
+        running = Counter(client_of_event.get(e._id) for e in self.running_generations())
+        return lambda event: running[client_of_event.get(event._id)]
 
     def live(self) -> set[str]:
         """The events Gradio is running (for a client still there) or holding in line. Not its
@@ -367,6 +393,11 @@ class VisitorsFirst(StateHolder):
         super().__init__()
         self.owners, self.in_use = owners, in_use
 
+    def __getitem__(self, session_id: str) -> SessionState:
+        if session_id not in self.session_data:
+            self.session_data[session_id] = LightSession(self.blocks)
+        return super().__getitem__(session_id)
+
     def update(self, session_id: str) -> None:
         with self.lock:
             sessions: OrderedDict = self.session_data
@@ -398,6 +429,19 @@ class VisitorsFirst(StateHolder):
         del self.session_data[session_id]
         self.time_last_used.pop(session_id, None)
         self.owners.pop(session_id, None)
+
+
+class LightSession(SessionState):
+    """Gradio's session state, less its copy of every component's config, which only deep
+    links read (a route closed here: `close_unused_routes`); Gradio fills in a component's
+    config when an event first updates it. Building the copy for the app's 319 blocks took
+    23 ms, holding the GIL, for each new session, and every API call makes one: under issue
+    34's soak that was two thirds of the app's GIL time (py-spy), and every page event
+    waited on it."""
+
+    def __init__(self, blocks: Any) -> None:
+        # Gradio's own set-up, with the config copied for no block.
+        super().__init__(SimpleNamespace(default_config=blocks.default_config, blocks={}))
 
 
 def holds_work(session: Any) -> bool:

@@ -139,3 +139,30 @@ def run_all(page, columns):
         page.wait_for_function(
             f"document.querySelector('#compare-figures-{n}').innerText.includes('tokens/s')"
         )
+
+
+# In the page's own clock, each press of Send and the moment its reply first shows model text
+# (a bot message past the ones there at the press, with text besides its <sub> reading line):
+# what a visitor waits, without Playwright's own dispatch of the click.
+CLOCK_FIRST_TOKENS = """() => {
+  const sends = window.sends = [];
+  const bots = () => document.querySelectorAll('#chatbot [data-testid=bot]');
+  document.addEventListener('pointerdown', (event) => {
+    if (!event.target.closest('#send')) return;
+    sends.push({pressed: performance.now(), bots: bots().length});
+  }, {capture: true});
+  new MutationObserver(() => {
+    const send = sends[sends.length - 1];
+    const all = bots();
+    if (!send || send.first || all.length <= send.bots) return;
+    const reply = all[all.length - 1].cloneNode(true);
+    reply.querySelectorAll('sub').forEach((sub) => sub.remove());
+    if (reply.textContent.trim()) send.first = performance.now();
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def first_token_waits(page) -> list[float]:
+    """Seconds from each press of Send to its reply's first text (`CLOCK_FIRST_TOKENS`)."""
+    sends = page.evaluate("window.sends")
+    return [(send["first"] - send["pressed"]) / 1000 for send in sends if "first" in send]
