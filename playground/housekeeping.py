@@ -18,17 +18,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
 import threading
 import time
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
+from functools import cache
 
 MIN_GAP_S = 10.0
 POLL_S = 1.0
 
 
+@cache  # find_library runs ldconfig in a subprocess: once per process is enough
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None where the C library is another (macOS, musl)."""
     name = ctypes.util.find_library("c")

@@ -18,7 +18,7 @@ from playground.notebook import MAX_CELLS, MAX_LESSON_CHARS, MarkdownCell, Promp
 from playground.notebook_doc import CellOutput, Notebook
 from playground.session import Control, Playground
 from tests.conftest import ROOT, free_port
-from tests.helpers.browser import cell_text, open_notebook, screenshot
+from tests.helpers.browser import cell_text, clock_presses, open_notebook, press_waits, screenshot
 from tests.helpers.fakes import RecordingEngine
 
 # The app as `python app.py --model tiny-tutor` serves it, its engine paced by the seconds a
@@ -162,19 +162,6 @@ STOPPED = (
 )
 
 
-# Times, in the page's own clock, a person's press of Stop and the first moment the page shows
-# the run stopped: Playwright's dispatch of a click (up to 0.4 s on a loaded machine) is the
-# test's, not the product's.
-CLOCK_STOP = f"""() => {{
-  const times = window.stopTimes = {{}};
-  document.querySelector('#nb-stop').addEventListener(
-    'pointerdown', () => {{ times.pressed ??= performance.now(); }}, {{capture: true}});
-  new MutationObserver(() => {{
-    if (times.pressed && ({STOPPED})) times.shown ??= performance.now();
-  }}).observe(document.body, {{subtree: true, childList: true, characterData: true}});
-}}"""
-
-
 def figures(page) -> list[str]:
     return page.locator("#nb-document .nb-figures").all_inner_texts()
 
@@ -291,14 +278,13 @@ def test_stop_lands_within_a_second_with_ten_cells_of_4096_tokens(browser, app, 
             timeout=300_000,
         )  # the tenth cell runs: nine have written 4,096 tokens
         size = page.evaluate("document.querySelector('#nb-document').innerHTML.length")
-        page.evaluate(CLOCK_STOP)
+        clock_presses(page, "#nb-stop", f"() => {STOPPED}")
         began = time.monotonic()
         page.click("#nb-stop", force=True)  # a person's click: no wait for a still page
         page.wait_for_function(STOPPED, polling=20)
         driven = time.monotonic() - began  # with Playwright's own dispatch of the click
         page.wait_for_function("document.querySelector('#nb-stop').disabled")
-        times = page.evaluate("window.stopTimes")
-        shown = (times["shown"] - times["pressed"]) / 1000  # the engine ended; the page says so
+        (shown,) = press_waits(page)  # the engine ended, and the page says so
         print(
             f"issue 34 item 11: a {size / 1e6:.2f} MB document; Stop landed {shown:.2f} s "
             f"after the press, in the page's clock ({driven:.2f} s from Playwright's click)"

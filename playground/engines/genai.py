@@ -23,10 +23,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import playground
 from playground.engines.base import (
@@ -205,10 +205,6 @@ class GenAIStatus(EngineStatus):
     """The base status, with the KV cache and the engine process as GenAI's pipeline reports
     them (`_genai_process._Child._status`, read after each step)."""
 
-    FROM_PROCESS: ClassVar[tuple[str, ...]] = (
-        "kv_cache_usage", "kv_cache_step_usage", "kv_cache_peak", "kv_cache_bytes",
-        "prompt_lookup_loaded",
-    )  # fmt: skip
     kv_cache_usage: float = 0.0  # held by running requests, 0 to 1
     kv_cache_step_usage: float = 0.0  # held during the last step
     kv_cache_peak: float = 0.0
@@ -229,6 +225,10 @@ class GenAIStatus(EngineStatus):
             "process that dies or hangs is replaced; the replies it was writing keep their text)",
             f"- **Prompt lookup pipeline:** {loaded}",
         ]
+
+
+# What the engine process's report may fill: the fields GenAI's status adds to the base's.
+GENAI_STATUS_FIELDS = {f.name for f in fields(GenAIStatus)} - {f.name for f in fields(EngineStatus)}
 
 
 class GenAIEngine(Engine):
@@ -285,7 +285,7 @@ class GenAIEngine(Engine):
         process = self.process
         return GenAIStatus(
             **self._status_fields(),
-            **{k: v for k, v in process.status.items() if k in GenAIStatus.FROM_PROCESS},
+            **{k: v for k, v in process.status.items() if k in GENAI_STATUS_FIELDS},
             engine_process=process.state,
             engine_restarts=process.restarts,
         )

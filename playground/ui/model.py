@@ -53,16 +53,21 @@ def build_model(engine: Engine, notice: str | None) -> ModelTab:
         lines.append(f"- **Note:** {display.escape(notice)}")
     info_md = gr.Markdown("\n".join(lines), elem_id="model-info")
     gr.Markdown("### Now")
-    status = gr.Markdown("\n".join(engine.status().lines()), elem_id="engine-status")
+    status = gr.Markdown(status_markdown(engine), elem_id="engine-status")
     refresh = gr.Button("Refresh", size="sm", elem_id="status-refresh")
     return ModelTab(info_md, status, refresh)
+
+
+def status_markdown(engine: Engine) -> str:
+    """The engine's live lines, as the engine's own status says them."""
+    return "\n".join(engine.status().lines())
 
 
 def wire_model(tab: ModelTab, engine: Engine, shown: gr.Tab) -> None:
     """The live figures are read when the tab is opened and on Refresh (no polling)."""
 
     def on_status() -> str:
-        return "\n".join(engine.status().lines())
+        return status_markdown(engine)
 
     for trigger in (shown.select, tab.refresh.click):
         trigger(on_status, None, tab.status, show_progress="hidden", api_visibility="private")
